@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each creates .venv when it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+SHARED_ASSETS := $(abspath ../shared/assets)
+export EVOPRUNE_ASSETS ?= $(if $(wildcard $(SHARED_ASSETS)/MANIFEST.txt),$(SHARED_ASSETS),)
+export MLFLOW_DISABLE_TELEMETRY := true
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test install install-dev bench ui clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(VPY) setup.cfg pyproject.toml
+	$(VPY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VPY) setup.cfg pyproject.toml
+	$(VPY) -m pip install -q -e ".[dev]"
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(VPY) -m evoprune_tf.demo
+
+test: $(VENV)/.installed-dev
+	$(VPY) -m pytest -q -rs
+
+bench: $(VENV)/.installed
+	$(VPY) benchmarks/fitness.py
+
+ui: $(VENV)/.installed
+	$(VENV)/bin/evoprune ui
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

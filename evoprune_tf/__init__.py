@@ -1,0 +1,1 @@
+"""evoprune-tf."""

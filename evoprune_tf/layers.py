@@ -1,0 +1,609 @@
+"""Masked dense layers, masked heads and their compact export.
+
+`MaskedDense` is a `Dense` layer whose kernel is multiplied by a 0/1 mask held in a
+non-trainable weight named ``kernel_mask``. The mask is assigned in place with
+`MaskedDense.set_mask`, so one compiled model can be reused for many genomes without
+being rebuilt or retraced. Pruned connections get a zero gradient (the multiplication
+sees to that), so training never revives them.
+
+`compact` (alias `strip_masks`, after tfmot's pruning vocabulary) bakes the masks into
+plain `keras.layers.Dense` layers that are physically smaller: unused input features
+are dropped by a leading `FeatureGather`, dead hidden neurons are removed and the
+remaining masked connections are stored as zeros.
+
+Everything that runs inside a model is written with `keras.ops`, so the layers work on
+the TensorFlow, JAX and torch backends. Weight surgery (`compact`) runs on NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "MaskedDense",
+    "FeatureGather",
+    "build_masked_head",
+    "masked_dense_layers",
+    "set_head_masks",
+    "set_head_weights",
+    "compact",
+    "strip_masks",
+    "count_active_parameters",
+]
+
+_PACKAGE = "evoprune_tf"
+
+# Activations that couple the units of a layer: a neuron cannot be removed or replaced
+# by a constant without changing the others, so `compact` keeps every unit of such a
+# hidden layer.
+_NON_ELEMENTWISE = (keras.activations.softmax, keras.activations.log_softmax)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MaskedDense(keras.layers.Layer):
+    """A densely connected layer whose kernel is multiplied by a binary mask.
+
+    Computes ``activation(matmul(inputs, kernel * kernel_mask) + bias)``. The mask is a
+    non-trainable float32 weight named ``kernel_mask``, initialised to ones (nothing
+    pruned), saved with the model's weights, and changed with `set_mask`, which assigns
+    into the existing variable: a compiled model keeps its traced functions. A pruned
+    connection receives a zero gradient, so training leaves its stored kernel entry
+    unchanged and its effective weight at zero.
+
+    The mask is deliberately not a ``mask`` call argument: Keras reserves that name
+    for its own masking machinery.
+
+    Args:
+        units: dimensionality of the output space.
+        activation: activation function (name or callable); ``None`` is linear.
+        use_bias: whether the layer adds a bias vector.
+        kernel_initializer: initializer of the kernel.
+        bias_initializer: initializer of the bias.
+        **kwargs: base `keras.layers.Layer` arguments (``name``, ``dtype``, ``trainable``).
+
+    Input shape:
+        N-D tensor ``(batch_size, ..., input_dim)``; most often ``(batch_size, input_dim)``.
+
+    Output shape:
+        N-D tensor ``(batch_size, ..., units)``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | Callable | None = None,
+        use_bias: bool = True,
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        bias_initializer: str | keras.initializers.Initializer = "zeros",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if int(units) < 1:
+            raise ValueError(f"units={units}; expected a positive integer")
+        self.units = int(units)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+        self.supports_masking = True
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(f"MaskedDense needs a known last input dimension; got input shape {input_shape}")
+        kernel_shape = (int(input_dim), self.units)
+        self.kernel = self.add_weight(name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.units,), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
+        self.kernel_mask = self.add_weight(
+            name="kernel_mask", shape=kernel_shape, initializer="ones", dtype="float32", trainable=False
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: int(input_dim)})
+
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        """``(input_dim, units)``; the layer must be built."""
+        self._require_built("kernel_shape")
+        return tuple(int(d) for d in self.kernel.shape)
+
+    @property
+    def masked_kernel(self) -> Any:
+        """The effective kernel ``kernel * kernel_mask`` as a backend tensor."""
+        return ops.multiply(self.kernel, ops.cast(self.kernel_mask, self.kernel.dtype))
+
+    def call(self, inputs: Any) -> Any:
+        outputs = ops.matmul(inputs, self.masked_kernel)
+        if self.bias is not None:
+            outputs = ops.add(outputs, self.bias)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (*input_shape[:-1], self.units)
+
+    def set_mask(self, mask: Any) -> None:
+        """Assign a new 0/1 kernel mask in place and zero the pruned kernel entries.
+
+        The mask variable is assigned, not replaced, so a compiled model is neither
+        rebuilt nor retraced. The stored kernel is multiplied by the mask too, so the
+        weights a user reads back (or exports) hold zeros where connections are pruned.
+
+        Args:
+            mask: array-like or backend tensor of shape ``(input_dim, units)`` holding
+                only 0 and 1 (booleans are accepted).
+
+        Raises:
+            ValueError: the layer is not built, or the mask has the wrong shape or values
+                other than 0 and 1.
+        """
+        self._require_built("set_mask")
+        values = _to_numpy(mask)
+        expected = self.kernel_shape
+        if values.shape != expected:
+            raise ValueError(f"{self.name}: mask has shape {values.shape}; expected {expected}")
+        values = values.astype(np.float32)
+        if not np.all((values == 0.0) | (values == 1.0)):
+            raise ValueError(f"{self.name}: mask holds values other than 0 and 1; expected a binary mask")
+        self.kernel_mask.assign(values)
+        self.kernel.assign(ops.multiply(self.kernel, ops.cast(values, self.kernel.dtype)))
+
+    def get_mask(self) -> np.ndarray:
+        """The current kernel mask as a float32 NumPy array ``(input_dim, units)``."""
+        self._require_built("get_mask")
+        return np.asarray(ops.convert_to_numpy(self.kernel_mask), dtype=np.float32)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(f"{self.name}: {what} needs a built layer; call it on an input (or build it) first")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FeatureGather(keras.layers.Layer):
+    """Keeps a fixed subset of the input features (last axis), in the given order.
+
+    The first layer of a compact model whose input features were pruned: it replaces
+    the all-zero rows of the first kernel.
+
+    Args:
+        indices: non-negative integer positions on the last axis to keep.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Input shape:
+        N-D tensor ``(batch_size, ..., input_dim)`` with ``input_dim > max(indices)``.
+
+    Output shape:
+        N-D tensor ``(batch_size, ..., len(indices))``.
+    """
+
+    def __init__(self, indices: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        values = np.asarray(list(indices))
+        if values.ndim != 1 or values.size == 0:
+            raise ValueError(f"indices have shape {values.shape}; expected a non-empty 1-D sequence")
+        if not np.issubdtype(values.dtype, np.integer) or values.min() < 0:
+            raise ValueError(f"indices={values[:5].tolist()}...; expected non-negative integers")
+        self.indices = tuple(int(i) for i in values)
+        self.supports_masking = True
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        input_dim = input_shape[-1]
+        if input_dim is not None and max(self.indices) >= input_dim:
+            raise ValueError(
+                f"{self.name}: index {max(self.indices)} is out of range for {input_dim} input features"
+            )
+
+    def call(self, inputs: Any) -> Any:
+        return ops.take(inputs, np.asarray(self.indices, dtype="int32"), axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (*input_shape[:-1], len(self.indices))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["indices"] = list(self.indices)
+        return config
+
+
+def build_masked_head(
+    n_features: int,
+    n_classes: int,
+    hidden: Sequence[int] = (512,),
+    *,
+    use_bias: bool = False,
+    hidden_activation: str | Callable = "relu",
+    kernel_masks: Sequence[Any] | None = None,
+    seed: int | None = None,
+    name: str = "masked_head",
+) -> keras.Model:
+    """A functional head ``features -> MaskedDense(h) ... -> MaskedDense(n_classes, softmax)``.
+
+    Layer names: the input is ``features``, the hidden layers ``masked_dense_0``,
+    ``masked_dense_1``, ..., and the output layer ``masked_output``.
+
+    Args:
+        n_features: width of the input features.
+        n_classes: number of classes (softmax output, always with a bias).
+        hidden: units of each hidden layer (may be empty).
+        use_bias: whether the hidden layers have a bias.
+        hidden_activation: activation of the hidden layers.
+        kernel_masks: optional per-layer ``(in, out)`` 0/1 masks, one per layer (hidden
+            layers then output), e.g. from `HeadMasks.kernel_masks()`.
+        seed: seeds the kernel initializers (layer ``i`` uses ``seed + i``); ``None``
+            draws from Keras' global RNG (see `keras.utils.set_random_seed`).
+        name: model name.
+
+    Returns:
+        The uncompiled model.
+
+    Raises:
+        ValueError: bad widths, or masks of the wrong number or shape.
+    """
+    if int(n_features) < 1 or int(n_classes) < 1 or any(int(h) < 1 for h in hidden):
+        raise ValueError(
+            f"n_features={n_features}, n_classes={n_classes}, hidden={tuple(hidden)}; expected positive widths"
+        )
+
+    def initializer(i: int) -> keras.initializers.Initializer:
+        return keras.initializers.GlorotUniform(seed=None if seed is None else int(seed) + i)
+
+    inputs = keras.Input(shape=(int(n_features),), name="features")
+    x = inputs
+    for i, units in enumerate(hidden):
+        x = MaskedDense(
+            int(units),
+            activation=hidden_activation,
+            use_bias=use_bias,
+            kernel_initializer=initializer(i),
+            name=f"masked_dense_{i}",
+        )(x)
+    outputs = MaskedDense(
+        int(n_classes),
+        activation="softmax",
+        use_bias=True,
+        kernel_initializer=initializer(len(hidden)),
+        name="masked_output",
+    )(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if kernel_masks is not None:
+        set_head_masks(model, kernel_masks)
+    return model
+
+
+def masked_dense_layers(model: keras.Model) -> list[MaskedDense]:
+    """The `MaskedDense` layers of a model in layer order, looking into nested models."""
+    found: list[MaskedDense] = []
+    for layer in model.layers:
+        if isinstance(layer, MaskedDense):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(masked_dense_layers(layer))
+    return found
+
+
+def set_head_masks(model: keras.Model, kernel_masks: Sequence[Any]) -> None:
+    """Assign one kernel mask per `MaskedDense` layer of ``model``, in layer order.
+
+    Args:
+        model: a model holding `MaskedDense` layers (nested models are searched).
+        kernel_masks: ``(in, out)`` 0/1 masks, one per `MaskedDense` layer.
+
+    Raises:
+        ValueError: the number of masks differs from the number of layers, or a mask
+            has the wrong shape or values.
+    """
+    layers = masked_dense_layers(model)
+    if len(kernel_masks) != len(layers):
+        raise ValueError(
+            f"got {len(kernel_masks)} kernel masks; expected {len(layers)}, one per MaskedDense layer of {model.name!r}"
+        )
+    for layer, mask in zip(layers, kernel_masks):
+        layer.set_mask(mask)
+
+
+def set_head_weights(
+    model: keras.Model,
+    kernels: Sequence[Any],
+    biases: Sequence[Any | None],
+) -> None:
+    """Assign trained kernels and biases to the `MaskedDense` layers, in layer order.
+
+    Each kernel is stored multiplied by the layer's current mask, like `set_mask` does,
+    so the stored weights hold zeros where connections are pruned.
+
+    Args:
+        model: a model holding `MaskedDense` layers (nested models are searched).
+        kernels: one ``(in, out)`` array per layer.
+        biases: one ``(out,)`` array per layer, ``None`` for a layer without bias.
+
+    Raises:
+        ValueError: wrong number of entries, wrong shapes, or a bias given to a layer
+            without one (or missing for a layer with one).
+    """
+    layers = masked_dense_layers(model)
+    if len(kernels) != len(layers) or len(biases) != len(layers):
+        raise ValueError(
+            f"got {len(kernels)} kernels and {len(biases)} biases; expected {len(layers)} of each, "
+            f"one per MaskedDense layer of {model.name!r}"
+        )
+    for layer, kernel, bias in zip(layers, kernels, biases):
+        kernel = _to_numpy(kernel).astype(np.float32)
+        if kernel.shape != layer.kernel_shape:
+            raise ValueError(f"{layer.name}: kernel has shape {kernel.shape}; expected {layer.kernel_shape}")
+        if (bias is None) != (layer.bias is None):
+            raise ValueError(
+                f"{layer.name}: bias is {'None' if bias is None else 'given'}; expected "
+                f"{'an array of shape ' + str((layer.units,)) if layer.use_bias else 'None (the layer has no bias)'}"
+            )
+        if bias is not None:
+            bias = _to_numpy(bias).astype(np.float32)
+            if bias.shape != (layer.units,):
+                raise ValueError(f"{layer.name}: bias has shape {bias.shape}; expected {(layer.units,)}")
+        layer.kernel.assign(kernel * layer.get_mask())
+        if bias is not None:
+            layer.bias.assign(bias)
+
+
+# --------------------------------------------------------------------------- compact
+
+
+class _CompactLayer:
+    """NumPy plan of one compact `Dense` layer."""
+
+    def __init__(self, source: MaskedDense, kernel: np.ndarray, mask: np.ndarray, bias: np.ndarray | None) -> None:
+        self.source = source
+        self.kernel = kernel
+        self.mask = mask
+        self.bias = bias
+
+
+def _plan_compact(chain: Sequence[MaskedDense]) -> tuple[np.ndarray, list[_CompactLayer]]:
+    """Decide which units survive and compute the compact weights.
+
+    Returns:
+        The kept input-feature indices and one `_CompactLayer` per layer of the chain.
+    """
+    kernels = [_to_numpy(layer.masked_kernel).astype(np.float64) for layer in chain]
+    masks = [layer.get_mask() != 0 for layer in chain]
+    biases = [None if layer.bias is None else _to_numpy(layer.bias).astype(np.float64) for layer in chain]
+    n = len(chain)
+    # Units at every boundary: boundary 0 = input features, boundary i + 1 = outputs of
+    # layer i. A hidden layer with a non-elementwise activation keeps all its units.
+    forced = [False] + [chain[i].activation in _NON_ELEMENTWISE for i in range(n - 1)] + [True]
+
+    # Backward: a unit is used when it reaches a used unit of the next boundary.
+    used = [None] * (n + 1)
+    used[n] = np.ones(chain[-1].units, dtype=bool)
+    for i in range(n - 1, -1, -1):
+        reaches = masks[i][:, used[i + 1]].any(axis=1)
+        used[i] = np.ones_like(reaches) if forced[i] else reaches
+
+    # Forward: a unit is variable when some variable unit feeds it; otherwise it is the
+    # constant activation(bias) (activation(0) without bias), folded into the next bias.
+    variable = [np.ones(kernels[0].shape[0], dtype=bool)]
+    constants = [np.zeros(kernels[0].shape[0])]
+    for i in range(n):
+        fed = masks[i][variable[i], :].any(axis=0)
+        if forced[i + 1]:
+            fed = np.ones_like(fed)
+        pre = constants[i] @ kernels[i]
+        if biases[i] is not None:
+            pre = pre + biases[i]
+        const = np.zeros(chain[i].units)
+        if i < n - 1 and not fed.all():
+            values = _activate(chain[i].activation, pre.astype(np.float32)).astype(np.float64)
+            const[~fed] = values[~fed]
+        variable.append(fed)
+        constants.append(const)
+
+    keep = [np.flatnonzero(used[0])]
+    for i in range(1, n):
+        keep.append(np.flatnonzero(variable[i] & used[i]))
+    keep.append(np.arange(chain[-1].units))
+    # Every Dense needs a non-empty kernel: when a boundary loses all its units, keep
+    # unit 0 and cut its outgoing weights (its constant, if any, is already folded).
+    silent = [False] * (n + 1)
+    for b in range(n):
+        if keep[b].size == 0:
+            keep[b] = np.array([0])
+            silent[b] = True
+
+    plans = []
+    for i, layer in enumerate(chain):
+        rows, cols = keep[i], keep[i + 1]
+        kernel = kernels[i][np.ix_(rows, cols)]
+        mask = masks[i][np.ix_(rows, cols)]
+        if silent[i]:
+            kernel = np.zeros_like(kernel)
+            mask = np.zeros_like(mask)
+        # Constant inputs of layer i (dropped from the kernel) move into its bias.
+        shift = (constants[i] @ kernels[i])[cols]
+        bias = None if biases[i] is None else biases[i][cols] + shift
+        if bias is None and np.any(shift != 0):
+            bias = shift
+        plans.append(
+            _CompactLayer(
+                layer,
+                kernel.astype(np.float32),
+                mask,
+                None if bias is None else bias.astype(np.float32),
+            )
+        )
+    return keep[0], plans
+
+
+def _activate(activation: Callable | None, values: np.ndarray) -> np.ndarray:
+    if activation is None:
+        return values
+    return np.asarray(ops.convert_to_numpy(activation(ops.convert_to_tensor(values))))
+
+
+def _producer(tensor: Any) -> tuple[Any, Any]:
+    """The operation that produced a symbolic tensor and the tensor(s) it consumed."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None, None
+    node = history.operation._inbound_nodes[history.node_index]
+    return history.operation, node.input_tensors
+
+
+def _trailing_chain(model: keras.Model) -> tuple[list[MaskedDense], Any]:
+    """The linear chain of `MaskedDense` layers that ends ``model`` and the tensor feeding it.
+
+    Nested models at the end of the chain (such as a head from `build_masked_head`
+    inside a backbone model) are looked into when they are themselves a pure chain
+    ``Input -> MaskedDense -> ...``.
+    """
+    outputs = getattr(model, "outputs", None)
+    if not outputs:
+        raise ValueError(f"model {model.name!r} has no symbolic outputs; build it on an Input first")
+    if len(outputs) != 1:
+        raise ValueError(f"model {model.name!r} has {len(outputs)} outputs; expected one (a head)")
+    chain: list[MaskedDense] = []
+    tensor = outputs[0]
+    while True:
+        operation, inputs = _producer(tensor)
+        if isinstance(operation, MaskedDense) and len(inputs) == 1:
+            chain.append(operation)
+            tensor = inputs[0]
+        elif isinstance(operation, keras.Model) and len(inputs) == 1 and _is_pure_chain(operation):
+            inner, _ = _trailing_chain(operation)
+            chain.extend(reversed(inner))
+            tensor = inputs[0]
+        else:
+            break
+    if not chain:
+        raise ValueError(
+            f"model {model.name!r} does not end with MaskedDense layers; compact needs a head built from them"
+        )
+    return chain[::-1], tensor
+
+
+def _is_pure_chain(model: keras.Model) -> bool:
+    try:
+        _, feed = _trailing_chain(model)
+    except ValueError:
+        return False
+    return len(model.inputs) == 1 and feed is model.inputs[0]
+
+
+def compact(model: keras.Model, *, name: str | None = None) -> keras.Model:
+    """Bake the masks of a masked head into plain, physically smaller `Dense` layers.
+
+    ``model`` must end with a linear chain of `MaskedDense` layers: a head from
+    `build_masked_head`, or ``backbone -> ... -> head`` (functional or `Sequential`, the
+    head possibly a nested pure-head model). Layers before the chain are reused, shared
+    with ``model`` (not copied); a head-only model gets a fresh `Input`.
+
+    What is removed (all outputs stay equal to the masked model's up to float32 rounding):
+
+    * input features whose row is zero in the first mask (also when they only feed
+      removed neurons), through a leading `FeatureGather`; omitted when nothing is cut;
+    * hidden neurons that send nothing (their row in the next mask is zero, or they only
+      feed removed neurons);
+    * hidden neurons that receive nothing (their column in their mask is zero). Such a
+      neuron outputs the constant ``activation(bias)`` (``activation(0)`` without bias,
+      which is 0 for relu): the constant times its outgoing weights is folded into the
+      next layer's bias, which the compact layer gains if it had none and the constant is
+      non-zero. Hidden layers with softmax / log_softmax keep all their neurons.
+
+    Remaining masked connections are stored as zeros (``kernel * mask``). The output
+    layer keeps every class. A layer ``name`` becomes ``compact_*`` when it starts with
+    ``masked_`` (so ``masked_dense_0 -> compact_dense_0``, ``masked_output ->
+    compact_output``), else ``<name>_compact``.
+
+    Args:
+        model: the masked model.
+        name: name of the compact model (default ``<model.name>_compact``).
+
+    Returns:
+        A new functional model holding only `Dense` (and `FeatureGather`) layers after
+        the shared prefix.
+
+    Raises:
+        ValueError: the model does not end with a chain of `MaskedDense` layers.
+    """
+    chain, feed = _trailing_chain(model)
+    features, plans = _plan_compact(chain)
+
+    if len(model.inputs) == 1 and feed is model.inputs[0]:
+        source = model.inputs[0]
+        inputs = keras.Input(
+            shape=tuple(source.shape[1:]), dtype=source.dtype, name=_producer_name(source) or "features"
+        )
+        x = inputs
+    else:
+        inputs, x = model.inputs, feed
+    if features.size != chain[0].kernel_shape[0]:
+        x = FeatureGather(features.tolist(), name="feature_gather")(x)
+    for plan in plans:
+        layer = plan.source
+        dense = keras.layers.Dense(
+            plan.kernel.shape[1],
+            activation=layer.activation,
+            use_bias=plan.bias is not None,
+            dtype=layer.dtype_policy,
+            name=_compact_name(layer.name),
+        )
+        x = dense(x)
+        dense.set_weights([plan.kernel] if plan.bias is None else [plan.kernel, plan.bias])
+    return keras.Model(inputs, x, name=name or f"{model.name}_compact")
+
+
+strip_masks = compact
+
+
+def count_active_parameters(model: keras.Model) -> int:
+    """Unpruned kernel entries plus biases of the compact form of ``model``'s head.
+
+    This is the sparse count (masked connections inside kept rows and columns are not
+    counted), so it is at most the head part of ``compact(model).count_params()`` and
+    equals it when no single connection is pruned. Layers before the head are ignored.
+
+    Args:
+        model: a model ending with a chain of `MaskedDense` layers (see `compact`).
+    """
+    chain, _ = _trailing_chain(model)
+    _, plans = _plan_compact(chain)
+    return int(sum(int(p.mask.sum()) + (0 if p.bias is None else p.bias.size) for p in plans))
+
+
+def _compact_name(name: str) -> str:
+    return "compact_" + name[len("masked_") :] if name.startswith("masked_") else f"{name}_compact"
+
+
+def _producer_name(tensor: Any) -> str | None:
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None or history.operation is None else history.operation.name
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, keras.Variable):
+        return np.asarray(value.numpy())
+    try:
+        return np.asarray(ops.convert_to_numpy(value))
+    except Exception:  # plain Python sequences
+        return np.asarray(value)

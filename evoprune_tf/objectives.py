@@ -1,0 +1,103 @@
+"""Objectives of a pruned head: accuracy, loss, complexity, OOD robustness.
+
+Each objective has a name, a DEAP weight (+1 maximise, -1 minimise) and reads its
+value from an `Evaluation`. Single-objective runs use the lexicographic fitness
+``(accuracy, loss, active_fraction)`` with weights ``(+1, -1, -1)``: DEAP compares
+fitnesses lexicographically, so validation loss breaks ties of accuracy (which
+saturates at 1.0 on the shared RPS copy) and then fewer active bits win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["Evaluation", "OBJECTIVES", "objective_weights", "auroc", "max_softmax_score", "validate_objectives"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Everything measured about one genome; every objective is derived from it.
+
+    Attributes:
+        accuracy: validation accuracy.
+        loss: validation cross-entropy.
+        active_fraction: fraction of genes on.
+        active_parameters: parameters of the compact head.
+        auroc: OOD-detection AUROC on validation vs OOD features (None when not measured).
+        epochs_run: epochs trained.
+    """
+
+    accuracy: float
+    loss: float
+    active_fraction: float
+    active_parameters: int
+    auroc: float | None = None
+    epochs_run: int = 0
+
+    def as_dict(self) -> dict:
+        """Plain dict (for CSV / JSON)."""
+        return dataclasses.asdict(self)
+
+
+#: name -> (weight, attribute of `Evaluation`)
+OBJECTIVES: dict[str, tuple[float, str]] = {
+    "accuracy": (1.0, "accuracy"),
+    "loss": (-1.0, "loss"),
+    "active_fraction": (-1.0, "active_fraction"),
+    "robustness": (1.0, "auroc"),
+}
+
+SINGLE_OBJECTIVE = ("accuracy", "loss", "active_fraction")
+
+
+def validate_objectives(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Check objective names; returns them as a tuple.
+
+    Raises:
+        ValueError: an unknown or repeated name, or an empty list.
+    """
+    names = tuple(names)
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"objectives={list(names)}; expected distinct names from {sorted(OBJECTIVES)}")
+    return names
+
+
+def objective_weights(names: tuple[str, ...]) -> tuple[float, ...]:
+    """DEAP fitness weights for the objectives."""
+    return tuple(OBJECTIVES[n][0] for n in names)
+
+
+def objective_values(evaluation: Evaluation, names: tuple[str, ...]) -> tuple[float, ...]:
+    """The fitness tuple of an evaluation."""
+    values = []
+    for name in names:
+        value = getattr(evaluation, OBJECTIVES[name][1])
+        if value is None:
+            raise ValueError(f"objective {name!r} was not measured (robustness needs OOD features)")
+        values.append(float(value))
+    return tuple(values)
+
+
+def max_softmax_score(logits: np.ndarray, temperature: float = 1000.0) -> np.ndarray:
+    """Max softmax probability with temperature scaling (ODIN-style), computed in float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    return 1.0 / np.exp(z).sum(axis=1)
+
+
+def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """Area under the ROC curve for telling in-distribution (positive) from OOD samples.
+
+    Equals the probability that a random in-distribution sample scores higher than a
+    random OOD one (ties count one half): the Mann-Whitney U statistic, normalised.
+    """
+    n_in, n_out = len(in_scores), len(out_scores)
+    if n_in == 0 or n_out == 0:
+        raise ValueError(f"AUROC needs both in-distribution ({n_in}) and OOD ({n_out}) samples")
+    ranks = stats.rankdata(np.concatenate([in_scores, out_scores]))
+    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2.0
+    return float(u / (n_in * n_out))

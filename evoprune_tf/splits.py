@@ -1,0 +1,76 @@
+"""Cached backbone features split into train / validation / test.
+
+`FeatureSplits` is the one object that flows from feature extraction into fitness
+evaluation: evaluation never sees images, backbones or Keras, only these arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSplits:
+    """Float32 features and integer labels for the three splits of a dataset.
+
+    Evolution selects on ``val`` only; ``test`` is kept for the final report.
+
+    Attributes:
+        x_train: ``(n_train, n_features)`` float32 features.
+        y_train: ``(n_train,)`` int labels in ``[0, n_classes)``.
+        x_val: ``(n_val, n_features)`` float32 features.
+        y_val: ``(n_val,)`` int labels.
+        x_test: ``(n_test, n_features)`` float32 features (may have 0 rows).
+        y_test: ``(n_test,)`` int labels.
+        class_names: one name per class, index = label.
+        name: a short name of the dataset (for tags and reports).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.ndim != 2:
+                raise ValueError(f"x_{split} has shape {x.shape}; expected (samples, features)")
+            if len(x) != len(y):
+                raise ValueError(f"x_{split} has {len(x)} rows but y_{split} has {len(y)} labels")
+            if x.shape[1] != self.x_train.shape[1]:
+                raise ValueError(
+                    f"x_{split} has {x.shape[1]} features; expected {self.x_train.shape[1]} like x_train"
+                )
+        if len(self.x_train) == 0 or len(self.x_val) == 0:
+            raise ValueError("train and validation splits must not be empty")
+        n_classes = len(self.class_names)
+        for split in ("train", "val", "test"):
+            y = getattr(self, f"y_{split}")
+            if len(y) and (y.min() < 0 or y.max() >= n_classes):
+                raise ValueError(
+                    f"y_{split} holds labels in [{y.min()}, {y.max()}]; expected [0, {n_classes - 1}]"
+                )
+
+    @property
+    def n_features(self) -> int:
+        """Width of the feature vectors (the backbone's pooled output)."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def summary(self) -> str:
+        """One line: name, sizes and width."""
+        return (
+            f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test, "
+            f"{self.n_features} features, {self.n_classes} classes"
+        )

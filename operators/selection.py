@@ -1,0 +1,236 @@
+"""Selections with DEAP's contract: ``select(individuals, k, **options) -> list``.
+
+They return **references** to members of ``individuals`` (possibly repeated), never
+copies: as in DEAP, the algorithm clones the parents before varying them. Fitness is
+compared the DEAP way (``a.fitness > b.fitness``: lexicographic on the weighted values),
+so maximisation and minimisation both work. Randomness comes from Python's `random`
+module, drawn in the same order as the matching DEAP selection where there is one.
+
+The random-parent selection is called `random_choice` here (a function named ``random``
+would hide the `random` module); the registry lists it as ``"random"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import random
+from typing import Any, Sequence
+
+import numpy as np
+from deap import tools
+
+__all__ = [
+    "tournament",
+    "roulette",
+    "random_choice",
+    "hamming_farthest",
+    "nsga2",
+    "nsga3",
+    "best",
+]
+
+_ND_METHODS = ("standard", "log")
+
+
+def tournament(individuals: Sequence[Any], k: int, tournsize: int = 3) -> list[Any]:
+    """Selects ``k`` times the best of ``tournsize`` individuals drawn with replacement.
+
+    Draws exactly as ``deap.tools.selTournament``; the first of equally fit aspirants wins.
+
+    Args:
+        individuals: the population to select from.
+        k: number of individuals to select.
+        tournsize: number of aspirants per tournament (at least 1).
+
+    Returns:
+        ``k`` references to members of ``individuals``.
+    """
+    chosen = []
+    for _ in range(k):
+        winner = random.choice(individuals)
+        for _ in range(tournsize - 1):
+            aspirant = random.choice(individuals)
+            if aspirant.fitness > winner.fitness:
+                winner = aspirant
+        chosen.append(winner)
+    return chosen
+
+
+def roulette(individuals: Sequence[Any], k: int) -> list[Any]:
+    """Fitness-proportionate selection of ``k`` individuals, with replacement.
+
+    The weight of an individual is its first weighted fitness value
+    (``fitness.wvalues[0]``, which equals ``fitness.values[0]`` for a maximised
+    objective with weight 1.0, and turns a minimised objective into one where larger is
+    better). Values that are all non-negative are used as they are (classic roulette: a
+    zero fitness is never drawn). If any is negative, all are shifted by the minimum, so
+    the worst weighs 0 like a zero fitness would. When every weight is 0 (all equal and
+    non-positive), selection is uniform.
+
+    Args:
+        individuals: the population to select from (single- or multi-objective; only
+            the first objective counts).
+        k: number of individuals to select.
+
+    Returns:
+        ``k`` references to members of ``individuals``.
+
+    Raises:
+        ValueError: if a fitness is not finite (NaN or infinite).
+    """
+    if not individuals or k <= 0:
+        return []
+    weights = [ind.fitness.wvalues[0] for ind in individuals]
+    if not all(math.isfinite(w) for w in weights):
+        bad = next(w for w in weights if not math.isfinite(w))
+        raise ValueError(f"roulette: fitness value {bad!r} is not finite; expected finite fitness values")
+    lowest = min(weights)
+    if lowest < 0:
+        weights = [w - lowest for w in weights]
+    if sum(weights) <= 0:
+        return random_choice(individuals, k)
+    return random.choices(individuals, weights=weights, k=k)
+
+
+def random_choice(individuals: Sequence[Any], k: int) -> list[Any]:
+    """Selects ``k`` individuals uniformly at random, with replacement (``selRandom``).
+
+    Registered as ``"random"``.
+
+    Args:
+        individuals: the population to select from.
+        k: number of individuals to select.
+
+    Returns:
+        ``k`` references to members of ``individuals``.
+    """
+    return [random.choice(individuals) for _ in range(k)]
+
+
+def _hamming(a: Any, b: Any) -> int:
+    """Number of positions where two genomes differ (extra length counts as different)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape:
+        return int(np.count_nonzero(a != b))
+    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+
+
+def hamming_farthest(individuals: Sequence[Any], k: int, candidates: int = 3) -> list[Any]:
+    """EvoPruneDeepTL's parent selection: a random parent and its farthest candidate.
+
+    For each pair, the first parent is drawn uniformly at random; then ``candidates``
+    other members (distinct positions in ``individuals``, drawn without replacement) are
+    drawn, and the one farthest from the first parent in Hamming distance is the second
+    parent (the first drawn wins ties), which keeps the pair diverse. Pairs are
+    consecutive in the result (``[p1, p2, p1', p2', ...]``), ready for
+    ``zip(offspring[::2], offspring[1::2])``. When ``k`` is odd the last one is a
+    single uniform draw. A one-member population pairs the member with itself.
+
+    Args:
+        individuals: the population to select from (0/1 genomes of one length).
+        k: number of individuals to select.
+        candidates: how many others compete to be the second parent (at least 1; the
+            reference uses 3).
+
+    Returns:
+        ``k`` references to members of ``individuals``.
+
+    Raises:
+        ValueError: if ``candidates`` is not a positive integer.
+    """
+    if isinstance(candidates, bool) or not isinstance(candidates, numbers.Integral) or candidates < 1:
+        raise ValueError(f"hamming_farthest: candidates={candidates!r}; expected a positive integer")
+    n = len(individuals)
+    chosen: list[Any] = []
+    for _ in range(k // 2):
+        first = random.randrange(n)
+        others = [i for i in range(n) if i != first]
+        drawn = random.sample(others, min(candidates, len(others))) if others else [first]
+        second = max(drawn, key=lambda i: _hamming(individuals[first], individuals[i]))
+        chosen += [individuals[first], individuals[second]]
+    if k % 2:
+        chosen.append(random.choice(individuals))
+    return chosen
+
+
+def _check_nd(name: str, nd: str) -> None:
+    if nd not in _ND_METHODS:
+        raise ValueError(f"{name}: nd={nd!r}; expected one of {', '.join(map(repr, _ND_METHODS))}")
+
+
+def nsga2(individuals: Sequence[Any], k: int, nd: str = "standard") -> list[Any]:
+    """NSGA-II environmental selection (``deap.tools.selNSGA2``).
+
+    Keeps whole non-dominated fronts while they fit, then the most isolated members
+    (crowding distance) of the front that does not. Sets ``fitness.crowding_dist`` on
+    every individual, which ``deap.tools.selTournamentDCD`` reads.
+
+    Args:
+        individuals: the population to select from (multi-objective fitnesses).
+        k: number of individuals to keep (at most ``len(individuals)``).
+        nd: non-dominated sorting, ``"standard"`` or ``"log"``.
+
+    Returns:
+        ``k`` distinct references to members of ``individuals``.
+
+    Raises:
+        ValueError: if ``nd`` is not a known sorting method.
+    """
+    _check_nd("nsga2", nd)
+    return tools.selNSGA2(list(individuals), k, nd=nd)
+
+
+@functools.lru_cache(maxsize=32)
+def _reference_points(nobj: int, p: int) -> np.ndarray:
+    points = tools.uniform_reference_points(nobj, p)
+    points.flags.writeable = False  # shared between calls through the cache
+    return points
+
+
+def nsga3(
+    individuals: Sequence[Any],
+    k: int,
+    ref_points: Any = None,
+    p: int = 12,
+    nd: str = "log",
+) -> list[Any]:
+    """NSGA-III environmental selection (``deap.tools.selNSGA3``).
+
+    Args:
+        individuals: the population to select from (multi-objective fitnesses).
+        k: number of individuals to keep (at most ``len(individuals)``).
+        ref_points: reference points, shape ``(n_points, n_objectives)``; by default
+            ``deap.tools.uniform_reference_points(n_objectives, p)``, built from the
+            fitness length on first use and cached.
+        p: divisions per objective of the default reference points (at least 1; not a
+            probability). Ignored when ``ref_points`` is given.
+        nd: non-dominated sorting, ``"log"`` (DEAP's default here) or ``"standard"``.
+
+    Returns:
+        ``k`` distinct references to members of ``individuals``.
+
+    Raises:
+        ValueError: if ``nd`` is unknown or ``p`` is not a positive integer.
+    """
+    _check_nd("nsga3", nd)
+    if not individuals or k <= 0:
+        return []
+    if ref_points is None:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 1:
+            raise ValueError(f"nsga3: p={p!r}; expected a positive integer (divisions per objective)")
+        ref_points = _reference_points(len(individuals[0].fitness.wvalues), int(p))
+    return tools.selNSGA3(list(individuals), k, ref_points, nd=nd)
+
+
+def best(individuals: Sequence[Any], k: int) -> list[Any]:
+    """Selects the ``k`` fittest individuals, best first (``deap.tools.selBest``).
+
+    Args:
+        individuals: the population to select from.
+        k: number of individuals to select.
+
+    Returns:
+        Up to ``k`` distinct references to members of ``individuals``.
+    """
+    return tools.selBest(individuals, k)

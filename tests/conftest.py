@@ -1,0 +1,81 @@
+"""Shared test set-up: isolated caches, the real-assets fixture, the planted-signal fixture."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import pytest
+
+# Keep Keras, MLflow and matplotlib away from the user's home and the network. This runs
+# before any test module imports keras.
+_TMP_HOME = pathlib.Path(tempfile.mkdtemp(prefix="evoprune-tests-"))
+os.environ.setdefault("KERAS_HOME", str(_TMP_HOME / "keras"))
+os.environ.setdefault("MPLCONFIGDIR", str(_TMP_HOME / "mpl"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("EVOPRUNE_CACHE_DIR", str(_TMP_HOME / "cache"))
+
+from evoprune_tf.splits import FeatureSplits  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def assets() -> pathlib.Path:
+    """The shared real assets (ImageNet weights, RPS, ants-vs-bees); skips when absent."""
+    root = os.environ.get("EVOPRUNE_ASSETS")
+    if not root:
+        pytest.skip("EVOPRUNE_ASSETS is not set: real-asset tests need ../shared/assets (CI sets it)")
+    path = pathlib.Path(root)
+    if not (path / "MANIFEST.txt").is_file():
+        pytest.skip(f"EVOPRUNE_ASSETS={root} does not hold the shared assets (no MANIFEST.txt)")
+    return path
+
+
+def make_planted_features(
+    *,
+    n_features: int = 64,
+    n_informative: int = 6,
+    n_classes: int = 3,
+    n_train: int = 300,
+    n_val: int = 150,
+    n_test: int = 150,
+    noise: float = 3.0,
+    seed: int = 0,
+) -> tuple[FeatureSplits, np.ndarray]:
+    """Synthetic features where only ``n_informative`` columns carry the class.
+
+    The informative columns hold class-dependent means; the others are pure noise with a
+    large variance, so a head that sees every column overfits the noise and a head
+    restricted to the informative columns generalises clearly better.
+
+    Returns:
+        The splits and the boolean mask of informative features.
+    """
+    rng = np.random.default_rng(seed)
+    informative = np.zeros(n_features, dtype=bool)
+    informative[rng.choice(n_features, n_informative, replace=False)] = True
+    centers = rng.normal(0.0, 1.0, size=(n_classes, n_informative)) * 1.2
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, n_classes, size=n)
+        x = rng.normal(0.0, noise, size=(n, n_features)).astype(np.float32)
+        x[:, informative] = (centers[y] + rng.normal(0.0, 1.0, size=(n, n_informative))).astype(np.float32)
+        return x, y.astype(np.int64)
+
+    x_tr, y_tr = split(n_train)
+    x_va, y_va = split(n_val)
+    x_te, y_te = split(n_test)
+    splits = FeatureSplits(
+        x_tr, y_tr, x_va, y_va, x_te, y_te,
+        class_names=tuple(f"c{i}" for i in range(n_classes)), name="planted",
+    )
+    return splits, informative
+
+
+@pytest.fixture
+def planted() -> tuple[FeatureSplits, np.ndarray]:
+    """Planted-signal features (see `make_planted_features`)."""
+    return make_planted_features()
