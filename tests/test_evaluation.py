@@ -54,7 +54,9 @@ def test_map_batches_the_toolbox_evaluate(planted):
 def test_robustness_objective_and_every_objective_restored_from_cache(planted):
     data, informative = planted
     rng = np.random.default_rng(1)
+    # OOD samples sit between the class centres: a good head is unsure about them
     ood = rng.normal(0, 3.0, size=(100, data.n_features)).astype(np.float32)
+    ood[:, informative] = rng.normal(0, 0.3, size=(100, informative.sum()))
     evaluator = _evaluator(data, objectives=("accuracy", "active_fraction", "robustness"), ood_features=ood)
     values = evaluator.evaluate(informative.astype(int))
     assert len(values) == 3 and 0.5 < values[2] <= 1.0

@@ -1,0 +1,282 @@
+"""`run(config)`: one evolution from images to a tracked, reported, exported result.
+
+data -> backbone features (cached) -> evaluator -> toolbox -> algorithm with callbacks
+(progress, MLflow, checkpoint, early stop) -> final report on test -> MLflow artifacts.
+Checks that cost nothing (config, tracking store) run before anything long starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evoprune_tf import algorithms
+from evoprune_tf.callbacks import Callback, EarlyStop, ProgressBar
+from evoprune_tf.checkpoint import (
+    CheckpointCallback,
+    load_checkpoint,
+    restore_evaluator,
+    restore_rng,
+)
+from evoprune_tf.config import ExperimentConfig
+from evoprune_tf.encodings import HeadSpec, make_encoding
+from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.splits import FeatureSplits
+from evoprune_tf.toolbox import build_toolbox
+
+__all__ = ["RunResult", "run", "resume", "prepare_features", "seed_everything"]
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run returns (and logs to MLflow)."""
+
+    config: ExperimentConfig
+    features: FeatureSplits
+    evaluator: PopulationEvaluator
+    population: list
+    logbook: Any
+    halloffame: Any
+    report: dict
+    run_id: str | None
+    checkpoint: Path | None
+    seconds: float
+
+    @property
+    def best(self) -> np.ndarray:
+        """The best genome found (first of the hall of fame / Pareto front)."""
+        return np.asarray(self.halloffame[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and NumPy's global RNGs, and Keras' when Keras is loaded."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed % 2**32)
+
+
+def _image_size(config: ExperimentConfig) -> int:
+    from evoprune_tf.backbones import backbone_info
+
+    return config.data.image_size or backbone_info(config.backbone.name).default_size
+
+
+def _weights(config: ExperimentConfig) -> str | None:
+    weights = config.backbone.weights
+    return None if weights.lower() in ("none", "") else weights
+
+
+def _load_images(source: str, config: ExperimentConfig, name: str | None = None, max_images: int = 0):
+    from evoprune_tf.data import load_images
+
+    size = _image_size(config)
+    if source.startswith("builtin:"):
+        from evoprune_tf.synthetic import synthetic_images
+
+        if source != "builtin:synthetic":
+            raise ValueError(f"unknown built-in dataset {source!r}; expected 'builtin:synthetic'")
+        return synthetic_images(image_size=size, seed=config.seed)
+    d = config.data
+    per_class = d.max_per_class or None
+    return load_images(
+        source, image_size=size, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=config.seed,
+        skip_bad_images=d.skip_bad_images, max_per_class=per_class, name=name, progress=config.progress,
+    )
+
+
+def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarray | None, Any]:
+    """Images -> cached backbone features, and OOD features when configured.
+
+    Returns:
+        ``(features, ood_features or None, image_splits)``.
+    """
+    from evoprune_tf.features import extract_features
+
+    images = _load_images(config.data.source, config, name=config.data.name or None)
+    common = dict(
+        backbone=config.backbone.name, weights=_weights(config), image_size=_image_size(config),
+        cache_dir=config.cache_dir or None, batch_size=config.backbone.batch_size,
+        backbone_kwargs=config.backbone.options or None, progress=config.progress,
+    )
+    features = extract_features(images, **common)
+    ood = None
+    if config.objectives.ood:
+        ood_images = _load_images(config.objectives.ood, config)
+        ood_splits = extract_features(ood_images, **common)
+        ood = np.concatenate([ood_splits.x_val, ood_splits.x_test, ood_splits.x_train])
+        if config.objectives.ood_max_images:
+            ood = ood[: config.objectives.ood_max_images]
+    return features, ood, images
+
+
+def _make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
+    spec = HeadSpec(features.n_features, features.n_classes, tuple(config.head.hidden), config.head.use_bias)
+    options: dict[str, Any] = {}
+    if config.encoding.name == "neuron_pruning" and config.encoding.layers:
+        options["layers"] = config.encoding.layers
+    if config.encoding.name == "connection_pruning":
+        options["layer"] = config.encoding.layer
+    encoding = make_encoding(config.encoding.name, spec, **options)
+    return PopulationEvaluator(
+        encoding, features, config.train, seed=config.seed, objectives=tuple(config.objectives.names),
+        ood_features=ood, temperature=config.objectives.temperature,
+    )
+
+
+def _run_algorithm(config: ExperimentConfig, toolbox, population, hof, callbacks, record, state):
+    a = config.algorithm
+    common = dict(halloffame=hof, callbacks=callbacks, record=record, state=state)
+    if a.name == "steady_state":
+        return algorithms.steady_state_ga(
+            population, toolbox, evaluations=a.evaluations, children_per_step=a.children_per_step, cxpb=a.cxpb,
+            mutpb=a.mutpb, report_every=a.report_every or None, **common)
+    if a.name in ("nsga2", "nsga3"):
+        return algorithms.nsga2(
+            population, toolbox, evaluations=a.evaluations, children_per_step=a.children_per_step, cxpb=a.cxpb,
+            mutpb=a.mutpb, report_every=a.report_every or None, **common)
+    if a.name == "ea_simple":
+        return algorithms.ea_simple(population, toolbox, a.cxpb, a.mutpb, a.generations, **common)
+    mu, lambda_ = a.mu or a.population, a.lambda_ or a.population
+    return algorithms.mu_plus_lambda(population, toolbox, mu, lambda_, a.cxpb, a.mutpb, a.generations, **common)
+
+
+def run(
+    config: ExperimentConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: str | Path | None = None,
+    features: FeatureSplits | None = None,
+    ood_features: np.ndarray | None = None,
+    out=None,
+) -> RunResult:
+    """Run one evolution described by ``config``.
+
+    Args:
+        config: a validated `ExperimentConfig` (see `evoprune_tf.config.load_config`).
+        callbacks: extra callbacks, called after the built-in ones.
+        checkpoint: resume from this checkpoint (file or folder) instead of starting.
+        features: use these features instead of loading images (tests, notebooks).
+        ood_features: OOD features to go with ``features``.
+        out: stream for the human-readable lines (default stdout).
+
+    Returns:
+        A `RunResult`; with tracking on, everything is also in the MLflow run.
+    """
+    out = out or sys.stdout
+    began = time.time()
+    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
+    tracker = None
+    if config.tracking.enabled:
+        from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+
+        check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
+    seed_everything(config.seed)
+    if features is None:
+        features, ood_features, _ = prepare_features(config)
+    print(features.summary(), file=out)
+    evaluator = _make_evaluator(config, features, ood_features)
+    toolbox = build_toolbox(config.operators, evaluator)
+    seed_everything(config.seed)  # extraction may have drawn random numbers
+    state = None
+    population = None
+    if resumed is not None:
+        restore_evaluator(resumed, evaluator)
+        state = resumed.state
+        state.stop = False
+    else:
+        population = toolbox.population(n=config.algorithm.population)
+        if config.operators.seed_unpruned:
+            population[0][:] = 1
+    record = algorithms.default_record
+    if config.multi_objective:
+        from evoprune_tf.pareto import make_front_record
+
+        record = make_front_record(weights=evaluator.weights)
+    cbs: list[Callback] = []
+    if config.algorithm.early_stop:
+        cbs.append(EarlyStop(config.algorithm.early_stop))
+    if config.tracking.enabled:
+        from evoprune_tf.tracking import MLflowTracker
+
+        tracker = MLflowTracker(
+            config, stats=evaluator.stats, run_id=resumed.run_id if resumed else None,
+            log_fronts=config.multi_objective, objective_names=list(config.objectives.names),
+        )
+        cbs.append(tracker)
+    ckpt = None
+    if config.checkpoint.enabled:
+        ckpt_path = Path(checkpoint) if checkpoint else None
+        if ckpt_path is not None and ckpt_path.is_dir():
+            ckpt_path = ckpt_path / "checkpoint.pkl"
+        ckpt = CheckpointCallback(
+            ckpt_path, directory=config.checkpoint.dir or Path("mlruns") / "checkpoints",
+            config_dict=config.to_dict(), evaluator=evaluator,
+            run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
+        )
+        cbs.append(ckpt)
+    cbs.append(ProgressBar(stats=evaluator.stats, disable=not config.progress))
+    cbs.extend(callbacks)
+    if resumed is not None:
+        restore_rng(resumed)
+    halloffame = state.halloffame if state else algorithms.new_halloffame(
+        config.multi_objective, config.algorithm.hall_of_fame)
+    try:
+        population, logbook = _run_algorithm(config, toolbox, population, halloffame, cbs, record, state)
+    except BaseException as error:
+        if ckpt is not None and ckpt.path is not None and ckpt.path.exists():
+            print(f"\nRun stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
+        raise
+    best = np.asarray(halloffame[0])
+    report: dict = {}
+    try:
+        report, model = _report(config, evaluator, features, best, halloffame, ood_features, tracker, out)
+        report["search"] = {
+            "evaluations": int(logbook[-1]["evaluations"]), "generations": int(logbook[-1]["gen"]),
+            "trained": evaluator.n_trained, "cache_hits": evaluator.n_cache_hits,
+            "train_seconds": round(evaluator.train_seconds, 2), "wall_seconds": round(time.time() - began, 2),
+            "best_fitness": list(map(float, halloffame[0].fitness.values)),
+        }
+        if tracker is not None:
+            tracker.log_report(report)
+            if model is not None:
+                tracker.log_keras_model(model, name="compact_model")
+            tracker.finish()
+            print(f"MLflow run {tracker.run_id} in {tracker.uri}", file=out)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(status="FAILED")
+        raise
+    return RunResult(config, features, evaluator, population, logbook, halloffame, report,
+                     tracker.run_id if tracker else None, ckpt.path if ckpt else None, time.time() - began)
+
+
+def _report(config, evaluator, features, best, halloffame, ood, tracker, out) -> tuple[dict, Any]:
+    from evoprune_tf.report import final_report, format_report
+    from evoprune_tf.training import TrainConfig
+
+    recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
+    report, model = final_report(
+        evaluator.encoding, features, best, recipe, seed=config.seed, seeds=config.report.seeds,
+        export=config.report.export_model,
+    )
+    print(format_report(report), file=out)
+    return report, model
+
+
+def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
+    """Continue a run from its checkpoint (the config stored in it unless one is given)."""
+    from evoprune_tf.config import config_from_dict
+
+    checkpoint = load_checkpoint(path)
+    if config is None:
+        config = config_from_dict(checkpoint.config, source=f"config of {path}")
+    return run(config, checkpoint=path, **kwargs)
