@@ -17,6 +17,7 @@ the TensorFlow, JAX and torch backends. Weight surgery (`compact`) runs on NumPy
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import keras
@@ -136,6 +137,10 @@ class MaskedDense(keras.layers.Layer):
         The mask variable is assigned, not replaced, so a compiled model is neither
         rebuilt nor retraced. The stored kernel is multiplied by the mask too, so the
         weights a user reads back (or exports) hold zeros where connections are pruned.
+        Pruned entries get no gradient afterwards, but an optimizer that still carries
+        momentum from before the mask was set can move their stored values; the
+        effective kernel (`masked_kernel`) stays zero there regardless. Reset the
+        optimizer's variables when reusing a model for a new mask.
 
         Args:
             mask: array-like or backend tensor of shape ``(input_dim, units)`` holding
@@ -316,7 +321,8 @@ def set_head_masks(model: keras.Model, kernel_masks: Sequence[Any]) -> None:
     layers = masked_dense_layers(model)
     if len(kernel_masks) != len(layers):
         raise ValueError(
-            f"got {len(kernel_masks)} kernel masks; expected {len(layers)}, one per MaskedDense layer of {model.name!r}"
+            f"got {len(kernel_masks)} kernel masks; expected {len(layers)}, "
+            f"one per MaskedDense layer of {model.name!r}"
         )
     for layer, mask in zip(layers, kernel_masks):
         layer.set_mask(mask)
@@ -351,11 +357,10 @@ def set_head_weights(
         kernel = _to_numpy(kernel).astype(np.float32)
         if kernel.shape != layer.kernel_shape:
             raise ValueError(f"{layer.name}: kernel has shape {kernel.shape}; expected {layer.kernel_shape}")
-        if (bias is None) != (layer.bias is None):
-            raise ValueError(
-                f"{layer.name}: bias is {'None' if bias is None else 'given'}; expected "
-                f"{'an array of shape ' + str((layer.units,)) if layer.use_bias else 'None (the layer has no bias)'}"
-            )
+        if bias is not None and layer.bias is None:
+            raise ValueError(f"{layer.name}: a bias was given; expected None (the layer has no bias)")
+        if bias is None and layer.bias is not None:
+            raise ValueError(f"{layer.name}: bias is None; expected an array of shape {(layer.units,)}")
         if bias is not None:
             bias = _to_numpy(bias).astype(np.float32)
             if bias.shape != (layer.units,):
@@ -368,14 +373,15 @@ def set_head_weights(
 # --------------------------------------------------------------------------- compact
 
 
+@dataclasses.dataclass
 class _CompactLayer:
-    """NumPy plan of one compact `Dense` layer."""
+    """NumPy plan of one compact `Dense` layer: the masked layer it replaces, its baked
+    kernel, the kept part of the mask (for sparse counts) and its bias (or ``None``)."""
 
-    def __init__(self, source: MaskedDense, kernel: np.ndarray, mask: np.ndarray, bias: np.ndarray | None) -> None:
-        self.source = source
-        self.kernel = kernel
-        self.mask = mask
-        self.bias = bias
+    source: MaskedDense
+    kernel: np.ndarray
+    mask: np.ndarray
+    bias: np.ndarray | None
 
 
 def _plan_compact(chain: Sequence[MaskedDense]) -> tuple[np.ndarray, list[_CompactLayer]]:
@@ -599,11 +605,7 @@ def _producer_name(tensor: Any) -> str | None:
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, keras.Variable):
-        return np.asarray(value.numpy())
-    try:
-        return np.asarray(ops.convert_to_numpy(value))
-    except Exception:  # plain Python sequences
+    """NumPy view of an array, a nested list, a backend tensor or a Keras variable."""
+    if isinstance(value, (np.ndarray, list, tuple, bool, int, float)):
         return np.asarray(value)
+    return np.asarray(ops.convert_to_numpy(value))

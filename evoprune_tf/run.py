@@ -200,7 +200,7 @@ def run(
     if config.multi_objective:
         from evoprune_tf.pareto import make_front_record
 
-        record = make_front_record(weights=evaluator.weights)
+        record = make_front_record()
     cbs: list[Callback] = []
     if config.algorithm.early_stop:
         cbs.append(EarlyStop(config.algorithm.early_stop))
