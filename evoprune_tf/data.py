@@ -169,7 +169,9 @@ def load_images(
         raise ValueError(f"val_fraction={val_fraction!r}; expected a number in (0, 1)")
     if not 0.0 <= float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction={test_fraction!r}; expected a number in [0, 1)")
-    if max_per_class is not None and (isinstance(max_per_class, bool) or int(max_per_class) != max_per_class or max_per_class < 1):
+    if max_per_class is not None and (
+        isinstance(max_per_class, bool) or int(max_per_class) != max_per_class or max_per_class < 1
+    ):
         raise ValueError(f"max_per_class={max_per_class!r}; expected a positive integer or None")
     options = _Options(
         image_size=image_size,
@@ -184,14 +186,17 @@ def load_images(
     if isinstance(source, str) and source.startswith("tfds:"):
         tfds_name = source[len("tfds:"):].strip()
         if not tfds_name:
-            raise ValueError(f"dataset source {source!r} names no dataset; expected 'tfds:NAME', e.g. 'tfds:rock_paper_scissors'")
+            raise ValueError(
+                f"dataset source {source!r} names no dataset; expected 'tfds:NAME', e.g. 'tfds:rock_paper_scissors'"
+            )
         raw = _load_tfds(tfds_name, options)
         default_name = tfds_name.split(":")[0].split("/")[0]
     elif isinstance(source, (str, os.PathLike)):
         path = pathlib.Path(source).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"dataset source '{path}' does not exist; expected a class-folder dataset, a .npz file or 'tfds:NAME'"
+                f"dataset source '{path}' does not exist; "
+                "expected a class-folder dataset, a .npz file or 'tfds:NAME'"
             )
         if path.is_dir():
             raw = _load_folder(path, options)
@@ -201,7 +206,8 @@ def load_images(
             default_name = path.stem
         else:
             raise ValueError(
-                f"dataset source '{path}' is a file but not a .npz; expected a class-folder dataset, a .npz file or 'tfds:NAME'"
+                f"dataset source '{path}' is a file but not a .npz; "
+                "expected a class-folder dataset, a .npz file or 'tfds:NAME'"
             )
     else:
         raise ValueError(
@@ -281,7 +287,9 @@ def _rng(seed: int, stream: int, *more: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, *more])
 
 
-def _stratified_holdout(labels: np.ndarray, fraction: float, rng_for_class: Callable[[int], np.random.Generator]) -> np.ndarray:
+def _stratified_holdout(
+    labels: np.ndarray, fraction: float, rng_for_class: Callable[[int], np.random.Generator]
+) -> np.ndarray:
     """Boolean mask of the held-out part: ``round(n * fraction)`` per class, 1..n-1."""
     held = np.zeros(len(labels), dtype=bool)
     if fraction <= 0:
@@ -316,14 +324,19 @@ def _take(split: _Split, index: np.ndarray) -> _Split:
 def _finish(raw: _RawDataset, options: _Options, name: str) -> ImageSplits:
     train, test, val = raw.train, raw.test, raw.val
     if test is None:
-        held = _stratified_holdout(train.labels, options.test_fraction, lambda c: _rng(options.seed, _STREAM_TEST, c))
+        held = _stratified_holdout(
+            train.labels, options.test_fraction, lambda c: _rng(options.seed, _STREAM_TEST, c)
+        )
         train, test = _take(train, np.flatnonzero(~held)), _take(train, np.flatnonzero(held))
     if val is None:
-        held = _stratified_holdout(train.labels, options.val_fraction, lambda c: _rng(options.seed, _STREAM_VAL, c))
+        held = _stratified_holdout(
+            train.labels, options.val_fraction, lambda c: _rng(options.seed, _STREAM_VAL, c)
+        )
         train, val = _take(train, np.flatnonzero(~held)), _take(train, np.flatnonzero(held))
     if len(train.labels) == 0 or len(val.labels) == 0:
         raise ValueError(
-            f"dataset {name!r} leaves {len(train.labels)} train / {len(val.labels)} validation images; expected both non-empty"
+            f"dataset {name!r} leaves {len(train.labels)} train / {len(val.labels)} validation images; "
+            "expected both non-empty"
         )
     return ImageSplits(
         train_images=train.images,
@@ -358,14 +371,16 @@ def _class_folders(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     classes = sorted((p for p in folder.iterdir() if _is_visible_dir(p)), key=lambda p: p.name)
     if len(classes) < 2:
         raise ValueError(
-            f"'{folder}' holds {len(classes)} class folder(s) {[p.name for p in classes]}; expected at least two class sub-folders"
+            f"'{folder}' holds {len(classes)} class folder(s) {[p.name for p in classes]}; "
+            "expected at least two class sub-folders"
         )
     files = {}
     for class_dir in classes:
         images = _image_files(class_dir)
         if not images:
             raise ValueError(
-                f"class folder '{class_dir}' holds no images; expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
+                f"class folder '{class_dir}' holds no images; "
+                f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
             )
         files[class_dir.name] = images
     return files
@@ -409,7 +424,8 @@ def _read_files(
                     if not options.skip_bad_images:
                         reason = f"{type(result).__name__}: {str(result).splitlines()[0] if str(result) else ''}"
                         raise ValueError(
-                            f"cannot read image '{path}' ({reason}); pass skip_bad_images=True to skip unreadable files"
+                            f"cannot read image '{path}' ({reason}); "
+                            "pass skip_bad_images=True to skip unreadable files"
                         )
                     skipped.append(str(path))
                     ok[i] = False
@@ -494,7 +510,9 @@ def _to_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{where} has shape {x.shape}; expected images (N, H, W) or (N, H, W, C) with C in 1, 3, 4")
+        raise ValueError(
+            f"{where} has shape {x.shape}; expected images (N, H, W) or (N, H, W, C) with C in 1, 3, 4"
+        )
     if x.dtype == np.uint8:
         return x
     if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
@@ -502,7 +520,8 @@ def _to_uint8_images(x: np.ndarray, where: str) -> np.ndarray:
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 255.0)
     if lo < 0 or hi > 255 or (np.issubdtype(x.dtype, np.floating) and hi <= 1.0):
         raise ValueError(
-            f"{where} has dtype {x.dtype} with values in [{lo:g}, {hi:g}]; expected uint8 images or numbers in 0..255"
+            f"{where} has dtype {x.dtype} with values in [{lo:g}, {hi:g}]; "
+            "expected uint8 images or numbers in 0..255"
         )
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
@@ -527,7 +546,8 @@ def _to_labels(y: np.ndarray, where: str, n: int) -> np.ndarray:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != n:
         raise ValueError(f"{where} has shape {y.shape}; expected ({n},) integer labels")
-    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0))):
+    whole_floats = np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0))
+    if not (np.issubdtype(y.dtype, np.integer) or whole_floats):
         raise ValueError(f"{where} has dtype {y.dtype}; expected integer labels")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
@@ -540,7 +560,9 @@ def _load_npz(path: pathlib.Path, options: _Options) -> _RawDataset:
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as error:  # noqa: BLE001 - np.load raises many types for bad files
-        raise ValueError(f"cannot read '{path}' as .npz ({type(error).__name__}: {error}); expected a NumPy .npz archive") from None
+        raise ValueError(
+            f"cannot read '{path}' as .npz ({type(error).__name__}: {error}); expected a NumPy .npz archive"
+        ) from None
     with archive:
         keys = set(archive.files)
         missing = [k for k in required if k not in keys]
@@ -556,7 +578,10 @@ def _load_npz(path: pathlib.Path, options: _Options) -> _RawDataset:
             try:
                 return archive[key]
             except ValueError as error:  # object arrays need pickle, which we refuse
-                raise ValueError(f"'{path}' array {key!r} cannot be read without pickle ({error}); expected plain numeric / string arrays") from None
+                raise ValueError(
+                    f"'{path}' array {key!r} cannot be read without pickle ({error}); "
+                    "expected plain numeric / string arrays"
+                ) from None
 
         splits: dict[str, _Split] = {}
         for split_id, split in enumerate(("train", "val", "test")):
@@ -571,7 +596,8 @@ def _load_npz(path: pathlib.Path, options: _Options) -> _RawDataset:
             names = tuple(str(n) for n in np.asarray(get("class_names")).reshape(-1))
             if len(names) < n_classes:
                 raise ValueError(
-                    f"'{path}' class_names has {len(names)} names but labels reach {n_classes - 1}; expected one name per class"
+                    f"'{path}' class_names has {len(names)} names but labels reach {n_classes - 1}; "
+                    "expected one name per class"
                 )
         else:
             names = tuple(str(i) for i in range(n_classes))
