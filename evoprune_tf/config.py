@@ -150,6 +150,7 @@ class ExperimentConfig:
     seed: int = 0
     cache_dir: str = ""
     progress: bool = True
+    workers: int = 0  # >1: evaluate in that many spawned worker processes
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
@@ -185,7 +186,7 @@ MO_OPERATOR_DEFAULTS = {
            "mutate": {"name": "flip_bit", "indpb": "1/L"}, "survive": name}
     for name in ("nsga2", "nsga3")
 }
-_TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool}
+_TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int}
 _ENV = re.compile(r"\$\{(\w+)\}")
 
 
@@ -251,6 +252,8 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     from evoprune_tf.objectives import OBJECTIVES
     import operators
 
+    if config.workers < 0:
+        problems.append(f"workers={config.workers}; expected 0 (in process) or a positive number of processes")
     a = config.algorithm
     for key in ("population", "evaluations", "generations", "children_per_step", "hall_of_fame"):
         if getattr(a, key) < 1:

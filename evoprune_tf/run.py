@@ -180,11 +180,18 @@ def run(
 
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
     seed_everything(config.seed)
+    images = None
     if features is None:
-        features, ood_features, _ = prepare_features(config)
+        features, ood_features, images = prepare_features(config)
     print(features.summary(), file=out)
     evaluator = _make_evaluator(config, features, ood_features)
     toolbox = build_toolbox(config.operators, evaluator)
+    pool = None
+    if config.workers > 1:
+        from evoprune_tf.parallel import ProcessPoolMap
+
+        pool = ProcessPoolMap(evaluator, workers=config.workers)
+        toolbox.register("map", pool.map)
     seed_everything(config.seed)  # extraction may have drawn random numbers
     state = None
     population = None
@@ -235,10 +242,13 @@ def run(
         if ckpt is not None and ckpt.path is not None and ckpt.path.exists():
             print(f"\nRun stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     best = np.asarray(halloffame[0])
     report: dict = {}
     try:
-        report, model = _report(config, evaluator, features, best, halloffame, ood_features, tracker, out)
+        report, model = _report(config, evaluator, features, best, halloffame, ood_features, tracker, out, images)
         report["search"] = {
             "evaluations": int(logbook[-1]["evaluations"]), "generations": int(logbook[-1]["gen"]),
             "trained": evaluator.n_trained, "cache_hits": evaluator.n_cache_hits,
@@ -259,7 +269,7 @@ def run(
                      tracker.run_id if tracker else None, ckpt.path if ckpt else None, time.time() - began)
 
 
-def _report(config, evaluator, features, best, halloffame, ood, tracker, out) -> tuple[dict, Any]:
+def _report(config, evaluator, features, best, halloffame, ood, tracker, out, images=None) -> tuple[dict, Any]:
     from evoprune_tf.report import final_report, format_report
     from evoprune_tf.training import TrainConfig
 
@@ -269,6 +279,11 @@ def _report(config, evaluator, features, best, halloffame, ood, tracker, out) ->
         export=config.report.export_model,
     )
     print(format_report(report), file=out)
+    if config.multi_objective:
+        from evoprune_tf.mo_report import pareto_report
+
+        report["pareto"] = pareto_report(
+            config, evaluator, features, list(halloffame), ood, recipe, images=images, tracker=tracker, out=out)
     return report, model
 
 

@@ -70,6 +70,8 @@ class TrainConfig:
             trains exact shapes. Larger buckets let more heads share a group.
         group_size: at most this many heads are trained as one stacked computation. 1
             (the CPU default) keeps each head's weights in cache; larger values suit GPUs.
+        engine: ``"numpy"`` (CPU, no TensorFlow needed) or ``"jax"`` (the same maths as
+            one jitted, population-stacked computation per group; for GPUs).
     """
 
     epochs: int = 20
@@ -82,6 +84,7 @@ class TrainConfig:
     min_delta: float = 0.0
     bucket: int = 1
     group_size: int = 1
+    engine: Literal["numpy", "jax"] = "numpy"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "bucket", "group_size"):
@@ -92,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"train.learning_rate={self.learning_rate!r}; expected a positive number")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"train.momentum={self.momentum!r}; expected a value in [0, 1)")
+        if self.engine not in ("numpy", "jax"):
+            raise ValueError(f"train.engine={self.engine!r}; expected 'numpy' or 'jax'")
         if self.early_stopping not in ("none", "val_loss", "train_loss"):
             raise ValueError(
                 f"train.early_stopping={self.early_stopping!r}; expected 'none', 'val_loss' or 'train_loss'"
@@ -265,10 +270,16 @@ class HeadTrainer:
             order.setdefault(plan.key, []).append(i)
         results: list[TrainedHead | None] = [None] * len(heads)
         size = self.config.group_size
+        train_group = self._train_group
+        if self.config.engine == "jax":
+            from evoprune_tf.training_jax import train_group_jax
+
+            def train_group(plans, masks):
+                return train_group_jax(self, plans, masks)
         for members in order.values():
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
-                trained = self._train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
+                trained = train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
                 for i, head in zip(chunk, trained):
                     results[i] = head
         return results  # type: ignore[return-value]
