@@ -106,7 +106,7 @@ class OperatorsConfig:
 class ObjectivesConfig:
     """What the fitness is made of."""
 
-    names: list = dataclasses.field(default_factory=lambda: ["accuracy", "loss", "active_fraction"])
+    names: list = dataclasses.field(default_factory=lambda: ["accuracy", "active_fraction", "loss"])
     ood: str = ""  # folder / .npz / tfds:NAME of out-of-distribution images (robustness)
     temperature: float = 1000.0
     ood_max_images: int = 0  # 0: all

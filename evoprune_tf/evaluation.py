@@ -45,7 +45,7 @@ class PopulationEvaluator:
         train_config: the head's training recipe during the search.
         seed: run seed (initial weights and batch order derive from it).
         objectives: names from `evoprune_tf.objectives.OBJECTIVES`; the default is the
-            lexicographic single-objective fitness (accuracy, loss, active_fraction).
+            lexicographic single-objective fitness (accuracy, active_fraction, loss).
         ood_features: features of out-of-distribution images, needed for ``robustness``.
         temperature: softmax temperature of the OOD score (MO-EvoPruneDeepTL: 1000).
         chunk_size: genomes trained per call to the trainer (bounds peak memory).
