@@ -68,6 +68,20 @@ def _evaluate(toolbox: base.Toolbox, individuals: Sequence) -> int:
     return len(invalid)
 
 
+def _breed(toolbox: base.Toolbox, parents: Sequence, cxpb: float, mutpb: float) -> list:
+    """Clone parents, mate consecutive pairs with probability cxpb, mutate each with mutpb."""
+    children = [toolbox.clone(p) for p in parents]
+    for i in range(1, len(children), 2):
+        if random.random() < cxpb:
+            toolbox.mate(children[i - 1], children[i])
+            del children[i - 1].fitness.values, children[i].fitness.values
+    for child in children:
+        if random.random() < mutpb:
+            toolbox.mutate(child)
+            del child.fitness.values
+    return children
+
+
 def _report(state: EvolutionState, callbacks: Callback, record: RecordFn, nevals: int) -> None:
     state.halloffame.update(state.population)
     state.logbook.record(gen=state.generation, nevals=nevals, evaluations=state.evaluations,
@@ -86,11 +100,12 @@ def _run(loop, state: EvolutionState, callbacks: Callback) -> tuple[list, tools.
     return state.population, state.logbook
 
 
-def _start(population, toolbox, halloffame, budget, unit, callbacks, record, state) -> tuple[EvolutionState, bool]:
+def _start(population, toolbox, halloffame, budget, unit, callbacks, record, state) -> EvolutionState:
     """A fresh state with the initial population evaluated (generation 0), or the given one."""
     if state is not None:
+        state.budget = budget  # a resumed run may have been given a larger budget
         callbacks.on_start(state)
-        return state, True
+        return state
     state = EvolutionState(
         population=list(population),
         halloffame=halloffame if halloffame is not None else new_halloffame(len(population[0].fitness.weights) > 1),
@@ -103,7 +118,7 @@ def _start(population, toolbox, halloffame, budget, unit, callbacks, record, sta
     nevals = _evaluate(toolbox, state.population)
     state.evaluations += len(state.population)
     _report(state, callbacks, record, nevals)
-    return state, False
+    return state
 
 
 def steady_state_ga(
@@ -156,15 +171,7 @@ def steady_state_ga(
         pop = state.population
         next_report = state.info.get("next_report", state.evaluations + report_every)
         while state.evaluations < evaluations and not state.stop:
-            children = [toolbox.clone(p) for p in toolbox.select(pop, children_per_step)]
-            for i in range(1, len(children), 2):
-                if random.random() < cxpb:
-                    toolbox.mate(children[i - 1], children[i])
-                    del children[i - 1].fitness.values, children[i].fitness.values
-            for child in children:
-                if random.random() < mutpb:
-                    toolbox.mutate(child)
-                    del child.fitness.values
+            children = _breed(toolbox, toolbox.select(pop, children_per_step), cxpb, mutpb)
             nevals = _evaluate(toolbox, children)
             state.evaluations += len(children)
             state.info["steady_nevals"] = state.info.get("steady_nevals", 0) + nevals
@@ -178,7 +185,7 @@ def steady_state_ga(
                 state.info["next_report"] = next_report
                 _report(state, cbs, record, state.info.pop("steady_nevals", 0))
 
-    state, _ = _start(population, toolbox, halloffame, evaluations, "evaluations", cbs, record, state)
+    state = _start(population, toolbox, halloffame, evaluations, "evaluations", cbs, record, state)
     return _run(loop, state, cbs)
 
 
@@ -196,7 +203,7 @@ def _generational(population, toolbox, ngen, make_offspring, survivors, halloffa
             state.generation += 1
             _report(state, cbs, record, nevals)
 
-    state, _ = _start(population, toolbox, halloffame, ngen, "generations", cbs, record, state)
+    state = _start(population, toolbox, halloffame, ngen, "generations", cbs, record, state)
     return _run(loop, state, cbs)
 
 
@@ -280,15 +287,7 @@ def nsga2(
     def loop(state: EvolutionState) -> None:
         next_report = state.info.get("next_report", state.evaluations + report_every)
         while state.evaluations < evaluations and not state.stop:
-            children = [toolbox.clone(p) for p in toolbox.select(state.population, children_per_step)]
-            for i in range(1, len(children), 2):
-                if random.random() < cxpb:
-                    toolbox.mate(children[i - 1], children[i])
-                    del children[i - 1].fitness.values, children[i].fitness.values
-            for child in children:
-                if random.random() < mutpb:
-                    toolbox.mutate(child)
-                    del child.fitness.values
+            children = _breed(toolbox, toolbox.select(state.population, children_per_step), cxpb, mutpb)
             nevals = _evaluate(toolbox, children)
             state.evaluations += len(children)
             state.info["steady_nevals"] = state.info.get("steady_nevals", 0) + nevals
@@ -300,7 +299,7 @@ def nsga2(
                 state.info["next_report"] = next_report
                 _report(state, cbs, record, state.info.pop("steady_nevals", 0))
 
-    state, _ = _start(population, toolbox, halloffame if halloffame is not None else new_halloffame(True),
+    state = _start(population, toolbox, halloffame if halloffame is not None else new_halloffame(True),
                       evaluations, "evaluations", cbs, record, state)
     return _run(loop, state, cbs)
 
