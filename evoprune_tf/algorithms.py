@@ -162,23 +162,33 @@ def steady_state_ga(
     Returns:
         ``(population, logbook)``.
     """
+    def replace(state: EvolutionState, children: list) -> None:
+        pop = state.population
+        for child in children:
+            worst = min(range(len(pop)), key=lambda i: pop[i].fitness)
+            if child.fitness > pop[worst].fitness and not any(np.array_equal(child, p) for p in pop):
+                pop[worst] = child
+
+    return _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
+                        halloffame, callbacks, record, state, replace)
+
+
+def _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
+                 halloffame, callbacks, record, state, replace) -> tuple[list, tools.Logbook]:
+    """The loop shared by the steady-state algorithms; ``replace(state, children)`` differs."""
     if evaluations < 1:
         raise ValueError(f"evaluations={evaluations}; expected a positive integer")
     cbs = CallbackList(callbacks)
     report_every = report_every or len(population or state.population)
 
     def loop(state: EvolutionState) -> None:
-        pop = state.population
         next_report = state.info.get("next_report", state.evaluations + report_every)
         while state.evaluations < evaluations and not state.stop:
-            children = _breed(toolbox, toolbox.select(pop, children_per_step), cxpb, mutpb)
+            children = _breed(toolbox, toolbox.select(state.population, children_per_step), cxpb, mutpb)
             nevals = _evaluate(toolbox, children)
             state.evaluations += len(children)
             state.info["steady_nevals"] = state.info.get("steady_nevals", 0) + nevals
-            for child in children:
-                worst = min(range(len(pop)), key=lambda i: pop[i].fitness)
-                if child.fitness > pop[worst].fitness and not any(np.array_equal(child, p) for p in pop):
-                    pop[worst] = child
+            replace(state, children)
             if state.evaluations >= next_report or state.evaluations >= evaluations:
                 state.generation += 1
                 next_report += report_every
@@ -278,30 +288,16 @@ def nsga2(
     Budget, reporting and resume as in `steady_state_ga`; the hall of fame should be a
     `deap.tools.ParetoFront`.
     """
-    if evaluations < 1:
-        raise ValueError(f"evaluations={evaluations}; expected a positive integer")
-    cbs = CallbackList(callbacks)
-    report_every = report_every or len(population or state.population)
     mu = len(population or state.population)
 
-    def loop(state: EvolutionState) -> None:
-        next_report = state.info.get("next_report", state.evaluations + report_every)
-        while state.evaluations < evaluations and not state.stop:
-            children = _breed(toolbox, toolbox.select(state.population, children_per_step), cxpb, mutpb)
-            nevals = _evaluate(toolbox, children)
-            state.evaluations += len(children)
-            state.info["steady_nevals"] = state.info.get("steady_nevals", 0) + nevals
-            fresh = [c for c in children if not any(np.array_equal(c, p) for p in state.population)]
-            state.population[:] = toolbox.survive(state.population + fresh, mu)
-            if state.evaluations >= next_report or state.evaluations >= evaluations:
-                state.generation += 1
-                next_report += report_every
-                state.info["next_report"] = next_report
-                _report(state, cbs, record, state.info.pop("steady_nevals", 0))
+    def replace(state: EvolutionState, children: list) -> None:
+        fresh = [c for c in children if not any(np.array_equal(c, p) for p in state.population)]
+        state.population[:] = toolbox.survive(state.population + fresh, mu)
 
-    state = _start(population, toolbox, halloffame if halloffame is not None else new_halloffame(True),
-                      evaluations, "evaluations", cbs, record, state)
-    return _run(loop, state, cbs)
+    if halloffame is None:
+        halloffame = new_halloffame(True)
+    return _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
+                        halloffame, callbacks, record, state, replace)
 
 
 #: Algorithms by config name.

@@ -16,7 +16,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["Dataset", "experiment_main", "assets_path"]
+__all__ = ["Dataset", "experiment_main", "assets_path", "REFERENCE_SETUP"]
+
+#: EvoPruneDeepTL's reference head: ResNet50 (ImageNet, average pooling, 2048 features)
+#: -> Dense 512 -> Dense 512 -> softmax, at 224 px.
+REFERENCE_SETUP = {
+    "backbone": {"name": "resnet50", "weights": "imagenet"},
+    "head": {"hidden": [512, 512]},
+    "data": {"image_size": 224},
+}
 
 
 @dataclasses.dataclass(frozen=True)

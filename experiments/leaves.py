@@ -5,7 +5,7 @@ Usage: python experiments/leaves.py [--data FOLDER] [evoprune run overrides]  (-
 
 import sys
 
-from evoprune_tf.experiment import Dataset, experiment_main
+from evoprune_tf.experiment import REFERENCE_SETUP, Dataset, experiment_main
 
 DATASET = Dataset(
     name="leaves",
@@ -15,11 +15,7 @@ DATASET = Dataset(
     ),
     default_source="tfds:citrus_leaves",
     assets_subpath="",
-    overrides={
-        "backbone": {"name": "resnet50", "weights": "imagenet"},
-        "head": {"hidden": [512, 512]},
-        "data": {"image_size": 224},
-    },
+    overrides=REFERENCE_SETUP,
 )
 
 if __name__ == "__main__":
