@@ -29,7 +29,9 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
         self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s): " + "; ".join(problems))
+        # One line whatever the values hold (keys and messages may contain newlines).
+        text = "; ".join(str(p).replace("\r", "\\r").replace("\n", "\\n") for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s): {text}")
 
 
 @dataclasses.dataclass
@@ -230,7 +232,10 @@ def _build_section(name: str, cls: type, raw: Any, problems: list[str]) -> Any:
         elif not _type_ok(value, hints[key]):
             problems.append(f"{name}.{key}={value!r} has the wrong type; expected {_type_name(hints[key])}")
         else:
-            kwargs[key] = float(value) if hints[key] is float else value
+            try:
+                kwargs[key] = float(value) if hints[key] is float else value
+            except OverflowError:
+                problems.append(f"{name}.{key}={value!r} is out of range; expected a {_type_name(hints[key])}")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as error:
@@ -274,6 +279,9 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         canonical_name(config.backbone.name)
     except ValueError as error:
         problems.append(str(error))
+    weights = config.backbone.weights
+    if weights != "imagenet" and weights.lower() not in ("none", "") and not Path(weights).expanduser().is_file():
+        problems.append(f"backbone.weights={weights!r} is not a file; expected 'imagenet', 'none' or a weights file")
     d = config.data
     if d.image_size < 0 or (0 < d.image_size < 32):
         problems.append(f"data.image_size={d.image_size}; expected 0 (backbone default) or at least 32")
@@ -284,8 +292,16 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"data.max_per_class={d.max_per_class}; expected 0 (all) or a positive integer")
     if not config.head.hidden or not all(isinstance(h, int) and h > 0 for h in config.head.hidden):
         problems.append(f"head.hidden={config.head.hidden}; expected a non-empty list of positive integers")
+    e, n_hidden = config.encoding, len(config.head.hidden)
+    if e.name == "neuron_pruning" and e.layers and (
+        not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_hidden for i in e.layers)
+        or len(set(e.layers)) != len(e.layers)
+    ):
+        problems.append(f"encoding.layers={e.layers}; expected distinct hidden-layer indices in [0, {n_hidden - 1}]")
+    if e.name == "connection_pruning" and not 0 <= e.layer <= n_hidden:
+        problems.append(f"encoding.layer={e.layer}; expected a kernel index in [0, {n_hidden}]")
     names = config.objectives.names
-    bad = [n for n in names if n not in OBJECTIVES]
+    bad = [n for n in names if not isinstance(n, str) or n not in OBJECTIVES]
     if bad or not names or len(set(names)) != len(names):
         problems.append(f"objectives.names={names}; expected distinct names from {sorted(OBJECTIVES)}")
     if "robustness" in names and not config.objectives.ood:
@@ -316,7 +332,7 @@ def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
     """
     raw = _expand(copy.deepcopy(raw))
     algorithm = raw.get("algorithm", {}).get("name") if isinstance(raw.get("algorithm"), dict) else None
-    if algorithm in MO_OPERATOR_DEFAULTS and isinstance(raw.get("operators", {}), dict):
+    if isinstance(algorithm, str) and algorithm in MO_OPERATOR_DEFAULTS and isinstance(raw.get("operators", {}), dict):
         defaults = dict(MO_OPERATOR_DEFAULTS[algorithm])
         raw["operators"] = {**defaults, **raw.get("operators", {})}
     problems: list[str] = []
