@@ -425,7 +425,7 @@ def _read_files(
                         reason = f"{type(result).__name__}: {str(result).splitlines()[0] if str(result) else ''}"
                         raise ValueError(
                             f"cannot read image '{path}' ({reason}); "
-                            "pass skip_bad_images=True to skip unreadable files"
+                            "pass --skip-bad-images (skip_bad_images=True) to skip unreadable files"
                         )
                     skipped.append(str(path))
                     ok[i] = False

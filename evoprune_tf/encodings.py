@@ -146,6 +146,8 @@ class Encoding(abc.ABC):
             raise ValueError(
                 f"genome has shape {genes.shape}; expected ({self.genome_length},) for {self.describe()}"
             )
+        if genes.dtype.kind not in "biuf":
+            raise ValueError(f"genome has dtype {genes.dtype}; expected 0/1 integers or booleans")
         if genes.dtype != bool:
             bad = np.setdiff1d(np.unique(genes), [0, 1])
             if bad.size:

@@ -91,7 +91,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"train.{name}={value!r}; expected a positive integer")
-        if not self.learning_rate > 0:
+        if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"train.learning_rate={self.learning_rate!r}; expected a positive number")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"train.momentum={self.momentum!r}; expected a value in [0, 1)")
