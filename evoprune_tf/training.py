@@ -26,6 +26,7 @@ config).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from typing import Literal, Sequence
@@ -72,6 +73,10 @@ class TrainConfig:
             (the CPU default) keeps each head's weights in cache; larger values suit GPUs.
         engine: ``"numpy"`` (CPU, no TensorFlow needed) or ``"jax"`` (the same maths as
             one jitted, population-stacked computation per group; for GPUs).
+        blas_threads: BLAS threads of the NumPy engine (0: the library's default). One
+            thread is the default: these GEMMs are small, and on a 2-core machine that
+            runs anything else, OpenBLAS' spinning threads made them 7-37x slower. Use
+            ``workers`` to occupy more cores.
     """
 
     epochs: int = 20
@@ -85,6 +90,7 @@ class TrainConfig:
     bucket: int = 1
     group_size: int = 1
     engine: Literal["numpy", "jax"] = "numpy"
+    blas_threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "bucket", "group_size"):
@@ -95,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"train.learning_rate={self.learning_rate!r}; expected a positive number")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"train.momentum={self.momentum!r}; expected a value in [0, 1)")
+        if not isinstance(self.blas_threads, (int, np.integer)) or self.blas_threads < 0:
+            raise ValueError(f"train.blas_threads={self.blas_threads!r}; expected 0 (library default) or a positive integer")
         if self.engine not in ("numpy", "jax"):
             raise ValueError(f"train.engine={self.engine!r}; expected 'numpy' or 'jax'")
         if self.early_stopping not in ("none", "val_loss", "train_loss"):
@@ -276,12 +284,13 @@ class HeadTrainer:
 
             def train_group(plans, masks):
                 return train_group_jax(self, plans, masks)
-        for members in order.values():
-            for start in range(0, len(members), size):
-                chunk = members[start : start + size]
-                trained = train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
-                for i, head in zip(chunk, trained):
-                    results[i] = head
+        with _blas_threads(self.config.blas_threads if self.config.engine == "numpy" else 0):
+            for members in order.values():
+                for start in range(0, len(members), size):
+                    chunk = members[start : start + size]
+                    trained = train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
+                    for i, head in zip(chunk, trained):
+                        results[i] = head
         return results  # type: ignore[return-value]
 
     def _group_weights(self, plans: Sequence[_Plan]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
@@ -407,6 +416,15 @@ class HeadTrainer:
         in_idx = np.stack([np.where(p.indices[0] < 0, n_feat, p.indices[0]) for p in plans])
         logits = _forward_stack(kernels, biases, self._x_val.T[in_idx].transpose(0, 2, 1))
         return _cross_entropy(logits, self._y_val)
+
+
+def _blas_threads(threads: int):
+    """Limit BLAS threads for a block (no-op for 0)."""
+    if not threads:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
