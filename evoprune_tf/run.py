@@ -129,6 +129,7 @@ def _make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.n
     return PopulationEvaluator(
         encoding, features, config.train, seed=config.seed, objectives=tuple(config.objectives.names),
         ood_features=ood, temperature=config.objectives.temperature,
+        loss_resolution=config.objectives.loss_resolution,
     )
 
 
@@ -183,6 +184,8 @@ def run(
     images = None
     if features is None:
         features, ood_features, images = prepare_features(config)
+        if getattr(images, "skipped", None):
+            print(images.summary(), file=out)  # counts the unreadable images --skip-bad-images skipped
     print(features.summary(), file=out)
     evaluator = _make_evaluator(config, features, ood_features)
     toolbox = build_toolbox(config.operators, evaluator)
@@ -198,7 +201,9 @@ def run(
     if resumed is not None:
         restore_evaluator(resumed, evaluator)
         state = resumed.state
-        state.stop = False
+        # A run that stopped early (and was killed in its report) stays stopped, as the
+        # uninterrupted run did; with early stopping turned off it may continue.
+        state.stop = bool(state.stop and state.info.get("stopped_early") is not None and config.algorithm.early_stop)
     else:
         population = toolbox.population(n=config.algorithm.population)
         if config.operators.seed_unpruned:
@@ -219,6 +224,9 @@ def run(
             log_fronts=config.multi_objective, objective_names=list(config.objectives.names),
         )
         cbs.append(tracker)
+        from evoprune_tf.explain_run import ConfigArtifact
+
+        cbs.append(ConfigArtifact(tracker, config))  # config.json: `evoprune explain` rebuilds the run from it
     ckpt = None
     if config.checkpoint.enabled:
         ckpt_path = Path(checkpoint) if checkpoint else None
@@ -261,9 +269,11 @@ def run(
                 tracker.log_keras_model(model, name="compact_model")
             tracker.finish()
             print(f"MLflow run {tracker.run_id} in {tracker.uri}", file=out)
-    except BaseException:
+    except BaseException as error:
         if tracker is not None:
-            tracker.finish(status="FAILED")
+            tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        if ckpt is not None and ckpt.path is not None and ckpt.path.exists():  # the search is saved: redo the report
+            print(f"\nReport stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
         raise
     return RunResult(config, features, evaluator, population, logbook, halloffame, report,
                      tracker.run_id if tracker else None, ckpt.path if ckpt else None, time.time() - began)

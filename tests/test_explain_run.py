@@ -1,0 +1,119 @@
+"""`evoprune explain RUN_ID`: explanations for a finished run, rebuilt from MLflow alone."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from evoprune_tf.config import config_from_dict, flatten, load_config
+from evoprune_tf.explain_run import _config_from_params, explain_run, run_config, run_genomes
+from evoprune_tf.run import run
+
+
+def _new_store(folder) -> str:
+    ram = tempfile.mkdtemp(prefix="evoprune-mlflow-", dir="/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+    build = ram or str(folder)
+    MlflowClient(tracking_uri=f"sqlite:///{build}/mlflow.db").search_experiments(max_results=1)
+    if ram is not None:
+        shutil.copy(os.path.join(ram, "mlflow.db"), folder / "mlflow.db")
+        shutil.rmtree(ram, ignore_errors=True)
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+def _config(uri: str, **algorithm):
+    """A tiny image run: built-in stripes, MobileNet alpha 0.25 with random weights at 64 px."""
+    return load_config(None, {
+        "name": "explain-test", "seed": 0, "progress": False,
+        "data": {"source": "builtin:synthetic", "image_size": 64},
+        "backbone": {"name": "mobilenet", "weights": "none", "options": {"alpha": 0.25}},
+        "head": {"hidden": [16]}, "train": {"epochs": 5, "learning_rate": 0.01},
+        "algorithm": {"name": "steady_state", "population": 6, "evaluations": 12, **algorithm},
+        "objectives": {"names": ["accuracy", "active_fraction"]} if algorithm.get("name") == "nsga2" else {},
+        "report": {"seeds": 1, "explain": False},
+        "tracking": {"uri": uri, "experiment": "explain-tests"}, "checkpoint": {"enabled": False},
+    })
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished single-objective run on builtin:synthetic images (no features= given)."""
+    folder = tmp_path_factory.mktemp("explain-store")
+    uri = _new_store(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        result = run(_config(uri), out=io.StringIO())
+    mlflow.set_tracking_uri(None)
+    return result, uri, folder
+
+
+def _artifacts(client, run_id, path=None) -> set[str]:
+    found: set[str] = set()
+    for info in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, info.path) if info.is_dir else {info.path}
+    return found
+
+
+def test_the_run_is_rebuilt_from_its_logged_config_and_genomes(finished):
+    result, uri, _ = finished
+    assert run_config(result.run_id, uri).to_dict() == result.config.to_dict()
+    genomes = run_genomes(result.run_id[:10], uri)  # a prefix is enough
+    np.testing.assert_array_equal(genomes["genomes"][0], result.best)
+
+
+def test_explain_run_writes_overlays_per_class_and_logs_them_to_the_run(finished):
+    result, uri, folder = finished
+    paths = explain_run(result.run_id, per_class=2, uri=uri)
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert len(pngs) == 3  # one figure per class of the stripes
+    for path in paths:
+        assert path.is_file() and path.stat().st_size > 0
+        assert path.parent == folder / "reports" / result.run_id / "explanations" / "best"
+    assert paths[-1].name == "feature_influence.csv"
+    found = _artifacts(MlflowClient(tracking_uri=uri), result.run_id, "explanations")
+    assert {f"explanations/best/{p.name}" for p in paths} <= found
+    assert "explanations/best/genome.txt" in found
+
+
+def test_the_cli_explains_a_run_and_rejects_unknown_ones(finished, monkeypatch, capsys):
+    from evoprune_tf.cli import main
+
+    result, uri, _ = finished
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["explain", result.run_id[:8], "--per-class", "1"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert sum(line.endswith(".png") for line in printed) == 3
+    assert main(["explain", "0" * 32]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="model="):
+        explain_run(result.run_id, uri=uri, model="median")
+
+
+def test_trade_off_models_of_a_multi_objective_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = _new_store(tmp_path)
+    result = run(_config(uri, name="nsga2", population=8, evaluations=16), out=io.StringIO())
+    mlflow.set_tracking_uri(None)
+    for model in ("knee", "light"):
+        paths = explain_run(result.run_id, per_class=1, uri=uri, model=model)
+        assert sum(p.suffix == ".png" for p in paths) == 3
+    found = _artifacts(MlflowClient(tracking_uri=uri), result.run_id, "explanations")
+    assert any(p.startswith("explanations/knee/") for p in found)
+    assert any(p.startswith("explanations/light/") for p in found)
+
+
+def test_params_are_a_fallback_for_runs_without_config_json():
+    config = load_config(None, {
+        "data": {"source": "builtin:synthetic", "image_size": 64, "name": "stripes"},
+        "backbone": {"name": "mobilenet", "weights": "none", "options": {"alpha": 0.25}},
+        "head": {"hidden": [32, 16]}, "algorithm": {"name": "nsga2"},
+        "objectives": {"names": ["accuracy", "active_fraction"]},
+    })
+    rebuilt = config_from_dict(_config_from_params(flatten(config)))
+    assert rebuilt.to_dict() == config.to_dict()
