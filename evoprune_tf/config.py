@@ -108,10 +108,11 @@ class OperatorsConfig:
 class ObjectivesConfig:
     """What the fitness is made of."""
 
-    names: list = dataclasses.field(default_factory=lambda: ["accuracy", "active_fraction", "loss"])
+    names: list = dataclasses.field(default_factory=lambda: ["accuracy", "loss", "active_fraction"])
     ood: str = ""  # folder / .npz / tfds:NAME of out-of-distribution images (robustness)
     temperature: float = 1000.0
     ood_max_images: int = 0  # 0: all
+    loss_resolution: float = 0.02  # the loss objective is compared rounded to this (0: exact)
 
 
 @dataclasses.dataclass
@@ -306,6 +307,8 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"objectives.names={names}; expected distinct names from {sorted(OBJECTIVES)}")
     if "robustness" in names and not config.objectives.ood:
         problems.append("objective 'robustness' needs objectives.ood (a folder, .npz or tfds:NAME of OOD images)")
+    if config.objectives.loss_resolution < 0:
+        problems.append(f"objectives.loss_resolution={config.objectives.loss_resolution}; expected 0 (exact) or a positive number")
     if config.objectives.temperature <= 0:
         problems.append(f"objectives.temperature={config.objectives.temperature}; expected a positive number")
     if config.multi_objective and len(names) < 2:

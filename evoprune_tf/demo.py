@@ -18,7 +18,7 @@ from evoprune_tf.config import ExperimentConfig, load_config
 
 DEMO_OVERRIDES = {
     "name": "demo",
-    "seed": 42,
+    "seed": 1,
     "data": {"image_size": 96},
     "backbone": {"name": "mobilenet_v2"},
     "head": {"hidden": [512]},

@@ -45,9 +45,10 @@ class PopulationEvaluator:
         train_config: the head's training recipe during the search.
         seed: run seed (initial weights and batch order derive from it).
         objectives: names from `evoprune_tf.objectives.OBJECTIVES`; the default is the
-            lexicographic single-objective fitness (accuracy, active_fraction, loss).
+            lexicographic single-objective fitness (accuracy, loss, active_fraction).
         ood_features: features of out-of-distribution images, needed for ``robustness``.
         temperature: softmax temperature of the OOD score (MO-EvoPruneDeepTL: 1000).
+        loss_resolution: the ``loss`` objective is compared rounded to this (0: exact).
         chunk_size: genomes trained per call to the trainer (bounds peak memory).
     """
 
@@ -62,6 +63,7 @@ class PopulationEvaluator:
         ood_features: np.ndarray | None = None,
         temperature: float = 1000.0,
         chunk_size: int = 64,
+        loss_resolution: float = 0.0,
     ) -> None:
         self.encoding = encoding
         self.data = data
@@ -78,6 +80,7 @@ class PopulationEvaluator:
                 )
         self.ood_features = ood_features
         self.temperature = float(temperature)
+        self.loss_resolution = float(loss_resolution)
         self.chunk_size = int(chunk_size)
         self.trainer = HeadTrainer(encoding.spec, data, self.train_config, seed=self.seed)
         self.cache: dict[bytes, Evaluation] = {}
@@ -96,7 +99,7 @@ class PopulationEvaluator:
 
     def evaluate_population(self, genomes: Iterable[Sequence[int] | np.ndarray]) -> list[tuple[float, ...]]:
         """Fitness tuples of many genomes, trained as one batch (cache hits skipped)."""
-        return [objective_values(e, self.objectives) for e in self.measure(list(genomes))]
+        return [objective_values(e, self.objectives, self.loss_resolution) for e in self.measure(list(genomes))]
 
     def map(self, func: Callable, iterable: Iterable) -> list:
         """A toolbox ``map``: batches calls of this evaluator's ``evaluate``, else maps serially."""

@@ -62,6 +62,7 @@ class EvaluatorRecipe:
         ood_features: OOD features or None.
         temperature: softmax temperature of the OOD score.
         chunk_size: genomes per trainer call.
+        loss_resolution: rounding of the loss objective.
     """
 
     encoding: Encoding
@@ -72,6 +73,7 @@ class EvaluatorRecipe:
     ood_features: np.ndarray | None
     temperature: float
     chunk_size: int
+    loss_resolution: float = 0.0
 
     @classmethod
     def of(cls, evaluator: PopulationEvaluator) -> "EvaluatorRecipe":
@@ -80,6 +82,7 @@ class EvaluatorRecipe:
             encoding=evaluator.encoding, features=evaluator.data, train_config=evaluator.train_config,
             seed=evaluator.seed, objectives=tuple(evaluator.objectives), ood_features=evaluator.ood_features,
             temperature=evaluator.temperature, chunk_size=evaluator.chunk_size,
+            loss_resolution=evaluator.loss_resolution,
         )
 
     def build(self) -> PopulationEvaluator:
@@ -87,6 +90,7 @@ class EvaluatorRecipe:
         return PopulationEvaluator(
             self.encoding, self.features, self.train_config, seed=self.seed, objectives=self.objectives,
             ood_features=self.ood_features, temperature=self.temperature, chunk_size=self.chunk_size,
+            loss_resolution=self.loss_resolution,
         )
 
 
@@ -207,7 +211,7 @@ class ProcessPoolMap:
                 missing[key] = g
         if missing:
             self._compute(missing)
-        return [objective_values(evaluator.cache[k], evaluator.objectives) for k in keys]
+        return [objective_values(evaluator.cache[k], evaluator.objectives, evaluator.loss_resolution) for k in keys]
 
     def _compute(self, missing: dict[bytes, np.ndarray]) -> None:
         if self._executor is None:

@@ -14,7 +14,7 @@ from evoprune_tf.toolbox import build_toolbox
 from evoprune_tf.training import TrainConfig
 
 
-def _setup(data, objectives=("accuracy", "active_fraction", "loss"), ops=None, **kw):
+def _setup(data, objectives=("accuracy", "loss", "active_fraction"), ops=None, **kw):
     spec = HeadSpec(data.n_features, data.n_classes, (32,))
     evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=20), seed=0,
                                     objectives=objectives, **kw)

@@ -24,7 +24,7 @@ def test_planted_signal_restricted_head_beats_all_ones(planted):
     assert restricted.accuracy > full.accuracy + 0.15
     assert restricted.loss < full.loss
     assert restricted.active_fraction == pytest.approx(informative.mean())
-    # lexicographic single-objective fitness: (accuracy, active_fraction, loss), weights (+1, -1, -1)
+    # lexicographic single-objective fitness: (accuracy, loss, active_fraction), weights (+1, -1, -1)
     assert evaluator.weights == (1.0, -1.0, -1.0)
     assert evaluator.evaluate(informative.astype(int))[0] == restricted.accuracy
 
