@@ -253,7 +253,7 @@ def _type_name(t: Any) -> str:
 def _check(config: ExperimentConfig, problems: list[str]) -> None:
     """Range and name checks across sections."""
     from evoprune_tf.algorithms import ALGORITHMS
-    from evoprune_tf.backbones import BACKBONES, canonical_name
+    from evoprune_tf.backbones import canonical_name
     from evoprune_tf.encodings import ENCODINGS
     from evoprune_tf.objectives import OBJECTIVES
     import operators

@@ -110,14 +110,7 @@ class PopulationEvaluator:
 
     def measure(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[Evaluation]:
         """`Evaluation` records of genomes, from the cache where possible."""
-        genes = [self.encoding.validate(g) for g in genomes]
-        keys = [genome_key(g) for g in genes]
-        missing: dict[bytes, np.ndarray] = {}
-        for key, g in zip(keys, genes):
-            if key in self.cache or key in missing:
-                self.n_cache_hits += 1
-            else:
-                missing[key] = g
+        keys, missing = self.split_cached(genomes)
         todo = list(missing.items())
         for start in range(0, len(todo), self.chunk_size):
             chunk = todo[start : start + self.chunk_size]
@@ -128,6 +121,21 @@ class PopulationEvaluator:
             self.train_seconds += time.perf_counter() - began
             self.n_trained += len(chunk)
         return [self.cache[k] for k in keys]
+
+    def split_cached(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> tuple[list[bytes], dict[bytes, np.ndarray]]:
+        """Validate genomes; return every genome's key and the distinct ones not cached yet.
+
+        Counts a cache hit for every genome already cached or repeated in ``genomes``.
+        """
+        genes = [self.encoding.validate(g) for g in genomes]
+        keys = [genome_key(g) for g in genes]
+        missing: dict[bytes, np.ndarray] = {}
+        for key, g in zip(keys, genes):
+            if key in self.cache or key in missing:
+                self.n_cache_hits += 1
+            else:
+                missing[key] = g
+        return keys, missing
 
     def train_heads(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[TrainedHead]:
         """Train the compact heads of genomes (no caching): for reports and export."""

@@ -184,11 +184,10 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     """
     from mlflow import MlflowClient
 
-    from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.explain import feature_influence
     from evoprune_tf.mo_report import _write_csv, explain_images, report_dir
     from evoprune_tf.report import retrain
-    from evoprune_tf.run import prepare_features, seed_everything
+    from evoprune_tf.run import encoding_for, prepare_features, seed_everything
     from evoprune_tf.tracking import find_run, pack_genome, resolve_tracking_uri
     from evoprune_tf.training import TrainConfig
 
@@ -208,13 +207,7 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     data_config.objectives.ood = ""  # the OOD images are not needed here
     seed_everything(config.seed)
     features, _, images = prepare_features(data_config)
-    spec = HeadSpec(features.n_features, features.n_classes, tuple(config.head.hidden), config.head.use_bias)
-    options: dict[str, Any] = {}
-    if config.encoding.name == "neuron_pruning" and config.encoding.layers:
-        options["layers"] = config.encoding.layers
-    if config.encoding.name == "connection_pruning":
-        options["layer"] = config.encoding.layer
-    encoding = make_encoding(config.encoding.name, spec, **options)
+    encoding = encoding_for(config, features)
     if len(genome) != encoding.genome_length:
         raise ValueError(
             f"the logged genome has {len(genome)} genes but the rebuilt {encoding.name} encoding needs "

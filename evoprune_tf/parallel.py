@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from evoprune_tf.encodings import Encoding
-from evoprune_tf.evaluation import PopulationEvaluator, genome_key
+from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.objectives import Evaluation, objective_values
 from evoprune_tf.splits import FeatureSplits
 from evoprune_tf.training import TrainConfig
@@ -201,14 +201,7 @@ class ProcessPoolMap:
         if not self._is_evaluate(func):
             return list(map(func, iterable))
         evaluator = self.evaluator
-        genes = [evaluator.encoding.validate(g) for g in iterable]
-        keys = [genome_key(g) for g in genes]
-        missing: dict[bytes, np.ndarray] = {}
-        for key, g in zip(keys, genes):
-            if key in evaluator.cache or key in missing:
-                evaluator.n_cache_hits += 1
-            else:
-                missing[key] = g
+        keys, missing = evaluator.split_cached(list(iterable))
         if missing:
             self._compute(missing)
         return [objective_values(evaluator.cache[k], evaluator.objectives, evaluator.loss_resolution) for k in keys]

@@ -118,14 +118,19 @@ def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarra
     return features, ood, images
 
 
-def _make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
+def encoding_for(config: ExperimentConfig, features: FeatureSplits):
+    """The run's `Encoding` over a head sized for these features."""
     spec = HeadSpec(features.n_features, features.n_classes, tuple(config.head.hidden), config.head.use_bias)
     options: dict[str, Any] = {}
     if config.encoding.name == "neuron_pruning" and config.encoding.layers:
         options["layers"] = config.encoding.layers
     if config.encoding.name == "connection_pruning":
         options["layer"] = config.encoding.layer
-    encoding = make_encoding(config.encoding.name, spec, **options)
+    return make_encoding(config.encoding.name, spec, **options)
+
+
+def _make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
+    encoding = encoding_for(config, features)
     return PopulationEvaluator(
         encoding, features, config.train, seed=config.seed, objectives=tuple(config.objectives.names),
         ood_features=ood, temperature=config.objectives.temperature,

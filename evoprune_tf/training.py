@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 from typing import Literal, Sequence
 
@@ -278,12 +279,12 @@ class HeadTrainer:
             order.setdefault(plan.key, []).append(i)
         results: list[TrainedHead | None] = [None] * len(heads)
         size = self.config.group_size
-        train_group = self._train_group
         if self.config.engine == "jax":
             from evoprune_tf.training_jax import train_group_jax
 
-            def train_group(plans, masks):
-                return train_group_jax(self, plans, masks)
+            train_group = functools.partial(train_group_jax, self)
+        else:
+            train_group = self._train_group
         with _blas_threads(self.config.blas_threads if self.config.engine == "numpy" else 0):
             for members in order.values():
                 for start in range(0, len(members), size):
