@@ -57,7 +57,11 @@ def demo_config() -> tuple[ExperimentConfig, str]:
             **DEMO_OVERRIDES, "data": {"image_size": 64, "source": "builtin:synthetic", "name": "synthetic"},
             "backbone": {"name": "mobilenet_v2", "weights": "none"},
         })
-        return config, f"built-in synthetic stripes + random-weight MobileNetV2 (real data unavailable: {reason})"
+        return config, (
+            f"built-in synthetic stripes + random-weight MobileNetV2 (real data unavailable: {reason}). "
+            "Note: a random-weight backbone's pooled features are ~1e-11 in scale, so expect chance accuracy; "
+            "the run shows the machinery end to end. Set EVOPRUNE_ASSETS or go online for real numbers."
+        )
 
 
 def main() -> int:
