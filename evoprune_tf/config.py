@@ -45,6 +45,7 @@ class DataConfig:
     max_per_class: int = 0  # 0: all images
     skip_bad_images: bool = False
     name: str = ""
+    standardize: bool = False  # z-score features with train statistics (random-weight backbones need it)
 
 
 @dataclasses.dataclass

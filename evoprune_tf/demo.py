@@ -54,13 +54,13 @@ def demo_config() -> tuple[ExperimentConfig, str]:
     except Exception as error:  # offline, or tensorflow-datasets missing
         reason = str(error).splitlines()[0][:160]
         config = load_config(overrides={
-            **DEMO_OVERRIDES, "data": {"image_size": 64, "source": "builtin:synthetic", "name": "synthetic"},
+            **DEMO_OVERRIDES,
+            "data": {"image_size": 64, "source": "builtin:synthetic", "name": "synthetic", "standardize": True},
             "backbone": {"name": "mobilenet_v2", "weights": "none"},
         })
         return config, (
-            f"built-in synthetic stripes + random-weight MobileNetV2 (real data unavailable: {reason}). "
-            "Note: a random-weight backbone's pooled features are ~1e-11 in scale, so expect chance accuracy; "
-            "the run shows the machinery end to end. Set EVOPRUNE_ASSETS or go online for real numbers."
+            f"built-in synthetic stripes + random-weight MobileNetV2, standardised features "
+            f"(real data unavailable: {reason}). Set EVOPRUNE_ASSETS or go online for real numbers."
         )
 
 

@@ -27,6 +27,7 @@ from keras import ops
 __all__ = [
     "MaskedDense",
     "FeatureGather",
+    "FeatureScaling",
     "build_masked_head",
     "masked_dense_layers",
     "set_head_masks",
@@ -229,6 +230,43 @@ class FeatureGather(keras.layers.Layer):
         config = super().get_config()
         config["indices"] = list(self.indices)
         return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FeatureScaling(keras.layers.Layer):
+    """Standardises features with fixed per-feature statistics: ``(x - mean) / std``.
+
+    Unlike `keras.layers.Normalization`, the std is used as given (Normalization clamps
+    it at 1e-7, which breaks the ~1e-11-scale features of random-weight backbones).
+
+    Args:
+        mean: per-feature means.
+        std: per-feature standard deviations (positive).
+
+    Input shape:
+        ``(batch, n_features)``.
+
+    Output shape:
+        ``(batch, n_features)``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in np.asarray(mean).ravel()]
+        self.std = [float(v) for v in np.asarray(std).ravel()]
+        if len(self.mean) != len(self.std) or not all(v > 0 for v in self.std):
+            raise ValueError(f"FeatureScaling needs equal-length mean and positive std; got {len(self.mean)} and {len(self.std)} values")
+
+    def call(self, inputs: Any) -> Any:
+        mean = ops.convert_to_tensor(np.asarray(self.mean, np.float32))
+        std = ops.convert_to_tensor(np.asarray(self.std, np.float32))
+        return ops.divide(ops.subtract(inputs, mean), std)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 def build_masked_head(

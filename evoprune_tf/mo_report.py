@@ -357,7 +357,7 @@ def pareto_report(
     trade_offs: dict[str, Any] = {"distinct": len(set(picks.values())) == len(TRADE_OFFS), "rule": pick_rule}
     for name in TRADE_OFFS:
         i = picks[name]
-        model = compact_model(heads[0][i])
+        model = compact_model(heads[0][i], features.scaling)
         path = model_dir / f"{name}.keras"
         model.save(path)
         trade_offs[name] = {

@@ -53,11 +53,25 @@ def head_to_keras(head: TrainedHead):
     return model
 
 
-def compact_model(head: TrainedHead):
-    """The physically smaller plain-`Dense` Keras model of a trained head."""
-    from evoprune_tf.layers import compact
+def compact_model(head: TrainedHead, scaling: tuple[np.ndarray, np.ndarray] | None = None):
+    """The physically smaller plain-`Dense` Keras model of a trained head.
 
-    return compact(head_to_keras(head), name="compact_head")
+    Args:
+        head: the trained head.
+        scaling: the features' ``(mean, std)`` when the head was trained on standardised
+            features (`FeatureSplits.scaling`); a `FeatureScaling` layer in front then
+            lets the model take raw backbone features.
+    """
+    from evoprune_tf.layers import FeatureScaling, compact
+
+    model = compact(head_to_keras(head), name="compact_head")
+    if scaling is None:
+        return model
+    import keras
+
+    inputs = keras.Input((head.spec.n_features,), name="features")
+    scaled = FeatureScaling(*scaling, name="feature_scaling")(inputs)
+    return keras.Model(inputs, model(scaled), name="compact_head_scaled")
 
 
 def _inference_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
@@ -126,13 +140,14 @@ def final_report(
     report["retrain"]["seconds"] = round(time.perf_counter() - began, 2)
     model = None
     if export:
-        model = compact_model(heads[-1][0])
-        full = compact_model(heads[-1][1])
+        model = compact_model(heads[-1][0], data.scaling)
+        full = compact_model(heads[-1][1], data.scaling)
         x = data.x_test if len(data.x_test) else data.x_val
         report["parameters"].update(compact_model=int(model.count_params()), full_model=int(full.count_params()))
-        report["inference_ms"] = {"compact": _inference_ms(model, x), "full": _inference_ms(full, x), "samples": len(x)}
+        raw = x if data.scaling is None else x * data.scaling[1] + data.scaling[0]  # what the exported model takes
+        report["inference_ms"] = {"compact": _inference_ms(model, raw), "full": _inference_ms(full, raw), "samples": len(x)}
         reference = heads[-1][0].predict_proba(x)
-        report["compact_max_abs_diff"] = float(np.abs(np.asarray(model(x, training=False)) - reference).max())
+        report["compact_max_abs_diff"] = float(np.abs(np.asarray(model(raw, training=False)) - reference).max())
     return report, model
 
 

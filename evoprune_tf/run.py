@@ -108,11 +108,13 @@ def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarra
         backbone_kwargs=config.backbone.options or None, progress=config.progress,
     )
     features = extract_features(images, **common)
+    if config.data.standardize:
+        features = features.standardized()
     ood = None
     if config.objectives.ood:
         ood_images = _load_images(config.objectives.ood, config)
         ood_splits = extract_features(ood_images, **common)
-        ood = np.concatenate([ood_splits.x_val, ood_splits.x_test, ood_splits.x_train])
+        ood = features.scale(np.concatenate([ood_splits.x_val, ood_splits.x_test, ood_splits.x_train]))
         if config.objectives.ood_max_images:
             ood = ood[: config.objectives.ood_max_images]
     return features, ood, images

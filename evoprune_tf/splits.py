@@ -26,6 +26,9 @@ class FeatureSplits:
         y_test: ``(n_test,)`` int labels.
         class_names: one name per class, index = label.
         name: a short name of the dataset (for tags and reports).
+        scaling: ``(mean, std)`` per feature when the arrays were standardised with
+            `standardized`; raw backbone features are ``x * std + mean``. Exported models
+            put this scaling in front, so they take raw features.
     """
 
     x_train: np.ndarray
@@ -36,6 +39,7 @@ class FeatureSplits:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     name: str = "dataset"
+    scaling: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -67,6 +71,33 @@ class FeatureSplits:
     def n_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    def standardized(self) -> "FeatureSplits":
+        """Features z-scored with the *train* split's per-feature mean and std.
+
+        Random-weight backbones give pooled features of ~1e-11 that no head learns from
+        at the reference learning rate; standardised, they carry their signal. Constant
+        features keep a std of 1.
+        """
+        if self.scaling is not None:
+            return self
+        mean = self.x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+        std = self.x_train.std(axis=0, dtype=np.float64).astype(np.float32)
+        std[~(std > 0)] = 1.0
+
+        def z(x: np.ndarray) -> np.ndarray:
+            return ((x - mean) / std).astype(np.float32)
+
+        return dataclasses.replace(
+            self, x_train=z(self.x_train), x_val=z(self.x_val), x_test=z(self.x_test), scaling=(mean, std)
+        )
+
+    def scale(self, x: np.ndarray) -> np.ndarray:
+        """Apply this split's scaling to other raw features (e.g. OOD images)."""
+        if self.scaling is None:
+            return x
+        mean, std = self.scaling
+        return ((x - mean) / std).astype(np.float32)
 
     def summary(self) -> str:
         """One line: name, sizes and width."""

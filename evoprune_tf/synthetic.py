@@ -1,8 +1,10 @@
 """A small built-in image dataset, for offline demos and tests.
 
-Three classes of noisy stripe patterns (horizontal, vertical, diagonal) in random
-colours. Even a randomly initialised CNN separates them, so the demo shows a real
-evolution end to end when neither TFDS nor ImageNet weights can be downloaded.
+Three classes of noisy stripe patterns (horizontal, vertical, diagonal), each with its
+own colour tint (red, green, blue dominant). The tint survives even a randomly
+initialised CNN's pooling (orientation alone does not: measured 0.40-0.54 accuracy with
+random MobileNet weights), so the demo shows a real evolution end to end when neither
+TFDS nor ImageNet weights can be downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def _pattern(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     coord = (yy, xx, (xx + yy) / np.sqrt(2))[kind]
     wave = 0.5 + 0.5 * np.sin(2 * np.pi * coord / period + phase)
-    colour_a, colour_b = rng.uniform(0, 255, size=(2, 3))
+    colour_a, colour_b = rng.uniform(0, 160, size=(2, 3))
+    colour_a[kind] += 95  # the class tint
     image = wave[..., None] * colour_a + (1 - wave[..., None]) * colour_b
     image += rng.normal(0, 25, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)

@@ -523,3 +523,20 @@ def test_layers_work_on_the_jax_backend():
         timeout=120,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_feature_scaling_is_exact_for_tiny_features_and_round_trips(tmp_path):
+    from evoprune_tf.layers import FeatureScaling
+
+    rng = np.random.default_rng(0)
+    mean = rng.normal(0, 1e-11, 6).astype(np.float32)
+    std = rng.uniform(1e-12, 2e-12, 6).astype(np.float32)
+    x = (mean + std * rng.normal(size=(5, 6))).astype(np.float32)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, FeatureScaling(mean, std)(inputs))
+    np.testing.assert_allclose(np.asarray(model(x)), (x - mean) / std, rtol=1e-4, atol=1e-4)
+    model.save(tmp_path / "s.keras")
+    again = keras.saving.load_model(tmp_path / "s.keras")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), rtol=1e-6)
+    with pytest.raises(ValueError, match="positive std"):
+        FeatureScaling([0.0], [0.0])

@@ -105,3 +105,23 @@ def test_evoprunedeeptl_on_real_rps_prunes_without_losing_test_accuracy(assets, 
     report = result.report
     assert report["active_fraction"] < 0.6
     assert report["pruned"]["test_accuracy_mean"] >= report["unpruned"]["test_accuracy_mean"] - 0.02
+
+
+def test_standardised_features_let_a_random_weight_backbone_learn(tmp_path):
+    """The offline demo's fallback: random-init pooled features are ~1e-11 until z-scored."""
+    common = {
+        "seed": 0, "progress": False,
+        "data": {"source": "builtin:synthetic", "image_size": 32},
+        "backbone": {"name": "mobilenet", "weights": "none"},
+        "head": {"hidden": [32]}, "train": {"epochs": 10},
+        "algorithm": {"population": 6, "evaluations": 12}, "report": {"seeds": 1},
+        "tracking": {"enabled": False}, "checkpoint": {"enabled": False}, "cache_dir": str(tmp_path),
+    }
+    raw = run(load_config(overrides=common))
+    scaled = run(load_config(overrides={**common, "data": {**common["data"], "standardize": True}}))
+    assert raw.report["unpruned"]["test_accuracy_mean"] < 0.5  # chance is 1/3
+    assert scaled.report["unpruned"]["test_accuracy_mean"] > 0.5
+    mean, std = scaled.features.scaling
+    assert np.allclose(scaled.features.x_train.mean(axis=0)[std > 1e-30], 0, atol=1e-3)
+    # the exported model takes raw features and reproduces the head trained on scaled ones
+    assert scaled.report["compact_max_abs_diff"] < 1e-5
