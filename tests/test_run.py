@@ -125,3 +125,19 @@ def test_standardised_features_let_a_random_weight_backbone_learn(tmp_path):
     assert np.allclose(scaled.features.x_train.mean(axis=0)[std > 1e-30], 0, atol=1e-3)
     # the exported model takes raw features and reproduces the head trained on scaled ones
     assert scaled.report["compact_max_abs_diff"] < 1e-5
+
+
+def test_evoprune_ui_serves_the_project_store_on_localhost(monkeypatch, tmp_path, capsys):
+    import subprocess
+
+    calls = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append((cmd, env)) or 0)
+    assert cli_main(["ui", "--port", "5123"]) == 0
+    cmd, env = calls[0]
+    assert cmd[1:4] == ["-m", "mlflow", "server"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:///mlruns/mlflow.db"
+    assert cmd[cmd.index("--workers") + 1] == "1" and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert "http://127.0.0.1:5123" in capsys.readouterr().out
