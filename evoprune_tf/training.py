@@ -400,23 +400,31 @@ class HeadTrainer:
                     active &= ~stopping
                 if not active.any():
                     break
-        return [
-            TrainedHead(
-                spec=self.spec,
-                masks=heads[p],
-                indices=[idx.copy() for idx in plans[p].indices],
-                kernels=[k[p].copy() for k in kernels],
-                biases=[None if bb is None else bb[p, 0].copy() for bb in biases],
-                epochs_run=int(epochs_run[p]),
-            )
-            for p in range(n_heads)
-        ]
+        return unstack_heads(self.spec, plans, heads, kernels, biases, epochs_run)
 
     def _val_loss(self, plans, kernels, biases) -> np.ndarray:
         n_feat = self.spec.n_features
         in_idx = np.stack([np.where(p.indices[0] < 0, n_feat, p.indices[0]) for p in plans])
         logits = _forward_stack(kernels, biases, self._x_val.T[in_idx].transpose(0, 2, 1))
         return _cross_entropy(logits, self._y_val)
+
+
+def unstack_heads(spec: HeadSpec, plans: Sequence[_Plan], heads: Sequence[HeadMasks], kernels: Sequence[np.ndarray],
+                  biases: Sequence[np.ndarray | None], epochs_run: np.ndarray) -> list[TrainedHead]:
+    """Split a group's stacked ``(P, ...)`` weights into one `TrainedHead` per head (NumPy copies)."""
+    kernels = [np.asarray(k) for k in kernels]
+    biases = [None if b is None else np.asarray(b) for b in biases]
+    return [
+        TrainedHead(
+            spec=spec,
+            masks=heads[p],
+            indices=[idx.copy() for idx in plans[p].indices],
+            kernels=[k[p].copy() for k in kernels],
+            biases=[None if b is None else b[p, 0].copy() for b in biases],
+            epochs_run=int(epochs_run[p]),
+        )
+        for p in range(len(plans))
+    ]
 
 
 def _blas_threads(threads: int):

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evoprune_tf.encodings import HeadMasks
-from evoprune_tf.training import HeadTrainer, TrainedHead, _Plan, derive_seed
+from evoprune_tf.training import HeadTrainer, TrainedHead, _Plan, derive_seed, unstack_heads
 
 __all__ = ["train_group_jax", "jax_available", "MATMUL_PRECISION", "PAD_GROUPS"]
 
@@ -188,19 +188,7 @@ def train_group_jax(trainer: HeadTrainer, plans: Sequence[_Plan], heads: Sequenc
             if not active.any():
                 break
 
-    ks = [np.asarray(k) for k in state[0]]
-    bs = [None if b is None else np.asarray(b) for b in state[1]]
-    return [
-        TrainedHead(
-            spec=spec,
-            masks=heads[p],
-            indices=[idx.copy() for idx in plans[p].indices],
-            kernels=[k[p].copy() for k in ks],
-            biases=[None if b is None else b[p, 0].copy() for b in bs],
-            epochs_run=int(epochs_run[p]),
-        )
-        for p in range(n_heads)
-    ]
+    return unstack_heads(spec, plans, heads, state[0], state[1], epochs_run)
 
 
 def _device_data(trainer: HeadTrainer, jnp: Any) -> dict[str, Any]:

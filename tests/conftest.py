@@ -22,6 +22,21 @@ os.environ.setdefault("EVOPRUNE_CACHE_DIR", str(_TMP_HOME / "cache"))
 from evoprune_tf.splits import FeatureSplits  # noqa: E402
 
 
+def new_mlflow_store(folder: pathlib.Path) -> str:
+    """A fresh SQLite MLflow store in ``folder`` (tables built in RAM when /dev/shm exists: ~2 s, not ~8 s)."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    ram = tempfile.mkdtemp(prefix="evoprune-mlflow-", dir="/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+    build = ram or str(folder)
+    MlflowClient(tracking_uri=f"sqlite:///{build}/mlflow.db").search_experiments(max_results=1)
+    if ram is not None:
+        shutil.copy(os.path.join(ram, "mlflow.db"), pathlib.Path(folder) / "mlflow.db")
+        shutil.rmtree(ram, ignore_errors=True)
+    return f"sqlite:///{folder}/mlflow.db"
+
+
 @pytest.fixture(scope="session")
 def assets() -> pathlib.Path:
     """The shared real assets (ImageNet weights, RPS, ants-vs-bees); skips when absent."""

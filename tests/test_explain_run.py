@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import tempfile
 
 import mlflow
 import numpy as np
@@ -15,16 +12,9 @@ from mlflow import MlflowClient
 from evoprune_tf.config import config_from_dict, flatten, load_config
 from evoprune_tf.explain_run import _config_from_params, explain_run, run_config, run_genomes
 from evoprune_tf.run import run
+from conftest import new_mlflow_store
 
 
-def _new_store(folder) -> str:
-    ram = tempfile.mkdtemp(prefix="evoprune-mlflow-", dir="/dev/shm") if os.access("/dev/shm", os.W_OK) else None
-    build = ram or str(folder)
-    MlflowClient(tracking_uri=f"sqlite:///{build}/mlflow.db").search_experiments(max_results=1)
-    if ram is not None:
-        shutil.copy(os.path.join(ram, "mlflow.db"), folder / "mlflow.db")
-        shutil.rmtree(ram, ignore_errors=True)
-    return f"sqlite:///{folder}/mlflow.db"
 
 
 def _config(uri: str, **algorithm):
@@ -45,7 +35,7 @@ def _config(uri: str, **algorithm):
 def finished(tmp_path_factory):
     """A finished single-objective run on builtin:synthetic images (no features= given)."""
     folder = tmp_path_factory.mktemp("explain-store")
-    uri = _new_store(folder)
+    uri = new_mlflow_store(folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         result = run(_config(uri), out=io.StringIO())
@@ -97,7 +87,7 @@ def test_the_cli_explains_a_run_and_rejects_unknown_ones(finished, monkeypatch, 
 
 def test_trade_off_models_of_a_multi_objective_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    uri = _new_store(tmp_path)
+    uri = new_mlflow_store(tmp_path)
     result = run(_config(uri, name="nsga2", population=8, evaluations=16), out=io.StringIO())
     mlflow.set_tracking_uri(None)
     for model in ("knee", "light"):

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 
 import mlflow
 import numpy as np
@@ -20,6 +18,7 @@ from evoprune_tf.mo_report import TRADE_OFFS, _distinct_trade_offs, pareto_repor
 from evoprune_tf.report import retrain
 from evoprune_tf.run import run
 from evoprune_tf.tracking import unpack_genome
+from conftest import new_mlflow_store
 
 OBJECTIVES = ["accuracy", "active_fraction", "robustness"]
 
@@ -48,22 +47,13 @@ def mo_config(uri: str | None = None, **overrides):
     return load_config(None, raw)
 
 
-def _new_store(folder) -> str:
-    """A fresh SQLite store in ``folder`` (tables built in RAM when /dev/shm exists: ~2 s, not ~8 s)."""
-    ram = tempfile.mkdtemp(prefix="evoprune-mlflow-", dir="/dev/shm") if os.access("/dev/shm", os.W_OK) else None
-    build = ram or str(folder)
-    MlflowClient(tracking_uri=f"sqlite:///{build}/mlflow.db").search_experiments(max_results=1)
-    if ram is not None:
-        shutil.copy(os.path.join(ram, "mlflow.db"), folder / "mlflow.db")
-        shutil.rmtree(ram, ignore_errors=True)
-    return f"sqlite:///{folder}/mlflow.db"
 
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     """One tracked NSGA-II run on planted features with OOD: (result, ood, informative, uri, folder)."""
     folder = tmp_path_factory.mktemp("mo-store")
-    uri = _new_store(folder)
+    uri = new_mlflow_store(folder)
     data, informative = make_planted_features()
     ood = planted_ood(data, informative)
     with pytest.MonkeyPatch.context() as mp:

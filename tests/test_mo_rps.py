@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 
 import mlflow
 import numpy as np
@@ -30,20 +28,13 @@ from mlflow import MlflowClient
 
 from evoprune_tf.config import load_config
 from evoprune_tf.run import run
+from conftest import new_mlflow_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.assets]
 
 WEIGHTS = "weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
-def _new_store(folder) -> str:
-    ram = tempfile.mkdtemp(prefix="evoprune-mlflow-", dir="/dev/shm") if os.access("/dev/shm", os.W_OK) else None
-    build = ram or str(folder)
-    MlflowClient(tracking_uri=f"sqlite:///{build}/mlflow.db").search_experiments(max_results=1)
-    if ram is not None:
-        shutil.copy(os.path.join(ram, "mlflow.db"), folder / "mlflow.db")
-        shutil.rmtree(ram, ignore_errors=True)
-    return f"sqlite:///{folder}/mlflow.db"
 
 
 def rps_mo_config(assets, uri: str = "", **overrides):
@@ -68,7 +59,7 @@ def rps_mo_config(assets, uri: str = "", **overrides):
 @pytest.fixture(scope="module")
 def rps_run(assets, tmp_path_factory):
     folder = tmp_path_factory.mktemp("rps-mo")
-    uri = _new_store(folder)
+    uri = new_mlflow_store(folder)
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
