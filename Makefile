@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(VPY) -m evoprune_tf.demo
+	$(VPY) -m evoprune_tf.app.demo
 
 test: $(VENV)/.installed-dev
 	$(VPY) -m pytest -q -rs

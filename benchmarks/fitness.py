@@ -141,7 +141,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def planted_features(n_features: int, n_train: int, n_val: int, n_classes: int, seed: int):
     """Gaussian features; 64 columns carry class-dependent means."""
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.features.splits import FeatureSplits
 
     rng = np.random.default_rng(seed)
     informative = rng.choice(n_features, 64, replace=False)
@@ -159,8 +159,8 @@ def planted_features(n_features: int, n_train: int, n_val: int, n_classes: int, 
 
 def rps_features(n_train: int, n_val: int):
     """The shared RPS images through MobileNetV2 (shared ImageNet weights) at 96 px."""
-    from evoprune_tf.features import load_features
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.features.extract import load_features
+    from evoprune_tf.features.splits import FeatureSplits
 
     root = os.environ.get("EVOPRUNE_ASSETS")
     if not root or not (Path(root) / "MANIFEST.txt").is_file():
@@ -293,7 +293,7 @@ def naive_evaluate(encoding, data, genome: np.ndarray, epochs: int, batch_size: 
     """The reference way: a fresh masked Keras model, compiled and fitted, per individual."""
     import keras
 
-    from evoprune_tf.layers import build_masked_head
+    from evoprune_tf.nn.layers import build_masked_head
 
     spec = encoding.spec
     model = build_masked_head(spec.n_features, spec.n_classes, spec.hidden, use_bias=spec.use_bias,
@@ -309,7 +309,7 @@ def bench_naive(encoding, data, genomes, args) -> dict:
     import keras
 
     warm = (data.x_train[:256], data.y_train[:256])
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.features.splits import FeatureSplits
 
     small = FeatureSplits(*warm, data.x_val[:64], data.y_val[:64], data.x_val[:0], data.y_val[:0], data.class_names)
     naive_evaluate(encoding, small, genomes[-1], 1, args.batch_size, args.seed)  # imports, first-call set-up
@@ -332,7 +332,7 @@ def bench_naive(encoding, data, genomes, args) -> dict:
 def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, default_threads: int | None) -> dict:
     from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.evaluation import PopulationEvaluator
-    from evoprune_tf.training import TrainConfig, training_flops
+    from evoprune_tf.train.numpy_engine import TrainConfig, training_flops
 
     spec = HeadSpec(args.n_features, args.n_classes, (args.hidden,))
     enc = make_encoding(name, spec)
@@ -465,7 +465,7 @@ def save_features(data, folder: Path) -> Path:
 
 
 def load_saved(path: str):
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.features.splits import FeatureSplits
 
     with np.load(path) as z:
         return FeatureSplits(z["x_train"], z["y_train"], z["x_val"], z["y_val"], z["x_val"][:0], z["y_val"][:0],
@@ -476,7 +476,7 @@ def worker_rss(p: dict) -> dict:
     """Peak RSS growth over `evals` evaluations of distinct genomes (NumPy or JAX engine)."""
     from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.evaluation import PopulationEvaluator
-    from evoprune_tf.training import TrainConfig
+    from evoprune_tf.train.numpy_engine import TrainConfig
 
     data = load_saved(p["features"])
     enc = make_encoding(p["encoding"], HeadSpec(data.n_features, data.n_classes, (p["hidden"],)))
@@ -716,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/fitness.py" + ("" if not argv else " " + shlex.join(argv))
     print(f"Fitness benchmark; load average {load_before}; {command}", flush=True)
 
-    from evoprune_tf.training_jax import jax_available
+    from evoprune_tf.train.jax_engine import jax_available
 
     jax_ok = not args.no_jax and jax_available()
     data = (rps_features(args.n_train, args.n_val) if args.features == "rps"

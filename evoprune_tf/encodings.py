@@ -31,6 +31,9 @@ __all__ = [
     "ConnectionPruning",
     "ENCODINGS",
     "make_encoding",
+    "genome_key",
+    "pack_genome",
+    "unpack_genome",
 ]
 
 
@@ -286,3 +289,29 @@ def make_encoding(name: str, spec: HeadSpec, **options) -> Encoding:
     if name not in ENCODINGS:
         raise ValueError(f"unknown encoding {name!r}; expected one of {sorted(ENCODINGS)}")
     return ENCODINGS[name](spec, **options)
+
+
+# -------------------------------------------------------------------- the genome codec
+
+
+def genome_key(genome: Sequence[int] | np.ndarray) -> bytes:
+    """A compact hashable key of a 0/1 genome: its length and its packed bits (non-zero genes count as 1)."""
+    genes = np.asarray(genome).ravel() != 0
+    return len(genes).to_bytes(8, "little") + np.packbits(genes).tobytes()
+
+
+def pack_genome(genome: Sequence[int] | np.ndarray) -> str:
+    """A 0/1 genome as a compact hex string (`numpy.packbits`, big-endian bit order).
+
+    Non-zero genes count as 1; the last byte is zero-padded, so keep the length to
+    unpack (see `unpack_genome`).
+    """
+    return np.packbits(np.asarray(genome).ravel() != 0).tobytes().hex()
+
+
+def unpack_genome(packed: str, length: int) -> np.ndarray:
+    """Inverse of `pack_genome`: the first ``length`` bits as a uint8 0/1 array."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(packed), dtype=np.uint8))
+    if length > len(bits):
+        raise ValueError(f"length={length}; expected at most {len(bits)} for a {len(packed)}-character genome")
+    return bits[:length].astype(np.uint8)

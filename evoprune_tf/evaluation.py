@@ -15,25 +15,19 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from evoprune_tf.encodings import Encoding
+from evoprune_tf.encodings import Encoding, genome_key
+from evoprune_tf.metrics import accuracy_and_loss, auroc, max_softmax_score
 from evoprune_tf.objectives import (
     SINGLE_OBJECTIVE,
     Evaluation,
-    auroc,
-    max_softmax_score,
     objective_values,
     objective_weights,
     validate_objectives,
 )
-from evoprune_tf.splits import FeatureSplits
-from evoprune_tf.training import HeadTrainer, TrainConfig, TrainedHead
+from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, TrainedHead
 
-__all__ = ["PopulationEvaluator", "genome_key"]
-
-
-def genome_key(genes: np.ndarray) -> bytes:
-    """A compact hashable key of a boolean genome."""
-    return len(genes).to_bytes(8, "little") + np.packbits(genes).tobytes()
+__all__ = ["PopulationEvaluator"]
 
 
 class PopulationEvaluator:
@@ -172,14 +166,3 @@ class PopulationEvaluator:
             "train_seconds": self.train_seconds,
             "evals_per_second": self.n_trained / self.train_seconds if self.train_seconds else 0.0,
         }
-
-
-def accuracy_and_loss(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of logits, in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    labels = np.asarray(labels)
-    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
-    accuracy = float((z.argmax(axis=1) == labels).mean())
-    return accuracy, loss

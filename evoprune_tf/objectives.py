@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-from scipy import stats
-
-__all__ = ["Evaluation", "OBJECTIVES", "objective_weights", "auroc", "max_softmax_score", "validate_objectives"]
+__all__ = ["Evaluation", "OBJECTIVES", "SINGLE_OBJECTIVE", "objective_weights", "objective_values", "validate_objectives"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,24 +96,3 @@ def objective_values(evaluation: Evaluation, names: tuple[str, ...], loss_resolu
             value = round(value / loss_resolution) * loss_resolution
         values.append(float(value))
     return tuple(values)
-
-
-def max_softmax_score(logits: np.ndarray, temperature: float = 1000.0) -> np.ndarray:
-    """Max softmax probability with temperature scaling (ODIN-style), computed in float64."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    return 1.0 / np.exp(z).sum(axis=1)
-
-
-def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
-    """Area under the ROC curve for telling in-distribution (positive) from OOD samples.
-
-    Equals the probability that a random in-distribution sample scores higher than a
-    random OOD one (ties count one half): the Mann-Whitney U statistic, normalised.
-    """
-    n_in, n_out = len(in_scores), len(out_scores)
-    if n_in == 0 or n_out == 0:
-        raise ValueError(f"AUROC needs both in-distribution ({n_in}) and OOD ({n_out}) samples")
-    ranks = stats.rankdata(np.concatenate([in_scores, out_scores]))
-    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2.0
-    return float(u / (n_in * n_out))

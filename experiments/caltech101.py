@@ -5,7 +5,7 @@ Usage: python experiments/caltech101.py [--data FOLDER] [evoprune run overrides]
 
 import sys
 
-from evoprune_tf.experiment import REFERENCE_SETUP, Dataset, experiment_main
+from evoprune_tf.app.scripts import REFERENCE_SETUP, Dataset, experiment_main
 
 DATASET = Dataset(
     name="caltech101",

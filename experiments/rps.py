@@ -5,7 +5,7 @@ Usage: python experiments/rps.py [--data FOLDER] [evoprune run overrides]  (--he
 
 import sys
 
-from evoprune_tf.experiment import Dataset, experiment_main
+from evoprune_tf.app.scripts import Dataset, experiment_main
 
 DATASET = Dataset(
     name="rps",

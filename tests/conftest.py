@@ -19,7 +19,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EVOPRUNE_CACHE_DIR", str(_TMP_HOME / "cache"))
 
-from evoprune_tf.splits import FeatureSplits  # noqa: E402
+from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 
 
 def new_mlflow_store(folder: pathlib.Path) -> str:

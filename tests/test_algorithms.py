@@ -5,20 +5,20 @@ import random
 import numpy as np
 import pytest
 
-from evoprune_tf import algorithms
-from evoprune_tf.callbacks import Callback, EarlyStop
-from evoprune_tf.config import OperatorsConfig
+from evoprune_tf.search import algorithms
+from evoprune_tf.search.callbacks import Callback, EarlyStop
+from evoprune_tf.app.config import OperatorsConfig, operator_specs
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.toolbox import build_toolbox
-from evoprune_tf.training import TrainConfig
+from evoprune_tf.search.toolbox import build_toolbox
+from evoprune_tf.train.numpy_engine import TrainConfig
 
 
 def _setup(data, objectives=("accuracy", "loss", "active_fraction"), ops=None, **kw):
     spec = HeadSpec(data.n_features, data.n_classes, (32,))
     evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=20), seed=0,
                                     objectives=objectives, **kw)
-    return evaluator, build_toolbox(ops or OperatorsConfig(), evaluator)
+    return evaluator, build_toolbox(evaluator, operator_specs(ops or OperatorsConfig()))
 
 
 class Recorder(Callback):
@@ -87,7 +87,7 @@ def test_mu_plus_lambda_and_early_stop(planted):
 
 def test_nsga2_front_holds_the_informative_genome_and_hypervolume_grows(planted):
     """Issue 5 evidence on the planted fixture (accuracy vs active fraction)."""
-    from evoprune_tf.pareto import make_front_record
+    from evoprune_tf.search.statistics import make_front_record
 
     data, informative = planted
     ops = OperatorsConfig(select="random", mutate={"name": "flip_bit", "indpb": "1/L"}, survive="nsga2",

@@ -1,6 +1,6 @@
 """Bad input: one line naming the value and what was expected, status 2, before anything long.
 
-Every case goes through ``evoprune run`` / ``evoprune resume`` (`evoprune_tf.cli.main`, and
+Every case goes through ``evoprune run`` / ``evoprune resume`` (`evoprune_tf.app.cli.main`, and
 once as a real process); feature extraction is replaced by a tripwire, so a test fails
 if the error comes only after the long part of a run has started.
 """
@@ -23,13 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import evoprune_tf.run as run_module
-from evoprune_tf import features as features_module
-from evoprune_tf.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from evoprune_tf.cli import main as cli_main
-from evoprune_tf.config import _SECTION_TYPES, _TOP_LEVEL, ConfigError, config_from_dict, load_config
+import evoprune_tf.app.build as build_module
+import evoprune_tf.app.run as run_module
+from evoprune_tf.features import extract as features_module
+from evoprune_tf.search.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from evoprune_tf.app.cli import main as cli_main
+from evoprune_tf.app.config import _SECTION_TYPES, _TOP_LEVEL, ConfigError, config_from_dict, load_config
 from evoprune_tf.encodings import HeadSpec, make_encoding
-from evoprune_tf.splits import FeatureSplits
+from evoprune_tf.features.splits import FeatureSplits
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_bad_values_in_a_file_and_on_the_command_line_are_reported_together(tmp_
 def test_a_real_process_exits_2_with_one_line_on_stderr(tmp_path) -> None:
     path = _toml(tmp_path, "[algorithm]\nname = 'nope'\ncxpb = -1\n")
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "evoprune_tf.cli", "run", path], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "evoprune_tf.app.cli", "run", path], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -238,7 +239,7 @@ def test_an_unreachable_tracking_server_fails_fast_before_any_data_is_read(tmp_p
         raise AssertionError("the dataset was read before the tracking store was checked")
 
     monkeypatch.setattr(run_module, "prepare_features", never)
-    monkeypatch.setattr(run_module, "_load_images", never)
+    monkeypatch.setattr(build_module, "load_run_images", never)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     began = time.monotonic()
     _fails(["run", "--no-progress", "--data", str(tmp_path / "whatever")], capsys,

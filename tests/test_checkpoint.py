@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import make_planted_features
 
-from evoprune_tf import checkpoint as ckpt
-from evoprune_tf.checkpoint import (
+from evoprune_tf.search import checkpoint as ckpt
+from evoprune_tf.search.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
     config_differences,
@@ -25,8 +25,8 @@ from evoprune_tf.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from evoprune_tf.config import config_from_dict
-from evoprune_tf.run import run
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.app.run import run
 
 
 def _config(tmp_path, **algorithm) -> dict:
@@ -143,7 +143,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(finished, tmp_path) -> Non
 
 KILLED_SAVE = textwrap.dedent('''
     import os, pickle, signal, sys
-    from evoprune_tf import checkpoint
+    from evoprune_tf.search import checkpoint
 
     saved = checkpoint.load_checkpoint(sys.argv[1])
     real_dump = pickle.dump
@@ -169,7 +169,7 @@ def test_sigkill_during_a_write_leaves_the_previous_checkpoint_loadable(finished
     before = target.read_bytes()
     script = tmp_path / "die.py"
     script.write_text(KILLED_SAVE)
-    # A fresh interpreter also shows that loading needs no import beyond evoprune_tf.checkpoint.
+    # A fresh interpreter also shows that loading needs no import beyond evoprune_tf.search.checkpoint.
     done = subprocess.run([sys.executable, str(script), str(target)], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert target.read_bytes() == before

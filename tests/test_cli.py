@@ -8,11 +8,11 @@ import shutil
 import pytest
 from conftest import make_planted_features
 
-import evoprune_tf.run as run_module
-from evoprune_tf.callbacks import Callback
-from evoprune_tf.checkpoint import load_checkpoint
-from evoprune_tf.cli import main as cli_main
-from evoprune_tf.config import config_from_dict
+import evoprune_tf.app.run as run_module
+from evoprune_tf.search.callbacks import Callback
+from evoprune_tf.search.checkpoint import load_checkpoint
+from evoprune_tf.app.cli import main as cli_main
+from evoprune_tf.app.config import config_from_dict
 
 CONFIG = """\
 seed = 6

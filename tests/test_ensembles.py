@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
-from evoprune_tf.ensembles import evaluate_ensembles, soft_vote
-from evoprune_tf.evaluation import accuracy_and_loss
-from evoprune_tf.training import HeadTrainer, TrainConfig
+from evoprune_tf.report.ensembles import evaluate_ensembles, soft_vote
+from evoprune_tf.metrics import accuracy_and_loss
+from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig
 
 CONFIG = TrainConfig(epochs=15, learning_rate=0.01)
 

@@ -7,8 +7,8 @@ import pytest
 
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.objectives import auroc, max_softmax_score
-from evoprune_tf.training import TrainConfig
+from evoprune_tf.metrics import auroc, max_softmax_score
+from evoprune_tf.train.numpy_engine import TrainConfig
 
 
 def _evaluator(data, **kwargs):

@@ -24,7 +24,7 @@ def test_the_nine_datasets_have_scripts():
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
 def test_help_documents_the_overrides(path, capsys):
-    from evoprune_tf.experiment import experiment_main
+    from evoprune_tf.app.scripts import experiment_main
 
     with pytest.raises(SystemExit) as done:
         experiment_main(_load(path).DATASET, ["--help"])
@@ -36,7 +36,7 @@ def test_help_documents_the_overrides(path, capsys):
 
 @pytest.mark.parametrize("name", ["painting", "plants", "cataract", "srsmas"])
 def test_missing_data_says_what_to_download(name, capsys, monkeypatch):
-    from evoprune_tf.experiment import experiment_main
+    from evoprune_tf.app.scripts import experiment_main
 
     monkeypatch.delenv("EVOPRUNE_ASSETS", raising=False)
     dataset = _load(next(p for p in SCRIPTS if p.stem == name)).DATASET
@@ -48,7 +48,7 @@ def test_missing_data_says_what_to_download(name, capsys, monkeypatch):
 
 
 def test_rps_defaults_to_the_shared_assets(assets, capsys):
-    from evoprune_tf.experiment import experiment_main
+    from evoprune_tf.app.scripts import experiment_main
 
     dataset = _load(next(p for p in SCRIPTS if p.stem == "rps")).DATASET
     assert experiment_main(dataset, ["--dry-run", "--algorithm", "nsga2", "--objectives",

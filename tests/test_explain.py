@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evoprune_tf.encodings import FeatureSelection, HeadSpec, NeuronPruning
-from evoprune_tf.explain import (
+from evoprune_tf.report.explain import (
     class_activation_maps,
     explanation_weights,
     feature_influence,
@@ -15,8 +15,8 @@ from evoprune_tf.explain import (
     neuron_influence,
     save_explanations,
 )
-from evoprune_tf.splits import FeatureSplits
-from evoprune_tf.training import HeadTrainer, TrainConfig
+from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig
 
 
 def _fisher_ratio(data):
@@ -176,8 +176,8 @@ def test_bare_keras_application_works_too(images):
 
 @pytest.mark.parametrize("plots_module", ["project", "fallback"])
 def test_save_explanations_writes_one_figure_per_class(backbone, images, tmp_path, monkeypatch, plots_module):
-    if plots_module == "fallback":  # the private matplotlib overlay, used when evoprune_tf.plots is absent
-        monkeypatch.setitem(sys.modules, "evoprune_tf.plots", None)
+    if plots_module == "fallback":  # the private matplotlib overlay, used when evoprune_tf.report.plots is absent
+        monkeypatch.setitem(sys.modules, "evoprune_tf.report.plots", None)
     rng = np.random.default_rng(0)
     features = np.asarray(backbone(images.astype(np.float32), training=False))
     labels = np.array([0, 0, 1, 1, 2, 1])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from evoprune_tf.config import config_from_dict, flatten, load_config
-from evoprune_tf.explain_run import _config_from_params, explain_run, run_config, run_genomes
-from evoprune_tf.run import run
+from evoprune_tf.app.config import config_from_dict, flatten, load_config
+from evoprune_tf.app.explain import _config_from_params, explain_run, run_config, run_genomes
+from evoprune_tf.app.run import run
 from conftest import new_mlflow_store
 
 
@@ -72,7 +72,7 @@ def test_explain_run_writes_overlays_per_class_and_logs_them_to_the_run(finished
 
 
 def test_the_cli_explains_a_run_and_rejects_unknown_ones(finished, monkeypatch, capsys):
-    from evoprune_tf.cli import main
+    from evoprune_tf.app.cli import main
 
     result, uri, _ = finished
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

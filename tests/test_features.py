@@ -1,4 +1,4 @@
-"""Tests of evoprune_tf.features: extraction, the on-disk cache and its integrity checks."""
+"""Tests of evoprune_tf.features.extract: extraction, the on-disk cache and its integrity checks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from evoprune_tf import backbones, features
+from evoprune_tf import backbones
+from evoprune_tf.features import extract as features
 from evoprune_tf.data import ImageSplits
-from evoprune_tf.features import (
+from evoprune_tf.features.extract import (
     FeatureCacheWarning,
     default_cache_dir,
     extract_features,
@@ -18,7 +19,7 @@ from evoprune_tf.features import (
     feature_cache_key,
     load_features,
 )
-from evoprune_tf.splits import FeatureSplits
+from evoprune_tf.features.splits import FeatureSplits
 
 SIZE = 32
 TINY = {"alpha": 0.25}  # MobileNet alpha 0.25: 256 features, the cheapest real backbone

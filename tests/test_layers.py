@@ -1,4 +1,4 @@
-"""Tests for evoprune_tf.layers: MaskedDense, FeatureGather, masked heads and compact export."""
+"""Tests for evoprune_tf.nn.layers: MaskedDense, FeatureGather, masked heads and compact export."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from evoprune_tf.encodings import ConnectionPruning, FeatureSelection, HeadSpec, NeuronPruning
-from evoprune_tf.layers import (
+from evoprune_tf.nn.layers import (
     FeatureGather,
     MaskedDense,
     build_masked_head,
@@ -484,7 +484,7 @@ def test_compact_rejects_a_model_without_a_masked_head():
 _JAX_SCRIPT = textwrap.dedent(
     """
     import numpy as np, keras
-    from evoprune_tf.layers import build_masked_head, compact, masked_dense_layers, set_head_masks
+    from evoprune_tf.nn.layers import build_masked_head, compact, masked_dense_layers, set_head_masks
     assert keras.backend.backend() == "jax"
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 12)).astype("float32"); y = rng.integers(0, 3, 16)
@@ -526,7 +526,7 @@ def test_layers_work_on_the_jax_backend():
 
 
 def test_feature_scaling_is_exact_for_tiny_features_and_round_trips(tmp_path):
-    from evoprune_tf.layers import FeatureScaling
+    from evoprune_tf.nn.layers import FeatureScaling
 
     rng = np.random.default_rng(0)
     mean = rng.normal(0, 1e-11, 6).astype(np.float32)

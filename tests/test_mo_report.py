@@ -13,11 +13,11 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import make_planted_features
-from evoprune_tf.config import load_config
-from evoprune_tf.mo_report import TRADE_OFFS, _distinct_trade_offs, pareto_report
-from evoprune_tf.report import retrain
-from evoprune_tf.run import run
-from evoprune_tf.tracking import unpack_genome
+from evoprune_tf.app.config import load_config
+from evoprune_tf.report.pareto import TRADE_OFFS, _distinct_trade_offs, pareto_report
+from evoprune_tf.report.single import retrain
+from evoprune_tf.app.run import run
+from evoprune_tf.encodings import unpack_genome
 from conftest import new_mlflow_store
 
 OBJECTIVES = ["accuracy", "active_fraction", "robustness"]
@@ -103,7 +103,7 @@ def test_front_members_are_retrained_and_scored_on_test(tracked):
 def test_trade_off_models_are_distinct_files_that_load_and_predict_like_their_member(tracked):
     import keras
 
-    import evoprune_tf.layers  # noqa: F401  (registers FeatureGather for loading)
+    import evoprune_tf.nn.layers  # noqa: F401  (registers FeatureGather for loading)
 
     result, _, informative, _, _ = tracked
     pareto = result.report["pareto"]

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from evoprune_tf.config import load_config
-from evoprune_tf.run import run
+from evoprune_tf.app.config import load_config
+from evoprune_tf.app.run import run
 from conftest import new_mlflow_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.assets]

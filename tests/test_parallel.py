@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from conftest import make_planted_features
 
-from evoprune_tf.checkpoint import load_checkpoint
-from evoprune_tf.config import config_from_dict
+from evoprune_tf.search.checkpoint import load_checkpoint
+from evoprune_tf.app.config import config_from_dict, operator_specs
 from evoprune_tf.encodings import HeadSpec, make_encoding
-from evoprune_tf.evaluation import PopulationEvaluator, genome_key
-from evoprune_tf.parallel import EvaluatorRecipe, ProcessPoolMap
-from evoprune_tf.run import run
-from evoprune_tf.toolbox import build_toolbox
-from evoprune_tf.training import TrainConfig
+from evoprune_tf.encodings import genome_key
+from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.runners.processes import EvaluatorRecipe, ProcessPoolMap
+from evoprune_tf.app.run import run
+from evoprune_tf.search.toolbox import build_toolbox
+from evoprune_tf.train.numpy_engine import TrainConfig
 
 
 def _evaluator(data, **kwargs) -> PopulationEvaluator:
@@ -93,16 +94,15 @@ def test_ood_objective_and_its_features_reach_the_workers() -> None:
 def test_deap_individuals_pickle_into_a_fresh_process() -> None:
     data, _ = make_planted_features()
     evaluator = _evaluator(data, objectives=("accuracy", "active_fraction"))
-    toolbox = build_toolbox(config_from_dict({"algorithm": {"name": "nsga2"},
-                                              "objectives": {"names": ["accuracy", "active_fraction"]}}).operators,
-                            evaluator)
+    toolbox = build_toolbox(evaluator, operator_specs(config_from_dict(
+        {"algorithm": {"name": "nsga2"}, "objectives": {"names": ["accuracy", "active_fraction"]}}).operators))
     individual = toolbox.individual()
     individual.fitness.values = (0.75, 0.25)
     payload = pickle.dumps([individual, toolbox.clone(individual)])
     # A fresh interpreter is what a spawned worker is: classes must come from imports alone.
     code = (
         "import pickle, sys\n"
-        "import evoprune_tf.toolbox\n"
+        "import evoprune_tf.search.toolbox\n"
         "inds = pickle.load(sys.stdin.buffer)\n"
         "print(type(inds[0]).__name__, inds[0].fitness.values, inds[1].fitness.valid, ''.join(map(str, inds[0].tolist())))\n"
     )
@@ -144,8 +144,8 @@ def test_a_two_worker_run_equals_the_serial_run(tmp_path) -> None:
 def test_an_interrupted_parallel_run_stops_its_workers_and_resumes_exactly(tmp_path) -> None:
     import multiprocessing
 
-    from evoprune_tf.callbacks import Callback
-    from evoprune_tf.run import resume
+    from evoprune_tf.search.callbacks import Callback
+    from evoprune_tf.app.run import resume
 
     class CtrlC(Callback):
         def on_generation(self, state) -> None:
@@ -169,9 +169,9 @@ import os, signal, sys
 import numpy as np
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.parallel import ProcessPoolMap
-from evoprune_tf.splits import FeatureSplits
-from evoprune_tf.training import TrainConfig
+from evoprune_tf.runners.processes import ProcessPoolMap
+from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.train.numpy_engine import TrainConfig
 
 if __name__ == "__main__":
     rng = np.random.default_rng(0)

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 from deap import base
 
-from evoprune_tf.pareto import (
-    front_record,
+from evoprune_tf.search.statistics import front_record, make_front_record
+from evoprune_tf.search.pareto import (
     hypervolume,
     knee_point,
-    make_front_record,
     non_dominated,
     normalise,
     trade_off_models,
@@ -171,3 +170,13 @@ def test_front_record_adds_front_size_and_hypervolume():
     bound = make_front_record(bounds=([0.5, 0.0], [1.0, 1.0]), reference=[1.0, 1.0])(population, halloffame)
     # normalised: (0.2, 0.5), (0.4, 0.2), (0.8, 0.1)
     assert bound["hypervolume"] == pytest.approx(0.2 * 0.5 + 0.4 * 0.8 + 0.2 * 0.9)
+
+
+def test_hypervolume_from_moocore_equals_the_former_exact_slicing():
+    # Values of the hand-written exact slicing algorithm this module used before it
+    # switched to moocore (DEAP's own hypervolume backend), for the same points.
+    rng = np.random.default_rng(0)
+    former = {2: 1.1636906296471914, 3: 0.8255966937393714, 4: 0.7725994788223177}
+    for k, value in former.items():
+        points = rng.random((30, k))
+        assert hypervolume(points, (-1.0,) * k) == pytest.approx(value, rel=1e-12)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from deap import tools
 
-from evoprune_tf.plots import convergence_plot, mask_heatmap, overlay_heatmaps, pareto_plots
+from evoprune_tf.report.plots import convergence_plot, mask_heatmap, overlay_heatmaps, pareto_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,20 +13,20 @@ import textwrap
 import numpy as np
 from conftest import make_planted_features
 
-from evoprune_tf.config import config_from_dict
+from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.parallel import ProcessPoolMap
-from evoprune_tf.run import run
-from evoprune_tf.training import TrainConfig
+from evoprune_tf.runners.processes import ProcessPoolMap
+from evoprune_tf.app.run import run
+from evoprune_tf.train.numpy_engine import TrainConfig
 
 # A run in a fresh interpreter: features from an .npz, config from JSON, result to a pickle.
 JOB = textwrap.dedent('''
     import json, pickle, sys
     import numpy as np
-    from evoprune_tf.config import config_from_dict
-    from evoprune_tf.run import run
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.app.config import config_from_dict
+    from evoprune_tf.app.run import run
+    from evoprune_tf.features.splits import FeatureSplits
 
     spec = json.load(open(sys.argv[1]))
     with np.load(spec["features"]) as z:

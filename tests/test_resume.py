@@ -16,20 +16,20 @@ import numpy as np
 import pytest
 from conftest import make_planted_features
 
-import evoprune_tf.run as run_module
-from evoprune_tf.callbacks import Callback
-from evoprune_tf.checkpoint import load_checkpoint, read_checkpoint_header
-from evoprune_tf.cli import main as cli_main
-from evoprune_tf.config import config_from_dict
+import evoprune_tf.app.run as run_module
+from evoprune_tf.search.callbacks import Callback
+from evoprune_tf.search.checkpoint import load_checkpoint, read_checkpoint_header
+from evoprune_tf.app.cli import main as cli_main
+from evoprune_tf.app.config import config_from_dict
 
 # A paced run in a fresh interpreter, to be killed: features from an .npz, config from JSON.
 JOB = textwrap.dedent('''
     import json, sys, time
     import numpy as np
-    import evoprune_tf.run as run_module
-    from evoprune_tf.callbacks import Callback
-    from evoprune_tf.config import config_from_dict
-    from evoprune_tf.splits import FeatureSplits
+    import evoprune_tf.app.run as run_module
+    from evoprune_tf.search.callbacks import Callback
+    from evoprune_tf.app.config import config_from_dict
+    from evoprune_tf.features.splits import FeatureSplits
 
     class Pace(Callback):
         """Slows the run down so the test can kill it in the middle (changes no result)."""
@@ -287,8 +287,8 @@ def test_an_exception_marks_the_run_failed_and_keeps_artifacts_and_checkpoint(tm
 KILLED_WRITE = textwrap.dedent('''
     import os, signal, sys
     import numpy as np
-    from evoprune_tf import features
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.features import extract as features
+    from evoprune_tf.features.splits import FeatureSplits
 
     def dying_savez(handle, **arrays):
         handle.write(b"PK\\x03\\x04 half an archive")  # a torn zip, then the process dies
@@ -304,9 +304,9 @@ KILLED_WRITE = textwrap.dedent('''
 
 
 def test_a_killed_feature_cache_write_never_leaves_a_file_a_later_run_trusts(tmp_path) -> None:
-    from evoprune_tf import features
+    from evoprune_tf.features import extract as features
     from evoprune_tf.data import ImageSplits
-    from evoprune_tf.splits import FeatureSplits
+    from evoprune_tf.features.splits import FeatureSplits
 
     path = tmp_path / "cache" / "b_32px_key.npz"
     script = tmp_path / "write.py"

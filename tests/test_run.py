@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from evoprune_tf.cli import main as cli_main
-from evoprune_tf.config import load_config
-from evoprune_tf.run import run
+from evoprune_tf.app.cli import main as cli_main
+from evoprune_tf.app.config import load_config
+from evoprune_tf.app.run import run
 
 
 def _config(tmp_path, **overrides):

@@ -16,17 +16,17 @@ import pytest
 from deap import base, creator, tools
 from mlflow import MlflowClient
 
-from evoprune_tf import algorithms
-from evoprune_tf.callbacks import Callback, EvolutionState
-from evoprune_tf.config import ExperimentConfig
+from evoprune_tf.search import algorithms
+from evoprune_tf.search.callbacks import Callback, EvolutionState
+from evoprune_tf.app.build import tracker_options
+from evoprune_tf.app.config import ExperimentConfig
+from evoprune_tf.encodings import pack_genome, unpack_genome
 from evoprune_tf.tracking import (
     DEFAULT_TRACKING_URI,
     MLflowTracker,
     check_tracking_uri,
     find_run,
-    pack_genome,
     resolve_tracking_uri,
-    unpack_genome,
 )
 
 GENES = 24
@@ -64,6 +64,13 @@ def _sum_fitness(ind) -> tuple[float]:
 
 def _two_objectives(ind) -> tuple[float, float]:
     return float(np.sum(ind[: GENES // 2])), float(np.mean(ind))
+
+
+def _tracker(config: ExperimentConfig, *, tags: dict | None = None, **kwargs) -> MLflowTracker:
+    """The tracker the app builds for ``config``, with extra tags."""
+    options = tracker_options(config)
+    options["tags"] = {**options["tags"], **(tags or {})}
+    return MLflowTracker(**options, **kwargs)
 
 
 def _config(uri: str, **algorithm) -> ExperimentConfig:
@@ -146,7 +153,7 @@ def test_tracked_run_logs_params_tags_metrics_artifacts_and_model(store, tmp_pat
 
     config = _config(store)
     toolbox = _toolbox(creator.TrackingTestIndividual, _sum_fitness)
-    tracker = MLflowTracker(config, tags={"purpose": "test"},
+    tracker = _tracker(config, tags={"purpose": "test"},
                             stats=lambda: {"trained": 5, "cache_hits": 2, "evals_per_second": 12.5})
     _seed()
     algorithms.ea_simple(toolbox.population(n=8), toolbox, 0.5, 0.2, 3, callbacks=[tracker])
@@ -208,7 +215,7 @@ def test_tracked_run_logs_params_tags_metrics_artifacts_and_model(store, tmp_pat
 
 @pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_a_loop_that_raises_ends_the_run_and_keeps_its_artifacts(store, error, status):
-    tracker = MLflowTracker(_config(store))
+    tracker = _tracker(_config(store))
     toolbox = _toolbox(creator.TrackingTestIndividual, _sum_fitness)
     _seed()
     with pytest.raises(type(error)):
@@ -226,13 +233,13 @@ def test_a_loop_that_raises_ends_the_run_and_keeps_its_artifacts(store, error, s
 def test_resume_continues_the_same_run(store):
     config = _config(store)
     toolbox = _toolbox(creator.TrackingTestIndividual, _sum_fitness)
-    first, keep = MLflowTracker(config), _KeepState()
+    first, keep = _tracker(config), _KeepState()
     _seed()
     algorithms.ea_simple(toolbox.population(n=6), toolbox, 0.5, 0.2, 2, callbacks=[first, keep])
     first.finish("KILLED")  # the process died; the checkpoint holds the state and the run id
     assert keep.state.info["mlflow_run_id"] == first.run_id
 
-    second = MLflowTracker(config, run_id=first.run_id[:8])  # a prefix is enough
+    second = _tracker(config, run_id=first.run_id[:8])  # a prefix is enough
     algorithms.ea_simple(keep.state.population, toolbox, 0.5, 0.2, 4, callbacks=[second], state=keep.state)
     second.finish()
     assert second.run_id == first.run_id
@@ -250,7 +257,7 @@ def test_multi_objective_run_logs_fronts_and_pareto_plot(store):
     toolbox = _toolbox(creator.TrackingTestIndividualMO, _two_objectives)
     toolbox.register("select", tools.selRandom)
     toolbox.register("survive", tools.selNSGA2)
-    tracker = MLflowTracker(config, log_fronts=True, objective_names=["score", "active"])
+    tracker = _tracker(config, log_fronts=True, objective_names=["score", "active"])
     _seed()
     algorithms.nsga2(toolbox.population(n=8), toolbox, evaluations=24, callbacks=[tracker])
     tracker.finish()
@@ -297,7 +304,7 @@ def test_resolve_tracking_uri_precedence(tmp_path, monkeypatch):
 
 
 def test_find_run_by_prefix(store):
-    tracker = MLflowTracker(_config(store))
+    tracker = _tracker(_config(store))
     tracker.on_start()
     tracker.finish()
     assert find_run(tracker.run_id, store).info.run_id == tracker.run_id
@@ -309,7 +316,7 @@ def test_find_run_by_prefix(store):
 
 
 def test_finish_rejects_an_unknown_status(store):
-    tracker = MLflowTracker(_config(store))
+    tracker = _tracker(_config(store))
     tracker.on_start()
     with pytest.raises(ValueError, match="'DONE'"):
         tracker.finish("DONE")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from evoprune_tf.encodings import ConnectionPruning, FeatureSelection, HeadSpec, NeuronPruning
-from evoprune_tf.training import HeadTrainer, TrainConfig, derive_seed, training_flops
+from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, derive_seed, training_flops
 
 
 def _random_genomes(n, length, seed=0):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from evoprune_tf.encodings import ConnectionPruning, FeatureSelection, HeadSpec, NeuronPruning
-from evoprune_tf.training import HeadTrainer, TrainConfig
+from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig
 
 pytest.importorskip("jax")
 
-import evoprune_tf.training_jax as training_jax  # noqa: E402
+import evoprune_tf.train.jax_engine as training_jax  # noqa: E402
 
 # float32 everywhere; XLA may order sums differently from NumPy/OpenBLAS
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -120,6 +120,6 @@ def test_missing_jax_is_a_one_line_import_error(planted, monkeypatch):
 
 
 def test_module_import_does_not_import_jax():
-    code = "import sys, evoprune_tf.training_jax; assert 'jax' not in sys.modules, 'jax imported'"
+    code = "import sys, evoprune_tf.train.jax_engine; assert 'jax' not in sys.modules, 'jax imported'"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

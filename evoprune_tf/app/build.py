@@ -1,0 +1,164 @@
+"""Config -> parts: the one place that turns an `ExperimentConfig` into resolved objects.
+
+`run`, `resume`, `explain` and the experiment scripts all build their parts here:
+images and cached features, the encoding, the evaluator, the toolbox with resolved
+operators, and the plain params/tags/names the tracker logs. Everything downstream
+receives these objects, never the config.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any, Mapping
+
+import numpy as np
+
+from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
+from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
+from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.search.toolbox import build_toolbox
+
+__all__ = [
+    "seed_everything",
+    "image_size",
+    "weights_arg",
+    "load_run_images",
+    "prepare_features",
+    "encoding_for",
+    "make_evaluator",
+    "make_toolbox",
+    "run_tags",
+    "run_name",
+    "tracker_options",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and NumPy's global RNGs, and Keras' when Keras is loaded."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed % 2**32)
+
+
+def image_size(config: ExperimentConfig) -> int:
+    """The input size of the backbone: ``data.image_size``, else the backbone's default."""
+    from evoprune_tf.backbones import backbone_info
+
+    return config.data.image_size or backbone_info(config.backbone.name).default_size
+
+
+def weights_arg(config: ExperimentConfig) -> str | None:
+    """``backbone.weights`` as `build_backbone` takes it (``None`` for random weights)."""
+    weights = config.backbone.weights
+    return None if weights.lower() in ("none", "") else weights
+
+
+def load_run_images(source: str, config: ExperimentConfig, name: str | None = None, max_images: int = 0):
+    """Images of a source (folder, ``.npz``, ``tfds:NAME``, ``builtin:synthetic``) split as the config says."""
+    from evoprune_tf.data import load_images
+
+    size = image_size(config)
+    if source.startswith("builtin:"):
+        from evoprune_tf.data.synthetic import synthetic_images
+
+        if source != "builtin:synthetic":
+            raise ValueError(f"unknown built-in dataset {source!r}; expected 'builtin:synthetic'")
+        return synthetic_images(image_size=size, seed=config.seed)
+    d = config.data
+    per_class = d.max_per_class or None
+    return load_images(
+        source, image_size=size, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=config.seed,
+        skip_bad_images=d.skip_bad_images, max_per_class=per_class, name=name, progress=config.progress,
+    )
+
+
+def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarray | None, Any]:
+    """Images -> cached backbone features, and OOD features when configured.
+
+    Returns:
+        ``(features, ood_features or None, image_splits)``.
+    """
+    from evoprune_tf.features.extract import extract_features
+
+    images = load_run_images(config.data.source, config, name=config.data.name or None)
+    common = dict(
+        backbone=config.backbone.name, weights=weights_arg(config), image_size=image_size(config),
+        cache_dir=config.cache_dir or None, batch_size=config.backbone.batch_size,
+        backbone_kwargs=config.backbone.options or None, progress=config.progress,
+    )
+    features = extract_features(images, **common)
+    if config.data.standardize:
+        features = features.standardized()
+    ood = None
+    if config.objectives.ood:
+        ood_images = load_run_images(config.objectives.ood, config)
+        ood_splits = extract_features(ood_images, **common)
+        ood = features.scale(np.concatenate([ood_splits.x_val, ood_splits.x_test, ood_splits.x_train]))
+        if config.objectives.ood_max_images:
+            ood = ood[: config.objectives.ood_max_images]
+    return features, ood, images
+
+
+def encoding_for(config: ExperimentConfig, features: FeatureSplits) -> Encoding:
+    """The run's `Encoding` over a head sized for these features."""
+    spec = HeadSpec(features.n_features, features.n_classes, tuple(config.head.hidden), config.head.use_bias)
+    options: dict[str, Any] = {}
+    if config.encoding.name == "neuron_pruning" and config.encoding.layers:
+        options["layers"] = config.encoding.layers
+    if config.encoding.name == "connection_pruning":
+        options["layer"] = config.encoding.layer
+    return make_encoding(config.encoding.name, spec, **options)
+
+
+def make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
+    """The run's `PopulationEvaluator` on these features (and OOD features, for robustness)."""
+    encoding = encoding_for(config, features)
+    return PopulationEvaluator(
+        encoding, features, config.train, seed=config.seed, objectives=tuple(config.objectives.names),
+        ood_features=ood, temperature=config.objectives.temperature,
+        loss_resolution=config.objectives.loss_resolution,
+    )
+
+
+def make_toolbox(config: ExperimentConfig, evaluator: PopulationEvaluator):
+    """The run's DEAP toolbox: the config's operators resolved on the evaluator's encoding."""
+    return build_toolbox(evaluator, operator_specs(config.operators))
+
+
+def _operator_spec(spec: Any) -> str:
+    if isinstance(spec, Mapping):
+        options = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+        return f"{spec.get('name', '?')}({options})" if options else str(spec.get("name", "?"))
+    return str(spec)
+
+
+def run_tags(config: ExperimentConfig) -> dict[str, str]:
+    """The MLflow tags that group and compare runs: algorithm, encoding, dataset, backbone, seed, operators."""
+    aliases = ["init", "select", "mate", "mutate"] + (["survive"] if config.multi_objective else [])
+    return {
+        "evoprune.algorithm": config.algorithm.name,
+        "evoprune.encoding": config.encoding.name,
+        "evoprune.dataset": config.data.name or config.data.source,
+        "evoprune.backbone": config.backbone.name,
+        "evoprune.seed": str(config.seed),
+        "evoprune.operators": " ".join(f"{a}={_operator_spec(getattr(config.operators, a))}" for a in aliases),
+    }
+
+
+def run_name(config: ExperimentConfig) -> str:
+    """The MLflow run name: ``tracking.run_name``, else ``<name>-<algorithm>-seed<seed>``."""
+    return config.tracking.run_name or f"{config.name}-{config.algorithm.name}-seed{config.seed}"
+
+
+def tracker_options(config: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of `evoprune_tf.tracking.MLflowTracker` for a config's run."""
+    c = config
+    return dict(
+        uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=run_name(c), params=flatten(c),
+        tags=run_tags(c), title=f"{c.name}: {c.algorithm.name} / {c.encoding.name} (seed {c.seed})",
+    )

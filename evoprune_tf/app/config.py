@@ -1,0 +1,415 @@
+"""Experiment configuration: TOML files, command-line overrides, one validation pass.
+
+A config is a TOML file with the sections below (every key optional; see
+``evoprune_tf/configs/default.toml`` for all of them with their defaults). `load_config`
+validates the *whole* file before anything long starts and raises one `ConfigError`
+whose single line lists every problem found: unknown sections or keys, wrong types,
+out-of-range values, unknown names of encodings, algorithms, operators or objectives.
+``${VAR}`` in strings expands environment variables (e.g. ``${EVOPRUNE_ASSETS}``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+import operators
+from evoprune_tf.backbones import canonical_name
+from evoprune_tf.encodings import ENCODINGS
+from evoprune_tf.objectives import OBJECTIVES
+from evoprune_tf.search.algorithms import ALGORITHMS
+from evoprune_tf.search.toolbox import with_genome_length
+from evoprune_tf.train.numpy_engine import TrainConfig
+
+__all__ = ["ExperimentConfig", "ConfigError", "load_config", "config_from_dict", "flatten", "operator_specs"]
+
+
+class ConfigError(ValueError):
+    """A config with one or more problems; the message lists all of them on one line."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        # One line whatever the values hold (keys and messages may contain newlines).
+        text = "; ".join(str(p).replace("\r", "\\r").replace("\n", "\\n") for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s): {text}")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    source: str = "builtin:synthetic"
+    image_size: int = 0  # 0: the backbone's default size
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_per_class: int = 0  # 0: all images
+    skip_bad_images: bool = False
+    name: str = ""
+    standardize: bool = False  # z-score features with train statistics (random-weight backbones need it)
+
+
+@dataclasses.dataclass
+class BackboneConfig:
+    """The frozen feature extractor."""
+
+    name: str = "mobilenet_v2"
+    weights: str = "imagenet"  # "imagenet", a path, or "none"
+    options: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 64
+
+
+@dataclasses.dataclass
+class HeadConfig:
+    """The dense head that is pruned."""
+
+    hidden: list = dataclasses.field(default_factory=lambda: [512])
+    use_bias: bool = False
+
+
+@dataclasses.dataclass
+class EncodingConfig:
+    """Which part of the head the genome prunes."""
+
+    name: str = "feature_selection"
+    layers: list = dataclasses.field(default_factory=list)  # neuron pruning: [] = all hidden layers
+    layer: int = 0  # connection pruning
+
+
+@dataclasses.dataclass
+class AlgorithmConfig:
+    """The evolution loop and its budget."""
+
+    name: str = "steady_state"
+    population: int = 30
+    evaluations: int = 200  # steady_state, nsga2, nsga3
+    generations: int = 10  # ea_simple, mu_plus_lambda
+    children_per_step: int = 2
+    cxpb: float = 1.0
+    mutpb: float = 1.0
+    mu: int = 0  # mu_plus_lambda: 0 = population
+    lambda_: int = 0  # mu_plus_lambda: 0 = population
+    report_every: int = 0  # steady state: 0 = population size
+    hall_of_fame: int = 5
+    early_stop: int = 0  # generations without improvement; 0 = off
+
+
+@dataclasses.dataclass
+class OperatorsConfig:
+    """DEAP operators by registry name, with options (`operators.available()`)."""
+
+    init: Any = "random_density"
+    select: Any = dataclasses.field(default_factory=lambda: {"name": "hamming_farthest", "candidates": 3})
+    mate: Any = dataclasses.field(default_factory=lambda: {"name": "uniform", "indpb": 0.5})
+    mutate: Any = dataclasses.field(default_factory=lambda: {"name": "flip_one", "indpb": 0.07})
+    survive: Any = "nsga2"
+    seed_unpruned: bool = False  # put the all-ones genome in the initial population
+
+
+@dataclasses.dataclass
+class ObjectivesConfig:
+    """What the fitness is made of."""
+
+    names: list = dataclasses.field(default_factory=lambda: ["accuracy", "loss", "active_fraction"])
+    ood: str = ""  # folder / .npz / tfds:NAME of out-of-distribution images (robustness)
+    temperature: float = 1000.0
+    ood_max_images: int = 0  # 0: all
+    loss_resolution: float = 0.02  # the loss objective is compared rounded to this (0: exact)
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    """The final retrain and test report."""
+
+    seeds: int = 3
+    recipe: str = "search"  # "search" (the search's TrainConfig) or "reference" (600 epochs)
+    export_model: bool = True
+    ensemble_band: float = 0.02  # MO: members within this accuracy of the best join the banded ensemble
+    explain: bool = True  # MO: explanation heat maps
+
+
+@dataclasses.dataclass
+class TrackingConfig:
+    """MLflow tracking."""
+
+    enabled: bool = True
+    uri: str = ""  # "" = $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
+    experiment: str = "evoprune"
+    run_name: str = ""
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Crash safety."""
+
+    enabled: bool = True
+    dir: str = ""  # "" = next to the MLflow artifacts (mlruns/checkpoints/<run>)
+    every: int = 1  # generations between checkpoints
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A whole experiment. Sections mirror the TOML tables; ``train`` is `TrainConfig`."""
+
+    name: str = "experiment"
+    seed: int = 0
+    cache_dir: str = ""
+    progress: bool = True
+    workers: int = 0  # >1: evaluate in that many spawned worker processes
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    encoding: EncodingConfig = dataclasses.field(default_factory=EncodingConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    algorithm: AlgorithmConfig = dataclasses.field(default_factory=AlgorithmConfig)
+    operators: OperatorsConfig = dataclasses.field(default_factory=OperatorsConfig)
+    objectives: ObjectivesConfig = dataclasses.field(default_factory=ObjectivesConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+
+    @property
+    def multi_objective(self) -> bool:
+        """True for NSGA-II/III runs."""
+        return self.algorithm.name in ("nsga2", "nsga3")
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (TOML/JSON-able)."""
+        return dataclasses.asdict(self)
+
+
+_SECTION_TYPES = {
+    "data": DataConfig, "backbone": BackboneConfig, "head": HeadConfig, "encoding": EncodingConfig,
+    "train": TrainConfig, "algorithm": AlgorithmConfig, "operators": OperatorsConfig,
+    "objectives": ObjectivesConfig, "report": ReportConfig, "tracking": TrackingConfig,
+    "checkpoint": CheckpointConfig,
+}
+#: Operators of multi-objective runs when the config names none (MO-EvoPruneDeepTL):
+#: random parents, uniform crossover, bit-flip mutation with indpb 1/L, NSGA survival.
+MO_OPERATOR_DEFAULTS = {
+    name: {"select": "random", "mate": {"name": "uniform", "indpb": 0.5},
+           "mutate": {"name": "flip_bit", "indpb": "1/L"}, "survive": name}
+    for name in ("nsga2", "nsga3")
+}
+_TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int}
+_ENV = re.compile(r"\$\{(\w+)\}")
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value
+
+
+def _type_ok(value: Any, expected: Any) -> bool:
+    origin = typing.get_origin(expected) or expected
+    if expected is Any or expected == "Any":
+        return isinstance(value, (str, dict))
+    if isinstance(expected, str):  # postponed annotations
+        expected = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(
+            expected.split("[")[0], object
+        )
+        origin = expected
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    return isinstance(value, origin)
+
+
+def _build_section(name: str, cls: type, raw: Any, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"[{name}] must be a table, got {type(raw).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in hints:
+            problems.append(f"unknown key {name}.{key} (known: {', '.join(sorted(hints))})")
+        elif not _type_ok(value, hints[key]):
+            problems.append(f"{name}.{key}={value!r} has the wrong type; expected {_type_name(hints[key])}")
+        else:
+            try:
+                kwargs[key] = float(value) if hints[key] is float else value
+            except OverflowError:
+                problems.append(f"{name}.{key}={value!r} is out of range; expected a {_type_name(hints[key])}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:
+        problems.append(str(error))
+        return cls()
+
+
+def _type_name(t: Any) -> str:
+    if typing.get_origin(t) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(t))
+    return getattr(t, "__name__", str(t))
+
+
+def _check(config: ExperimentConfig, problems: list[str]) -> None:
+    """Range and name checks across sections."""
+
+    if config.workers < 0:
+        problems.append(f"workers={config.workers}; expected 0 (in process) or a positive number of processes")
+    a = config.algorithm
+    for key in ("population", "evaluations", "generations", "children_per_step", "hall_of_fame"):
+        if getattr(a, key) < 1:
+            problems.append(f"algorithm.{key}={getattr(a, key)}; expected a positive integer")
+    for key in ("mu", "lambda_", "report_every", "early_stop"):
+        if getattr(a, key) < 0:
+            problems.append(f"algorithm.{key}={getattr(a, key)}; expected 0 (default) or a positive integer")
+    for key in ("cxpb", "mutpb"):
+        if not 0.0 <= getattr(a, key) <= 1.0:
+            problems.append(f"algorithm.{key}={getattr(a, key)}; expected a probability in [0, 1]")
+    if a.name not in ALGORITHMS:
+        problems.append(f"unknown algorithm {a.name!r}; expected one of {sorted(ALGORITHMS)}")
+    if a.name == "mu_plus_lambda" and a.cxpb + a.mutpb > 1:
+        problems.append(f"algorithm.cxpb + algorithm.mutpb = {a.cxpb + a.mutpb}; mu_plus_lambda needs at most 1")
+    if config.encoding.name not in ENCODINGS:
+        problems.append(f"unknown encoding {config.encoding.name!r}; expected one of {sorted(ENCODINGS)}")
+    try:
+        canonical_name(config.backbone.name)
+    except ValueError as error:
+        problems.append(str(error))
+    weights = config.backbone.weights
+    if weights != "imagenet" and weights.lower() not in ("none", "") and not Path(weights).expanduser().is_file():
+        problems.append(f"backbone.weights={weights!r} is not a file; expected 'imagenet', 'none' or a weights file")
+    d = config.data
+    if d.image_size < 0 or (0 < d.image_size < 32):
+        problems.append(f"data.image_size={d.image_size}; expected 0 (backbone default) or at least 32")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0.0 < getattr(d, key) < 1.0:
+            problems.append(f"data.{key}={getattr(d, key)}; expected a fraction in (0, 1)")
+    if d.max_per_class < 0:
+        problems.append(f"data.max_per_class={d.max_per_class}; expected 0 (all) or a positive integer")
+    if not config.head.hidden or not all(isinstance(h, int) and h > 0 for h in config.head.hidden):
+        problems.append(f"head.hidden={config.head.hidden}; expected a non-empty list of positive integers")
+    e, n_hidden = config.encoding, len(config.head.hidden)
+    if e.name == "neuron_pruning" and e.layers and (
+        not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_hidden for i in e.layers)
+        or len(set(e.layers)) != len(e.layers)
+    ):
+        problems.append(f"encoding.layers={e.layers}; expected distinct hidden-layer indices in [0, {n_hidden - 1}]")
+    if e.name == "connection_pruning" and not 0 <= e.layer <= n_hidden:
+        problems.append(f"encoding.layer={e.layer}; expected a kernel index in [0, {n_hidden}]")
+    names = config.objectives.names
+    bad = [n for n in names if not isinstance(n, str) or n not in OBJECTIVES]
+    if bad or not names or len(set(names)) != len(names):
+        problems.append(f"objectives.names={names}; expected distinct names from {sorted(OBJECTIVES)}")
+    if "robustness" in names and not config.objectives.ood:
+        problems.append("objective 'robustness' needs objectives.ood (a folder, .npz or tfds:NAME of OOD images)")
+    if config.objectives.loss_resolution < 0:
+        problems.append(f"objectives.loss_resolution={config.objectives.loss_resolution}; expected 0 (exact) or a positive number")
+    if config.objectives.temperature <= 0:
+        problems.append(f"objectives.temperature={config.objectives.temperature}; expected a positive number")
+    if config.multi_objective and len(names) < 2:
+        problems.append(f"algorithm {a.name!r} needs at least two objectives; got {names}")
+    if config.report.seeds < 1:
+        problems.append(f"report.seeds={config.report.seeds}; expected a positive integer")
+    if config.report.recipe not in ("search", "reference"):
+        problems.append(f"report.recipe={config.report.recipe!r}; expected 'search' or 'reference'")
+    if config.checkpoint.every < 1:
+        problems.append(f"checkpoint.every={config.checkpoint.every}; expected a positive integer")
+    kinds = {"init": "init", "select": "selection", "mate": "crossover", "mutate": "mutation", "survive": "selection"}
+    for alias, kind in kinds.items():
+        try:
+            operators.resolve(with_genome_length(getattr(config.operators, alias), 1000), kind)
+        except (ValueError, TypeError) as error:
+            problems.append(f"operators.{alias}: {error}")
+
+
+def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Build and validate a config from a nested dict (e.g. parsed TOML).
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    raw = _expand(copy.deepcopy(raw))
+    algorithm = raw.get("algorithm", {}).get("name") if isinstance(raw.get("algorithm"), dict) else None
+    if isinstance(algorithm, str) and algorithm in MO_OPERATOR_DEFAULTS and isinstance(raw.get("operators", {}), dict):
+        defaults = dict(MO_OPERATOR_DEFAULTS[algorithm])
+        raw["operators"] = {**defaults, **raw.get("operators", {})}
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTION_TYPES:
+            kwargs[key] = _build_section(key, _SECTION_TYPES[key], value, problems)
+        elif key in _TOP_LEVEL:
+            if _type_ok(value, _TOP_LEVEL[key]):
+                kwargs[key] = value
+            else:
+                problems.append(f"{key}={value!r} has the wrong type; expected {_TOP_LEVEL[key].__name__}")
+        else:
+            known = sorted([*_SECTION_TYPES, *_TOP_LEVEL])
+            problems.append(f"unknown key {key!r} (known: {', '.join(known)})")
+    config = ExperimentConfig(**kwargs)
+    _check(config, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> ExperimentConfig:
+    """Load a TOML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Args:
+        path: a ``.toml`` file.
+        overrides: nested dict merged over the file, e.g. ``{"algorithm": {"evaluations": 50}}``.
+
+    Raises:
+        ConfigError: a missing or malformed file, or any invalid value (all listed at once).
+    """
+    raw: dict = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError([f"config file {path} does not exist; expected a .toml file"], source)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError([f"not valid TOML ({error})"], source) from None
+    return config_from_dict(merge(raw, overrides or {}), source)
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Recursive dict merge (overrides win)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def flatten(config: ExperimentConfig) -> dict[str, str]:
+    """``section.key -> str(value)`` for MLflow params (values cut to MLflow's 6000 chars)."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and not (prefix.startswith("operators.") and prefix.count(".") == 1):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = str(value)[:6000]
+
+    walk("", config.to_dict())
+    return flat
+
+
+def operator_specs(ops: OperatorsConfig) -> dict[str, Any]:
+    """The operator specs of a config, per toolbox alias, for `evoprune_tf.search.toolbox.build_toolbox`."""
+    return {alias: getattr(ops, alias) for alias in ("init", "mate", "mutate", "select", "survive")}

@@ -1,0 +1,210 @@
+"""Explanations for a finished run: ``evoprune explain RUN_ID``.
+
+`explain_run` rebuilds what a run needs from MLflow alone: its config (the
+``config.json`` artifact that `ConfigArtifact` logs when the evolution starts; for
+older runs the flattened params), its genomes (``masks/best_genomes.npz``), its images
+and features (the feature cache makes the features cheap). It retrains the chosen head
+with the run's report recipe and seed (the same head as the run's own report), ranks
+its input features by occlusion and writes CAM overlays of a few test images per class,
+saved locally under ``<store folder>/reports/<run id>/explanations/<model>/`` and logged
+to the same run under ``explanations/<model>/``.
+
+Relative data paths in the config are resolved from the current directory, as in the
+run itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+
+
+__all__ = ["explain_run", "run_config", "run_genomes", "MODELS"]
+
+#: Which genome of the run to explain.
+MODELS = ("best", "heavy", "knee", "light")
+
+
+
+# ------------------------------------------------------------ reading a run back
+
+
+def _download(client: Any, run_id: str, path: str, folder: str) -> Path | None:
+    try:
+        return Path(client.download_artifacts(run_id, path, folder))
+    except Exception:  # noqa: BLE001 - MLflow raises various errors for a missing artifact
+        return None
+
+
+def _parse(value: str) -> Any:
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
+
+
+def _config_from_params(params: dict[str, str]) -> dict:
+    """Best-effort nested config dict from flattened params (runs without ``config.json``)."""
+    from evoprune_tf.app.config import ExperimentConfig
+
+    defaults = ExperimentConfig().to_dict()
+    raw: dict = {}
+    for key, text in params.items():
+        parts = key.split(".")
+        default: Any = defaults
+        for part in parts:
+            default = default.get(part) if isinstance(default, dict) else None
+        value = text if isinstance(default, str) else _parse(text)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return raw
+
+
+def run_config(run_id: str, uri: str = "") -> Any:
+    """The `ExperimentConfig` of a logged run (``config.json``, else its params).
+
+    Raises:
+        ValueError: no such run, or a config that does not validate.
+    """
+    from mlflow import MlflowClient
+
+    from evoprune_tf.app.config import config_from_dict
+    from evoprune_tf.tracking import find_run, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(uri)
+    run = find_run(run_id, uri)
+    client = MlflowClient(tracking_uri=uri)
+    with tempfile.TemporaryDirectory(prefix="evoprune-explain-") as tmp:
+        path = _download(client, run.info.run_id, "config.json", tmp)
+        if path is not None and path.is_file():
+            raw = json.loads(path.read_text())
+            source = f"config.json of run {run.info.run_id}"
+        else:
+            raw = _config_from_params(dict(run.data.params))
+            source = f"params of run {run.info.run_id}"
+    if not raw:
+        raise ValueError(f"run {run.info.run_id} has neither config.json nor params; expected an evoprune run")
+    return config_from_dict(raw, source=source)
+
+
+def run_genomes(run_id: str, uri: str = "") -> dict[str, np.ndarray]:
+    """The run's ``masks/best_genomes.npz``: ``genomes``, ``fitness``, ``weights``, ``objective_names``.
+
+    Raises:
+        ValueError: the run has no such artifact (it never finished a generation).
+    """
+    from mlflow import MlflowClient
+
+    from evoprune_tf.tracking import find_run, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(uri)
+    run = find_run(run_id, uri)
+    client = MlflowClient(tracking_uri=uri)
+    with tempfile.TemporaryDirectory(prefix="evoprune-explain-") as tmp:
+        path = _download(client, run.info.run_id, "masks/best_genomes.npz", tmp)
+        if path is None or not path.is_file():
+            raise ValueError(
+                f"run {run.info.run_id} has no artifact masks/best_genomes.npz; expected a run that finished "
+                "at least its first generation"
+            )
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: np.array(npz[key]) for key in npz.files}
+
+
+def _pick(genomes: dict[str, np.ndarray], model: str) -> int:
+    if model == "best" or len(genomes["genomes"]) == 1:
+        return 0
+    from evoprune_tf.report.pareto import _trade_off_columns
+    from evoprune_tf.search.pareto import trade_off_models
+
+    names = [str(n) for n in genomes["objective_names"]]
+    fitness = genomes["fitness"]
+    weights = tuple(float(w) for w in genomes["weights"])
+    active = genomes["genomes"].astype(bool).mean(axis=1)
+    if "accuracy" not in names and "loss" not in names:
+        raise ValueError(f"model={model!r} needs an accuracy or loss objective; this run has {names}")
+    points, w, acc, cpx = _trade_off_columns(names, fitness, weights, active, np.zeros(len(fitness)))
+    return trade_off_models(points, w, accuracy_index=acc, complexity_index=cpx)[model]
+
+
+# ------------------------------------------------------------------ the command
+
+
+def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = "best") -> list[Path]:
+    """CAM overlays (and a feature ranking) for a finished run, logged to that run.
+
+    Args:
+        run_id: the run's id or a unique prefix of it.
+        per_class: test images per class in the overlays.
+        uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+        model: which genome of ``masks/best_genomes.npz``: ``"best"`` (the first: the
+            hall of fame's best, or the Pareto front's most accurate), or for
+            multi-objective runs the trade-off model ``"heavy"``, ``"knee"`` or ``"light"``.
+
+    Returns:
+        The local files written: one PNG per class, then ``feature_influence.csv``.
+
+    Raises:
+        ValueError: unknown run or model, no genomes logged, a genome that does not fit
+            the rebuilt encoding.
+    """
+    from mlflow import MlflowClient
+
+    from evoprune_tf.report.explain import feature_influence
+    from evoprune_tf.records import write_csv
+    from evoprune_tf.report.pareto import explain_images, report_dir
+    from evoprune_tf.report.single import retrain
+    from evoprune_tf.app.build import encoding_for, prepare_features, seed_everything
+    from evoprune_tf.encodings import pack_genome
+    from evoprune_tf.tracking import find_run, resolve_tracking_uri
+    from evoprune_tf.train.numpy_engine import TrainConfig
+
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}; expected one of {', '.join(MODELS)}")
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise ValueError(f"per_class={per_class!r}; expected a positive integer")
+    uri = resolve_tracking_uri(uri)
+    run = find_run(run_id, uri)
+    run_id = run.info.run_id
+    config = run_config(run_id, uri)
+    genomes = run_genomes(run_id, uri)
+    genome = np.asarray(genomes["genomes"][_pick(genomes, model)]).astype(np.int8)
+
+    # images and features exactly as the run made them (features from the cache)
+    data_config = copy.deepcopy(config)
+    data_config.objectives.ood = ""  # the OOD images are not needed here
+    seed_everything(config.seed)
+    features, _, images = prepare_features(data_config)
+    encoding = encoding_for(config, features)
+    if len(genome) != encoding.genome_length:
+        raise ValueError(
+            f"the logged genome has {len(genome)} genes but the rebuilt {encoding.name} encoding needs "
+            f"{encoding.genome_length}; expected the run's own data and backbone"
+        )
+
+    # the same head as the run's report (first retrain seed of the report recipe)
+    recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
+    head = retrain(encoding, features, [genome], recipe, seed=config.seed, seeds=1)[0][0]
+
+    folder = report_dir(config, SimpleNamespace(uri=uri, run_id=run_id)) / "explanations" / model
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = explain_images(config, head, images, folder, per_class=per_class)
+    influence = feature_influence(head, features.x_val, features.y_val, top_k=20)
+    ranking = write_csv(folder / "feature_influence.csv", ["rank", "feature", "val_accuracy_drop"],
+                         [[r + 1, f, s] for r, (f, s) in enumerate(influence)])
+    (folder / "genome.txt").write_text(f"{model} genome ({encoding.name}, {len(genome)} genes): "
+                                       f"{pack_genome(genome)}\n")
+    MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(folder), f"explanations/{model}")
+    return [*paths, ranking]

@@ -1,0 +1,417 @@
+"""Backbone features, extracted once and cached on disk.
+
+Every fitness evaluation trains heads on the same pooled features, so they are computed
+once per (backbone, options, weights, image size, dataset content) and stored as a
+``.npz`` under the cache folder (``cache_dir``, else ``$EVOPRUNE_CACHE_DIR``, else
+``~/.cache/evoprune_tf/features``). Files are written atomically and carry a SHA-256
+checksum of their arrays; a corrupt or unreadable file is reported with a
+`FeatureCacheWarning` and recomputed, never trusted.
+
+The backbone is built only on a cache miss, so a hit costs neither TensorFlow graph
+building nor weights loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+import time
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+
+from evoprune_tf.data import ImageSplits, load_images
+from evoprune_tf.features.splits import FeatureSplits
+
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "FeatureCacheInfo",
+    "FeatureCacheWarning",
+    "default_cache_dir",
+    "extract_features",
+    "extract_features_with_info",
+    "feature_cache_key",
+    "load_features",
+    "weights_identity",
+]
+
+#: Bumped whenever the stored layout or the extraction changes meaning.
+CACHE_FORMAT_VERSION = 1
+
+_ARRAY_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+class FeatureCacheWarning(RuntimeWarning):
+    """A cached feature file was corrupt or unreadable and is being recomputed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCacheInfo:
+    """Where the features of one `extract_features_with_info` call came from.
+
+    Attributes:
+        path: the cache file (``None`` when caching was off).
+        key: the cache key (see `feature_cache_key`).
+        hit: True when the features were read from the cache.
+        seconds: wall time of the call (reading or extracting, writing).
+    """
+
+    path: pathlib.Path | None
+    key: str
+    hit: bool
+    seconds: float
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``$EVOPRUNE_CACHE_DIR`` when set, else ``~/.cache/evoprune_tf/features``."""
+    env = os.environ.get("EVOPRUNE_CACHE_DIR")
+    if env:
+        return pathlib.Path(env).expanduser()
+    return pathlib.Path.home() / ".cache" / "evoprune_tf" / "features"
+
+
+_WEIGHTS_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def weights_identity(weights: str | os.PathLike[str] | None) -> str:
+    """What identifies a weights choice in a cache key.
+
+    ``"imagenet"`` and ``None`` stand for themselves; a file is identified by the
+    SHA-256 of its bytes (so renaming or moving it keeps the cache, editing it does
+    not). Hashes are memoised per (path, size, mtime).
+
+    Raises:
+        FileNotFoundError: the weights path does not exist.
+    """
+    if weights is None:
+        return "random-init"
+    if isinstance(weights, str) and weights == "imagenet":
+        return "imagenet"
+    path = pathlib.Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file '{path}' does not exist; expected 'imagenet', None or a path to a weights file"
+        )
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _WEIGHTS_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _WEIGHTS_HASHES[memo] = "sha256:" + digest.hexdigest()
+    return _WEIGHTS_HASHES[memo]
+
+
+def _key_fields(
+    backbone: str,
+    weights: str | os.PathLike[str] | None,
+    image_size: int,
+    content_hash: str,
+    backbone_kwargs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    from evoprune_tf import backbones
+
+    name = backbones.canonical_name(backbone)
+    return {
+        "format": CACHE_FORMAT_VERSION,
+        "backbone": name,
+        "options": backbones.canonical_options(name, **dict(backbone_kwargs or {})),
+        "weights": weights_identity(weights),
+        "image_size": int(image_size),
+        "images": content_hash,
+    }
+
+
+def _key_of(fields: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def feature_cache_key(
+    images: ImageSplits | str,
+    *,
+    backbone: str,
+    weights: str | os.PathLike[str] | None,
+    image_size: int | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """The cache key of the features of ``images`` under a backbone.
+
+    SHA-256 of: the canonical backbone name, its options with defaults filled in, the
+    weights identity (`weights_identity`), the image size, the images' content hash and
+    `CACHE_FORMAT_VERSION`. The dataset's name is not part of it.
+
+    Args:
+        images: the images, or their `ImageSplits.content_hash`.
+        backbone: backbone name (any spelling).
+        weights: ``"imagenet"``, a weights file path or ``None``.
+        image_size: backbone input size; defaults to the images' size.
+        backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
+    """
+    if isinstance(images, ImageSplits):
+        size = images.image_size if image_size is None else image_size
+        content = images.content_hash()
+    else:
+        if image_size is None:
+            raise ValueError("image_size=None with a content hash; expected the image size in pixels")
+        size, content = image_size, images
+    return _key_of(_key_fields(backbone, weights, size, content, backbone_kwargs))
+
+
+def _checksum(arrays: Mapping[str, np.ndarray], class_names: np.ndarray, meta: str) -> str:
+    digest = hashlib.sha256()
+    for key in _ARRAY_KEYS:
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{array.dtype.str}:{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    digest.update("\0".join(str(n) for n in class_names).encode("utf-8"))
+    digest.update(meta.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _cache_path(cache_dir: pathlib.Path, fields: Mapping[str, Any], key: str) -> pathlib.Path:
+    return cache_dir / f"{fields['backbone']}_{fields['image_size']}px_{key}.npz"
+
+
+def _read_cache(path: pathlib.Path, key: str, images: ImageSplits) -> FeatureSplits:
+    """Read and verify a cache file; raises on anything suspicious."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in _ARRAY_KEYS}
+        class_names = archive["class_names"]
+        meta = str(archive["meta"])
+        stored_checksum = str(archive["checksum"])
+    if _checksum(arrays, class_names, meta) != stored_checksum:
+        raise ValueError("checksum mismatch")
+    if json.loads(meta).get("key") != key:
+        raise ValueError("the file belongs to another cache key")
+    if tuple(str(n) for n in class_names) != tuple(images.class_names):
+        raise ValueError("class names differ from the images'")
+    for split, (_, labels) in images.splits().items():
+        if not np.array_equal(arrays[f"y_{split}"], labels):
+            raise ValueError(f"{split} labels differ from the images'")
+    if any(arrays[f"x_{s}"].dtype != np.float32 for s in ("train", "val", "test")):
+        raise ValueError("features are not float32")
+    return FeatureSplits(**arrays, class_names=tuple(images.class_names), name=images.name)
+
+
+def _write_cache(path: pathlib.Path, features: FeatureSplits, fields: Mapping[str, Any], key: str) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: getattr(features, k) for k in _ARRAY_KEYS}
+    class_names = np.asarray(features.class_names, dtype=str)
+    meta = json.dumps({**fields, "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, sort_keys=True)
+    checksum = _checksum(arrays, class_names, meta)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            np.savez(
+                handle, **arrays, class_names=class_names, meta=np.asarray(meta), checksum=np.asarray(checksum)
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o644)  # temporary files are private (0600); the cache need not be
+        os.replace(handle.name, path)
+    except BaseException:
+        try:
+            os.unlink(handle.name)
+        except OSError:
+            pass
+        raise
+
+
+def _run_backbone(model: Any, images: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
+    """Features of ``images`` in batches of exactly ``batch_size`` (the last one padded).
+
+    A constant batch shape means one traced / compiled function for every batch and
+    split. Padding is safe: the frozen backbone runs in inference mode, where every
+    sample is computed independently.
+    """
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].astype(np.float32)
+        n = len(batch)
+        if n < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), np.float32)])
+        out.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32)[:n])
+        bar.update(n)
+    if not out:
+        return np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return np.concatenate(out)
+
+
+def extract_features_with_info(
+    images: ImageSplits,
+    *,
+    backbone: str,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    cache: bool = True,
+) -> tuple[FeatureSplits, FeatureCacheInfo]:
+    """Like `extract_features`, also telling where the features came from.
+
+    Returns:
+        The features and a `FeatureCacheInfo` (cache path, key, hit or miss, seconds).
+    """
+    started = time.perf_counter()
+    if image_size is not None and image_size != images.image_size:
+        raise ValueError(
+            f"image_size={image_size!r} but the images are {images.image_size}x{images.image_size}; "
+            f"expected the size they were loaded at (load_images(..., image_size={image_size}))"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
+    from evoprune_tf import backbones
+
+    size = backbones.check_image_size(backbone, images.image_size)
+    fields = _key_fields(backbone, weights, size, images.content_hash(), backbone_kwargs)
+    key = _key_of(fields)
+    folder = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    path = _cache_path(folder, fields, key) if cache else None
+
+    if path is not None and path.exists():
+        try:
+            features = _read_cache(path, key, images)
+        except Exception as error:  # noqa: BLE001 - zip, npz, json, shape errors: all mean "do not trust"
+            warnings.warn(
+                f"feature cache '{path}' is corrupt or unreadable ({type(error).__name__}: {error}); recomputing",
+                FeatureCacheWarning,
+                stacklevel=2,
+            )
+        else:
+            return features, FeatureCacheInfo(path, key, True, time.perf_counter() - started)
+
+    from tqdm.auto import tqdm
+
+    model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
+    largest = max(len(labels) for _, labels in images.splits().values())
+    batch = max(1, min(batch_size, largest))
+    extracted = {}
+    total = sum(len(labels) for _, labels in images.splits().values())
+    with tqdm(total=total, desc=f"{fields['backbone']} features", unit="img", disable=not progress) as bar:
+        for split, (pixels, labels) in images.splits().items():
+            extracted[f"x_{split}"] = _run_backbone(model, pixels, batch, bar)
+            extracted[f"y_{split}"] = np.asarray(labels, dtype=np.int64).copy()
+    features = FeatureSplits(**extracted, class_names=tuple(images.class_names), name=images.name)
+    if path is not None:
+        _write_cache(path, features, fields, key)
+    return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started)
+
+
+def extract_features(
+    images: ImageSplits,
+    *,
+    backbone: str,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    image_size: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    cache: bool = True,
+) -> FeatureSplits:
+    """Pooled backbone features of every image, from the cache when possible.
+
+    Args:
+        images: the dataset (see `evoprune_tf.data.load_images`).
+        backbone: backbone name, any spelling (see `evoprune_tf.backbones`).
+        weights: ``"imagenet"``, a weights file path or ``None`` (random init).
+        image_size: backbone input size; must equal the images' size (it is checked,
+            never silently resized). Defaults to the images' size.
+        cache_dir: cache folder; defaults to `default_cache_dir`.
+        batch_size: images per backbone call.
+        backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
+        progress: show a progress bar over all images while extracting.
+        cache: read and write the cache (False: always extract, write nothing).
+
+    Returns:
+        float32 `FeatureSplits` with the images' labels, class names and name.
+
+    Raises:
+        ValueError: unknown backbone or option, image size mismatch, bad batch size.
+        FileNotFoundError: the weights path does not exist.
+        RuntimeError: ImageNet weights are needed, not cached and cannot be downloaded.
+    """
+    features, _ = extract_features_with_info(
+        images,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        backbone_kwargs=backbone_kwargs,
+        progress=progress,
+        cache=cache,
+    )
+    return features
+
+
+def load_features(
+    source: str | os.PathLike[str],
+    *,
+    backbone: str,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    image_size: int | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    skip_bad_images: bool = False,
+    max_per_class: int | None = None,
+    name: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> FeatureSplits:
+    """`load_images` then `extract_features`: a dataset source straight to features.
+
+    Args:
+        source: see `evoprune_tf.data.load_images`.
+        backbone: backbone name, any spelling.
+        weights: ``"imagenet"``, a weights file path or ``None``.
+        image_size: input size; defaults to the backbone's ``default_size``.
+        val_fraction: see `load_images`.
+        test_fraction: see `load_images`.
+        seed: see `load_images`.
+        skip_bad_images: see `load_images`.
+        max_per_class: see `load_images`.
+        name: see `load_images`.
+        cache_dir: see `extract_features`.
+        batch_size: see `extract_features`.
+        backbone_kwargs: see `extract_features`.
+        progress: progress bars while reading images and extracting.
+
+    Returns:
+        float32 `FeatureSplits`.
+    """
+    from evoprune_tf import backbones
+
+    size = backbones.backbone_info(backbone).default_size if image_size is None else image_size
+    images = load_images(
+        source,
+        image_size=size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        skip_bad_images=skip_bad_images,
+        max_per_class=max_per_class,
+        name=name,
+        progress=progress,
+    )
+    return extract_features(
+        images,
+        backbone=backbone,
+        weights=weights,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        backbone_kwargs=backbone_kwargs,
+        progress=progress,
+    )

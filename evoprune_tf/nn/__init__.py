@@ -1,0 +1,1 @@
+"""Neural-network building blocks: masked layers, filter coupling, surgery and FLOPs counting."""

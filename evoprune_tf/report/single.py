@@ -1,0 +1,179 @@
+"""The final report: retrain the winner and the unpruned head, score both on test.
+
+The search selected on validation with a short, fixed training budget; here the best
+genome and the all-ones (unpruned) head are retrained with the same recipe over several
+seeds (or with the full reference recipe), scored on the held-out *test* split, and
+exported as a compact Keras model whose layers physically hold only the surviving
+units. Inference time and parameter counts of both Keras models are measured.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from evoprune_tf.encodings import Encoding
+from evoprune_tf.metrics import accuracy_and_loss
+from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, TrainedHead, derive_seed
+
+__all__ = ["retrain", "final_report", "head_to_keras", "compact_model", "format_report"]
+
+
+def retrain(
+    encoding: Encoding,
+    data: FeatureSplits,
+    genomes: Sequence[np.ndarray],
+    config: TrainConfig,
+    *,
+    seed: int,
+    seeds: int,
+) -> list[list[TrainedHead]]:
+    """Train each genome once per seed; returns ``heads[seed_index][genome_index]``."""
+    masks = [encoding.decode(g) for g in genomes]
+    return [
+        HeadTrainer(encoding.spec, data, config, seed=derive_seed(seed, "report", i)).train(masks)
+        for i in range(seeds)
+    ]
+
+
+def head_to_keras(head: TrainedHead):
+    """A `MaskedDense` Keras model holding a trained head's weights and masks."""
+    from evoprune_tf.nn.layers import build_masked_head, set_head_weights
+
+    spec = head.spec
+    model = build_masked_head(
+        spec.n_features, spec.n_classes, spec.hidden, use_bias=spec.use_bias,
+        kernel_masks=head.masks.kernel_masks(),
+    )
+    kernels, biases = head.full_weights()
+    set_head_weights(model, kernels, biases)
+    return model
+
+
+def compact_model(head: TrainedHead, scaling: tuple[np.ndarray, np.ndarray] | None = None):
+    """The physically smaller plain-`Dense` Keras model of a trained head.
+
+    Args:
+        head: the trained head.
+        scaling: the features' ``(mean, std)`` when the head was trained on standardised
+            features (`FeatureSplits.scaling`); a `FeatureScaling` layer in front then
+            lets the model take raw backbone features.
+    """
+    from evoprune_tf.nn.layers import FeatureScaling, compact
+
+    model = compact(head_to_keras(head), name="compact_head")
+    if scaling is None:
+        return model
+    import keras
+
+    inputs = keras.Input((head.spec.n_features,), name="features")
+    scaled = FeatureScaling(*scaling, name="feature_scaling")(inputs)
+    return keras.Model(inputs, model(scaled), name="compact_head_scaled")
+
+
+def _inference_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
+    model(x[:8], training=False)  # build / trace once
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        np.asarray(model(x, training=False))
+        times.append(time.perf_counter() - began)
+    return 1000.0 * float(np.median(times))
+
+
+def _scores(heads: Sequence[TrainedHead], data: FeatureSplits) -> dict:
+    test = [accuracy_and_loss(h.logits(data.x_test), data.y_test)[0] for h in heads] if len(data.y_test) else []
+    val = [accuracy_and_loss(h.logits(data.x_val), data.y_val)[0] for h in heads]
+    out = {"val_accuracy_mean": float(np.mean(val)), "val_accuracy_per_seed": val}
+    if test:
+        out.update(test_accuracy_mean=float(np.mean(test)), test_accuracy_std=float(np.std(test)),
+                   test_accuracy_per_seed=test)
+    return out
+
+
+def final_report(
+    encoding: Encoding,
+    data: FeatureSplits,
+    genome: np.ndarray,
+    train_config: TrainConfig,
+    *,
+    seed: int,
+    seeds: int = 3,
+    export: bool = True,
+) -> tuple[dict, Any]:
+    """Retrain the best genome and the unpruned head; score on test; build the compact model.
+
+    Args:
+        encoding: the run's encoding.
+        data: the run's features (test split used here only).
+        genome: the best genome of the search.
+        train_config: the retrain recipe (the search's, or `TrainConfig.reference()`).
+        seed: the run seed (retrain seeds derive from it).
+        seeds: retrains per head.
+        export: build the compact Keras model and time both models.
+
+    Returns:
+        ``(report, compact_keras_model or None)``; the report is JSON-able.
+    """
+    genome = encoding.validate(genome).astype(np.int8)
+    ones = np.ones_like(genome)
+    began = time.perf_counter()
+    heads = retrain(encoding, data, [genome, ones], train_config, seed=seed, seeds=seeds)
+    masks = encoding.decode(genome)
+    spec = encoding.spec
+    report: dict[str, Any] = {
+        "dataset": data.name,
+        "encoding": encoding.name,
+        "genome_length": int(len(genome)),
+        "active_fraction": float(genome.mean()),
+        "active_percent": round(100.0 * float(genome.mean()), 2),
+        "active_features": int(masks.units[0].sum()),
+        "active_neurons": [int(u.sum()) for u in masks.units[1:-1]],
+        "retrain": {"seeds": seeds, "epochs": train_config.epochs, "early_stopping": train_config.early_stopping},
+        "pruned": _scores([h[0] for h in heads], data),
+        "unpruned": _scores([h[1] for h in heads], data),
+        "parameters": {"pruned_head": masks.active_parameters(spec), "full_head": spec.n_parameters()},
+    }
+    report["retrain"]["seconds"] = round(time.perf_counter() - began, 2)
+    model = None
+    if export:
+        model = compact_model(heads[-1][0], data.scaling)
+        full = compact_model(heads[-1][1], data.scaling)
+        x = data.x_test if len(data.x_test) else data.x_val
+        report["parameters"].update(compact_model=int(model.count_params()), full_model=int(full.count_params()))
+        raw = x if data.scaling is None else x * data.scaling[1] + data.scaling[0]  # what the exported model takes
+        report["inference_ms"] = {"compact": _inference_ms(model, raw), "full": _inference_ms(full, raw), "samples": len(x)}
+        reference = heads[-1][0].predict_proba(x)
+        report["compact_max_abs_diff"] = float(np.abs(np.asarray(model(raw, training=False)) - reference).max())
+    return report, model
+
+
+def format_report(report: dict) -> str:
+    """A short human-readable summary of a report."""
+    lines = [f"Final report: {report.get('dataset', '?')} / {report.get('encoding', '?')}"]
+    pruned, unpruned = report["pruned"], report["unpruned"]
+    key = "test_accuracy_mean" if "test_accuracy_mean" in pruned else "val_accuracy_mean"
+    split = "test" if key.startswith("test") else "validation"
+    lines.append(
+        f"  {split} accuracy  pruned {pruned[key]:.4f}"
+        + (f" ± {pruned['test_accuracy_std']:.4f}" if split == "test" else "")
+        + f"   unpruned {unpruned[key]:.4f}"
+        + (f" ± {unpruned['test_accuracy_std']:.4f}" if split == "test" else "")
+        + f"   ({report['retrain']['seeds']} seeds)"
+    )
+    lines.append(
+        f"  active          {report['active_percent']:.1f}% of {report['genome_length']} genes"
+        f" ({report['active_features']} features, neurons {report['active_neurons']})"
+    )
+    params = report["parameters"]
+    if "compact_model" in params:
+        lines.append(
+            f"  parameters      compact {params['compact_model']:,} vs full {params['full_model']:,}"
+            f" ({params['compact_model'] / params['full_model']:.1%})"
+        )
+        inf = report["inference_ms"]
+        lines.append(f"  inference       compact {inf['compact']:.2f} ms vs full {inf['full']:.2f} ms ({inf['samples']} samples)")
+    return "\n".join(lines)

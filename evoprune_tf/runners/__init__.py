@@ -1,0 +1,1 @@
+"""How a population is evaluated: in this process, in spawned processes, or on Ray."""

@@ -1,0 +1,1 @@
+"""The evolutionary search: DEAP toolbox, algorithms, per-generation callbacks, Pareto tools, checkpoints."""

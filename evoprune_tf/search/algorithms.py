@@ -1,0 +1,291 @@
+"""Evolution loops with DEAP's contracts, plus callbacks, hall of fame and resume.
+
+Every loop takes a `deap.base.Toolbox` (``mate``, ``mutate``, ``select``, ``evaluate``,
+``map``, ``clone``; ``survive`` for NSGA), evaluates only individuals whose fitness is
+invalid, always through ``toolbox.map``, and returns ``(population, logbook)`` like
+`deap.algorithms`. What DEAP's loops lack is added: callbacks each generation
+(tracking, checkpoint, progress, early stop), a hall of fame, and ``state=`` to resume
+from a checkpointed `EvolutionState`. The loops know nothing of Keras or MLflow.
+
+Randomness comes from Python's `random` (DEAP's convention); seed it (and NumPy) once
+per run and checkpoint its state to reproduce or resume a run exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+import numpy as np
+from deap import base, tools
+
+from evoprune_tf.search.callbacks import Callback, CallbackList, EvolutionState
+from evoprune_tf.search.statistics import default_record
+
+__all__ = [
+    "steady_state_ga",
+    "ea_simple",
+    "mu_plus_lambda",
+    "nsga2",
+    "ALGORITHMS",
+    "default_record",
+    "new_halloffame",
+]
+
+RecordFn = Callable[[list, object], dict]
+
+
+def new_halloffame(multi_objective: bool, size: int = 5):
+    """A hall of fame for NumPy individuals (`ParetoFront` when multi-objective)."""
+    if multi_objective:
+        return tools.ParetoFront(similar=np.array_equal)
+    return tools.HallOfFame(size, similar=np.array_equal)
+
+
+def _evaluate(toolbox: base.Toolbox, individuals: Sequence) -> int:
+    invalid = [ind for ind in individuals if not ind.fitness.valid]
+    for ind, fit in zip(invalid, toolbox.map(toolbox.evaluate, invalid)):
+        ind.fitness.values = fit
+    return len(invalid)
+
+
+def _breed(toolbox: base.Toolbox, parents: Sequence, cxpb: float, mutpb: float) -> list:
+    """Clone parents, mate consecutive pairs with probability cxpb, mutate each with mutpb."""
+    children = [toolbox.clone(p) for p in parents]
+    for i in range(1, len(children), 2):
+        if random.random() < cxpb:
+            toolbox.mate(children[i - 1], children[i])
+            del children[i - 1].fitness.values, children[i].fitness.values
+    for child in children:
+        if random.random() < mutpb:
+            toolbox.mutate(child)
+            del child.fitness.values
+    return children
+
+
+def _report(state: EvolutionState, callbacks: Callback, record: RecordFn, nevals: int) -> None:
+    state.halloffame.update(state.population)
+    state.logbook.record(gen=state.generation, nevals=nevals, evaluations=state.evaluations,
+                         **record(state.population, state.halloffame))
+    callbacks.on_generation(state)
+
+
+def _run(loop, state: EvolutionState, callbacks: Callback) -> tuple[list, tools.Logbook]:
+    """Runs ``loop(state)`` between on_start and on_end, reporting errors to callbacks."""
+    try:
+        loop(state)
+    except BaseException as error:
+        callbacks.on_end(state, error)
+        raise
+    callbacks.on_end(state, None)
+    return state.population, state.logbook
+
+
+def _start(population, toolbox, halloffame, budget, unit, callbacks, record, state) -> EvolutionState:
+    """A fresh state with the initial population evaluated (generation 0), or the given one."""
+    if state is not None:
+        state.budget = budget  # a resumed run may have been given a larger budget
+        callbacks.on_start(state)
+        return state
+    state = EvolutionState(
+        population=list(population),
+        halloffame=halloffame if halloffame is not None else new_halloffame(len(population[0].fitness.weights) > 1),
+        logbook=tools.Logbook(),
+        budget=budget,
+        budget_unit=unit,
+    )
+    state.logbook.header = ["gen", "nevals", "evaluations", "best", "mean", "best_active"]
+    callbacks.on_start(state)
+    nevals = _evaluate(toolbox, state.population)
+    state.evaluations += len(state.population)
+    _report(state, callbacks, record, nevals)
+    return state
+
+
+def steady_state_ga(
+    population: list,
+    toolbox: base.Toolbox,
+    *,
+    evaluations: int,
+    children_per_step: int = 2,
+    cxpb: float = 1.0,
+    mutpb: float = 1.0,
+    report_every: int | None = None,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """EvoPruneDeepTL's steady-state GA.
+
+    Each step selects ``children_per_step`` parents with ``toolbox.select``, clones
+    them, mates consecutive pairs with probability ``cxpb`` (the reference always
+    crosses), mutates each child with probability ``mutpb`` (the reference's
+    ``flip_one`` carries its own 0.07), evaluates them and lets each child replace the
+    current worst individual when it is strictly better (elitism: the best is never
+    replaced; ties lose, and the fitness already prefers fewer active bits). A child
+    equal to a member of the population is not inserted twice.
+
+    Args:
+        population: initial individuals (fitness may be invalid).
+        toolbox: with ``select``, ``mate``, ``mutate``, ``evaluate``, ``map``, ``clone``.
+        evaluations: budget of fitness evaluations, the initial population included
+            (cache hits count too: repeated genomes cost nothing but still use budget).
+        children_per_step: children per step (reference: 2).
+        cxpb: crossover probability per pair.
+        mutpb: mutation probability per child.
+        report_every: evaluations between generation reports (default: population size).
+        halloffame: kept up to date (default: 5 best, NumPy-aware).
+        callbacks: called each generation.
+        record: statistics of a generation for the logbook.
+        state: resume from this state instead of starting.
+
+    Returns:
+        ``(population, logbook)``.
+    """
+    def replace(state: EvolutionState, children: list) -> None:
+        pop = state.population
+        for child in children:
+            worst = min(range(len(pop)), key=lambda i: pop[i].fitness)
+            if child.fitness > pop[worst].fitness and not any(np.array_equal(child, p) for p in pop):
+                pop[worst] = child
+
+    return _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
+                        halloffame, callbacks, record, state, replace)
+
+
+def _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
+                 halloffame, callbacks, record, state, replace) -> tuple[list, tools.Logbook]:
+    """The loop shared by the steady-state algorithms; ``replace(state, children)`` differs."""
+    if evaluations < 1:
+        raise ValueError(f"evaluations={evaluations}; expected a positive integer")
+    cbs = CallbackList(callbacks)
+    report_every = report_every or len(population or state.population)
+
+    def loop(state: EvolutionState) -> None:
+        next_report = state.info.get("next_report", state.evaluations + report_every)
+        while state.evaluations < evaluations and not state.stop:
+            children = _breed(toolbox, toolbox.select(state.population, children_per_step), cxpb, mutpb)
+            nevals = _evaluate(toolbox, children)
+            state.evaluations += len(children)
+            state.info["steady_nevals"] = state.info.get("steady_nevals", 0) + nevals
+            replace(state, children)
+            if state.evaluations >= next_report or state.evaluations >= evaluations:
+                state.generation += 1
+                next_report += report_every
+                state.info["next_report"] = next_report
+                _report(state, cbs, record, state.info.pop("steady_nevals", 0))
+
+    state = _start(population, toolbox, halloffame, evaluations, "evaluations", cbs, record, state)
+    return _run(loop, state, cbs)
+
+
+def _generational(population, toolbox, ngen, make_offspring, survivors, halloffame, callbacks, record, state):
+    if ngen < 1:
+        raise ValueError(f"ngen={ngen}; expected a positive integer")
+    cbs = CallbackList(callbacks)
+
+    def loop(state: EvolutionState) -> None:
+        while state.generation < ngen and not state.stop:
+            offspring = make_offspring(state.population)
+            nevals = _evaluate(toolbox, offspring)
+            state.evaluations += len(offspring)
+            state.population[:] = survivors(state.population, offspring)
+            state.generation += 1
+            _report(state, cbs, record, nevals)
+
+    state = _start(population, toolbox, halloffame, ngen, "generations", cbs, record, state)
+    return _run(loop, state, cbs)
+
+
+def ea_simple(
+    population: list,
+    toolbox: base.Toolbox,
+    cxpb: float,
+    mutpb: float,
+    ngen: int,
+    *,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """`deap.algorithms.eaSimple` with callbacks and resume: select, `varAnd`, replace all."""
+    from deap.algorithms import varAnd
+
+    def offspring(pop):
+        return varAnd(toolbox.select(pop, len(pop)), toolbox, cxpb, mutpb)
+
+    return _generational(population, toolbox, ngen, offspring, lambda pop, off: off, halloffame, callbacks, record, state)
+
+
+def mu_plus_lambda(
+    population: list,
+    toolbox: base.Toolbox,
+    mu: int,
+    lambda_: int,
+    cxpb: float,
+    mutpb: float,
+    ngen: int,
+    *,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """`deap.algorithms.eaMuPlusLambda` with callbacks and resume: `varOr`, select mu of parents + offspring."""
+    from deap.algorithms import varOr
+
+    if cxpb + mutpb > 1.0:
+        raise ValueError(f"cxpb + mutpb = {cxpb + mutpb}; expected at most 1 (varOr applies one of them)")
+
+    def offspring(pop):
+        return varOr(pop, toolbox, lambda_, cxpb, mutpb)
+
+    return _generational(
+        population, toolbox, ngen, offspring, lambda pop, off: toolbox.select(pop + off, mu),
+        halloffame, callbacks, record, state,
+    )
+
+
+def nsga2(
+    population: list,
+    toolbox: base.Toolbox,
+    *,
+    evaluations: int,
+    children_per_step: int = 2,
+    cxpb: float = 1.0,
+    mutpb: float = 1.0,
+    report_every: int | None = None,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """Steady-state NSGA-II / NSGA-III (MO-EvoPruneDeepTL: 2 offspring per step).
+
+    Parents come from ``toolbox.select``; the children join the population and
+    ``toolbox.survive`` (``selNSGA2`` or ``selNSGA3``) keeps ``len(population)`` of them.
+    Budget, reporting and resume as in `steady_state_ga`; the hall of fame should be a
+    `deap.tools.ParetoFront`.
+    """
+    mu = len(population or state.population)
+
+    def replace(state: EvolutionState, children: list) -> None:
+        fresh = [c for c in children if not any(np.array_equal(c, p) for p in state.population)]
+        state.population[:] = toolbox.survive(state.population + fresh, mu)
+
+    if halloffame is None:
+        halloffame = new_halloffame(True)
+    return _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
+                        halloffame, callbacks, record, state, replace)
+
+
+#: Algorithms by config name.
+ALGORITHMS = {
+    "steady_state": steady_state_ga,
+    "ea_simple": ea_simple,
+    "mu_plus_lambda": mu_plus_lambda,
+    "nsga2": nsga2,
+    "nsga3": nsga2,  # same loop; the toolbox's ``survive`` is selNSGA3
+}

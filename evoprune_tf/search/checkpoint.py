@@ -1,0 +1,377 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds the `EvolutionState` (population, hall of fame / Pareto archive,
+logbook, generation and evaluation counters, the loop's ``info``), the Python, NumPy and
+Keras RNG states, the evaluator's fitness cache and counters, the MLflow run id and the
+config it belongs to. It is written atomically (temporary file in the same folder,
+``fsync``, then ``os.replace``) after every ``every`` generations, so a run killed at any
+moment, even by SIGKILL, leaves either the previous or the new checkpoint, never a torn
+one. The RNG states are taken *at* the generation report, where the loop continues
+from, so a resumed run draws exactly the numbers the uninterrupted run would have drawn.
+
+File layout (format 2): a small pickled header dict (format version, config digest,
+generation, evaluations, run id), then the pickled `Checkpoint`. The header is read
+first, so a checkpoint from a newer evoprune_tf is refused with a clear message before
+its body is unpickled, and `read_checkpoint_header` can peek at a run cheaply. Format 1
+files (the `Checkpoint` alone) still load. Checkpoints are pickles: load only your own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from evoprune_tf.errors import one_line
+from evoprune_tf.search.callbacks import Callback, EvolutionState
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CHECKPOINT_FILE",
+    "Checkpoint",
+    "CheckpointCallback",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_header",
+    "config_digest",
+    "config_differences",
+    "restore_rng",
+    "restore_evaluator",
+]
+
+FORMAT_VERSION = 2
+CHECKPOINT_FILE = "checkpoint.pkl"
+
+#: Config parts that do not change a search's results: a run may be resumed with a larger
+#: budget, another display, tracking store, checkpoint folder or number of workers.
+_IGNORED_KEYS = ("progress", "tracking", "checkpoint", "report", "cache_dir", "workers")
+_IGNORED_ALGORITHM_KEYS = ("evaluations", "generations", "early_stop")
+
+
+def _relevant(config_dict: dict) -> dict:
+    relevant = {k: v for k, v in config_dict.items() if k not in _IGNORED_KEYS}
+    algorithm = dict(relevant.get("algorithm", {}))
+    for key in _IGNORED_ALGORITHM_KEYS:
+        algorithm.pop(key, None)
+    relevant["algorithm"] = algorithm
+    return relevant
+
+
+def config_digest(config_dict: dict) -> str:
+    """A stable hash of the parts of a config that change the search's results.
+
+    The budget, progress display, tracking, checkpoint, report and worker settings are
+    left out: a run may be resumed with a larger budget or another display and still be
+    the same run.
+    """
+    return hashlib.sha256(json.dumps(_relevant(config_dict), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_differences(stored: dict, given: dict) -> list[str]:
+    """``"key: stored -> given"`` for every result-changing key where two configs differ."""
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            name = f"{prefix}.{k}" if prefix else str(k)
+            out.update(flat(v, name) if isinstance(v, dict) and not name.startswith("operators.") else {name: v})
+        return out
+
+    a, b = flat(_relevant(stored)), flat(_relevant(given))
+    missing = object()
+    return [
+        f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key, missing) != b.get(key, missing)
+    ]
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """The content of a checkpoint file.
+
+    Attributes:
+        format_version: the file format it was written with.
+        config: the run's config (``ExperimentConfig.to_dict()``).
+        config_digest: `config_digest` of ``config``.
+        run_id: the MLflow run id (None without tracking).
+        state: the loop's `EvolutionState` at a generation report.
+        python_random: ``random.getstate()``.
+        numpy_random: ``numpy.random.get_state()``.
+        fitness_cache: the evaluator's cache (genome key -> `Evaluation`).
+        evaluator_counters: ``n_trained``, ``n_cache_hits``, ``train_seconds``.
+        keras_random: the global Keras seed and seed-generator state when Keras was
+            loaded (None otherwise).
+        saved_at: ``time.time()`` of the write.
+    """
+
+    format_version: int
+    config: dict
+    config_digest: str
+    run_id: str | None
+    state: EvolutionState
+    python_random: Any
+    numpy_random: Any
+    fitness_cache: dict
+    evaluator_counters: dict
+    keras_random: Any = None
+    saved_at: float = 0.0
+
+    def header(self) -> dict:
+        """The plain-dict header written before the body."""
+        return {
+            "format_version": self.format_version,
+            "config_digest": self.config_digest,
+            "run_id": self.run_id,
+            "generation": int(self.state.generation),
+            "evaluations": int(self.state.evaluations),
+            "saved_at": self.saved_at,
+        }
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write a checkpoint atomically (temporary file, fsync, rename); returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(checkpoint.header(), f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(checkpoint, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _resolve(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; expected a checkpoint.pkl written by a run")
+    return path
+
+
+def _check_version(path: Path, version: Any) -> None:
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"checkpoint {path} has format {version!r}; expected a format number in [1, {FORMAT_VERSION}]")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} has format {version}, written by a newer evoprune_tf; "
+            f"this one reads formats up to {FORMAT_VERSION}: upgrade evoprune_tf to resume it"
+        )
+
+
+def read_checkpoint_header(path: str | Path) -> dict:
+    """The header of a checkpoint (format, digest, run id, generation, evaluations), cheaply.
+
+    Format-1 files have no header: their body is read to build one.
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: unreadable or from a newer format.
+    """
+    path = _resolve(path)
+    first = _load_first(path)
+    if isinstance(first, dict):
+        _check_version(path, first.get("format_version"))
+        return dict(first)
+    if isinstance(first, Checkpoint):
+        return first.header()
+    raise ValueError(f"{path} holds a {type(first).__name__}; expected an evoprune_tf checkpoint")
+
+
+def _load_first(path: Path) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception as error:  # a foreign or damaged file
+        raise ValueError(f"checkpoint {path} is unreadable ({type(error).__name__}: {one_line(error, 200)})") from None
+
+
+def load_checkpoint(path: str | Path, *, config_dict: dict | None = None) -> Checkpoint:
+    """Read a checkpoint and check that it fits.
+
+    Args:
+        path: a checkpoint file, or a folder holding ``checkpoint.pkl``.
+        config_dict: when given, the checkpoint must belong to an equivalent config
+            (only the budget, display, tracking, checkpoint, report and workers may differ).
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: unreadable, from a newer format, or from another config (one line,
+            naming the keys that differ).
+    """
+    # The individuals are instances of `deap.creator` classes, which exist once the
+    # toolbox module has been imported.
+    import evoprune_tf.search.toolbox  # noqa: F401
+
+    path = _resolve(path)
+    try:
+        with open(path, "rb") as f:
+            first = pickle.load(f)
+            if isinstance(first, dict) and "format_version" in first:
+                _check_version(path, first["format_version"])
+                checkpoint = pickle.load(f)
+            else:
+                checkpoint = first
+    except ValueError as error:
+        if str(error).startswith(f"checkpoint {path}"):
+            raise
+        raise ValueError(f"checkpoint {path} is unreadable (ValueError: {one_line(error, 200)})") from None
+    except Exception as error:  # a foreign or damaged file
+        raise ValueError(f"checkpoint {path} is unreadable ({type(error).__name__}: {one_line(error, 200)})") from None
+    if not isinstance(checkpoint, Checkpoint):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}; expected an evoprune_tf checkpoint")
+    _check_version(path, checkpoint.format_version)
+    if config_dict is not None:
+        differences = config_differences(checkpoint.config, config_dict)
+        if differences:
+            shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+            raise ValueError(
+                f"checkpoint {path} belongs to another config ({shown}); "
+                "expected the run's own config (only the budget, display, tracking and workers may change)"
+            )
+    return checkpoint
+
+
+def _keras_random_state() -> dict | None:
+    """The global Keras seed and seed-generator state, when Keras is loaded."""
+    if "keras" not in sys.modules:
+        return None
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+
+        generator = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
+        state = None
+        if generator is not None:
+            import keras
+
+            state = np.asarray(keras.ops.convert_to_numpy(generator.state)).copy()
+        return {"seed": rng_utils.get_random_seed(), "generator_state": state}
+    except Exception:  # noqa: BLE001 - private Keras API: never let it break a checkpoint
+        return None
+
+
+def _restore_keras_random(saved: dict | None) -> None:
+    if not saved:
+        return
+    try:
+        import keras
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+
+        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, saved.get("seed"))
+        generator = None
+        if saved.get("generator_state") is not None:
+            generator = keras.random.SeedGenerator(seed=0)
+            generator.state.assign(np.asarray(saved["generator_state"]).astype(generator.state.dtype))
+        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, generator)
+    except Exception:  # noqa: BLE001 - private Keras API: best effort
+        pass
+
+
+class CheckpointCallback(Callback):
+    """Writes a checkpoint every ``every`` generations and at the clean end of the loop.
+
+    Args:
+        path: the checkpoint file; None picks ``directory/<run id>/checkpoint.pkl`` at the
+            start, named after the MLflow run (or the start time without tracking).
+        directory: where runs' checkpoint folders go when ``path`` is None.
+        config_dict: the run's config (``ExperimentConfig.to_dict()``).
+        evaluator: its ``cache`` and counters are saved.
+        run_id: a callable returning the MLflow run id (or None).
+        every: generations between checkpoints.
+    """
+
+    def __init__(self, path: str | Path | None, *, config_dict: dict, evaluator: Any,
+                 directory: str | Path = "mlruns/checkpoints",
+                 run_id: Callable[[], str | None] = lambda: None, every: int = 1) -> None:
+        self.path = Path(path) if path is not None else None
+        self.directory = Path(directory)
+        self.config_dict = config_dict
+        self.evaluator = evaluator
+        self.run_id = run_id
+        self.every = every
+        self.digest = config_digest(config_dict)
+
+    def on_start(self, state: EvolutionState) -> None:
+        if self.path is None:
+            key = self.run_id() or time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+            self.path = self.directory / key / CHECKPOINT_FILE
+
+    def save(self, state: EvolutionState) -> Path:
+        """Write the checkpoint now."""
+        if self.path is None:
+            self.on_start(state)
+        return save_checkpoint(self.path, Checkpoint(
+            format_version=FORMAT_VERSION,
+            config=self.config_dict,
+            config_digest=self.digest,
+            run_id=self.run_id(),
+            state=state,
+            python_random=random.getstate(),
+            numpy_random=np.random.get_state(),
+            fitness_cache=dict(self.evaluator.cache),
+            evaluator_counters={k: getattr(self.evaluator, k) for k in ("n_trained", "n_cache_hits", "train_seconds")},
+            keras_random=_keras_random_state(),
+            saved_at=time.time(),
+        ))
+
+    def on_generation(self, state: EvolutionState) -> None:
+        if state.generation % self.every == 0 or state.stop:
+            self.save(state)
+
+    def on_end(self, state: EvolutionState, error: BaseException | None = None) -> None:
+        # After a failure the state may be mid-generation: the last per-generation
+        # checkpoint is the consistent one, so only a clean end writes here.
+        if error is None:
+            self.save(state)
+
+
+def restore_rng(checkpoint: Checkpoint) -> None:
+    """Put the Python, NumPy (and Keras) global RNGs back where the checkpoint left them."""
+    random.setstate(checkpoint.python_random)
+    np.random.set_state(checkpoint.numpy_random)
+    _restore_keras_random(getattr(checkpoint, "keras_random", None))
+
+
+def restore_evaluator(checkpoint: Checkpoint, evaluator: Any) -> None:
+    """Refill an evaluator's fitness cache and counters."""
+    evaluator.cache.update(checkpoint.fitness_cache)
+    for key, value in checkpoint.evaluator_counters.items():
+        setattr(evaluator, key, value)

@@ -1,0 +1,198 @@
+"""The MLflow store: resolving and checking tracking URIs, finding runs.
+
+Stores: ``sqlite:///mlruns/mlflow.db`` by default (artifacts in ``mlruns/artifacts``),
+``$MLFLOW_TRACKING_URI`` or an explicit URI (e.g. ``http://host:5000``) otherwise. The
+store is checked before any long work, so an unreachable server fails in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from evoprune_tf.errors import one_line
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow.entities import Run
+
+__all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "check_tracking_uri", "find_run", "artifact_location", "all_pages"]
+
+#: The project's store: SQLite next to the artifacts in ``./mlruns``.
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+_SQLITE_PREFIX = "sqlite:///"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other schemes and in-memory DBs)."""
+    if not uri.startswith(_SQLITE_PREFIX):
+        return None
+    path = uri[len(_SQLITE_PREFIX):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def resolve_tracking_uri(uri: str = "") -> str:
+    """The tracking URI to use: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the default.
+
+    For the default store the ``mlruns/`` folder is created (relative to the current
+    directory), so a fresh checkout can track without set-up.
+
+    Args:
+        uri: an explicit tracking URI (``""`` = not given).
+
+    Returns:
+        The URI.
+    """
+    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_TRACKING_URI
+    if resolved == DEFAULT_TRACKING_URI:
+        db = _sqlite_path(resolved)
+        assert db is not None
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: ``<folder of the SQLite file>/artifacts``.
+
+    Other stores (servers) decide for themselves: None.
+    """
+    db = _sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.parent.resolve() / "artifacts").as_uri()
+
+
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _check_sqlite(uri: str, db: Path) -> None:
+    """A writable folder and a file SQLite can open (one-line `ValueError` otherwise)."""
+    folder = db.parent
+    if not folder.is_dir():
+        raise ValueError(
+            f"MLflow tracking store {uri}: folder {folder} does not exist; expected an existing, writable folder"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"MLflow tracking store {uri}: folder {folder} is not writable ({one_line(error)}); "
+            "expected a writable folder"
+        ) from None
+    try:
+        connection = sqlite3.connect(db, timeout=2.0)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise ValueError(
+            f"MLflow tracking store {uri}: {db} cannot be opened ({one_line(error)}); expected a SQLite database"
+        ) from None
+
+
+def check_tracking_uri(uri: str = "") -> None:
+    """Fail fast when the tracking store cannot be used, before anything long starts.
+
+    A SQLite store needs an existing, writable folder for its file; every store must
+    answer one ``search_experiments`` call (HTTP stores with no retries and a 5 s
+    timeout, so a refused or silent server fails in seconds, not minutes).
+
+    Args:
+        uri: the tracking URI (``""``: `resolve_tracking_uri`'s choice).
+
+    Raises:
+        ValueError: one line naming the URI and what is wrong.
+    """
+    uri = resolve_tracking_uri(uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        # Checked here because MLflow retries a SQLite file it cannot open for ~100 s.
+        _check_sqlite(uri, db)
+    settings: dict[str, str] = {}
+    if uri.startswith(("http://", "https://")):
+        settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    from mlflow import MlflowClient
+
+    try:
+        with _env(**settings):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any failure means "unusable store"
+        raise ValueError(
+            f"MLflow tracking store {uri} cannot be used ({type(error).__name__}: {one_line(error)}); "
+            "expected a reachable store: start the server, or set tracking.uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
+    """The MLflow run with this id, or the only run whose id starts with this prefix.
+
+    Args:
+        run_id_or_prefix: a full 32-character run id or a unique prefix of one.
+        uri: the tracking URI (``""``: `resolve_tracking_uri`'s choice).
+
+    Returns:
+        The `mlflow.entities.Run`.
+
+    Raises:
+        ValueError: no run or several runs match.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    key = run_id_or_prefix.strip().lower()
+    if not key:
+        raise ValueError("run id ''; expected a run id or a prefix of one")
+    uri = resolve_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    if _RUN_ID.match(key):
+        try:
+            return client.get_run(key)
+        except MlflowException:
+            raise ValueError(f"run {key} not found in {uri}; expected the id of an existing run") from None
+    experiment_ids = [e.experiment_id for e in all_pages(client.search_experiments, view_type=ViewType.ALL)]
+    matches = [
+        run
+        for run in all_pages(client.search_runs, experiment_ids=experiment_ids, run_view_type=ViewType.ALL)
+        if run.info.run_id.startswith(key)
+    ] if experiment_ids else []
+    if not matches:
+        raise ValueError(f"no run id starts with {key!r} in {uri}; expected a prefix of an existing run id")
+    if len(matches) > 1:
+        ids = ", ".join(sorted(r.info.run_id for r in matches)[:5])
+        raise ValueError(f"run id prefix {key!r} matches {len(matches)} runs ({ids}); expected a unique prefix")
+    return matches[0]
+
+
+def all_pages(search: Callable, **kwargs) -> Iterator:
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return

@@ -1,0 +1,429 @@
+"""The MLflow tracker: one run per evolution, fed by the loop's callbacks.
+
+`MLflowTracker` is a `evoprune_tf.search.callbacks.Callback`: the loops call it, they never
+import it. It receives plain params and tags (the application layer turns a config into
+them) and logs everything through an `mlflow.MlflowClient` with an explicit run id, so
+an active fluent run elsewhere in the process (or a crash in another one) cannot make it
+log into the wrong run.
+
+What a run holds:
+
+* params: given once (the app logs the whole config, flattened); masks never go to
+  params (write-once, length-limited) but to artifacts;
+* tags: given (the app sets ``evoprune.algorithm``, ``.encoding``, ``.dataset``,
+  ``.backbone``, ``.seed``, ``.operators``), for `mlflow.search_runs` and the UI;
+* metrics, ``step=generation``: every numeric logbook field (``best``, ``mean``,
+  ``best_active``, ``front_size``, ``hypervolume``...) and the evaluator's counters,
+  one ``log_batch`` per generation;
+* artifacts: ``logbook.csv``, ``halloffame.csv``, ``masks/best_genomes.npz``,
+  ``plots/convergence.png``, ``plots/population_masks.png``; multi-objective runs add
+  ``fronts/front_gen_NNNN.csv`` and ``plots/pareto_front.png``; the runner adds
+  ``report.json`` and the Keras model (`log_keras_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from evoprune_tf.encodings import pack_genome
+from evoprune_tf.errors import one_line
+from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, numeric_items, write_csv
+from evoprune_tf.search.callbacks import Callback, EvolutionState
+from evoprune_tf.tracking.store import artifact_location, find_run, resolve_tracking_uri
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+    from mlflow.models.model import ModelInfo
+
+__all__ = ["MLflowTracker", "ConfigArtifact"]
+
+_log = logging.getLogger(__name__)
+_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_MAX_TAG_LENGTH = 5000
+
+
+
+
+class MLflowTracker(Callback):
+    """Logs an evolution to one MLflow run: params, tags, per-generation metrics, artifacts.
+
+    Typical use (the runner does this)::
+
+        tracker = MLflowTracker(uri=uri, experiment="evoprune", params=params, tags=tags, stats=evaluator.stats)
+        population, logbook = algorithms.steady_state_ga(..., callbacks=[tracker])
+        tracker.log_report(report)
+        tracker.log_keras_model(model)
+        tracker.finish()
+
+    When the loop raises, `on_end` still logs the logbook, hall of fame, masks and plots
+    and then ends the run as ``KILLED`` (`KeyboardInterrupt`) or ``FAILED``; after a
+    clean loop the run stays open for the report, and `finish` ends it.
+
+    Args:
+        uri: tracking URI ("" = ``$MLFLOW_TRACKING_URI`` or the project's SQLite store).
+        experiment: MLflow experiment name (created when missing).
+        run_name: the new run's name.
+        params: logged once as run params (values become strings).
+        tags: run tags.
+        title: title of the convergence plot.
+        stats: callable returning counters (``trained``, ``cache_hits``,
+            ``evals_per_second``...) logged with each generation's metrics.
+        run_id: continue this run (a resumed evolution) instead of creating one; its
+            params are not logged again.
+        log_fronts: log each generation's non-dominated front of the population as a
+            CSV (multi-objective runs) and a Pareto plot at the end.
+        objective_names: names of the fitness values (CSV columns and plot axes);
+            default ``obj0``, ``obj1``... (used only when the count matches).
+
+    Attributes:
+        run_id: the MLflow run id (None before `on_start`).
+        experiment_id: the MLflow experiment id (None before `on_start`).
+        uri: the resolved tracking URI (None before `on_start`).
+    """
+
+    def __init__(
+        self,
+        *,
+        uri: str = "",
+        experiment: str = "evoprune",
+        run_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        title: str = "",
+        stats: Callable[[], Mapping[str, Any]] | None = None,
+        run_id: str | None = None,
+        log_fronts: bool = False,
+        objective_names: Sequence[str] | None = None,
+    ) -> None:
+        self.requested_uri = uri
+        self.experiment = experiment
+        self.run_name = run_name
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.title = title
+        self.stats = stats
+        self.run_id: str | None = run_id
+        self.log_fronts = log_fronts
+        self.objective_names = list(objective_names) if objective_names is not None else None
+        self.experiment_id: str | None = None
+        self.uri: str | None = None
+        self._resume = run_id is not None
+        self._client: MlflowClient | None = None
+        self._ended = False
+
+    # ------------------------------------------------------------ callback hooks
+
+    def on_start(self, state: EvolutionState | None = None) -> None:
+        """Connects to the store, creates (or reopens) the run, logs params and tags.
+
+        May be called without a state to open the run before an evolution starts.
+        """
+        if self._client is not None:
+            return
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.entities import Param, RunTag
+
+        self.uri = resolve_tracking_uri(self.requested_uri)
+        # The global URI too: `mlflow.keras.log_model` and `models:/` URIs resolve through it.
+        mlflow.set_tracking_uri(self.uri)
+        client = MlflowClient(tracking_uri=self.uri)
+        params = dict(self.params)
+        tags = dict(self.tags)
+        if self._resume:
+            run = find_run(self.run_id or "", self.uri)
+            self.run_id = run.info.run_id
+            self.experiment_id = run.info.experiment_id
+            client.update_run(self.run_id, status="RUNNING")
+            logged = run.data.params
+            changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
+            if changed:
+                # Params are write-once: the run keeps the values it started with.
+                _log.warning("MLflow run %s: resumed with changed params, not re-logged: %s",
+                             run.info.run_id, ", ".join(changed))
+            params = {k: v for k, v in params.items() if k not in logged}
+            if state is not None:
+                tags["evoprune.resumed_at_generation"] = str(state.generation)
+        else:
+            self.experiment_id = self._experiment(client)
+            run = client.create_run(self.experiment_id, run_name=self.run_name)
+            self.run_id = run.info.run_id
+        client.log_batch(
+            self.run_id,
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag(k, v[:_MAX_TAG_LENGTH]) for k, v in tags.items()],
+        )
+        self._client = client
+        self._ended = False
+        if state is not None:
+            state.info["mlflow_run_id"] = self.run_id
+
+    def on_generation(self, state: EvolutionState) -> None:
+        """Logs the newest logbook record and the stats in one batch, ``step=generation``."""
+        metrics = {k: v for k, v in numeric_items(state.last).items() if k != "gen"}
+        if self.stats is not None:
+            metrics = {**numeric_items(self.stats()), **metrics}
+        self.log_metrics(metrics, step=state.generation)
+        if self.log_fronts:
+            self._log_front(state)
+
+    def on_end(self, state: EvolutionState, error: BaseException | None = None) -> None:
+        """Logs logbook, hall of fame, masks and plots; ends the run if the loop raised.
+
+        Each artifact is logged on its own: one that fails is reported as a warning and
+        the others are still logged, so a failing run keeps everything it produced.
+        """
+        if self._client is None or self._ended:
+            return
+        with tempfile.TemporaryDirectory(prefix="evoprune-mlflow-") as tmp:
+            folder = Path(tmp)
+            steps: list[tuple[str, Callable[[], None]]] = [
+                ("logbook.csv", lambda: self._log_logbook(state, folder)),
+                ("halloffame.csv / masks/best_genomes.npz", lambda: self._log_halloffame(state, folder)),
+                ("plots/convergence.png", lambda: self._log_convergence(state, folder)),
+                ("plots/population_masks.png", lambda: self._log_population_masks(state, folder)),
+            ]
+            if self.log_fronts:
+                steps.append(("plots/pareto_front.png", lambda: self._log_pareto_plot(state, folder)))
+            for name, step in steps:
+                try:
+                    step()
+                except Exception as failure:  # noqa: BLE001 - never mask the loop's own error
+                    _log.warning("MLflow run %s: could not log %s: %s", self.run_id, name, one_line(failure),
+                                 exc_info=_log.isEnabledFor(logging.DEBUG))
+        if error is not None:
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            try:
+                self._client.set_tag(self.run_id, "evoprune.error",
+                                     f"{type(error).__name__}: {one_line(error)}"[:_MAX_TAG_LENGTH])
+            except Exception as failure:  # noqa: BLE001
+                _log.warning("MLflow run %s: could not tag the error: %s", self.run_id, one_line(failure))
+            self.finish(status)
+
+    # ------------------------------------------------------------ public logging
+
+    @property
+    def client(self) -> MlflowClient:
+        """The `MlflowClient` bound to this run's store (after `on_start`)."""
+        if self._client is None:
+            raise RuntimeError("the MLflow run is not started; expected on_start() before logging")
+        return self._client
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Logs the numeric entries of ``metrics`` in one batch (non-numeric ones are skipped).
+
+        Args:
+            metrics: name -> number (nested mappings become ``outer.inner``).
+            step: the step (generation); default 0.
+        """
+        from mlflow.entities import Metric
+
+        values = numeric_items(metrics)
+        if not values:
+            return
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step or 0) for k, v in values.items()])
+
+    def log_report(self, report: Mapping[str, Any], artifact_file: str = "report.json") -> None:
+        """Logs the final report as a JSON artifact (NumPy values converted).
+
+        Args:
+            report: JSON-able mapping (NumPy scalars and arrays are fine).
+            artifact_file: path inside the run's artifacts.
+        """
+        text = json.dumps(report, indent=2, default=json_default, sort_keys=False)
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Logs a local file (or a whole folder) under ``artifact_path``.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+        """
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        else:
+            raise FileNotFoundError(f"artifact {path} does not exist; expected a file or folder")
+
+    def log_figure(self, fig: Any, artifact_file: str) -> None:
+        """Logs a matplotlib figure as an image artifact (the caller keeps and closes it)."""
+        self.client.log_figure(self.run_id, fig, artifact_file)
+
+    def log_keras_model(
+        self,
+        model: Any,
+        name: str = "model",
+        *,
+        pip_requirements: Sequence[str] | None = None,
+        step: int = 0,
+    ) -> ModelInfo:
+        """Logs a Keras model in the MLflow ``keras`` flavor as a LoggedModel of this run.
+
+        It loads back with ``mlflow.keras.load_model(info.model_uri)`` (``models:/<id>``);
+        the URI is also kept in the run tag ``evoprune.model_uri.<name>``.
+
+        Args:
+            model: a Keras 3 model (custom layers must be registered serialisable).
+            name: the model's name (MLflow 3's ``name=``, formerly ``artifact_path``).
+            pip_requirements: environment of the model; default MLflow's Keras defaults
+                (given explicitly, which skips MLflow's slow requirement inference).
+            step: the step the model belongs to.
+
+        Returns:
+            MLflow's `ModelInfo` (``model_uri``, ``model_id``...).
+        """
+        import mlflow
+        import mlflow.keras
+        from mlflow.models import Model
+
+        client = self.client
+        # `mlflow.keras.log_model` takes the run from the fluent active run and the
+        # experiment from global state; `Model.log` (what it calls) accepts both
+        # explicitly, so the model lands in this run whatever else is active.
+        mlflow.set_tracking_uri(self.uri)
+        logged = client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id)
+        info = Model.log(
+            artifact_path=None,
+            name=name,
+            flavor=mlflow.keras,
+            model=model,
+            run_id=self.run_id,
+            model_id=logged.model_id,
+            step=step,
+            pip_requirements=list(pip_requirements or mlflow.keras.get_default_pip_requirements()),
+        )
+        client.set_tag(self.run_id, f"evoprune.model_uri.{name}", info.model_uri)
+        return info
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Ends the run with ``status`` (FINISHED, FAILED or KILLED); later calls do nothing.
+
+        Raises:
+            ValueError: an unknown status.
+        """
+        if status not in _RUN_STATUSES:
+            raise ValueError(f"run status {status!r}; expected one of {', '.join(_RUN_STATUSES)}")
+        if self._client is None or self._ended:
+            return
+        self._client.set_terminated(self.run_id, status)
+        self._ended = True
+
+    # ------------------------------------------------------------ internals
+
+    def _experiment(self, client: MlflowClient) -> str:
+        name = self.experiment
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            return client.create_experiment(name, artifact_location=artifact_location(self.uri or ""))
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _names(self, k: int) -> list[str]:
+        if self.objective_names is not None and len(self.objective_names) == k:
+            return list(self.objective_names)
+        return [f"obj{i}" for i in range(k)]
+
+    def _rows(self, individuals: Sequence) -> tuple[list[str], list[list[Any]]]:
+        """CSV header and rows: fitness values, active fraction, packed genome."""
+        k = len(individuals[0].fitness.values) if individuals else 0
+        header = [*self._names(k), "active_fraction", "genome"]
+        rows = [
+            [*map(float, ind.fitness.values), float(np.mean(np.asarray(ind) != 0)), pack_genome(ind)]
+            for ind in individuals
+        ]
+        return header, rows
+
+    def _log_front(self, state: EvolutionState) -> None:
+        from evoprune_tf.search.pareto import non_dominated
+
+        valid = [ind for ind in state.population if ind.fitness.valid]
+        if not valid:
+            return
+        points = np.array([ind.fitness.values for ind in valid], dtype=np.float64)
+        front = [ind for ind, keep in zip(valid, non_dominated(points, valid[0].fitness.weights)) if keep]
+        header, rows = self._rows(front)
+        text = csv_text(header, rows)
+        self.client.log_text(self.run_id, text, f"fronts/front_gen_{state.generation:04d}.csv")
+
+    def _log_logbook(self, state: EvolutionState, folder: Path) -> None:
+        records = [flat_record(r) for r in state.logbook]
+        if not records:
+            return
+        header: list[str] = [k for k in ("gen", "nevals", "evaluations") if any(k in r for r in records)]
+        for record in records:
+            header.extend(k for k in record if k not in header)
+        rows = [[csv_cell(r.get(k, "")) for k in header] for r in records]
+        self.log_artifact(write_csv(folder / "logbook.csv", header, rows))
+
+    def _log_halloffame(self, state: EvolutionState, folder: Path) -> None:
+        members = [ind for ind in (state.halloffame or []) if ind.fitness.valid]
+        if not members:
+            return
+        header, rows = self._rows(members)
+        self.log_artifact(write_csv(folder / "halloffame.csv", header, rows))
+        genomes = np.stack([np.asarray(ind).ravel() for ind in members]).astype(np.uint8)
+        fitness = np.array([ind.fitness.values for ind in members], dtype=np.float64)
+        path = folder / "best_genomes.npz"
+        np.savez_compressed(
+            path, genomes=genomes, fitness=fitness,
+            weights=np.asarray(members[0].fitness.weights, dtype=np.float64),
+            objective_names=np.array(self._names(fitness.shape[1])),
+        )
+        self.log_artifact(path, "masks")
+
+    def _log_convergence(self, state: EvolutionState, folder: Path) -> None:
+        from evoprune_tf.report.plots import convergence_plot
+
+        if len(state.logbook):
+            self.log_artifact(convergence_plot(state.logbook, folder / "convergence.png", title=self.title), "plots")
+
+    def _log_population_masks(self, state: EvolutionState, folder: Path) -> None:
+        from evoprune_tf.report.plots import mask_heatmap
+
+        if state.population:
+            genomes = np.stack([np.asarray(ind).ravel() for ind in state.population])
+            title = f"final population, generation {state.generation}"
+            self.log_artifact(mask_heatmap(genomes, folder / "population_masks.png", title=title), "plots")
+
+    def _log_pareto_plot(self, state: EvolutionState, folder: Path) -> None:
+        from evoprune_tf.search.pareto import knee_point
+        from evoprune_tf.report.plots import pareto_plots
+
+        members = [ind for ind in (state.halloffame or []) if ind.fitness.valid]
+        if not members or len(members[0].fitness.values) < 2:
+            return
+        points = np.array([ind.fitness.values for ind in members], dtype=np.float64)
+        knee = knee_point(points, members[0].fitness.weights)
+        path = pareto_plots(points, self._names(points.shape[1]), folder / "pareto_front.png", knee_index=knee)
+        self.log_artifact(path, "plots")
+
+
+class ConfigArtifact(Callback):
+    """Logs the run's whole config as ``config.json`` when the evolution starts.
+
+    Add it right after the `evoprune_tf.tracking.MLflowTracker` (whose ``on_start``
+    opens the run). The flattened MLflow params lose types (lists become strings, empty
+    tables vanish); this file (the config as a plain nested dict) rebuilds it exactly. A failure to log
+    is a warning, never the end of a run.
+    """
+
+    def __init__(self, tracker: "MLflowTracker", config: Mapping[str, Any]) -> None:
+        self.tracker = tracker
+        self.config = dict(config)
+
+    def on_start(self, state: EvolutionState | None = None) -> None:
+        try:
+            self.tracker.log_report(self.config, artifact_file="config.json")
+        except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
+            _log.warning("MLflow run %s: could not log config.json: %s", getattr(self.tracker, "run_id", None), error)

@@ -1,0 +1,1 @@
+"""Training of pruned heads during the search and in the final report."""
