@@ -80,6 +80,9 @@ import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fitness.json"
 ENCODINGS = ("feature_selection", "neuron_pruning")
+#: Today's fastest engine before it was removed (the hand-derived JAX engine, bucket 64, group 1,
+#: warm), measured with this workload on this 2-core machine (load average ~4.5) in evaluations/s.
+HAND_JAX_EVALS_PER_SECOND = {"feature_selection": 30 / 14.90, "neuron_pruning": 30 / 12.13}
 WEIGHTS_FILE = "weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
 
@@ -326,13 +329,81 @@ def bench_naive(encoding, data, genomes, args) -> dict:
     }
 
 
+def bench_reused(encoding, data, genomes, args) -> float:
+    """The strongest plain-Keras baseline: one compiled model reused through ``set_mask``.
+
+    Per genome: assign the masks, reset the weights to the initial ones and the
+    optimizer variables to zeros, ``fit``, ``evaluate``. Returns seconds per evaluation
+    (after one untimed warm-up genome).
+    """
+    import keras
+
+    from evoprune_tf.nn.layers import build_masked_head, set_head_masks
+
+    spec = encoding.spec
+    model = build_masked_head(spec.n_features, spec.n_classes, spec.hidden, use_bias=spec.use_bias, seed=args.seed)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9, nesterov=True),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    initial = model.get_weights()
+    model.optimizer.build(model.trainable_variables)
+    opt_initial = [np.asarray(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables]
+
+    def evaluate(genome: np.ndarray) -> float:
+        model.set_weights(initial)
+        set_head_masks(model, encoding.kernel_masks(genome))
+        for var, value in zip(model.optimizer.variables, opt_initial):
+            var.assign(value)
+        model.fit(data.x_train, data.y_train, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=0)
+        return float(model.evaluate(data.x_val, data.y_val, batch_size=256, verbose=0)[1])
+
+    evaluate(genomes[-1])
+    times = [timed(lambda g=g: evaluate(g)) for g in genomes]
+    return float(np.mean(times))
+
+
+def worker_keras(p: dict) -> dict:
+    """The Keras engine on this process' backend: whole population (cold, then warm), one at a time, alone."""
+    from evoprune_tf.encodings import HeadSpec, make_encoding
+    from evoprune_tf.evaluation import PopulationEvaluator
+    from evoprune_tf.train import TrainConfig
+
+    data = load_saved(p["features"])
+    enc = make_encoding(p["encoding"], HeadSpec(data.n_features, data.n_classes, (p["hidden"],)))
+    genomes = spread_genomes(enc.genome_length, p["genomes"], p["seed"])
+    cfg = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], bucket=p["bucket"])
+
+    def new() -> PopulationEvaluator:
+        return PopulationEvaluator(enc, data, cfg, seed=p["seed"])
+
+    cold = timed(lambda: new().evaluate_population(genomes))
+    ev = new()
+    warm = timed(lambda: ev.evaluate_population(genomes))
+    fitness = [[e.accuracy, e.loss] for e in (ev.lookup(g) for g in genomes)]
+    ev = new()
+    one = timed(lambda: [ev.evaluate(g) for g in genomes])
+    ones, g20 = genomes[-1], density_genome(enc.genome_length, 0.2, p["seed"] + 1)
+
+    def best_of(genome: np.ndarray, repeats: int = 5) -> float:
+        ev.evaluate(genome)
+        best = np.inf
+        for _ in range(repeats):
+            ev.cache.clear()
+            best = min(best, timed(lambda: ev.evaluate(genome)))
+        return best
+
+    return {"population_seconds": warm, "cold_seconds": cold, "one_at_a_time_seconds": one,
+            "alone": [best_of(ones), best_of(g20)], "fitness": fitness}
+
+
 # --------------------------------------------------------------------------- our evaluator
 
 
 def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, default_threads: int | None) -> dict:
     from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.evaluation import PopulationEvaluator
-    from evoprune_tf.train.numpy_engine import TrainConfig, training_flops
+    import keras
+
+    from evoprune_tf.train import TrainConfig, training_flops
 
     spec = HeadSpec(args.n_features, args.n_classes, (args.hidden,))
     enc = make_encoding(name, spec)
@@ -354,29 +425,31 @@ def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, defau
         return PopulationEvaluator(enc, data, cfg, seed=args.seed)
 
     g, b = args.group_size, args.bucket
-    variants = [("numpy_group1", config()), (f"numpy_group{g}_bucket{b}", config(bucket=b, group_size=g))]
-    if jax_ok:
-        variants += [(f"jax_group1_bucket{b}", config(bucket=b, engine="jax")),
-                     (f"jax_group{g}_bucket{b}", config(bucket=b, group_size=g, engine="jax"))]
-    alone_configs = {"numpy": config()}
-    if jax_ok:
-        alone_configs["jax"] = config(bucket=b, engine="jax")
+    backend = keras.backend.backend()
+    variants = [("numpy_group1", config(engine="numpy")),
+                (f"numpy_group{g}_bucket{b}", config(bucket=b, group_size=g, engine="numpy")),
+                (f"keras_{backend}", config(bucket=b))]
+    alone_configs = {"numpy": config(engine="numpy"), f"keras_{backend}": config(bucket=b)}
     ones, g20 = genomes[-1], density_genome(enc.genome_length, 0.2, args.seed + 1)
     f_ones = training_flops(enc.decode(ones), n_train, args.epochs)
     f_20 = training_flops(enc.decode(g20), n_train, args.epochs)
 
     with blas_threads(args.blas_threads):
-        ev = new(config())
+        ev = new(config(engine="numpy"))
         t_one = timed(lambda: [ev.evaluate(x) for x in genomes])
         reference = [ev.lookup(x) for x in genomes]
         print(f"  one at a time (numpy): {t_one:.2f} s", flush=True)
+        new(config(bucket=b)).evaluate_population(genomes)  # compile every shape once (as in later generations)
+        ev = new(config(bucket=b))
+        t_one_keras = timed(lambda: [ev.evaluate(x) for x in genomes])
+        print(f"  one at a time (keras, {backend}): {t_one_keras:.2f} s", flush=True)
 
         populations: dict[str, tuple[float, dict]] = {}
         for label, cfg in variants:
             ev = new(cfg)
             seconds = timed(lambda: ev.evaluate_population(genomes))
             extra: dict[str, Any] = {"groups": len({ev.trainer.plan(enc.decode(x)).key for x in genomes})}
-            if cfg.engine == "jax":
+            if cfg.engine != "numpy":
                 extra["cold_seconds"] = round(seconds, 3)  # includes compilation
                 found = [ev.lookup(x) for x in genomes]
                 extra["max_accuracy_diff_vs_numpy"] = float(max(abs(p.accuracy - q.accuracy)
@@ -405,10 +478,25 @@ def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, defau
                              "times": (t_ones, t_20)}
             print(f"  alone ({engine}): all-ones {t_ones:.3f} s, 20% {t_20:.3f} s: {t_ones / t_20:.2f}x", flush=True)
 
+    other = None
+    if jax_ok and backend != "jax" and getattr(args, "features_path", None):
+        print("  keras engine on jax (subprocess) ...", flush=True)
+        other = run_worker("keras", {"features": args.features_path, "encoding": name, "hidden": args.hidden,
+                                     "batch_size": args.batch_size, "epochs": args.epochs, "genomes": args.genomes,
+                                     "seed": args.seed, "bucket": b},
+                           env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+        if "error" not in other:
+            found = other["fitness"]
+            other["max_accuracy_diff_vs_numpy"] = float(max(abs(p.accuracy - q[0]) for p, q in zip(reference, found)))
+            other["max_loss_diff_vs_numpy"] = float(max(abs(p.loss - q[1]) for p, q in zip(reference, found)))
+        print(f"  keras on jax: {other}" if "error" in other else
+              f"  keras on jax: population {other['population_seconds']:.2f} s (cold {other['cold_seconds']:.2f} s), "
+              f"one at a time {other['one_at_a_time_seconds']:.2f} s", flush=True)
+
     default_probe = None
     if not args.quick and args.blas_threads and default_threads and default_threads != args.blas_threads \
             and name == args.encodings[0]:
-        ev = new(config())
+        ev = new(config(engine="numpy"))
         with blas_threads(default_threads):
             default_probe = timed(lambda: ev.evaluate(ones))
         print(f"  all-ones at the default {default_threads} BLAS threads (numpy): {default_probe:.2f} s", flush=True)
@@ -417,6 +505,9 @@ def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, defau
     if not args.no_naive and args.naive_genomes > 0:
         picks = np.unique(np.linspace(0, len(genomes) - 1, min(args.naive_genomes, len(genomes))).round().astype(int))
         naive = bench_naive(enc, data, [genomes[i] for i in picks], args)
+        reused = bench_reused(enc, data, [genomes[i] for i in picks], args)
+        naive["reused_model_seconds_per_eval"] = reused
+        print(f"  reused compiled Keras model ({backend}): {reused:.2f} s per evaluation", flush=True)
         naive["gflops_effective"] = round(
             float(np.mean([flops[i] for i in picks])) / naive["seconds_per_eval"] / 1e9, 3)
         naive["gemm_fraction"] = round(naive["gflops_effective"] / ref_gflops, 4)
@@ -425,6 +516,10 @@ def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, defau
     n = len(genomes)
     out["naive"] = naive
     out["one_at_a_time"] = entry(t_one, n, total_flops, ref_gflops, naive_spe, engine="numpy")
+    out["one_at_a_time_keras"] = entry(t_one_keras, n, total_flops, ref_gflops, naive_spe, engine=f"keras_{backend}")
+    if other is not None and "error" not in other:
+        out["one_at_a_time_keras_jax"] = entry(other["one_at_a_time_seconds"], n, total_flops, ref_gflops, naive_spe,
+                                               engine="keras_jax")
     out["population"] = {
         label: entry(seconds, n, total_flops, ref_gflops, naive_spe, **extra)
         for label, (seconds, extra) in populations.items()
@@ -438,6 +533,20 @@ def bench_encoding(name: str, data, args, ref_gflops: float, jax_ok: bool, defau
             "density_20": entry(t_20, 1, f_20, ref_gflops, naive_spe, density=round(float(g20.mean()), 4)),
             "sparsity_speedup": round(t_ones / t_20, 2),
         }
+    if other is not None and "error" not in other:
+        out["population"]["keras_jax"] = entry(
+            other["population_seconds"], n, total_flops, ref_gflops, naive_spe, cold_seconds=other["cold_seconds"],
+            max_accuracy_diff_vs_numpy=other["max_accuracy_diff_vs_numpy"],
+            max_loss_diff_vs_numpy=other["max_loss_diff_vs_numpy"])
+        t_ones, t_20 = other["alone"]
+        out["alone"]["keras_jax"] = {
+            "config": {"bucket": b, "group_size": 0},
+            "all_ones": entry(t_ones, 1, f_ones, ref_gflops, naive_spe, density=1.0),
+            "density_20": entry(t_20, 1, f_20, ref_gflops, naive_spe, density=round(float(g20.mean()), 4)),
+            "sparsity_speedup": round(t_ones / t_20, 2),
+        }
+    elif other is not None:
+        out["keras_jax_error"] = other["error"]
     if default_probe is not None:
         out["alone"]["numpy"]["all_ones_default_blas_threads"] = entry(
             default_probe, 1, f_ones, ref_gflops, naive_spe, blas_threads=default_threads)
@@ -476,13 +585,13 @@ def worker_rss(p: dict) -> dict:
     """Peak RSS growth over `evals` evaluations of distinct genomes (NumPy or JAX engine)."""
     from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.evaluation import PopulationEvaluator
-    from evoprune_tf.train.numpy_engine import TrainConfig
+    from evoprune_tf.train import TrainConfig
 
     data = load_saved(p["features"])
     enc = make_encoding(p["encoding"], HeadSpec(data.n_features, data.n_classes, (p["hidden"],)))
     rng = np.random.default_rng(p["seed"] + 7)
     with blas_threads(p["blas_threads"]):
-        options = {"engine": "jax", "bucket": p["bucket"]} if p["engine"] == "jax" else {}
+        options = {"engine": "numpy"} if p["engine"] == "numpy" else {"bucket": p["bucket"]}
         ev = PopulationEvaluator(enc, data, TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], **options),
                                  seed=p["seed"])
         def batch(k: int) -> list[np.ndarray]:
@@ -565,7 +674,14 @@ def markdown(result: dict) -> str:
             rows.append(f"| {name} | naive: fresh Keras model + fit ({nv['backend']}) | {nv['genomes']} | "
                         f"{nv['seconds_per_eval']:.3f} | {1 / nv['seconds_per_eval']:.2f} | 1.0 | "
                         f"{nv['gflops_effective']:.1f} | {100 * nv['gemm_fraction']:.0f} |")
+        if nv and nv.get("reused_model_seconds_per_eval"):
+            t = nv["reused_model_seconds_per_eval"]
+            rows.append(f"| {name} | plain Keras: one compiled model reused via set_mask ({nv['backend']}) | "
+                        f"{nv['genomes']} | {t:.3f} | {1 / t:.2f} | {nv['seconds_per_eval'] / t:.1f} | - | - |")
         row("ours, one at a time (numpy)", r["one_at_a_time"])
+        row(f"ours, one at a time ({r['one_at_a_time_keras']['engine'].replace('_', ' on ')})", r["one_at_a_time_keras"])
+        if "one_at_a_time_keras_jax" in r:
+            row("ours, one at a time (keras on jax)", r["one_at_a_time_keras_jax"])
         for label, e in r["population"].items():
             pretty = label.replace("_group", ", group ").replace("_bucket", ", bucket ")
             row(f"ours, population ({pretty}{', warm' if 'cold_seconds' in e else ''})", e)
@@ -645,6 +761,16 @@ def targets(result: dict) -> dict:
             "sparsity_speedup_20pct >= 2.5": {e: check(a["sparsity_speedup"], lambda v: v >= 2.5)
                                               for e, a in r["alone"].items()},
         }
+        keras_pops = {k: v["evals_per_second"] for k, v in r["population"].items() if k.startswith("keras")}
+        if keras_pops and not result["workload"]["quick"]:
+            best_k = max(keras_pops, key=keras_pops.get)
+            ref = HAND_JAX_EVALS_PER_SECOND.get(name)
+            out[name]["keras population >= 0.8x hand JAX engine"] = {
+                "path": best_k, **check(round(keras_pops[best_k] / ref, 2), lambda v: v >= 0.8)}
+            reused = (r.get("naive") or {}).get("reused_model_seconds_per_eval")
+            if reused:
+                out[name]["keras population >= 3x reused compiled model"] = {
+                    "path": best_k, **check(round(keras_pops[best_k] * reused, 2), lambda v: v >= 3)}
     out["peak_rss_growth_mb < 100"] = {e: check(v.get("peak_rss_growth_mb"), lambda x: x < 100)
                                        for e, v in (result.get("rss") or {}).items()}
     return out
@@ -707,7 +833,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args._worker:
         kind, payload = args._worker[0], json.loads(args._worker[1])
-        result = worker_rss(payload) if kind == "rss" else worker_backend(payload)
+        workers = {"rss": worker_rss, "keras": worker_keras, "backend": worker_backend}
+        result = workers[kind](payload)
         print(json.dumps(result))
         return 0
     args = resolve(args)
@@ -716,12 +843,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/fitness.py" + ("" if not argv else " " + shlex.join(argv))
     print(f"Fitness benchmark; load average {load_before}; {command}", flush=True)
 
-    from evoprune_tf.train.jax_engine import jax_available
+    import importlib.util
 
-    jax_ok = not args.no_jax and jax_available()
+    jax_ok = not args.no_jax and importlib.util.find_spec("jax") is not None
     data = (rps_features(args.n_train, args.n_val) if args.features == "rps"
             else planted_features(args.n_features, args.n_train, args.n_val, args.n_classes, args.seed))
     default_threads = default_blas_threads()
+    feature_folder = tempfile.TemporaryDirectory(prefix="evoprune-bench-")
+    args.features_path = str(save_features(data, Path(feature_folder.name)))
 
     gemm = best_rates([measure_gemm(args, default_threads, jax_ok)], default_threads)
     print(f"GEMM (GFLOP/s): {gemm['rates']}", flush=True)
@@ -751,11 +880,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = save_features(data, Path(folder))
         common = {"features": str(path), "hidden": args.hidden, "batch_size": args.batch_size, "seed": args.seed}
         result["rss"] = {}
-        for engine in ("numpy", "jax") if jax_ok and not args.quick else ("numpy",):
-            print(f"memory: {args.rss_evals} evaluations in a subprocess ({engine}) ...", flush=True)
-            result["rss"][engine] = run_worker("rss", {
+        runs = [("numpy", "numpy", None), ("keras", "keras", None)]
+        if jax_ok and not args.quick:
+            runs.append(("keras_jax", "keras", "jax"))
+        for label, engine, backend in runs:
+            print(f"memory: {args.rss_evals} evaluations in a subprocess ({label}) ...", flush=True)
+            env = None if backend is None else {"KERAS_BACKEND": backend,
+                                                "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+            result["rss"][label] = run_worker("rss", {
                 **common, "encoding": args.encodings[0], "evals": args.rss_evals, "epochs": args.rss_epochs,
-                "blas_threads": args.blas_threads, "engine": engine, "bucket": args.bucket})
+                "blas_threads": args.blas_threads, "engine": engine, "bucket": args.bucket}, env=env)
         if args.backends:
             result["backends"] = {}
             for backend in ("tensorflow", "jax"):
@@ -772,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keras_backend": keras.backend.backend() if keras else os.environ.get("KERAS_BACKEND", "tensorflow"),
         "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
+    feature_folder.cleanup()
     result["seconds"] = round(time.perf_counter() - began, 1)
     result["targets"] = targets(result)
     table = markdown(result)

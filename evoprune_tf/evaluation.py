@@ -25,7 +25,7 @@ from evoprune_tf.objectives import (
     validate_objectives,
 )
 from evoprune_tf.features.splits import FeatureSplits
-from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, TrainedHead
+from evoprune_tf.train import TrainConfig, TrainedHead, make_trainer
 
 __all__ = ["PopulationEvaluator"]
 
@@ -76,7 +76,7 @@ class PopulationEvaluator:
         self.temperature = float(temperature)
         self.loss_resolution = float(loss_resolution)
         self.chunk_size = int(chunk_size)
-        self.trainer = HeadTrainer(encoding.spec, data, self.train_config, seed=self.seed)
+        self.trainer = make_trainer(encoding.spec, data, self.train_config, seed=self.seed)
         self.cache: dict[bytes, Evaluation] = {}
         self.n_trained = 0
         self.n_cache_hits = 0

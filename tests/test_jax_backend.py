@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent(
 
     data, informative = make_planted_features(n_features=32, n_train=200, n_val=100, n_test=100)
     out = {}
-    for label, engine, export in (("jax_engine", "jax", False), ("export", "numpy", True)):
+    for label, engine, export in (("jax_engine", "keras", False), ("export", "numpy", True)):
         config = load_config(None, {
             "seed": 1, "progress": False,
             "head": {"hidden": [16]},
@@ -92,8 +92,10 @@ def test_evolution_runs_on_keras_jax_without_tensorflow(tmp_path):
     assert out["keras_backend"] == "jax"
     assert out["tensorflow_loaded"] == []
     # every attempt to import TensorFlow, with the frame that made it: none expected
+    # (Keras' own optional probe, `module_utils.tensorflow.available` in `set_random_seed`, may try
+    # and fail: that is Keras asking whether TensorFlow exists, not our code needing it.)
     where = [a["module"] + " <- " + " <- ".join([f for f in a["stack"] if "<frozen" not in f][::-1][:4])
-             for a in out["attempts"]]
+             for a in out["attempts"] if not any("keras/src/utils/module_utils.py" in f for f in a["stack"])]
     assert where == [], "TensorFlow import attempted:\n" + "\n".join(where)
     for label in ("jax_engine", "export"):
         run = out[label]

@@ -46,8 +46,8 @@ _NON_ELEMENTWISE = (keras.activations.softmax, keras.activations.log_softmax)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class MaskedDense(keras.layers.Layer):
-    """A densely connected layer whose kernel is multiplied by a binary mask.
+class MaskedDense(keras.layers.Dense):
+    """A `keras.layers.Dense` whose kernel is multiplied by a binary mask.
 
     Computes ``activation(matmul(inputs, kernel * kernel_mask) + bias)``. The mask is a
     non-trainable float32 weight named ``kernel_mask``, initialised to ones (nothing
@@ -55,6 +55,10 @@ class MaskedDense(keras.layers.Layer):
     into the existing variable: a compiled model keeps its traced functions. A pruned
     connection receives a zero gradient, so training leaves its stored kernel entry
     unchanged and its effective weight at zero.
+
+    Being a `Dense`, it takes every `Dense` argument (initializers, regularizers,
+    constraints); a kernel regularizer sees the stored kernel, whose pruned entries
+    `set_mask` zeroes. Quantization and LoRA are not supported (they replace the kernel).
 
     The mask is deliberately not a ``mask`` call argument: Keras reserves that name
     for its own masking machinery.
@@ -65,7 +69,8 @@ class MaskedDense(keras.layers.Layer):
         use_bias: whether the layer adds a bias vector.
         kernel_initializer: initializer of the kernel.
         bias_initializer: initializer of the bias.
-        **kwargs: base `keras.layers.Layer` arguments (``name``, ``dtype``, ``trainable``).
+        **kwargs: other `keras.layers.Dense` arguments (``kernel_regularizer``,
+            ``kernel_constraint``, ...) and base layer arguments (``name``, ``dtype``).
 
     Input shape:
         N-D tensor ``(batch_size, ..., input_dim)``; most often ``(batch_size, input_dim)``.
@@ -83,32 +88,28 @@ class MaskedDense(keras.layers.Layer):
         bias_initializer: str | keras.initializers.Initializer = "zeros",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         if int(units) < 1:
             raise ValueError(f"units={units}; expected a positive integer")
-        self.units = int(units)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(min_ndim=2)
-        self.supports_masking = True
+        if kwargs.get("lora_rank"):
+            raise ValueError(f"lora_rank={kwargs['lora_rank']}; MaskedDense does not support LoRA (expected None)")
+        super().__init__(
+            int(units),
+            activation=activation,
+            use_bias=bool(use_bias),
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            **kwargs,
+        )
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         input_dim = input_shape[-1]
         if input_dim is None:
             raise ValueError(f"MaskedDense needs a known last input dimension; got input shape {input_shape}")
-        kernel_shape = (int(input_dim), self.units)
-        self.kernel = self.add_weight(name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.units,), initializer=self.bias_initializer)
-            if self.use_bias
-            else None
-        )
+        super().build(input_shape)
         self.kernel_mask = self.add_weight(
-            name="kernel_mask", shape=kernel_shape, initializer="ones", dtype="float32", trainable=False
+            name="kernel_mask", shape=(int(input_dim), self.units), initializer="ones", dtype="float32",
+            trainable=False,
         )
-        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: int(input_dim)})
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -121,7 +122,7 @@ class MaskedDense(keras.layers.Layer):
         """The effective kernel ``kernel * kernel_mask`` as a backend tensor."""
         return ops.multiply(self.kernel, ops.cast(self.kernel_mask, self.kernel.dtype))
 
-    def call(self, inputs: Any) -> Any:
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         outputs = ops.matmul(inputs, self.masked_kernel)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
@@ -129,8 +130,17 @@ class MaskedDense(keras.layers.Layer):
             outputs = self.activation(outputs)
         return outputs
 
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return (*input_shape[:-1], self.units)
+    def quantize(self, mode: Any = None, **kwargs: Any) -> None:
+        raise ValueError(f"{self.name}: quantize(mode={mode!r}) is not supported; expected a float MaskedDense "
+                         f"(compact it to plain Dense layers first)")
+
+    def save_own_variables(self, store: Any) -> None:
+        # Dense saves only kernel and bias; the base Layer format saves every variable,
+        # kernel_mask included, in tracking order.
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store: Any) -> None:
+        keras.layers.Layer.load_own_variables(self, store)
 
     def set_mask(self, mask: Any) -> None:
         """Assign a new 0/1 kernel mask in place and zero the pruned kernel entries.
@@ -163,21 +173,19 @@ class MaskedDense(keras.layers.Layer):
         self.kernel.assign(ops.multiply(self.kernel, ops.cast(values, self.kernel.dtype)))
 
     def get_mask(self) -> np.ndarray:
-        """The current kernel mask as a float32 NumPy array ``(input_dim, units)``."""
+        """The current kernel mask as a float32 NumPy array ``(input_dim, units)``.
+
+        Returns:
+            The mask.
+        """
         self._require_built("get_mask")
         return np.asarray(ops.convert_to_numpy(self.kernel_mask), dtype=np.float32)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            {
-                "units": self.units,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            }
-        )
+        config.pop("lora_rank", None)
+        config.pop("lora_alpha", None)
+        config.pop("quantization_config", None)
         return config
 
     def _require_built(self, what: str) -> None:

@@ -1,0 +1,844 @@
+"""The Keras engine: every genome is scored by training a Keras model of `MaskedDense` layers.
+
+`KerasTrainer` trains pruned heads with a Keras optimizer (`make_optimizer`) and a Keras
+loss (`make_loss`) on the backend Keras runs on in this process
+(``keras.backend.backend()``).
+
+Compaction (cost follows sparsity): a head is trained as a *compact* Keras model,
+built by the head builder at the padded active widths of its genome
+(`evoprune_tf.train.plan`): pruned features are gathered away, pruned neurons dropped,
+widths rounded up to ``TrainConfig.bucket`` so that compiled shapes repeat. Padded
+slots and pruned connections are zeros of the layers' ``kernel_mask``.
+
+Two routes, the one that measured fastest on each backend (``benchmarks/fitness.py``):
+
+* **JAX**: a group of same-shape heads is one jitted program: `jax.vmap` over
+  ``model.stateless_call`` and ``optimizer.stateless_apply`` with per-head stacked
+  variables, ``jax.lax.scan`` over mini-batches and epochs (all epochs in one call
+  without early stopping). Element-wise optimizers keep vmapped heads independent
+  (even ``global_clipnorm`` is per head under `vmap`).
+* **TensorFlow**: one compiled model per compact shape, reused through assignment
+  (weights, masks and optimizer variables reset per head: a fresh model per genome leaks
+  ~15 MB on TensorFlow), trained by one ``tf.function`` whose ``tf.range`` loop runs
+  every mini-batch of every epoch with ``optimizer.apply``.
+
+Reproducibility: every head starts from the same full-size initial weights drawn once
+from the seed (`evoprune_tf.train.plan.initial_weights` for Glorot-uniform kernels, as
+the NumPy engine), restricted to its active units, and sees the same mini-batch order;
+the last partial batch is padded to the batch size with zero-weight rows (the loss is
+still the mean over its real rows, as Keras computes it), so one shape serves every
+batch. A genome therefore gets the same fitness alone, in a batch, in any order and in
+another process.
+
+Head builders: ``builder(spec: HeadSpec) -> keras.Model`` maps ``(batch,
+spec.n_features)`` features to ``(batch, spec.n_classes)`` logits (or softmax
+probabilities, when the last layer is a softmax) and holds exactly ``spec.n_layers``
+`MaskedDense` layers with kernels ``(spec.widths[l], spec.widths[l + 1])``, in order;
+the encodings mask those. It is called with the full spec and with compact specs (the
+padded active widths); a builder whose other variables depend on the widths (e.g. a
+`BatchNormalization` between layers) is trained at full width with masks instead.
+Layers other than `MaskedDense` should seed their random initializers and dropout for
+results that repeat across processes. Validation early stopping restores each head's
+best weights, as ``keras.callbacks.EarlyStopping(restore_best_weights=True)`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from evoprune_tf.encodings import HeadMasks, HeadSpec
+from evoprune_tf.rng import isolated_global_rng
+from evoprune_tf.train.config import DEFAULT_LOSS, TrainConfig, derive_seed
+from evoprune_tf.train.heads import TrainedHead
+from evoprune_tf.train.plan import HeadPlan, compact_weights, initial_weights, input_indices, plan_head, \
+    with_zero_column
+
+__all__ = ["KerasTrainer", "default_head", "resolve_head", "make_optimizer", "make_loss", "check_head",
+           "DEFAULT_BUCKET", "JAX_GROUP_SIZE", "MAX_CACHED_SHAPES"]
+
+HeadBuilder = Callable[[HeadSpec], Any]
+
+#: ``TrainConfig.bucket = 0`` means this for the Keras engine.
+DEFAULT_BUCKET = 64
+#: ``TrainConfig.group_size = 0`` means this on the JAX backend (1 on TensorFlow).
+JAX_GROUP_SIZE = 32
+#: Compiled compact models kept per process (least recently used evicted).
+MAX_CACHED_SHAPES = 64
+
+# Compact models with their optimizers and compiled functions, shared by every trainer of
+# the process: a fresh evaluator (a report's retrain, a new run) reuses what an earlier one
+# compiled. Data and initial values are arguments, never closed over, so sharing is safe.
+_SHARED: "OrderedDict[tuple, _Compiled]" = OrderedDict()
+
+
+# --------------------------------------------------------------------------- recipe pieces
+
+
+def make_optimizer(config: TrainConfig) -> Any:
+    """The Keras optimizer of a recipe.
+
+    ``"sgd"`` (or ``{name = "sgd", ...}``) takes ``learning_rate``, ``momentum`` and
+    ``nesterov`` from the config unless the dict sets them; other optimizers take the
+    config's ``learning_rate`` unless the dict sets one.
+
+    Args:
+        config: the recipe.
+
+    Returns:
+        A new, unbuilt `keras.optimizers.Optimizer`.
+
+    Raises:
+        ValueError: unknown optimizer name or option.
+    """
+    import keras
+
+    spec = config.optimizer
+    name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
+    try:
+        cls = type(keras.optimizers.get(name))
+    except (ValueError, TypeError):
+        raise ValueError(f"train.optimizer={name!r} is not a Keras optimizer; expected a keras.optimizers name "
+                         f"such as 'sgd', 'adam', 'adamw' or 'rmsprop'") from None
+    defaults: dict[str, Any] = {"learning_rate": config.learning_rate}
+    if cls is keras.optimizers.SGD:
+        defaults.update(momentum=config.momentum, nesterov=config.nesterov)
+    try:
+        return cls(**{**defaults, **options})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"train.optimizer={spec!r}: {str(error).splitlines()[0]}") from None
+
+
+def make_loss(config: TrainConfig, *, from_logits: bool) -> tuple[Any, bool]:
+    """The Keras loss of a recipe, unreduced (one value per sample).
+
+    Args:
+        config: the recipe (``loss``, ``label_smoothing``).
+        from_logits: whether the model outputs logits (else probabilities).
+
+    Returns:
+        ``(loss, sparse)``: a `keras.losses.Loss` with ``reduction=None`` and whether it
+        takes integer labels (else one-hot).
+
+    Raises:
+        ValueError: unknown loss name or option.
+    """
+    import keras
+
+    spec = config.loss
+    name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
+    camel = name if not name.islower() else "".join(part.capitalize() for part in name.split("_"))
+    if camel == "SparseCategoricalCrossentropy" and config.label_smoothing > 0:
+        camel = "CategoricalCrossentropy"  # Keras' sparse cross-entropy has no label smoothing
+    try:
+        cls = type(keras.losses.get(camel))
+        if not issubclass(cls, keras.losses.Loss):
+            raise ValueError(camel)
+    except (ValueError, TypeError):
+        raise ValueError(f"train.loss={name!r} is not a Keras loss; expected a keras.losses name such as "
+                         f"{DEFAULT_LOSS!r} or 'categorical_focal_crossentropy'") from None
+    accepted = inspect.signature(cls.__init__).parameters
+    extra: dict[str, Any] = {"reduction": None}
+    if "from_logits" in accepted:
+        extra["from_logits"] = from_logits
+    if config.label_smoothing > 0:
+        if "label_smoothing" not in accepted:
+            raise ValueError(f"train.label_smoothing={config.label_smoothing}; the loss {name!r} has no label smoothing")
+        extra["label_smoothing"] = config.label_smoothing
+    try:
+        return cls(**{**options, **extra}), camel.startswith("Sparse")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"train.loss={spec!r}: {str(error).splitlines()[0]}") from None
+
+
+def default_head(spec: HeadSpec, *, dropout: float = 0.0, l2: float = 0.0, seed: int = 0) -> Any:
+    """The default head: ``MaskedDense`` ReLU hidden layers (optional dropout after each) and linear logits.
+
+    Args:
+        spec: widths (hidden layers have a bias only with ``spec.use_bias``).
+        dropout: dropout rate after every hidden layer (0: no Dropout layer).
+        l2: L2 factor of every kernel regularizer (0: none).
+        seed: seeds the Dropout layers (the kernels are assigned by the trainer).
+
+    Returns:
+        An uncompiled functional model ``features -> logits``.
+    """
+    import keras
+
+    from evoprune_tf.nn.layers import MaskedDense
+
+    reg = keras.regularizers.L2(l2) if l2 else None
+    inputs = keras.Input((spec.n_features,), name="features")
+    x = inputs
+    for i, units in enumerate(spec.hidden):
+        x = MaskedDense(units, activation="relu", use_bias=spec.use_bias, kernel_regularizer=reg,
+                        name=f"masked_dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, seed=int(derive_seed(seed, "dropout", i) % 2**31), name=f"dropout_{i}")(x)
+    outputs = MaskedDense(spec.n_classes, activation=None, use_bias=True, kernel_regularizer=reg,
+                          name="masked_output")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def resolve_head(head: Any, config: TrainConfig | None = None, *, seed: int = 0) -> HeadBuilder:
+    """The head builder of ``TrainConfig.head``.
+
+    Args:
+        head: ``""`` (the default head with the config's dropout and l2), a callable
+            ``builder(spec) -> keras.Model`` or a ``"module:function"`` string naming one.
+        config: the recipe (for the default head's dropout and l2).
+        seed: seeds the default head's Dropout layers.
+
+    Returns:
+        The builder.
+
+    Raises:
+        ValueError: the string does not name an importable callable.
+    """
+    if callable(head):
+        return head
+    if head == "":
+        cfg = config or TrainConfig()
+        return functools.partial(default_head, dropout=cfg.dropout, l2=cfg.l2, seed=seed)
+    module_name, _, attr = str(head).partition(":")
+    try:
+        builder = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"train.head={head!r} cannot be imported ({type(error).__name__}: {error}); "
+                         f"expected 'module:function' naming a head builder") from None
+    if not callable(builder):
+        raise ValueError(f"train.head={head!r} is not callable; expected a function builder(spec) -> keras.Model")
+    return builder
+
+
+def check_head(model: Any, spec: HeadSpec, where: str = "head builder") -> list[Any]:
+    """Check that a built head fits the spec; return its `MaskedDense` layers.
+
+    Args:
+        model: what the builder returned.
+        spec: the widths it was built for.
+        where: names the builder in errors.
+
+    Returns:
+        The model's `MaskedDense` layers in order.
+
+    Raises:
+        ValueError: not a Keras model, no (or the wrong number of) `MaskedDense` layers,
+            wrong kernel shapes, or an input width that does not match the features.
+    """
+    import keras
+
+    from evoprune_tf.nn.layers import masked_dense_layers
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{where} returned {type(model).__name__}; expected a keras.Model")
+    layers = masked_dense_layers(model)
+    if not layers:
+        raise ValueError(f"{where} returned model {model.name!r} with no MaskedDense layer; expected "
+                         f"{spec.n_layers} MaskedDense layers for the encodings to mask")
+    inputs = getattr(model, "inputs", None) or []
+    width = inputs[0].shape[-1] if len(inputs) == 1 else None
+    if width != spec.n_features:
+        raise ValueError(f"{where} returned model {model.name!r} with input width {width}; "
+                         f"expected one input of width {spec.n_features} (the features)")
+    if len(layers) != spec.n_layers:
+        raise ValueError(f"{where} returned {len(layers)} MaskedDense layers; expected {spec.n_layers} "
+                         f"for head widths {spec.widths}")
+    for l, layer in enumerate(layers):
+        want = (spec.widths[l], spec.widths[l + 1])
+        if tuple(layer.kernel_shape) != want:
+            raise ValueError(f"{where}: MaskedDense {layer.name!r} has kernel {tuple(layer.kernel_shape)}; "
+                             f"expected {want} for head widths {spec.widths}")
+    out = model.outputs[0].shape[-1] if getattr(model, "outputs", None) else None
+    if out != spec.n_classes:
+        raise ValueError(f"{where} returned outputs of width {out}; expected {spec.n_classes} classes")
+    return layers
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class _Compiled:
+    """A compact Keras model of one padded shape with its optimizer and compiled functions."""
+
+    def __init__(self, model: Any, optimizer: Any, layers: list[Any]) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.layers = layers
+        self.functions: dict[Any, Any] = {}
+        self.optimizer_init: list[np.ndarray] = []
+
+
+class KerasTrainer:
+    """Trains pruned heads as Keras models (`MaskedDense` layers, Keras optimizer and loss).
+
+    Args:
+        spec: the full head.
+        data: cached features; ``train`` is trained on, ``val`` drives ``val_loss`` early stopping.
+        config: training recipe.
+        seed: drives the shared initial weights, the mini-batch order and dropout.
+
+    Raises:
+        ValueError: features of the wrong width, an unknown optimizer or loss, or a head
+            builder whose model does not fit the spec.
+    """
+
+    def __init__(self, spec: HeadSpec, data: Any, config: TrainConfig, *, seed: int) -> None:
+        import keras
+
+        if data.n_features != spec.n_features:
+            raise ValueError(f"features have width {data.n_features}; the head expects {spec.n_features}")
+        self.spec = spec
+        self.data = data
+        self.config = config
+        self.seed = int(seed)
+        self.backend = keras.backend.backend()
+        self.bucket = config.bucket or DEFAULT_BUCKET
+        self.group_size = config.group_size or (JAX_GROUP_SIZE if self.backend == "jax" else 1)
+        self.builder = resolve_head(config.head, config, seed=self.seed)
+        self._x_train = with_zero_column(data.x_train)
+        self._x_val = with_zero_column(data.x_val)
+        self._y_train = np.asarray(data.y_train, dtype=np.int64)
+        self._y_val = np.asarray(data.y_val, dtype=np.int64)
+        self._sample_weight = self._class_weights()[self._y_train].astype(np.float32)
+
+        full = self.builder(spec)
+        layers = check_head(full, spec)
+        self._from_logits = not _outputs_probabilities(full)
+        make_optimizer(config)  # fail now on a bad name, not inside the first group
+        self._loss, self._sparse = make_loss(config, from_logits=self._from_logits)
+        self._init = self._initial_weights(layers)
+        self._other_order = [np.asarray(keras.ops.convert_to_numpy(v)) for v in full.variables]
+        self._full_layout = _layout(full, layers)
+        self.compact = self._widths_only_in_masked_dense(full)
+        self.numpy_forward = _numpy_forward_ok(full, layers)
+        head_key = ("default", config.dropout, config.l2) if config.head == "" else ("user", config.head)
+        # Shared across trainers on JAX only (pure, stateless functions). On TensorFlow a
+        # reused model shared between trainers changed later results in the last bits
+        # (measured: an evolution in a long-lived process diverged from a fresh one), so
+        # each trainer compiles its own (tracing is cheap there).
+        self._shared_key = (self.backend, head_key, repr(config.optimizer), config.learning_rate, config.momentum,
+                            config.nesterov, repr(config.loss), config.label_smoothing, self._from_logits)
+        self._cache: "OrderedDict[tuple, _Compiled]" = _SHARED if self.backend == "jax" else OrderedDict()
+        self._device: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- set-up
+
+    def _class_weights(self) -> np.ndarray:
+        n_classes = self.spec.n_classes
+        if self.config.class_weight == "none":
+            return np.ones(n_classes, np.float64)
+        counts = np.bincount(np.asarray(self.data.y_train, dtype=np.int64), minlength=n_classes).astype(np.float64)
+        # scikit-learn's "balanced": n / (n_classes * count); absent classes get weight 0.
+        return np.where(counts > 0, len(self.data.y_train) / (n_classes * np.maximum(counts, 1)), 0.0)
+
+    def _initial_weights(self, layers: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Full-size kernels and biases: NumPy Glorot from the seed (as the NumPy engine) or the layer's own initializer, seeded."""
+        glorot = initial_weights(self.spec, self.seed)
+        out = []
+        for l, layer in enumerate(layers):
+            shape = tuple(layer.kernel_shape)
+            if type(layer.kernel_initializer).__name__ == "GlorotUniform":
+                kernel = glorot[l][0]
+            else:
+                kernel = _seeded(layer.kernel_initializer, shape, derive_seed(self.seed, "init", l, "kernel"))
+            bias = None
+            if layer.bias is not None:
+                if type(layer.bias_initializer).__name__ == "Zeros":
+                    bias = np.zeros(shape[1], np.float32)
+                else:
+                    bias = _seeded(layer.bias_initializer, (shape[1],), derive_seed(self.seed, "init", l, "bias"))
+            out.append((np.asarray(kernel, np.float32), bias))
+        return out
+
+    def _widths_only_in_masked_dense(self, full: Any) -> bool:
+        """Whether a compact build keeps every non-MaskedDense variable's shape (compaction is then safe)."""
+        probe_spec = HeadSpec(max(1, self.spec.n_features // 2 + 1), self.spec.n_classes,
+                              tuple(max(1, h // 2 + 1) for h in self.spec.hidden), self.spec.use_bias)
+        probe = self.builder(probe_spec)
+        check_head(probe, probe_spec, "head builder (with compact widths)")
+        mine, theirs = _layout(full, None), _layout(probe, None)
+        return [s for kind, s in mine if kind == "other"] == [s for kind, s in theirs if kind == "other"]
+
+    def plan(self, masks: HeadMasks) -> HeadPlan:
+        """The compact layout of a head at this trainer's bucket (full width when the head cannot be compacted).
+
+        Args:
+            masks: decoded masks.
+
+        Returns:
+            The plan; heads with equal ``plan.key`` train as one group.
+        """
+        if self.compact:
+            return plan_head(masks, self.bucket)
+        indices = [np.arange(w, dtype=np.int64) for w in self.spec.widths]
+        conn = {l: m for l, m in enumerate(masks.kernel_masks())}
+        return HeadPlan(indices, conn, tuple(self.spec.widths) + tuple(conn))
+
+    def _compiled(self, plan: HeadPlan) -> _Compiled:
+        key = (self._shared_key, plan.key)
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
+            return entry
+        widths = plan.widths
+        spec = HeadSpec(widths[0], widths[-1], tuple(widths[1:-1]), self.spec.use_bias)
+        # Building a model draws Keras' default seeds from Python's global `random`, which
+        # the search's operators own: build in isolation, or a resumed run diverges.
+        with isolated_global_rng():
+            model = self.builder(spec)
+            layers = check_head(model, spec, "head builder (with compact widths)")
+            optimizer = make_optimizer(self.config)
+            optimizer.build(model.trainable_variables)
+        entry = _Compiled(model, optimizer, layers)
+        import keras
+
+        entry.optimizer_init = [np.asarray(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
+        self._cache[key] = entry
+        if len(self._cache) > MAX_CACHED_SHAPES:
+            self._cache.popitem(last=False)
+        return entry
+
+    def _values(self, entry: _Compiled, plan: HeadPlan) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Initial trainable and non-trainable values of one head in the compact model's variable order."""
+        kernels, biases = compact_weights(self._init, plan)
+        masks = plan.kernel_masks()
+        role = {}
+        for l, layer in enumerate(entry.layers):
+            role[id(layer.kernel)] = kernels[l]
+            role[id(layer.kernel_mask)] = masks[l]
+            if layer.bias is not None:
+                role[id(layer.bias)] = biases[l]
+        model = entry.model
+        others = iter([v for kind, v in zip((k for k, _ in self._full_layout), self._other_order) if kind == "other"])
+        by_var: dict[int, np.ndarray] = {}
+        for v in model.variables:
+            by_var[id(v)] = role[id(v)] if id(v) in role else next(others)
+        return ([by_var[id(v)] for v in model.trainable_variables],
+                [by_var[id(v)] for v in model.non_trainable_variables])
+
+    # ----------------------------------------------------------------- training
+
+    def train(self, heads: Sequence[HeadMasks]) -> list[TrainedHead]:
+        """Train every head; returns them in input order.
+
+        Heads with the same compact shape train as one population-batched group (JAX)
+        of at most ``group_size`` heads, split into power-of-two parts so that compiled
+        programs repeat; a head's result does not depend on the grouping.
+
+        Args:
+            heads: decoded masks, one per genome.
+
+        Returns:
+            One `TrainedHead` per entry of ``heads``.
+        """
+        plans = [self.plan(m) for m in heads]
+        order: dict[tuple, list[int]] = {}
+        for i, plan in enumerate(plans):
+            order.setdefault(plan.key, []).append(i)
+        results: list[TrainedHead | None] = [None] * len(heads)
+        for members in order.values():
+            for chunk in _power_of_two_chunks(members, self.group_size):
+                trained = self._train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
+                for i, head in zip(chunk, trained):
+                    results[i] = head
+        return results  # type: ignore[return-value]
+
+    def _batches(self, epochs: int, rng: np.random.Generator) -> np.ndarray:
+        """Row indices ``(epochs, n_batches, batch)`` in the shared order; padded rows repeat row 0."""
+        n, batch = len(self._y_train), self.config.batch_size
+        n_batches = -(-n // batch)
+        rows = np.zeros((epochs, n_batches * batch), np.int32)
+        for e in range(epochs):
+            rows[e, :n] = rng.permutation(n)
+        return rows.reshape(epochs, n_batches, batch)
+
+    def _real(self) -> np.ndarray:
+        n, batch = len(self._y_train), self.config.batch_size
+        n_batches = -(-n // batch)
+        real = np.zeros(n_batches * batch, np.float32)
+        real[:n] = 1
+        return real.reshape(n_batches, batch)
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        if self._sparse:
+            return y.astype(np.int32)
+        return np.eye(self.spec.n_classes, dtype=np.float32)[y]
+
+    def _train_group(self, plans: Sequence[HeadPlan], heads: Sequence[HeadMasks]) -> list[TrainedHead]:
+        cfg = self.config
+        entry = self._compiled(plans[0])
+        values = [self._values(entry, p) for p in plans]
+        in_idx = np.stack([input_indices(p, self.spec.n_features) for p in plans]).astype(np.int32)
+        full_input = in_idx.shape[1] == self.spec.n_features and bool((in_idx == np.arange(self.spec.n_features)).all())
+        route = _JaxRoute(self, entry, values, in_idx, full_input) if self.backend == "jax" else \
+            _StatefulRoute(self, entry, values, in_idx, full_input)
+        rng = np.random.default_rng(derive_seed(self.seed, "batches"))
+        n_heads = len(plans)
+        epochs_run = np.zeros(n_heads, np.int64)
+        real = self._real()
+        n = len(self._y_train)
+        if cfg.early_stopping == "none":
+            route.fit(self._batches(cfg.epochs, rng), np.ones(n_heads, bool))
+            epochs_run[:] = cfg.epochs
+        else:
+            restore = cfg.early_stopping == "val_loss"
+            active = np.ones(n_heads, bool)
+            best = np.full(n_heads, np.inf)
+            wait = np.zeros(n_heads, np.int64)
+            best_state = None
+            for epoch in range(cfg.epochs):
+                epochs_run += active
+                losses = route.fit(self._batches(1, rng), active)  # (1, n_batches, P)
+                if restore:
+                    monitored = route.val_loss()
+                else:  # Keras' logged "loss": the epoch's batch losses weighted by their sizes
+                    monitored = (np.asarray(losses, np.float64)[0] * real.sum(axis=1)[:, None]).sum(axis=0) / n
+                # keras.callbacks.EarlyStopping, per head
+                if restore and best_state is None:
+                    best_state = route.snapshot()
+                wait += active
+                improved = active & (monitored - cfg.min_delta < best)
+                best = np.where(improved, monitored, best)
+                if restore and improved.any():
+                    best_state = route.merge(best_state, route.snapshot(), improved)
+                wait[improved] = 0
+                stopping = active & ~improved & (wait >= cfg.patience) & (epoch > 0)
+                active &= ~stopping
+                if not active.any():
+                    break
+            if restore and best_state is not None:
+                route.restore(best_state)
+        return route.heads(plans, heads, epochs_run)
+
+    def _keras_logits(self, entry: _Compiled, trainable: list[np.ndarray], non_trainable: list[np.ndarray]):
+        """A forward function of one trained head with its compact Keras model (user heads)."""
+        import keras
+
+        from_logits = self._from_logits
+
+        def logits(a: np.ndarray) -> np.ndarray:
+            out, _ = entry.model.stateless_call(
+                [keras.ops.convert_to_tensor(v) for v in trainable],
+                [keras.ops.convert_to_tensor(v) for v in non_trainable],
+                keras.ops.convert_to_tensor(np.asarray(a, np.float32)), training=False)
+            out = np.asarray(keras.ops.convert_to_numpy(out), np.float32)
+            return out if from_logits else np.log(np.maximum(out, np.finfo(np.float32).tiny))
+
+        return logits
+
+    def _make_head(self, entry: _Compiled, plan: HeadPlan, masks: HeadMasks, trainable: list[np.ndarray],
+                   non_trainable: list[np.ndarray], epochs: int) -> TrainedHead:
+        by_id = dict(zip((id(v) for v in entry.model.trainable_variables), trainable))
+        by_id.update(zip((id(v) for v in entry.model.non_trainable_variables), non_trainable))
+        kernels, biases = [], []
+        for layer in entry.layers:
+            kernels.append(np.ascontiguousarray(by_id[id(layer.kernel)] * by_id[id(layer.kernel_mask)], np.float32))
+            biases.append(None if layer.bias is None else np.ascontiguousarray(by_id[id(layer.bias)], np.float32))
+        head = TrainedHead(spec=self.spec, masks=masks, indices=[i.copy() for i in plan.indices], kernels=kernels,
+                           biases=biases, epochs_run=int(epochs))
+        if not self.numpy_forward:
+            head.keras_logits = self._keras_logits(entry, trainable, non_trainable)
+        return head
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class _JaxRoute:
+    """A group of heads as one vmapped, jitted program on the JAX backend."""
+
+    def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool) -> None:
+        import jax.numpy as jnp
+
+        self.t, self.entry, self.full_input = trainer, entry, full_input
+        p = len(values)
+        tv = [jnp.asarray(np.stack([v[0][i] for v in values])) for i in range(len(values[0][0]))]
+        ntv = [jnp.asarray(np.stack([v[1][i] for v in values])) for i in range(len(values[0][1]))]
+        ov = [jnp.asarray(np.broadcast_to(o, (p, *o.shape)).copy()) for o in entry.optimizer_init]
+        self.state = (tv, ntv, ov)
+        self.in_idx = jnp.asarray(in_idx)
+        self.data = trainer._device.get("jax")
+        if self.data is None:
+            self.data = trainer._device["jax"] = {
+                "x": jnp.asarray(trainer._x_train), "t": jnp.asarray(trainer._targets(trainer._y_train)),
+                "sw": jnp.asarray(trainer._sample_weight), "real": jnp.asarray(trainer._real()),
+                "x_val": jnp.asarray(trainer._x_val), "t_val": jnp.asarray(trainer._targets(trainer._y_val)),
+            }
+        key = ("jax", full_input)
+        if key not in entry.functions:
+            entry.functions[key] = _jax_functions(entry, trainer._loss, full_input)
+        self.fns = entry.functions[key]
+
+    def fit(self, rows: np.ndarray, active: np.ndarray) -> np.ndarray:
+        import jax.numpy as jnp
+
+        d = self.data
+        self.state, losses = self.fns["train"](self.state, d["x"], d["t"], d["sw"], d["real"], self.in_idx,
+                                               jnp.asarray(rows), jnp.asarray(active, jnp.float32))
+        return losses
+
+    def val_loss(self) -> np.ndarray:
+        tv, ntv, _ = self.state
+        return np.asarray(self.fns["val"](tv, ntv, self.data["x_val"], self.data["t_val"], self.in_idx), np.float64)
+
+    def snapshot(self):
+        return self.state  # JAX arrays are immutable
+
+    def merge(self, old, new, mask: np.ndarray):
+        import jax
+        import jax.numpy as jnp
+
+        m = jnp.asarray(mask)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(m.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), old, new)
+
+    def restore(self, state) -> None:
+        self.state = state
+
+    def heads(self, plans, masks, epochs_run) -> list[TrainedHead]:
+        tv, ntv, _ = self.state
+        tv = [np.asarray(v) for v in tv]
+        ntv = [np.asarray(v) for v in ntv]
+        return [self.t._make_head(self.entry, plan, m, [v[p] for v in tv], [v[p] for v in ntv], epochs_run[p])
+                for p, (plan, m) in enumerate(zip(plans, masks))]
+
+
+def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    model, optimizer = entry.model, entry.optimizer
+
+    def inputs(xb, in_idx):
+        return xb[:, :-1] if full_input else jnp.take(xb, in_idx, axis=1)
+
+    def loss_fn(tv, ntv, xb, tb, wb, n_real):
+        pred, ntv, losses = model.stateless_call(tv, ntv, xb, training=True, return_losses=True)
+        loss = jnp.sum(loss_obj(tb, pred) * wb) / n_real
+        for extra in losses:
+            loss = loss + extra
+        return loss, ntv
+
+    def step(tv, ntv, ov, xb_full, tb, wb, n_real, in_idx, active):
+        (loss, new_ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, inputs(xb_full, in_idx), tb, wb, n_real)
+        new_tv, new_ov = optimizer.stateless_apply(ov, grads, tv)
+        keep = active > 0  # a stopped head keeps its state exactly (no optimizer drift)
+        pick = lambda new, old: [jnp.where(keep, a, b) for a, b in zip(new, old)]  # noqa: E731
+        return pick(new_tv, tv), pick(new_ntv, ntv), pick(new_ov, ov), loss
+
+    vstep = jax.vmap(step, in_axes=(0, 0, 0, None, None, None, None, 0, 0))
+
+    def train(state, x, t, sw, real, in_idx, rows, active):
+        def one_batch(carry, xs):
+            tv, ntv, ov = carry
+            r, rw = xs
+            tv, ntv, ov, loss = vstep(tv, ntv, ov, x[r], t[r], sw[r] * rw, jnp.sum(rw), in_idx, active)
+            return (tv, ntv, ov), loss
+
+        def one_epoch(carry, epoch_rows):
+            return jax.lax.scan(one_batch, carry, (epoch_rows, real))
+
+        return jax.lax.scan(one_epoch, state, rows)
+
+    def val_one(tv, ntv, x_val, t_val, in_idx):
+        pred, _, losses = model.stateless_call(tv, ntv, inputs(x_val, in_idx), training=False, return_losses=True)
+        loss = jnp.mean(loss_obj(t_val, pred))
+        for extra in losses:
+            loss = loss + extra
+        return loss
+
+    val = jax.vmap(val_one, in_axes=(0, 0, None, None, 0))
+    return {"train": jax.jit(train), "val": jax.jit(val)}
+
+
+class _StatefulRoute:
+    """Heads one after another through a reused compiled model (TensorFlow, torch)."""
+
+    def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool) -> None:
+        self.t, self.entry, self.values, self.in_idx, self.full_input = trainer, entry, values, in_idx, full_input
+        self.results: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+
+    # The driver calls fit/val/snapshot for the whole group: run each head separately and
+    # merge the per-head answers, so the early-stopping logic stays shared.
+    def fit(self, rows: np.ndarray, active: np.ndarray) -> np.ndarray:
+        losses = []
+        self._ensure_states()
+        for p in range(len(self.values)):
+            if not active[p]:
+                losses.append(np.zeros(rows.shape[:2], np.float32))
+                continue
+            self._load(p)
+            losses.append(self._fit_one(rows, p))
+            self.states[p] = self._read()
+        return np.stack(losses, axis=-1)
+
+    def _ensure_states(self) -> None:
+        if not hasattr(self, "states"):
+            self.states = [(list(tv), list(ntv), [o.copy() for o in self.entry.optimizer_init])
+                           for tv, ntv in self.values]
+
+    def _load(self, p: int) -> None:
+        model, opt = self.entry.model, self.entry.optimizer
+        tv, ntv, ov = self.states[p]
+        for var, value in zip(model.trainable_variables, tv):
+            var.assign(value)
+        for var, value in zip(model.non_trainable_variables, ntv):
+            var.assign(value)
+        for var, value in zip(opt.variables, ov):
+            var.assign(value)
+
+    def _read(self):
+        import keras
+
+        model, opt = self.entry.model, self.entry.optimizer
+        conv = lambda vs: [np.array(keras.ops.convert_to_numpy(v)) for v in vs]  # noqa: E731
+        return conv(model.trainable_variables), conv(model.non_trainable_variables), conv(opt.variables)
+
+    def _fit_one(self, rows: np.ndarray, p: int) -> np.ndarray:
+        fn = self.entry.functions.get(("tf", self.full_input))
+        if fn is None:
+            fn = self.entry.functions[("tf", self.full_input)] = _stateful_function(self.entry, self.t._loss,
+                                                                                  self.full_input)
+        data = self.t._device.get("tf")
+        if data is None:
+            import keras
+
+            t = self.t
+            data = t._device["tf"] = {k: keras.ops.convert_to_tensor(v) for k, v in {
+                "x": t._x_train, "t": t._targets(t._y_train), "sw": t._sample_weight, "real": t._real()}.items()}
+        e, nb, b = rows.shape
+        flat = rows.reshape(e * nb, b)
+        real = np.tile(np.asarray(data["real"]), (e, 1))
+        import keras
+
+        out = fn(data["x"], data["t"], data["sw"], keras.ops.convert_to_tensor(flat), keras.ops.convert_to_tensor(real),
+                 keras.ops.convert_to_tensor(self.in_idx[p]))
+        return np.asarray(keras.ops.convert_to_numpy(out)).reshape(e, nb)
+
+    def val_loss(self) -> np.ndarray:
+        import keras
+
+        out = []
+        t = self.t
+        target = t._targets(t._y_val)
+        for p in range(len(self.values)):
+            tv, ntv, _ = self.states[p]
+            x = t._x_val[:, self.in_idx[p]]
+            pred, _, losses = self.entry.model.stateless_call(
+                [keras.ops.convert_to_tensor(v) for v in tv], [keras.ops.convert_to_tensor(v) for v in ntv],
+                keras.ops.convert_to_tensor(x), training=False, return_losses=True)
+            value = float(np.mean(keras.ops.convert_to_numpy(t._loss(target, pred))))
+            out.append(value + sum(float(keras.ops.convert_to_numpy(l)) for l in losses))
+        return np.asarray(out)
+
+    def snapshot(self):
+        return [(list(tv), list(ntv), list(ov)) for tv, ntv, ov in self.states]
+
+    def merge(self, old, new, mask: np.ndarray):
+        return [n if m else o for o, n, m in zip(old, new, mask)]
+
+    def restore(self, state) -> None:
+        self.states = list(state)
+
+    def heads(self, plans, masks, epochs_run) -> list[TrainedHead]:
+        self._ensure_states()
+        return [self.t._make_head(self.entry, plan, m, self.states[p][0], self.states[p][1], epochs_run[p])
+                for p, (plan, m) in enumerate(zip(plans, masks))]
+
+
+def _stateful_function(entry: _Compiled, loss_obj: Any, full_input: bool):
+    """One compiled call that runs every given mini-batch (TensorFlow: a ``tf.function`` loop)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":  # pragma: no cover - torch: eager Python loop
+        raise NotImplementedError("the Keras engine supports the jax and tensorflow backends")
+    import tensorflow as tf
+
+    model, optimizer = entry.model, entry.optimizer
+
+    # Exact shapes per trace (no reduce_retracing): a shape-relaxed trace may pick other
+    # kernels and round differently, which would make a head's result depend on what the
+    # process traced before.
+    @tf.function(reduce_retracing=False)
+    def run(x, t, sw, rows, real, in_idx):
+        n = tf.shape(rows)[0]
+        losses = tf.TensorArray(tf.float32, size=n)
+        for i in tf.range(n):
+            r, rw = rows[i], real[i]
+            xb = tf.gather(x, r)
+            xb = xb[:, :-1] if full_input else tf.gather(xb, in_idx, axis=1)
+            tb = tf.gather(t, r)
+            wb = tf.gather(sw, r) * rw
+            with tf.GradientTape() as tape:
+                pred = model(xb, training=True)
+                loss = tf.reduce_sum(loss_obj(tb, pred) * wb) / tf.reduce_sum(rw)
+                for extra in model.losses:
+                    loss = loss + extra
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            losses = losses.write(i, loss)
+        return losses.stack()
+
+    return run
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _power_of_two_chunks(members: Sequence[int], size: int) -> list[list[int]]:
+    """Split into chunks of at most ``size``, each a power of two long (so compiled group sizes repeat)."""
+    chunks, start = [], 0
+    while start < len(members):
+        left = min(size, len(members) - start)
+        take = 1 << (left.bit_length() - 1)
+        chunks.append(list(members[start : start + take]))
+        start += take
+    return chunks
+
+
+def _seeded(initializer: Any, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    import keras
+
+    config = initializer.get_config()
+    if "seed" in config:
+        initializer = type(initializer).from_config({**config, "seed": int(seed % 2**31)})
+    return np.asarray(keras.ops.convert_to_numpy(initializer(shape, dtype="float32")), np.float32)
+
+
+def _layout(model: Any, layers: Sequence[Any] | None) -> list[tuple[str, tuple[int, ...]]]:
+    """Each variable of ``model`` (in ``model.variables`` order) as ``("masked"|"other", shape)``."""
+    from evoprune_tf.nn.layers import masked_dense_layers
+
+    layers = masked_dense_layers(model) if layers is None else layers
+    owned = {id(v) for layer in layers for v in layer.variables}
+    return [("masked" if id(v) in owned else "other", tuple(v.shape)) for v in model.variables]
+
+
+def _outputs_probabilities(model: Any) -> bool:
+    """Whether the model ends with a softmax (its outputs are probabilities, not logits)."""
+    import keras
+
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    return activation is keras.activations.softmax
+
+
+def _numpy_forward_ok(model: Any, layers: Sequence[Any]) -> bool:
+    """Whether `TrainedHead`'s NumPy forward (ReLU hidden, linear logits) reproduces the model at inference."""
+    import keras
+
+    from evoprune_tf.nn.layers import MaskedDense
+
+    allowed = (keras.layers.InputLayer, MaskedDense, keras.layers.Dropout)
+    if not all(isinstance(layer, allowed) for layer in model.layers):
+        return False
+    hidden_ok = all(layer.activation is keras.activations.relu for layer in layers[:-1])
+    out = layers[-1].activation
+    return hidden_ok and out in (None, keras.activations.linear, keras.activations.softmax)
