@@ -44,7 +44,7 @@ from evoprune_tf.encodings import Encoding
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.objectives import Evaluation, objective_values
 from evoprune_tf.features.splits import FeatureSplits
-from evoprune_tf.train.numpy_engine import TrainConfig
+from evoprune_tf.train import TrainConfig
 
 __all__ = ["ProcessPoolMap", "EvaluatorRecipe"]
 
@@ -170,6 +170,8 @@ class ProcessPoolMap:
             imported them), ``tasks`` and ``genomes`` served.
     """
 
+    name = "processes"
+
     def __init__(self, evaluator: PopulationEvaluator, workers: int, *, blas_threads: int | None = None) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers={workers!r}; expected a positive number of processes")
@@ -235,6 +237,14 @@ class ProcessPoolMap:
         seen.update(report)
         seen["tasks"] += 1
         seen["genomes"] += n_genomes
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this runner (the interface every runner shares).
+
+        Returns:
+            ``runner``, ``workers`` and ``pids`` (worker processes that answered).
+        """
+        return {"runner": self.name, "workers": self.workers, "pids": sorted(self.worker_reports)}
 
     def close(self) -> None:
         """Stop the workers (pending tasks are cancelled); later calls do nothing."""
