@@ -33,6 +33,7 @@ read. Your own operator joins the registry with a decorator::
 
 from . import crossover, init, mutation, selection
 from .registry import KINDS, PROBABILITY_OPTIONS, available, get, register, register_on, resolve
+from . import integer  # registers the integer/categorical-genome operators (TASCNet stage 1)
 
 __all__ = [
     "KINDS",

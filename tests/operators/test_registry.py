@@ -20,9 +20,10 @@ if not hasattr(creator, "OpsRegIndividual"):
 
 BUILTINS = {
     "crossover": ["one_point", "two_point", "uniform"],
-    "mutation": ["flip_bit", "flip_one"],
-    "selection": ["best", "hamming_farthest", "nsga2", "nsga3", "random", "roulette", "tournament"],
-    "init": ["bernoulli", "ones", "random_density"],
+    "mutation": ["flip_bit", "flip_one", "mutate_categorical", "mutate_step"],
+    "selection": ["best", "hamming_farthest", "heavy_knee_light", "nsga2", "nsga3", "random", "roulette",
+                  "tournament"],
+    "init": ["bernoulli", "ones", "random_density", "uniform_int"],
 }
 
 

@@ -1,0 +1,362 @@
+"""TASCNet stage 2: prune filters by the similarity of their training trajectories.
+
+`tascnet_prune` runs the authors' loop on a flat functional model (a stage-1 candidate's
+trainable part, or the text CNN):
+
+1. fine-tune, recording each epoch's kernels of every prunable conv layer with more than
+   ``min_filters`` filters (`KernelTrajectoryRecorder`);
+2. per layer, pair the filters by the cosine similarity of their flattened trajectories,
+   ``prune_percent`` of the filters, most similar first (``order="least_similar"``
+   reproduces the public code, which sorts ascending) (`select_pairs`);
+3. train ``reg_epochs`` with loss = cross-entropy + ``reg_weight * exp(-sum of the pairs'
+   cosine similarities)`` (`PairSimilarityModel`), pulling each pair together;
+4. in each pair delete the filter with the smaller L1 norm, or merge the two by
+   L1-weighted average (``mode="merge"``) (`filters_to_remove`), then remove the filters
+   physically with `evoprune_tf.nn.surgery.prune_filters`;
+5. fine-tune (this fine-tune is step 1 of the next iteration: it records the next
+   trajectories) and repeat while the validation accuracy stays within ``tolerance`` of
+   the best seen; the first iteration that falls below is rolled back and ends the loop.
+
+Layers versus coupling groups: similarity works per conv *layer*, surgery per coupling
+*group*. A layer is pruned only when it is the sole producer of a prunable group (then
+the layer's keep mask is the group's). Layers whose filters are tied to other layers'
+(ResNet's residual stage groups, MobileNetV2's residual projections, which sum into the
+same channels) are left whole rather than pruned by one member's trajectories; DenseNet's
+concatenated layers are sole producers of their own part and are pruned.
+
+The learning rate follows one running epoch count over the whole loop (halved every
+``halve_every`` epochs), as the recipe describes one long training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+
+from evoprune_tf.nn.coupling import filter_groups
+from evoprune_tf.nn.flops import count_flops
+from evoprune_tf.nn.surgery import prune_filters
+from evoprune_tf.tascnet.models import TrainRecipe, compile_sgd, evaluate_model, fine_tune
+from evoprune_tf.tascnet.similarity import (
+    ORDERS,
+    PairSimilarityModel,
+    assign_pruned_weights,
+    filters_to_remove,
+    n_pairs,
+    select_pairs,
+)
+from evoprune_tf.tascnet.trajectories import KernelTrajectoryRecorder, conv_kernels, find_conv_layers
+
+__all__ = [
+    "IterationRecord",
+    "PruneSettings",
+    "Stage2Result",
+    "conv_filter_counts",
+    "plot_tradeoff",
+    "prunable_layers",
+    "tascnet_prune",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneSettings:
+    """Options of the stage-2 loop (defaults: the paper's).
+
+    Attributes:
+        prune_percent: percentage of each layer's filters removed per iteration, in (0, 50].
+        order: ``"most_similar"`` (the described method) or ``"least_similar"`` (the code).
+        mode: ``"delete"`` or ``"merge"``.
+        min_filters: only layers with more than this many filters are pruned (128).
+        layer_names: restrict pruning to these conv layers (None: all eligible).
+        reg_weight: factor of the pair-similarity term (1.0).
+        reg_epochs: epochs trained with the term before each removal.
+        tolerance: stop when validation accuracy falls more than this below the best (0.02).
+        max_iterations: most prune iterations.
+        epochs: epochs of each fine-tune (the first one and the one after each removal).
+        recipe: the SGD recipe.
+    """
+
+    prune_percent: float = 5.0
+    order: str = "most_similar"
+    mode: str = "delete"
+    min_filters: int = 128
+    layer_names: tuple[str, ...] | None = None
+    reg_weight: float = 1.0
+    reg_epochs: int = 1
+    tolerance: float = 0.02
+    max_iterations: int = 10
+    epochs: int = 3
+    recipe: TrainRecipe = dataclasses.field(default_factory=TrainRecipe)
+
+    def __post_init__(self) -> None:
+        n_pairs(2, self.prune_percent)  # raises the one-line (0, 50] error
+        if self.order not in ORDERS:
+            raise ValueError(f"order={self.order!r}; expected one of {ORDERS}")
+        if self.mode not in ("delete", "merge"):
+            raise ValueError(f"mode={self.mode!r}; expected 'delete' or 'merge'")
+        for name in ("min_filters", "reg_epochs", "max_iterations", "epochs"):
+            value = getattr(self, name)
+            low = 1 if name == "epochs" else 0
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"{name}={value!r}; expected an integer >= {low}")
+        if not 0.0 <= float(self.tolerance) <= 1.0:
+            raise ValueError(f"tolerance={self.tolerance!r}; expected an accuracy difference in [0, 1]")
+        if not math.isfinite(self.reg_weight) or self.reg_weight < 0:
+            raise ValueError(f"reg_weight={self.reg_weight!r}; expected a finite number >= 0")
+
+
+@dataclasses.dataclass
+class IterationRecord:
+    """One stage-2 iteration (iteration 0 = the fine-tuned unpruned model).
+
+    Attributes:
+        iteration: the index.
+        params: parameters of the model.
+        macs: kernel multiply-accumulates (batch 1).
+        flops: ``2 * macs``.
+        val_loss: validation cross-entropy.
+        val_accuracy: validation accuracy.
+        filters: ``{conv layer: filters}``.
+        removed: filters removed in this iteration.
+        accepted: False for the iteration that fell below the tolerance (rolled back).
+        seconds: wall time of the iteration.
+        test_accuracy: test accuracy when test data was given (else NaN); never used
+            for decisions.
+    """
+
+    iteration: int
+    params: int
+    macs: int
+    flops: int
+    val_loss: float
+    val_accuracy: float
+    filters: dict[str, int]
+    removed: int
+    accepted: bool
+    seconds: float
+    test_accuracy: float = math.nan
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric metrics for MLflow (``filters.<layer>`` per conv layer)."""
+        out = {
+            "params": float(self.params), "macs": float(self.macs), "flops": float(self.flops),
+            "val_loss": self.val_loss, "val_accuracy": self.val_accuracy,
+            "removed": float(self.removed), "accepted": float(self.accepted), "seconds": self.seconds,
+            "conv_filters": float(sum(self.filters.values())),
+        }
+        if math.isfinite(self.test_accuracy):
+            out["test_accuracy"] = self.test_accuracy
+        out.update({f"filters.{name}": float(n) for name, n in self.filters.items()})
+        return out
+
+
+@dataclasses.dataclass
+class Stage2Result:
+    """The outcome of `tascnet_prune`.
+
+    Attributes:
+        model: the last accepted (compact) model.
+        history: every iteration, the rejected last one included.
+        unpruned: iteration 0's record (the fine-tuned unpruned model).
+        final: the record of ``model``.
+        stop_reason: why the loop ended.
+    """
+
+    model: keras.Model
+    history: list[IterationRecord]
+    unpruned: IterationRecord
+    final: IterationRecord
+    stop_reason: str
+
+
+def conv_filter_counts(model: keras.Model) -> dict[str, int]:
+    """``{layer: filters}`` of every Conv1D/Conv2D layer of a model.
+
+    Args:
+        model: a built model.
+
+    Returns:
+        The counts in model order.
+    """
+    try:
+        return {layer.name: int(layer.filters) for layer in find_conv_layers(model, min_filters=0)}
+    except ValueError:  # no conv layer at all
+        return {}
+
+
+def prunable_layers(
+    model: keras.Model, *, min_filters: int = 128, layer_names: Sequence[str] | None = None
+) -> list[str]:
+    """The conv layers stage 2 prunes now.
+
+    A layer qualifies when it is a Conv1D/Conv2D with more than ``min_filters`` filters,
+    is named in ``layer_names`` (when given) and is the sole producer of a prunable
+    coupling group (see the module docstring).
+
+    Args:
+        model: a flat functional model.
+        min_filters: the filter threshold.
+        layer_names: optional restriction.
+
+    Returns:
+        Layer names (= their group names), in model order.
+    """
+    sole = {g.producers[0] for g in filter_groups(model) if g.prunable and len(g.producers) == 1}
+    wanted = None if layer_names is None else set(layer_names)
+    out = []
+    for name, filters in conv_filter_counts(model).items():
+        if filters > min_filters and name in sole and (wanted is None or name in wanted):
+            out.append(name)
+    return out
+
+
+def _record(model: keras.Model, iteration: int, val: tuple[np.ndarray, np.ndarray], removed: int,
+            accepted: bool, started: float, test: tuple[np.ndarray, np.ndarray] | None) -> IterationRecord:
+    cost = count_flops(model)
+    loss, accuracy = evaluate_model(model, val)
+    test_accuracy = evaluate_model(model, test)[1] if test is not None else math.nan
+    return IterationRecord(
+        iteration=iteration, params=int(cost.params), macs=int(cost.macs), flops=int(cost.flops),
+        val_loss=loss, val_accuracy=accuracy, filters=conv_filter_counts(model), removed=int(removed),
+        accepted=accepted, seconds=time.perf_counter() - started, test_accuracy=test_accuracy,
+    )
+
+
+def _recorder(model: keras.Model, settings: PruneSettings) -> KernelTrajectoryRecorder | None:
+    names = prunable_layers(model, min_filters=settings.min_filters, layer_names=settings.layer_names)
+    return KernelTrajectoryRecorder(layer_names=names) if names else None
+
+
+def tascnet_prune(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    settings: PruneSettings = PruneSettings(),
+    *,
+    on_iteration: Callable[[IterationRecord], None] | None = None,
+    seed: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Stage2Result:
+    """Run the stage-2 loop (see the module docstring).
+
+    Args:
+        model: a flat functional model (trained in place, then replaced by compact copies).
+        train: ``(x, y)`` training data (integer labels).
+        val: ``(x, y)`` validation data (the stopping rule reads its accuracy).
+        settings: the `PruneSettings`.
+        on_iteration: called with each `IterationRecord` (tracking).
+        seed: seeds Keras' RNGs first (None: leave them).
+        progress: called with a one-line message per iteration (e.g. ``print``).
+        test: ``(x, y)`` scored into each record's ``test_accuracy`` for the report only.
+
+    Returns:
+        The `Stage2Result`.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    say = progress or (lambda message: None)
+    recipe = settings.recipe
+    started = time.perf_counter()
+    epoch = 0
+    recorder = _recorder(model, settings)
+    fine_tune(model, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=epoch,
+              callbacks=[recorder] if recorder else [])
+    epoch += settings.epochs
+    first = _record(model, 0, val, 0, True, started, test)
+    history = [first]
+    if on_iteration:
+        on_iteration(first)
+    say(f"stage 2 iteration 0: {first.params} params, {first.flops} FLOPs, val acc {first.val_accuracy:.4f}")
+    best_accuracy, accepted, current = first.val_accuracy, first, model
+    stop_reason = f"max_iterations={settings.max_iterations} reached"
+    for iteration in range(1, settings.max_iterations + 1):
+        started = time.perf_counter()
+        if recorder is None:
+            stop_reason = f"no conv layer with more than min_filters={settings.min_filters} filters left to prune"
+            break
+        pairs = select_pairs(recorder.trajectories(), settings.prune_percent, settings.order)
+        if settings.reg_weight > 0 and settings.reg_epochs > 0:
+            wrapped = PairSimilarityModel(current, pairs, weight=settings.reg_weight)
+            compile_sgd(wrapped, recipe)
+            fine_tune(wrapped, train, None, epochs=settings.reg_epochs, recipe=recipe, epoch_offset=epoch,
+                      compile_model=False)
+            epoch += settings.reg_epochs
+        plan = filters_to_remove(pairs, *conv_kernels(current, list(pairs)), mode=settings.mode)
+        assign_pruned_weights(current, plan)
+        # Each pruned layer is the sole producer of the group named after it.
+        pruned = prune_filters(current, plan.keep)
+        recorder = _recorder(pruned, settings)
+        fine_tune(pruned, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=epoch,
+                  callbacks=[recorder] if recorder else [])
+        epoch += settings.epochs
+        record = _record(pruned, iteration, val, plan.n_removed, True, started, test)
+        if record.val_accuracy < best_accuracy - settings.tolerance:
+            record.accepted = False
+            history.append(record)
+            if on_iteration:
+                on_iteration(record)
+            stop_reason = (
+                f"iteration {iteration}: val accuracy {record.val_accuracy:.4f} below best "
+                f"{best_accuracy:.4f} - tolerance {settings.tolerance}; rolled back"
+            )
+            say(f"stage 2 {stop_reason}")
+            break
+        history.append(record)
+        if on_iteration:
+            on_iteration(record)
+        say(f"stage 2 iteration {iteration}: -{record.removed} filters, {record.params} params, "
+            f"{record.flops} FLOPs, val acc {record.val_accuracy:.4f}")
+        best_accuracy = max(best_accuracy, record.val_accuracy)
+        accepted, current = record, pruned
+    return Stage2Result(model=current, history=history, unpruned=first, final=accepted, stop_reason=stop_reason)
+
+
+def plot_tradeoff(history: Sequence[IterationRecord], path: str, *, title: str = "TASCNet stage 2") -> str:
+    """Save a plot of parameters and FLOPs against validation accuracy over the iterations.
+
+    Left: parameters and FLOPs (relative to iteration 0) and validation accuracy per
+    iteration; right: accuracy against FLOPs, one labelled point per iteration. A
+    rolled-back iteration is drawn hollow.
+
+    Args:
+        history: the records of `tascnet_prune`.
+        path: the PNG file to write.
+        title: the figure title.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r.iteration for r in history]
+    p0, f0 = max(1, history[0].params), max(1, history[0].flops)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(its, [r.params / p0 for r in history], "o-", label="params (rel.)")
+    left.plot(its, [r.flops / f0 for r in history], "s-", label="FLOPs (rel.)")
+    left.set_xlabel("iteration")
+    left.set_ylabel("relative to unpruned")
+    axis = left.twinx()
+    axis.plot(its, [r.val_accuracy for r in history], "^--", color="tab:green", label="val accuracy")
+    axis.set_ylabel("validation accuracy")
+    left.legend(loc="lower left")
+    axis.legend(loc="lower right")
+    for record in history:
+        face = "tab:blue" if record.accepted else "none"
+        right.scatter(record.flops / 1e6, record.val_accuracy, facecolors=face, edgecolors="tab:blue")
+        right.annotate(str(record.iteration), (record.flops / 1e6, record.val_accuracy), fontsize=8)
+    right.set_xlabel("MFLOPs (searched layers)")
+    right.set_ylabel("validation accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
