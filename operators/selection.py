@@ -29,6 +29,7 @@ __all__ = [
     "nsga2",
     "nsga3",
     "best",
+    "heavy_knee_light",
 ]
 
 _ND_METHODS = ("standard", "log")
@@ -234,3 +235,101 @@ def best(individuals: Sequence[Any], k: int) -> list[Any]:
         Up to ``k`` distinct references to members of ``individuals``.
     """
     return tools.selBest(individuals, k)
+
+
+def _minimised(individuals: Sequence[Any]) -> np.ndarray:
+    """Fitness values turned into "smaller is better" columns (``-wvalues`` up to the weights' magnitudes)."""
+    weights = np.asarray(individuals[0].fitness.weights, dtype=np.float64)
+    values = np.array([ind.fitness.values for ind in individuals], dtype=np.float64)
+    return -values * np.sign(weights)
+
+
+def _non_dominated(points: np.ndarray) -> np.ndarray:
+    """Which rows of a minimisation matrix no other row dominates (copies of a point all stay)."""
+    le = np.all(points[:, None, :] <= points[None, :, :], axis=2)
+    lt = np.any(points[:, None, :] < points[None, :, :], axis=2)
+    dominated = np.any(le & lt, axis=0)
+    return ~dominated
+
+
+def heavy_knee_light(
+    individuals: Sequence[Any],
+    k: int = 3,
+    accuracy_index: int = 0,
+    complexity_index: int = 1,
+    ideal_weights: Sequence[float] | None = None,
+) -> list[Any]:
+    """DeepPruningES' parents: the heavy, knee and light members of the non-dominated set.
+
+    Candidates are the individuals non-dominated in all objectives that are also
+    non-dominated on the accuracy-complexity pair (columns ``accuracy_index`` and
+    ``complexity_index``; directions come from the fitness weights, so the accuracy
+    column may be an error to minimise):
+
+    * heavy: the best accuracy (ties: the lower complexity, then the first);
+    * light: the lowest complexity (ties: the better accuracy, then the first);
+    * knee: the minimum Manhattan distance to the ideal point, both objectives
+      normalised to the candidates' own range (0 = best, 1 = worst; a constant
+      objective counts 0), each term weighted by ``ideal_weights`` when given (ties:
+      the better accuracy).
+
+    Returns ``[heavy, knee, light]`` repeated and cut to ``k`` (references, possibly the
+    same individual several times, as DEAP selections do). Individuals with an invalid
+    fitness are ignored.
+
+    Args:
+        individuals: Evaluated individuals (multi-objective fitnesses).
+        k: Number of individuals to return (3 for the three parents).
+        accuracy_index: Fitness column of accuracy (or error).
+        complexity_index: Fitness column of complexity (FLOPs, parameters...).
+        ideal_weights: Two non-negative weights (accuracy, complexity) of the
+            Manhattan distance (default: 1, 1).
+
+    Returns:
+        ``k`` references to members of ``individuals``.
+
+    Raises:
+        ValueError: Bad column indices or weights, or no evaluated individual.
+    """
+    pool = [ind for ind in individuals if ind.fitness.valid]
+    if k <= 0:
+        return []
+    if not pool:
+        raise ValueError("heavy_knee_light: no individual has a valid fitness; expected evaluated individuals")
+    n_obj = len(pool[0].fitness.values)
+    for label, index in (("accuracy_index", accuracy_index), ("complexity_index", complexity_index)):
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < n_obj:
+            raise ValueError(f"heavy_knee_light: {label}={index!r}; expected a fitness column in [0, {n_obj - 1}]")
+    if accuracy_index == complexity_index:
+        raise ValueError(f"heavy_knee_light: accuracy_index == complexity_index == {accuracy_index}; "
+                         "expected two different columns")
+    weights = np.ones(2) if ideal_weights is None else np.asarray(ideal_weights, dtype=np.float64)
+    if weights.shape != (2,) or not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.any():
+        raise ValueError(f"heavy_knee_light: ideal_weights={ideal_weights!r}; expected two non-negative weights")
+    points = _minimised(pool)
+    front = np.flatnonzero(_non_dominated(points))
+    pair = points[np.ix_(front, [accuracy_index, complexity_index])]
+    two = front[_non_dominated(pair)]
+    acc, cpx = points[two, accuracy_index], points[two, complexity_index]
+    order = np.arange(len(two))
+    heavy = two[np.lexsort((order, cpx, acc))[0]]
+    light = two[np.lexsort((order, acc, cpx))[0]]
+    norm = []
+    for column in (acc, cpx):
+        span = column.max() - column.min()
+        norm.append((column - column.min()) / span if span > 0 else np.zeros_like(column))
+    distance = weights[0] * norm[0] + weights[1] * norm[1]
+    knee = two[np.lexsort((order, acc, np.round(distance, 12)))[0]]
+    trio = [pool[heavy], pool[knee], pool[light]]
+    return [trio[i % 3] for i in range(k)]
+
+
+def _register() -> None:
+    # The registry imports this module while it registers the built-ins, so this
+    # selection registers itself once the module is complete (as a plugin would).
+    from .registry import register
+
+    register("selection", counts=())(heavy_knee_light)
+
+
+_register()

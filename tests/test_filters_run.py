@@ -1,0 +1,107 @@
+"""`evoprune run` with deep_pruning_es: bad input before long work, and one tiny tracked run end to end."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from evoprune_tf.app import filters_run
+from evoprune_tf.app.config import load_config
+
+L = keras.layers
+
+
+def tiny_config(tmp_path, **sections):
+    overrides = {
+        "algorithm": {"name": "deep_pruning_es", "generations": 2, "population": 4},
+        "data": {"source": "builtin:synthetic", "image_size": 32},
+        "backbone": {"name": "mobilenet_v2", "weights": "none", "options": {"alpha": 0.35}},
+        "train": {"epochs": 1},
+        "report": {"epochs": 1, "seeds": 1},
+        "tracking": {"enabled": False},
+        "checkpoint": {"dir": str(tmp_path / "checkpoints")},
+        "cache_dir": str(tmp_path / "cache"),
+        "progress": False,
+    }
+    for key, value in sections.items():
+        overrides[key] = {**overrides.get(key, {}), **value}
+    return load_config(overrides=overrides)
+
+
+def no_images(*args, **kwargs):
+    raise AssertionError("images were loaded before the network was checked")
+
+
+def test_blocks_larger_than_the_network_fail_before_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(filters_run, "load_run_images", no_images)
+    config = tiny_config(tmp_path, encoding={"blocks": 99})
+    with pytest.raises(ValueError, match=r"^encoding.blocks=99: network .* has only \d+ blocks") as info:
+        filters_run.run_filter_pruning(config)
+    assert "\n" not in str(info.value)
+
+
+@keras.saving.register_keras_serializable(package="evoprune_tf_tests")
+class Gate(keras.layers.Layer):
+    """A layer the coupling analysis does not know."""
+
+    def call(self, inputs):
+        return inputs * keras.ops.sigmoid(inputs)
+
+
+def test_unsupported_layer_is_named_before_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(filters_run, "load_run_images", no_images)
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(8, 3, name="stem_conv")(inputs)
+    x = Gate(name="gate")(x)
+    x = L.Conv2D(8, 3, name="block_1_conv")(x)
+    out = L.Dense(3, activation="softmax", name="predictions")(L.GlobalAveragePooling2D()(x))
+    with pytest.raises(ValueError, match=r"cannot analyse layer 'gate' \(Gate\)"):
+        filters_run.run_filter_pruning(tiny_config(tmp_path), network=(keras.Model(inputs, out), "mobilenet_v2"))
+
+
+def test_config_wiring_for_the_method():
+    config = load_config(overrides={"algorithm": {"name": "deep_pruning_es"}})
+    assert (config.encoding.name, config.encoding.blocks) == ("filters", 2)
+    assert config.objectives.names == ["error", "flops"] and config.operators.select == "heavy_knee_light"
+    assert config.operators.mutate == {"name": "flip_bit", "indpb": 0.2} and config.train.epochs == 3
+    assert (config.algorithm.population, config.algorithm.generations) == (30, 11)
+    from evoprune_tf.app.cli import build_parser, overrides_from_args
+
+    args = build_parser().parse_args(["run", "--algorithm", "deep_pruning_es", "--encoding", "filters",
+                                      "--blocks", "all"])
+    assert overrides_from_args(args)["encoding"] == {"name": "filters", "blocks": "all"}
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tmp_path):
+    from mlflow import MlflowClient
+
+    from conftest import new_mlflow_store
+    from evoprune_tf.app.run import run
+
+    uri = new_mlflow_store(tmp_path)
+    config = tiny_config(tmp_path, tracking={"enabled": True, "uri": uri, "experiment": "dpes-test"})
+    result = run(config)  # dispatched to run_filter_pruning
+    assert isinstance(result, filters_run.FilterRunResult)
+    assert result.logbook[0]["nevals"] == 1 and len(result.logbook) == 3
+    assert [r["model"] for r in result.table] == list(filters_run.MODEL_NAMES)
+    base, knee = result.table[0], result.table[2]
+    assert base["flops_searched_reduction_pct"] == 0.0 and knee["flops_searched"] <= base["flops_searched"]
+    assert knee["flops_network"] - knee["flops_searched"] == base["flops_network"] - base["flops_searched"]
+    assert all(r["latency_ms_b1"] > 0 and r["latency_ms_b32"] > 0 for r in result.table)
+    client = MlflowClient(tracking_uri=uri)
+    run_info = client.get_run(result.run_id)
+    assert run_info.info.status == "FINISHED"
+    assert "evoprune.model_uri.knee_model" in run_info.data.tags
+    assert "knee_flops_searched_reduction_pct" in run_info.data.metrics and "hypervolume" in run_info.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "report")}
+    assert {"report/trade_off_models.csv", "report/trade_off_models.md", "report/flops_vs_accuracy.png"} <= artifacts
+    # The exported model is the compact network: images in, same outputs after a .keras round trip.
+    model = result.models["knee"]
+    path = tmp_path / "knee.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+    assert loaded.count_params() == result.table[2]["params_network"]
