@@ -18,7 +18,10 @@ from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.resampling import ResampledEvaluator
+from evoprune_tf.search.baselines import BASELINES, baseline_genome
 from evoprune_tf.search.toolbox import build_toolbox
+from evoprune_tf.train import derive_seed
 
 __all__ = [
     "seed_everything",
@@ -28,7 +31,10 @@ __all__ = [
     "prepare_features",
     "encoding_for",
     "make_evaluator",
+    "rescoring_evaluator",
     "make_toolbox",
+    "initial_population",
+    "baseline_density",
     "run_tags",
     "run_name",
     "tracker_options",
@@ -116,12 +122,28 @@ def encoding_for(config: ExperimentConfig, features: FeatureSplits) -> Encoding:
 
 
 def make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
-    """The run's `PopulationEvaluator` on these features (and OOD features, for robustness)."""
+    """The run's evaluator on these features (and OOD features, for robustness).
+
+    ``objectives.resampling`` = ``cv`` or ``repeated`` gives a `ResampledEvaluator`
+    (the mean over train+validation partitions); ``holdout`` the plain validation split.
+    """
     encoding = encoding_for(config, features)
-    return PopulationEvaluator(
-        encoding, features, config.train, seed=config.seed, objectives=tuple(config.objectives.names),
-        ood_features=ood, temperature=config.objectives.temperature,
-        loss_resolution=config.objectives.loss_resolution,
+    o = config.objectives
+    options = dict(seed=config.seed, objectives=tuple(o.names), ood_features=ood, temperature=o.temperature,
+                   loss_resolution=o.loss_resolution)
+    if o.resampling == "holdout":
+        return PopulationEvaluator(encoding, features, config.train, **options)
+    return ResampledEvaluator(encoding, features, config.train, method=o.resampling, folds=o.folds,
+                              repeats=o.repeats, **options)
+
+
+def rescoring_evaluator(config: ExperimentConfig, evaluator: PopulationEvaluator) -> ResampledEvaluator:
+    """k-fold CV (``report.rescore_folds``) over partitions the search never used, to pick the winner."""
+    o = config.objectives
+    return ResampledEvaluator(
+        evaluator.encoding, evaluator.data, config.train, method="cv", folds=config.report.rescore_folds,
+        partition_seed=derive_seed(config.seed, "rescore"), seed=config.seed, objectives=tuple(o.names),
+        ood_features=evaluator.ood_features, temperature=o.temperature, loss_resolution=o.loss_resolution,
     )
 
 
@@ -162,3 +184,38 @@ def tracker_options(config: ExperimentConfig) -> dict[str, Any]:
         uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=run_name(c), params=flatten(c),
         tags=run_tags(c), title=f"{c.name}: {c.algorithm.name} / {c.encoding.name} (seed {c.seed})",
     )
+
+
+def baseline_density(config: ExperimentConfig) -> float:
+    """``algorithm.density``, or the active fraction of the best genome of the run ``algorithm.density_of``.
+
+    Raises:
+        ValueError: the named run cannot be found or has no logged best genome.
+    """
+    a = config.algorithm
+    if not a.density_of:
+        return float(a.density)
+    from evoprune_tf.app.explain import run_genomes
+
+    genomes = run_genomes(a.density_of, config.tracking.uri)
+    best = genomes.get("genomes")
+    if best is None or not len(best):
+        raise ValueError(f"algorithm.density_of={a.density_of!r}: that run logged no best genome (masks/best_genomes.npz)")
+    return float(np.mean(np.asarray(best[0]) != 0))
+
+
+def initial_population(config: ExperimentConfig, toolbox: Any, evaluator: PopulationEvaluator) -> list:
+    """Generation 0: the baseline's one genome, or ``algorithm.population`` genomes from the initialiser.
+
+    With ``operators.seed_unpruned`` the first genome is the unpruned one.
+    """
+    name = config.algorithm.name
+    if name in BASELINES:
+        individual = toolbox.individual()
+        individual[:] = baseline_genome(name, evaluator.encoding, density=baseline_density(config) or 1.0,
+                                        seed=config.seed, evaluator=evaluator)
+        return [individual]
+    population = toolbox.population(n=config.algorithm.population)
+    if config.operators.seed_unpruned:
+        population[0][:] = 1
+    return population

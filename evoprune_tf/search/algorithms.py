@@ -28,6 +28,10 @@ __all__ = [
     "mu_plus_lambda",
     "nsga2",
     "ALGORITHMS",
+    "MULTI_OBJECTIVE",
+    "random_search",
+    "deep_pruning_es",
+    "evaluate_genomes",
     "default_record",
     "new_halloffame",
 ]
@@ -281,6 +285,147 @@ def nsga2(
                         halloffame, callbacks, record, state, replace)
 
 
+def random_search(
+    population: list,
+    toolbox: base.Toolbox,
+    *,
+    evaluations: int,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """The best of ``evaluations`` genomes drawn by ``toolbox.population``: the bar evolution must clear.
+
+    Each generation draws a fresh batch of ``len(population)`` genomes from the same
+    initialiser the GA starts from and evaluates it (the last batch is cut to the
+    budget); nothing is bred, so any gain of a GA over this loop at the same budget is
+    the work of selection and variation. The hall of fame keeps the best of all.
+
+    Args:
+        population: the first batch (its size is the batch size).
+        toolbox: with ``population``, ``evaluate`` and ``map``.
+        evaluations: budget of fitness evaluations, the first batch included.
+        halloffame: kept up to date (default: 5 best, NumPy-aware).
+        callbacks: called each generation.
+        record: statistics of a generation for the logbook.
+        state: resume from this state instead of starting.
+
+    Returns:
+        ``(last batch, logbook)``.
+    """
+    if evaluations < 1:
+        raise ValueError(f"evaluations={evaluations}; expected a positive integer")
+    cbs = CallbackList(callbacks)
+    batch = len(population or state.population)
+
+    def loop(state: EvolutionState) -> None:
+        while state.evaluations < evaluations and not state.stop:
+            fresh = toolbox.population(n=min(batch, evaluations - state.evaluations))
+            nevals = _evaluate(toolbox, fresh)
+            state.evaluations += len(fresh)
+            state.population[:] = fresh
+            state.generation += 1
+            _report(state, cbs, record, nevals)
+
+    state = _start(population[:evaluations] if population else population, toolbox, halloffame, evaluations,
+                   "evaluations", cbs, record, state)
+    return _run(loop, state, cbs)
+
+
+def evaluate_genomes(
+    population: list,
+    toolbox: base.Toolbox,
+    *,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """Evaluate given genomes as one generation: the loop of the fixed-mask baselines.
+
+    A baseline (``unpruned``, ``random_mask``, ``magnitude``, ``l1_selection``) decides
+    its genome without search; running it through this loop gives it the same
+    callbacks (tracking, checkpoint, progress) and the same report as an evolved run.
+    """
+    cbs = CallbackList(callbacks)
+    state = _start(population, toolbox, halloffame, len(population or state.population), "evaluations", cbs,
+                   record, state)
+    return _run(lambda state: None, state, cbs)
+
+
+def _distinct(individuals: Sequence) -> list:
+    """The individuals without repeats (same object or equal genes), first occurrence kept."""
+    out: list = []
+    for ind in individuals:
+        if not any(ind is o or np.array_equal(ind, o) for o in out):
+            out.append(ind)
+    return out
+
+
+def deep_pruning_es(
+    population: list,
+    toolbox: base.Toolbox,
+    *,
+    generations: int,
+    population_size: int = 30,
+    halloffame=None,
+    callbacks: Sequence[Callback] = (),
+    record: RecordFn = default_record,
+    state: EvolutionState | None = None,
+) -> tuple[list, tools.Logbook]:
+    """DeepPruningES' evolution strategy: three parents and their mutated copies, no crossover.
+
+    Generation 0 is ``population`` as given (DeepPruningES: the unpruned, all-ones
+    genome alone). Each generation ``toolbox.select(population, 3)`` picks the parents
+    (operator ``heavy_knee_light``: the most accurate, the knee and the lightest members
+    of the non-dominated set); repeats among them are dropped; the next population is
+    copies of the parents (fitness kept, not evaluated again) plus
+    ``population_size - len(parents)`` mutated copies of them, parent ``i % len(parents)``
+    for the ``i``-th child (``toolbox.mutate``: ``flip_bit`` with ``indpb=0.2``). Only the
+    children are evaluated, through ``toolbox.map``. The reference runs 11 generations
+    of 30.
+
+    Args:
+        population: Generation 0 (fitness may be invalid).
+        toolbox: With ``select``, ``mutate``, ``evaluate``, ``map`` and ``clone``.
+        generations: Generations after generation 0.
+        population_size: Size of every later generation (at least 3).
+        halloffame: Kept up to date (default: a NumPy-aware `deap.tools.ParetoFront`).
+        callbacks: Called each generation.
+        record: Statistics of a generation (`make_front_record` for hypervolume and front).
+        state: Resume from this state instead of starting.
+
+    Returns:
+        ``(population, logbook)``.
+    """
+    if generations < 1:
+        raise ValueError(f"generations={generations}; expected a positive integer")
+    if population_size < 3:
+        raise ValueError(f"population_size={population_size}; expected at least 3 (three parents)")
+    cbs = CallbackList(callbacks)
+
+    def loop(state: EvolutionState) -> None:
+        while state.generation < generations and not state.stop:
+            parents = [toolbox.clone(p) for p in _distinct(toolbox.select(state.population, 3))]
+            children = []
+            for i in range(population_size - len(parents)):
+                child = toolbox.clone(parents[i % len(parents)])
+                toolbox.mutate(child)
+                del child.fitness.values
+                children.append(child)
+            nevals = _evaluate(toolbox, children)
+            state.evaluations += len(children)
+            state.population[:] = parents + children
+            state.generation += 1
+            _report(state, cbs, record, nevals)
+
+    if halloffame is None:
+        halloffame = new_halloffame(True)
+    state = _start(population, toolbox, halloffame, generations, "generations", cbs, record, state)
+    return _run(loop, state, cbs)
+
+
 #: Algorithms by config name.
 ALGORITHMS = {
     "steady_state": steady_state_ga,
@@ -288,4 +433,9 @@ ALGORITHMS = {
     "mu_plus_lambda": mu_plus_lambda,
     "nsga2": nsga2,
     "nsga3": nsga2,  # same loop; the toolbox's ``survive`` is selNSGA3
+    "random_search": random_search,
+    "deep_pruning_es": deep_pruning_es,
 }
+
+#: The algorithms whose fitness has several objectives and whose archive is a Pareto front.
+MULTI_OBJECTIVE = frozenset({"nsga2", "nsga3"})
