@@ -1,1 +1,91 @@
-"""evoprune-tf."""
+"""evoprune-tf: evolutionary pruning of transfer-learning networks with DEAP, Keras 3 and MLflow.
+
+The entry points a user needs are importable from here::
+
+    import evoprune_tf as ep
+
+    config = ep.load_config("my_experiment.toml", overrides={"seed": 3})
+    result = ep.run(config)                 # one tracked evolution, reported on test
+    ep.resume("mlruns/checkpoints/<run id>")
+
+    evaluator = ep.PopulationEvaluator(ep.FeatureSelection(spec), features, ep.TrainConfig(epochs=10))
+    toolbox = ep.build_toolbox(evaluator)   # a deap.base.Toolbox: eaSimple runs on it
+
+Names resolve lazily, so ``import evoprune_tf`` stays cheap (no TensorFlow, no MLflow)
+until a name that needs them is used. The modules behind them are the implementation;
+their layout follows the data flow (``data`` -> ``features`` -> ``encodings`` -> ``train``
+-> ``evaluation`` -> ``search`` -> ``tracking`` / ``report``; ``app`` builds and runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # application: configs and runs
+    "run": "evoprune_tf.app.run",
+    "resume": "evoprune_tf.app.run",
+    "RunResult": "evoprune_tf.app.run",
+    "load_config": "evoprune_tf.app.config",
+    "config_from_dict": "evoprune_tf.app.config",
+    "ConfigError": "evoprune_tf.app.config",
+    "ExperimentConfig": "evoprune_tf.app.config",
+    "DataConfig": "evoprune_tf.app.config",
+    "BackboneConfig": "evoprune_tf.app.config",
+    "HeadConfig": "evoprune_tf.app.config",
+    "EncodingConfig": "evoprune_tf.app.config",
+    "AlgorithmConfig": "evoprune_tf.app.config",
+    "OperatorsConfig": "evoprune_tf.app.config",
+    "ObjectivesConfig": "evoprune_tf.app.config",
+    "ReportConfig": "evoprune_tf.app.config",
+    "TrackingConfig": "evoprune_tf.app.config",
+    "CheckpointConfig": "evoprune_tf.app.config",
+    # data and features
+    "load_images": "evoprune_tf.data",
+    "ImageSplits": "evoprune_tf.data",
+    "extract_features": "evoprune_tf.features",
+    "FeatureSplits": "evoprune_tf.features",
+    "build_backbone": "evoprune_tf.backbones",
+    # encodings, training, evaluation
+    "HeadSpec": "evoprune_tf.encodings",
+    "HeadMasks": "evoprune_tf.encodings",
+    "Encoding": "evoprune_tf.encodings",
+    "FeatureSelection": "evoprune_tf.encodings",
+    "NeuronPruning": "evoprune_tf.encodings",
+    "ConnectionPruning": "evoprune_tf.encodings",
+    "make_encoding": "evoprune_tf.encodings",
+    "TrainConfig": "evoprune_tf.train",
+    "TrainedHead": "evoprune_tf.train",
+    "PopulationEvaluator": "evoprune_tf.evaluation",
+    "MaskedDense": "evoprune_tf.nn.layers",
+    # search
+    "build_toolbox": "evoprune_tf.search.toolbox",
+    "Callback": "evoprune_tf.search.callbacks",
+    "EvolutionState": "evoprune_tf.search.callbacks",
+    "steady_state_ga": "evoprune_tf.search.algorithms",
+    "ea_simple": "evoprune_tf.search.algorithms",
+    "mu_plus_lambda": "evoprune_tf.search.algorithms",
+    "nsga2": "evoprune_tf.search.algorithms",
+    # tracking and studies
+    "MLflowTracker": "evoprune_tf.tracking",
+    "compare": "evoprune_tf.studies.compare",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evoprune_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -38,6 +38,8 @@ __all__ = [
     "resolve",
     "register_on",
     "available",
+    "load_plugins",
+    "ENTRY_POINT_GROUP",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -386,6 +388,64 @@ def available(kind: str | None = None) -> list[str] | dict[str, list[str]]:
         return {k: sorted(_REGISTRY[k]) for k in KINDS}
     _check_kind(kind)
     return sorted(_REGISTRY[kind])
+
+
+ENTRY_POINT_GROUP = "evoprune.operators"
+"""Entry-point group whose modules are imported by `load_plugins` (their decorators register)."""
+
+_LOADED_ENTRY_POINTS = False
+
+
+def load_plugins(modules: Iterable[str] = (), *, entry_points: bool = True) -> list[str]:
+    """Imports user modules whose ``@operators.register`` decorators add operators.
+
+    A config names them with ``plugins = ["my_ops"]``, the command line with
+    ``--plugin my_ops``; an installed package can declare them once for everyone::
+
+        [project.entry-points."evoprune.operators"]
+        my_ops = "my_package.my_ops"
+
+    Importing is idempotent: a module already imported is not imported again.
+
+    Args:
+        modules: importable module names (``"my_ops"``, ``"package.ops"``).
+        entry_points: also load every entry point of `ENTRY_POINT_GROUP` (once per process).
+
+    Returns:
+        The names of the modules loaded by this call (entry points included).
+
+    Raises:
+        ValueError: a module that is not a string or cannot be imported (one line).
+    """
+    global _LOADED_ENTRY_POINTS
+    loaded: list[str] = []
+    for module in modules:
+        if not isinstance(module, str) or not module.strip():
+            raise ValueError(f"plugin {module!r} is not a module name; expected an importable module such as 'my_ops'")
+        try:
+            importlib.import_module(module.strip())
+        except Exception as error:  # noqa: BLE001 - a plugin's own errors too: name the plugin
+            first = str(error).splitlines()[0] if str(error) else ""
+            raise ValueError(
+                f"plugin {module!r} cannot be imported ({type(error).__name__}: {first}); "
+                "expected an importable module on sys.path / PYTHONPATH"
+            ) from None
+        loaded.append(module.strip())
+    if entry_points and not _LOADED_ENTRY_POINTS:
+        from importlib.metadata import entry_points as find_entry_points
+
+        _LOADED_ENTRY_POINTS = True
+        for point in find_entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                point.load()
+            except Exception as error:  # noqa: BLE001
+                first = str(error).splitlines()[0] if str(error) else ""
+                raise ValueError(
+                    f"operator entry point {point.name!r} ({point.value}) cannot be loaded "
+                    f"({type(error).__name__}: {first}); expected an importable module"
+                ) from None
+            loaded.append(point.value)
+    return loaded
 
 
 def _register_builtins() -> None:

@@ -94,3 +94,20 @@ def make_planted_features(
 def planted() -> tuple[FeatureSplits, np.ndarray]:
     """Planted-signal features (see `make_planted_features`)."""
     return make_planted_features()
+
+
+def assert_real_plot(path, *, min_size: int = 100, min_colours: int = 8) -> None:
+    """The file is a PNG image with drawn content: not blank, several colours, a plausible size."""
+    from PIL import Image
+
+    data = pathlib.Path(path).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), f"{path} is not a PNG"
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    height, width = pixels.shape[:2]
+    assert min(height, width) >= min_size, f"{path} is only {width}x{height}"
+    assert pixels.std() > 5.0, f"{path} is (almost) blank: pixel std {pixels.std():.2f}"
+    colours = len(np.unique(pixels.reshape(-1, 3)[:: max(1, height * width // 20000)], axis=0))
+    assert colours >= min_colours, f"{path} has only {colours} colours"
+    ink = float((pixels.mean(axis=2) < 200).mean())
+    assert ink > 0.005, f"{path} has almost nothing drawn ({ink:.4f} of pixels dark)"

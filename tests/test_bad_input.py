@@ -89,7 +89,7 @@ def test_every_problem_of_a_config_is_listed_at_once_on_one_line(tmp_path, capsy
     (["--epochs", "0"], ["train.epochs=0; expected a positive integer"]),
     (["--seeds", "0"], ["report.seeds=0; expected a positive integer"]),
     (["--encoding", "pixels"], ["unknown encoding 'pixels'; expected one of ['connection_pruning'"]),
-    (["--algorithm", "hill_climb"], ["unknown algorithm 'hill_climb'; expected one of ['ea_simple'"]),
+    (["--algorithm", "hill_climb"], ["unknown algorithm 'hill_climb'; expected one of ['deep_pruning_es', 'ea_simple'"]),
     (["--mate", "zipper"], ["unknown crossover operator 'zipper'; expected one of"]),
     (["--select", "tournament:tournsize=0"], ["tournsize=0 is not a count; expected an integer >= 1"]),
     (["--backbone", "alexnet"], ["unknown backbone 'alexnet'; expected one of", "MobileNetV2"]),
@@ -138,16 +138,16 @@ def _image_folder(root: Path, classes: dict[str, int], broken: str | None = None
 
 def test_missing_empty_and_single_class_dataset_folders(tmp_path, capsys, tripwire) -> None:
     missing = tmp_path / "nowhere"
-    _fails(["run", "--data", str(missing), *QUIET], capsys, f"dataset source '{missing}' does not exist",
+    _fails(["run", "--data", str(missing), *QUIET, "--weights", "none"], capsys, f"dataset source '{missing}' does not exist",
            "expected a class-folder dataset")
     (tmp_path / "empty").mkdir()
-    _fails(["run", "--data", str(tmp_path / "empty"), *QUIET], capsys, "holds 0 class folder(s)",
+    _fails(["run", "--data", str(tmp_path / "empty"), *QUIET, "--weights", "none"], capsys, "holds 0 class folder(s)",
            "expected at least two class sub-folders")
     one = _image_folder(tmp_path / "one", {"cats": 3})
-    _fails(["run", "--data", str(one), *QUIET], capsys, "holds 1 class folder(s) ['cats']", "expected at least two")
+    _fails(["run", "--data", str(one), *QUIET, "--weights", "none"], capsys, "holds 1 class folder(s) ['cats']", "expected at least two")
     (tmp_path / "hollow" / "a").mkdir(parents=True)
     (tmp_path / "hollow" / "b").mkdir()
-    _fails(["run", "--data", str(tmp_path / "hollow"), *QUIET], capsys, "class folder", "holds no images")
+    _fails(["run", "--data", str(tmp_path / "hollow"), *QUIET, "--weights", "none"], capsys, "class folder", "holds no images")
 
 
 def test_an_unreadable_image_is_named_and_skip_bad_images_skips_and_counts_it(
@@ -170,7 +170,7 @@ def test_an_unreadable_image_is_named_and_skip_bad_images_skips_and_counts_it(
     monkeypatch.setattr(features_module, "extract_features", fake_extract)
     config = _toml(tmp_path, "[report]\nexport_model = false\nseeds = 1\n")
     args = ["run", config, "--data", str(root), "--image-size", "32", "--evaluations", "6", "--population", "3",
-            "--epochs", "1", "--hidden", "4", *QUIET]
+            "--epochs", "1", "--hidden", "4", "--weights", "none", *QUIET]
     _fails(args, capsys, f"cannot read image '{root / 'b' / 'broken.png'}'", "skip")
     assert not extracted
     assert cli_main([*args, "--skip-bad-images"]) == 0

@@ -39,6 +39,7 @@ def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """The CLI on planted features (no images, no backbone), run from ``tmp_path``."""
     data, _ = make_planted_features(seed=4)
     monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)  # no ImageNet weights needed
     monkeypatch.chdir(tmp_path)
     return data
 
@@ -82,6 +83,7 @@ def test_ctrl_c_prints_how_to_resume_and_evoprune_resume_finishes_the_run(tmp_pa
 
     monkeypatch.undo()
     monkeypatch.setattr(run_module, "prepare_features", lambda config: (planted_cli, None, None))
+    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
     assert cli_main(["resume", str(path), "--no-progress"]) == 0
     assert "Final report" in capsys.readouterr().out
     _same(load_checkpoint(path).state, _reference(tmp_path, planted_cli))

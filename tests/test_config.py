@@ -13,6 +13,23 @@ def test_documented_default_file_equals_the_defaults():
     assert load_config(DEFAULT).to_dict() == ExperimentConfig().to_dict()
 
 
+def test_the_documented_default_file_lists_every_key():
+    import tomllib
+
+    written = tomllib.loads(DEFAULT.read_text())
+    missing = []
+
+    def walk(defaults: dict, file: dict, prefix: str) -> None:
+        for key, value in defaults.items():
+            if key not in file:
+                missing.append(prefix + key)
+            elif isinstance(value, dict) and isinstance(file[key], dict) and prefix != "operators.":
+                walk(value, file[key], f"{prefix}{key}.")
+
+    walk(ExperimentConfig().to_dict(), written, "")
+    assert missing == [], f"default.toml does not document {missing}"
+
+
 def test_overrides_and_environment_expansion(monkeypatch, tmp_path):
     monkeypatch.setenv("MY_DATA", "/data/rps")
     path = tmp_path / "c.toml"

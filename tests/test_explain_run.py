@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 
 import mlflow
@@ -12,7 +13,8 @@ from mlflow import MlflowClient
 from evoprune_tf.app.config import config_from_dict, flatten, load_config
 from evoprune_tf.app.explain import _config_from_params, explain_run, run_config, run_genomes
 from evoprune_tf.app.run import run
-from conftest import new_mlflow_store
+from conftest import assert_real_plot, new_mlflow_store
+from evoprune_tf.encodings import pack_genome
 
 
 
@@ -66,9 +68,21 @@ def test_explain_run_writes_overlays_per_class_and_logs_them_to_the_run(finished
         assert path.is_file() and path.stat().st_size > 0
         assert path.parent == folder / "reports" / result.run_id / "explanations" / "best"
     assert paths[-1].name == "feature_influence.csv"
+    for png in pngs:
+        assert_real_plot(png)
+    rows = list(csv.DictReader(io.StringIO(paths[-1].read_text())))
+    active = set(np.flatnonzero(result.best).tolist())
+    assert len(rows) == min(20, len(active))  # the 20 most influential selected features, ranked
+    assert {int(r["feature"]) for r in rows} <= active
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    drops = [float(r["val_accuracy_drop"]) for r in rows]
+    assert drops == sorted(drops, reverse=True)  # most influential first
     found = _artifacts(MlflowClient(tracking_uri=uri), result.run_id, "explanations")
     assert {f"explanations/best/{p.name}" for p in paths} <= found
     assert "explanations/best/genome.txt" in found
+    logged = mlflow.artifacts.load_text(f"{MlflowClient(tracking_uri=uri).get_run(result.run_id).info.artifact_uri}"
+                                        "/explanations/best/genome.txt")
+    assert pack_genome(result.best) in logged
 
 
 def test_the_cli_explains_a_run_and_rejects_unknown_ones(finished, monkeypatch, capsys):

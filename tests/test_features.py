@@ -114,7 +114,7 @@ def test_a_corrupt_cache_file_is_detected_and_recomputed(
     else:  # a well-formed archive whose features were changed after the checksum
         with np.load(path) as archive:
             stored = {k: archive[k] for k in archive.files}
-        stored["x_train"] = stored["x_train"] + 1.0
+        stored["features"] = stored["features"] + 1.0
         with open(path, "wb") as handle:
             np.savez(handle, **stored)
         assert zipfile.is_zipfile(path)
@@ -130,7 +130,8 @@ def test_cache_key_parts(weights_file: pathlib.Path, tmp_path: pathlib.Path) -> 
     images = make_images()
     key = feature_cache_key(images, backbone="MobileNet", weights=weights_file, backbone_kwargs=TINY)
     assert key == feature_cache_key(
-        images.content_hash(), backbone="mobile_net", weights=weights_file, image_size=SIZE, backbone_kwargs={"alpha": 0.25}
+        features.images_digest(images), backbone="mobile_net", weights=weights_file, image_size=SIZE,
+        backbone_kwargs={"alpha": 0.25}
     )
     copy = tmp_path / "renamed.h5"
     copy.write_bytes(weights_file.read_bytes())
@@ -142,7 +143,8 @@ def test_cache_key_parts(weights_file: pathlib.Path, tmp_path: pathlib.Path) -> 
         feature_cache_key(images, backbone="MobileNet", weights="imagenet", backbone_kwargs=TINY),
         feature_cache_key(images, backbone="MobileNet", weights=None, backbone_kwargs=TINY),
         feature_cache_key(images, backbone="MobileNet", weights=weights_file, backbone_kwargs={"alpha": 0.5}),
-        feature_cache_key(images.content_hash(), backbone="MobileNet", weights=weights_file, image_size=64, backbone_kwargs=TINY),
+        feature_cache_key(features.images_digest(images), backbone="MobileNet", weights=weights_file, image_size=64,
+                          backbone_kwargs=TINY),
         feature_cache_key(images, backbone="MobileNetV2", weights=weights_file),
         feature_cache_key(make_images(seed=1), backbone="MobileNet", weights=weights_file, backbone_kwargs=TINY),
     }

@@ -1,4 +1,4 @@
-"""Plots: each function writes a non-empty PNG and rejects malformed input with one line."""
+"""Plots: each function draws a real PNG (content checked, not only its size) and rejects malformed input with one line."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from deap import tools
 
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, overlay_heatmaps, pareto_plots
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from conftest import assert_real_plot
 
 
 def _is_png(path: Path) -> bool:
-    data = Path(path).read_bytes()
-    return len(data) > 1000 and data.startswith(PNG_MAGIC)
+    """A real plot (raises with the reason otherwise): PNG, not blank, several colours."""
+    assert_real_plot(path)
+    return True
 
 
 def _logbook(n: int = 6) -> tools.Logbook:
@@ -78,3 +79,14 @@ def test_overlay_heatmaps(tmp_path):
         overlay_heatmaps(images, heatmaps[:3], tmp_path / "x.png")
     with pytest.raises(ValueError, match="expected 5, one per image"):
         overlay_heatmaps(images, heatmaps, tmp_path / "x.png", titles=["a"])
+
+
+def test_the_convergence_plot_draws_the_curves_it_is_given(tmp_path):
+    from PIL import Image
+
+    flat = convergence_plot([{"gen": g, "best": 0.5, "mean": 0.5} for g in range(6)], tmp_path / "flat.png")
+    rising = convergence_plot(_logbook(), tmp_path / "rising.png")
+    with Image.open(flat) as a, Image.open(rising) as b:
+        a_px, b_px = np.asarray(a.convert("L"), np.float32), np.asarray(b.convert("L"), np.float32)
+    # different data must give a different picture (a plot that ignores its data would not)
+    assert a_px.shape == b_px.shape and np.abs(a_px - b_px).mean() > 0.5

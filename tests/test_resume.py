@@ -243,6 +243,7 @@ def test_ctrl_c_marks_the_run_killed_and_evoprune_resume_continues_the_same_mlfl
 
     # `evoprune resume <checkpoint>`: the CLI rebuilds the config from the checkpoint.
     monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)  # no ImageNet weights needed
     assert cli_main(["resume", str(path), "--no-progress"]) == 0
     capsys.readouterr()
     finished = client.get_run(run_id)
@@ -296,10 +297,8 @@ KILLED_WRITE = textwrap.dedent('''
         os.kill(os.getpid(), signal.SIGKILL)
 
     x = np.ones((4, 3), np.float32)
-    y = np.array([0, 1, 0, 1])
-    data = FeatureSplits(x, y, x, y, x, y, class_names=("a", "b"))
     features.np.savez = dying_savez
-    features._write_cache(features.pathlib.Path(sys.argv[1]), data, {"backbone": "b", "image_size": 32}, "key")
+    features._write_cache(features.pathlib.Path(sys.argv[1]), ["d"] * 4, x, {"backbone": "b", "image_size": 32}, "key")
 ''')
 
 
@@ -320,10 +319,10 @@ def test_a_killed_feature_cache_write_never_leaves_a_file_a_later_run_trusts(tmp
     # A later write succeeds next to the leftover, and what it wrote is verified on read.
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     y = np.array([0, 1, 0, 1])
-    data = FeatureSplits(x, y, x, y, x, y, class_names=("a", "b"))
-    features._write_cache(path, data, {"backbone": "b", "image_size": 32}, "key")
-    pixels = np.zeros((4, 32, 32, 3), np.uint8)
+    pixels = np.arange(4 * 32 * 32 * 3, dtype=np.uint32).reshape(4, 32, 32, 3).astype(np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(4)  # four distinct images
     images = ImageSplits(pixels, y, pixels, y, pixels, y, class_names=("a", "b"))
+    features._write_cache(path, features._image_digests(pixels), x, {"backbone": "b", "image_size": 32}, "key")
     assert np.array_equal(features._read_cache(path, "key", images).x_val, x)
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])  # what a non-atomic writer would have left

@@ -128,12 +128,12 @@ def test_standardised_features_let_a_random_weight_backbone_learn(tmp_path):
 
 
 def test_evoprune_ui_serves_the_project_store_on_localhost(monkeypatch, tmp_path, capsys):
-    import subprocess
+    import evoprune_tf.app.cli as cli_module
 
     calls = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(subprocess, "call", lambda cmd, env=None: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(cli_module, "serve", lambda cmd, env=None: calls.append((cmd, env)) or 0)
     assert cli_main(["ui", "--port", "5123"]) == 0
     cmd, env = calls[0]
     assert cmd[1:4] == ["-m", "mlflow", "server"]

@@ -6,24 +6,38 @@
     evoprune bench [...]                    fitness-evaluation benchmark
     evoprune explain RUN_ID                 explanation heat maps for a finished run
     evoprune operators                      list the registered operator names
+    evoprune grid GRID.toml                 run a study grid, one MLflow run per cell (resumable)
+    evoprune server [--port 5000]           one MLflow tracking server for concurrent runs
 
 Bad input ends with one line ``error: ...`` on stderr and exit status 2, before any
-long computation starts.
+long computation starts. Ctrl-C (exit 130) and SIGTERM (exit 143) stop a run the same
+way: the MLflow run is marked KILLED, the checkpoint is kept and the resume command is
+printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "build_parser", "parse_operator", "overrides_from_args"]
+from evoprune_tf.studies.compare import add_compare_arguments, run_compare
+
+__all__ = ["main", "build_parser", "parse_operator", "overrides_from_args", "load_run_config", "Terminated"]
 
 EPILOG = """\
 operator syntax: NAME or NAME:key=value,key=value (e.g. --mate uniform:indpb=0.3,
 --mutate flip_bit:indpb=1/L, --select tournament:tournsize=3). DEAP's own tools
-functions work by name too (--mate cxTwoPoint). `evoprune operators` lists the names.
+functions work by name too (--mate cxTwoPoint); your own function by import path,
+module:function, with options after a second colon (--mate my_ops:block_swap:width=8).
+An operator on the command line replaces the config's, options included (NAME: alone
+means no options). Operators registered with @operators.register in your module are
+named once the module is loaded: --plugin my_ops (or plugins = ["my_ops"] in the
+config, or an "evoprune.operators" entry point). `evoprune operators` lists the names.
 
 environment: EVOPRUNE_ASSETS (the shared real assets; experiment scripts default to
 it), MLFLOW_TRACKING_URI (default sqlite:///mlruns/mlflow.db), EVOPRUNE_CACHE_DIR
@@ -31,11 +45,49 @@ it), MLFLOW_TRACKING_URI (default sqlite:///mlruns/mlflow.db), EVOPRUNE_CACHE_DI
 """
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so a run stops exactly as on Ctrl-C.
+
+    A `KeyboardInterrupt` subclass: the run is marked KILLED, the checkpoint is kept
+    and the resume hint printed; the command exits with 143 (128 + SIGTERM).
+    """
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def _is_registered(name: str) -> bool:
+    import operators
+
+    return any(name in names for names in operators.available().values())
+
+
 def parse_operator(text: str) -> Any:
-    """``"uniform:indpb=0.5"`` -> ``{"name": "uniform", "indpb": 0.5}``; a bare name stays a string."""
+    """An operator given on the command line -> a spec for the config.
+
+    ``"uniform"`` -> ``"uniform"``; ``"uniform:indpb=0.5"`` -> ``{"name": "uniform",
+    "indpb": 0.5}``; ``"uniform:"`` -> ``{"name": "uniform"}`` (no options: replaces the
+    config's); ``"my_ops:block_swap"`` -> that import path; ``"my_ops:block_swap:width=8"``
+    -> the import path with options. Options come after the *last* colon, and only when
+    that part holds ``key=value`` items (or nothing).
+
+    Args:
+        text: the command-line value.
+
+    Returns:
+        A name or import path (str), or a dict with ``name`` and the options.
+
+    Raises:
+        ValueError: an option that is not ``key=value``.
+    """
     if ":" not in text:
         return text
-    name, _, options = text.partition(":")
+    name, _, options = text.rpartition(":")
+    if options and "=" not in options:
+        if _is_registered(name):  # "uniform:indpb": options were meant, not an import path
+            raise ValueError(f"operator option {options!r} in {text!r}; expected key=value")
+        return text  # "package.module:function"
     spec: dict[str, Any] = {"name": name}
     for item in filter(None, options.split(",")):
         key, sep, value = item.partition("=")
@@ -64,14 +116,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", help="keras.applications backbone, e.g. mobilenet_v2, resnet50")
     g.add_argument("--weights", help="'imagenet', a local weights file, or 'none'")
     g.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], help="hidden widths, e.g. 512,512")
-    g.add_argument("--encoding", help="feature_selection | neuron_pruning | connection_pruning")
-    g.add_argument("--algorithm", help="steady_state | ea_simple | mu_plus_lambda | nsga2 | nsga3")
+    g.add_argument("--encoding", help="feature_selection | neuron_pruning | connection_pruning | filters")
+    g.add_argument("--algorithm", help="steady_state | ea_simple | mu_plus_lambda | nsga2 | nsga3 | random_search | "
+                   "deep_pruning_es | tascnet; baselines: unpruned | random_mask | magnitude | l1_selection")
+    g.add_argument("--blocks", type=lambda s: s if s == "all" else int(s),
+                   help="filters encoding: prune the last K blocks of the backbone, or 'all'")
     g.add_argument("--objectives", type=lambda s: s.split(","),
                    help="comma list of accuracy, loss, active_fraction, robustness")
     g.add_argument("--ood", help="OOD images for the robustness objective (folder, .npz, tfds:NAME)")
     g.add_argument("--evaluations", type=int, help="evaluation budget (steady_state, nsga2, nsga3)")
     g.add_argument("--generations", type=int, help="generations (ea_simple, mu_plus_lambda)")
     g.add_argument("--population", type=int, help="population size")
+    g.add_argument("--density", type=float, help="baselines random_mask / magnitude / l1_selection: fraction of genes on")
     g.add_argument("--epochs", type=int, help="head training epochs per evaluation")
     for alias in ("init", "select", "mate", "mutate", "survive"):
         g.add_argument(f"--{alias}", type=parse_operator, help=f"{alias} operator (see below)")
@@ -79,6 +135,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--experiment", help="MLflow experiment name")
     g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--runner", help="where evaluations run: auto | serial | processes | ray")
+    g.add_argument("--workers", type=int, help="worker processes or Ray actors (0: every core / cluster CPU)")
+    g.add_argument("--ray-address", help="Ray: auto, host:port or ray://host:port (default: a local cluster)")
+    g.add_argument("--num-gpus", type=float, help="Ray: GPUs per worker actor (fractional allowed)")
+    g.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE first (its @operators.register operators can then be named); repeatable")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
@@ -87,13 +149,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         "seed": ("seed",), "data": ("data", "source"), "image_size": ("data", "image_size"),
         "max_per_class": ("data", "max_per_class"), "skip_bad_images": ("data", "skip_bad_images"),
         "backbone": ("backbone", "name"), "weights": ("backbone", "weights"), "hidden": ("head", "hidden"),
-        "encoding": ("encoding", "name"), "algorithm": ("algorithm", "name"),
+        "encoding": ("encoding", "name"), "algorithm": ("algorithm", "name"), "blocks": ("encoding", "blocks"),
         "objectives": ("objectives", "names"), "ood": ("objectives", "ood"),
         "evaluations": ("algorithm", "evaluations"), "generations": ("algorithm", "generations"),
-        "population": ("algorithm", "population"), "epochs": ("train", "epochs"),
+        "population": ("algorithm", "population"), "density": ("algorithm", "density"), "epochs": ("train", "epochs"),
         "init": ("operators", "init"), "select": ("operators", "select"), "mate": ("operators", "mate"),
         "mutate": ("operators", "mutate"), "survive": ("operators", "survive"), "seeds": ("report", "seeds"),
         "experiment": ("tracking", "experiment"),
+        "runner": ("runner",), "workers": ("workers",), "ray_address": ("ray_address",), "num_gpus": ("num_gpus",),
     }
     out: dict = {}
     for attr, path in table.items():
@@ -108,7 +171,51 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         out.setdefault("tracking", {})["enabled"] = False
     if getattr(args, "no_progress", False):
         out["progress"] = False
+    if getattr(args, "plugin", None):
+        out["plugins"] = list(args.plugin)
     return out
+
+
+def load_run_config(path: str | None, overrides: dict):
+    """The config of ``evoprune run``: the TOML file (or defaults) with the command-line overrides.
+
+    Like `evoprune_tf.app.config.load_config`, except that an operator given on the
+    command line *replaces* the config's spec, options included, as ``--help`` says
+    (a nested merge would keep the file's options next to the new name). Plugins given
+    with ``--plugin`` are added to the config's.
+
+    Args:
+        path: a TOML file, or None for the defaults.
+        overrides: `overrides_from_args`' nested dict.
+
+    Returns:
+        The validated `ExperimentConfig`.
+
+    Raises:
+        ConfigError: as `load_config`.
+    """
+    import tomllib
+
+    from evoprune_tf.app.config import config_from_dict, load_config, merge
+
+    overrides = dict(overrides)
+    operator_overrides = overrides.pop("operators", {})
+    plugins = overrides.pop("plugins", [])
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return load_config(path, overrides)  # its one-line message for a missing or broken file
+    merged = merge(raw, overrides)
+    if operator_overrides:
+        section = merged.get("operators", {})
+        if isinstance(section, dict):
+            merged["operators"] = {**section, **operator_overrides}
+    if plugins:
+        known = merged.get("plugins", [])
+        merged["plugins"] = [*known, *(p for p in plugins if p not in known)] if isinstance(known, list) else plugins
+    return config_from_dict(merged, str(path) if path is not None else "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,9 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run one evolution from a TOML config", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="TOML config (omit for the built-in defaults)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the config as JSON, run nothing")
     _add_run_options(p)
     p = sub.add_parser("resume", help="continue a killed run from its checkpoint, in the same MLflow run")
-    p.add_argument("checkpoint", help="checkpoint file or folder, or an MLflow run id")
+    p.add_argument("checkpoint", help="checkpoint file or folder, or an MLflow run id (or a unique prefix)")
     p.add_argument("--evaluations", type=int, help="a new (larger) evaluation budget")
     p.add_argument("--generations", type=int, help="a new (larger) generation budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -136,30 +244,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--per-class", type=int, default=2)
     sub.add_parser("operators", help="list registered operator names by kind")
+    p = sub.add_parser("compare", help="compare groups of finished runs over seeds: table, paired tests, plots")
+    add_compare_arguments(p)
+    from evoprune_tf.app.server import add_server_arguments
+    from evoprune_tf.studies.grid import add_grid_arguments
+
+    add_grid_arguments(sub.add_parser("grid", help="run a study grid (cross product of config keys), resumable"))
+    add_server_arguments(sub.add_parser("server", help="start one MLflow tracking server for concurrent runs"))
     return parser
 
 
 def _checkpoint_for(target: str) -> str:
-    from pathlib import Path
+    """A checkpoint path from a path, or from an MLflow run id (or unique prefix).
 
+    A run id is looked up next to the current store (``<store folder>/checkpoints/<id>``),
+    in ``./mlruns/checkpoints/<id>``, then through the run's ``evoprune.checkpoint`` tag,
+    so ``evoprune resume RUN_ID`` works from any folder.
+    """
     if Path(target).exists():
         return target
-    candidate = Path("mlruns") / "checkpoints" / target / "checkpoint.pkl"
-    if candidate.exists():
-        return str(candidate)
-    raise FileNotFoundError(f"no checkpoint file, folder or run id {target!r}; expected a path or a run id under mlruns/checkpoints")
+    from evoprune_tf.tracking.store import find_run, resolve_tracking_uri, store_folder
+
+    folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
+    for folder in folders:
+        candidate = folder / "checkpoints" / target / "checkpoint.pkl"
+        if candidate.exists():
+            return str(candidate)
+    uri = resolve_tracking_uri()
+    try:
+        run = find_run(target, uri)
+    except ValueError:
+        run = None
+    except Exception:  # noqa: BLE001 - an unusable store: fall through to the plain message
+        run = None
+    if run is not None:
+        tagged = run.data.tags.get("evoprune.checkpoint")
+        if tagged and Path(tagged).is_file():
+            return tagged
+        raise FileNotFoundError(
+            f"MLflow run {run.info.run_id} in {uri} has no checkpoint on this machine "
+            f"(tag evoprune.checkpoint={tagged!r}); expected a checkpoint file, folder or run id with one"
+        )
+    raise FileNotFoundError(
+        f"no checkpoint file, folder or run id {target!r} (looked in {', '.join(str(f / 'checkpoints') for f in folders)} "
+        f"and the runs of {uri}); expected a checkpoint path or the id of a run that wrote one"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``evoprune`` console script."""
+    """Entry point of the ``evoprune`` console script.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, 2 for bad input, 130 after Ctrl-C, 143 after SIGTERM.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # hand every option to the benchmark's own parser
         argv = ["bench", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _dispatch(args)
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -167,9 +322,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # RuntimeError: e.g. ImageNet weights that cannot be downloaded (the message names the file)
         print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "grid":
+        from evoprune_tf.studies.grid import run_grid_command
+
+        return run_grid_command(args)
+    if args.command == "server":
+        from evoprune_tf.app.server import serve as serve_tracking_server
+
+        return serve_tracking_server(args)
+    if args.command == "compare":
+        run_compare(args)
+        return 0
     if args.command == "operators":
         import operators
 
@@ -177,23 +346,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{kind}: {', '.join(names)}")
         return 0
     if args.command == "ui":
-        import subprocess
-
-        from evoprune_tf.tracking import resolve_tracking_uri
+        from evoprune_tf.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.uri)
-        print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+        print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
         if uri.startswith("sqlite:///"):
-            from pathlib import Path
-
             cmd += ["--default-artifact-root", str(Path(uri[len("sqlite:///"):]).parent / "artifacts")]
-        return subprocess.call(cmd, env=env)
+        return serve(cmd, env=env)
     if args.command == "bench":
         import runpy
-        from pathlib import Path
 
         script = Path(__file__).resolve().parents[2] / "benchmarks" / "fitness.py"
         if not script.is_file():
@@ -207,25 +371,182 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in explain_run(args.run_id, per_class=args.per_class):
             print(path)
         return 0
-    from evoprune_tf.app.config import load_config, merge
+    from evoprune_tf.app.config import merge
     from evoprune_tf.app.run import resume, run
 
     if args.command == "resume":
-        from evoprune_tf.search.checkpoint import load_checkpoint
         from evoprune_tf.app.config import config_from_dict
+        from evoprune_tf.search.checkpoint import load_checkpoint
 
         path = _checkpoint_for(args.checkpoint)
         checkpoint = load_checkpoint(path)
         budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
-        extra = {"algorithm": budget} if budget else {}
+        extra: dict = {"algorithm": budget} if budget else {}
         if args.no_progress:
             extra["progress"] = False
+        recorded = getattr(checkpoint, "tracking_uri", None)
+        stored = checkpoint.config.get("tracking", {})
+        if recorded and not stored.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+            # No store named now: continue in the one the run lives in (an absolute URI,
+            # so this works from any folder), not in ./mlruns of the current folder.
+            extra["tracking"] = {"uri": recorded}
         config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
         resume(path, config=config)
         return 0
-    config = load_config(args.config, overrides_from_args(args))
+    config = load_run_config(args.config, overrides_from_args(args))
+    if getattr(args, "dry_run", False):
+        import json
+
+        print(json.dumps(config.to_dict(), indent=2, default=str))
+        return 0
     run(config)
     return 0
+
+
+def serve(cmd: Sequence[str], *, env: dict | None = None, grace: float = 10.0) -> int:
+    """Run a server command until it ends or this process is stopped, leaving no orphans.
+
+    The server gets its own process group (``mlflow server`` forks uvicorn workers);
+    Ctrl-C or SIGTERM here stops the whole group (SIGTERM, then SIGKILL after
+    ``grace`` seconds). On Linux the server is also told to stop if this process dies
+    without a chance to clean up (SIGKILL).
+
+    Args:
+        cmd: the command.
+        env: its environment.
+        grace: seconds the group has to stop after SIGTERM.
+
+    Returns:
+        The server's exit status, or 130 / 143 when stopped by a signal here.
+    """
+    import subprocess
+
+    child = subprocess.Popen(list(cmd), env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        return child.wait()
+    except KeyboardInterrupt as stop:
+        _stop_group(child, grace)
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+    finally:
+        if child.poll() is None:
+            _stop_group(child, grace)
+
+
+def _stop_group(child: Any, grace: float) -> None:
+    """SIGTERM the child's process group, wait, then SIGKILL whatever is left of it."""
+    import time
+
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            break
+        child.poll()
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        child.wait(timeout=grace)
+    except Exception:  # noqa: BLE001 - it was SIGKILLed: nothing more to do
+        pass
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: SIGTERM this (child) process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the signal handlers still stop the group
+        pass
+
+
+#: TensorFlow start-up lines that tell a CPU user nothing (written by C++ straight to fd 2).
+_TF_NOISE = (
+    "All log messages before absl::InitializeLog",
+    "oneDNN custom operations are on",
+    "cudart_stub.cc",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation_placer.cc",
+    "TF-TRT Warning",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions",
+)
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up noise (absl, cuInit, oneDNN lines) off the terminal.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` does not reach what TensorFlow's C++ writes before its
+    logging is initialised. So the first ``import tensorflow`` (and ``import keras``)
+    runs with file descriptor 2 captured, including, without an NVIDIA driver, the
+    device scan that logs the cuInit error;
+    afterwards every captured line that is not known noise is written back to stderr,
+    so real errors still show. Does nothing when TensorFlow is already imported.
+    """
+    if "keras" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+class _QuietTensorFlowFinder:
+    """Import hook: the imports of the ``tensorflow`` and ``keras`` packages run with fd 2 filtered."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in ("tensorflow", "keras"):  # keras' import loads more of TensorFlow's libraries
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader:
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        import tempfile
+
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+                if module.__name__ == "tensorflow" and not Path("/proc/driver/nvidia").exists():
+                    # The device scan (and its cuInit error without a driver) happens once,
+                    # here, inside the capture, instead of at the first operation.
+                    module.config.list_physical_devices("GPU")
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                captured.seek(0)
+                kept = [line for line in captured.read().decode(errors="replace").splitlines()
+                        if line.strip() and not any(noise in line for noise in _TF_NOISE)]
+                if kept:
+                    print("\n".join(kept), file=sys.stderr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
 
 
 if __name__ == "__main__":  # pragma: no cover

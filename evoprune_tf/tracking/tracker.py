@@ -36,19 +36,17 @@ from evoprune_tf.encodings import pack_genome
 from evoprune_tf.errors import one_line
 from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, numeric_items, write_csv
 from evoprune_tf.search.callbacks import Callback, EvolutionState
-from evoprune_tf.tracking.store import artifact_location, find_run, resolve_tracking_uri
+from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
     from mlflow.models.model import ModelInfo
 
-__all__ = ["MLflowTracker", "ConfigArtifact"]
+__all__ = ["MLflowTracker", "ConfigArtifact", "DatasetInput"]
 
 _log = logging.getLogger(__name__)
 _RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _MAX_TAG_LENGTH = 5000
-
-
 
 
 class MLflowTracker(Callback):
@@ -117,6 +115,9 @@ class MLflowTracker(Callback):
         self._resume = run_id is not None
         self._client: MlflowClient | None = None
         self._ended = False
+        # A resumed run replays the generations lost since its last checkpoint exactly;
+        # the steps it had already logged are not logged a second time.
+        self._logged_through = -1
 
     # ------------------------------------------------------------ callback hooks
 
@@ -149,6 +150,7 @@ class MLflowTracker(Callback):
                 _log.warning("MLflow run %s: resumed with changed params, not re-logged: %s",
                              run.info.run_id, ", ".join(changed))
             params = {k: v for k, v in params.items() if k not in logged}
+            self._logged_through = logged_through(self.run_id, self.uri)
             if state is not None:
                 tags["evoprune.resumed_at_generation"] = str(state.generation)
         else:
@@ -166,7 +168,13 @@ class MLflowTracker(Callback):
             state.info["mlflow_run_id"] = self.run_id
 
     def on_generation(self, state: EvolutionState) -> None:
-        """Logs the newest logbook record and the stats in one batch, ``step=generation``."""
+        """Logs the newest logbook record and the stats in one batch, ``step=generation``.
+
+        In a resumed run, generations the run had already logged (replayed from an
+        older checkpoint, with the same values) are skipped, so no step is logged twice.
+        """
+        if state.generation <= self._logged_through:
+            return
         metrics = {k: v for k, v in numeric_items(state.last).items() if k != "gen"}
         if self.stats is not None:
             metrics = {**numeric_items(self.stats()), **metrics}
@@ -287,6 +295,7 @@ class MLflowTracker(Callback):
         from mlflow.models import Model
 
         client = self.client
+        signature = _signature(model)
         # `mlflow.keras.log_model` takes the run from the fluent active run and the
         # experiment from global state; `Model.log` (what it calls) accepts both
         # explicitly, so the model lands in this run whatever else is active.
@@ -300,10 +309,60 @@ class MLflowTracker(Callback):
             run_id=self.run_id,
             model_id=logged.model_id,
             step=step,
+            signature=signature,
             pip_requirements=list(pip_requirements or mlflow.keras.get_default_pip_requirements()),
         )
         client.set_tag(self.run_id, f"evoprune.model_uri.{name}", info.model_uri)
         return info
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Sets run tags in one batch (values become strings, cut to MLflow's limit).
+
+        Args:
+            tags: name -> value.
+        """
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)[:_MAX_TAG_LENGTH]) for k, v in tags.items()])
+
+    def checkpoint_saved(self, path: str | Path, generation: int) -> None:
+        """Records where the run's checkpoint is and which generation it holds (run tags).
+
+        ``evoprune resume RUN_ID`` finds the checkpoint through ``evoprune.checkpoint``
+        from any folder; ``evoprune.checkpoint_generation`` lets a resume refuse a stale
+        (older) copy. A failure to tag is a warning: the checkpoint itself is written.
+
+        Args:
+            path: the checkpoint file.
+            generation: the generation it holds.
+        """
+        if self._client is None or self._ended:
+            return
+        try:
+            self.set_tags({"evoprune.checkpoint": Path(path).absolute(), "evoprune.checkpoint_generation": generation})
+        except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
+            _log.warning("MLflow run %s: could not tag the checkpoint: %s", self.run_id, one_line(error))
+
+    def log_dataset(self, name: str, digest: str, source: str, *, context: str = "train",
+                    profile: Mapping[str, Any] | None = None) -> None:
+        """Logs the run's dataset as an MLflow dataset input (the UI's Dataset column).
+
+        Args:
+            name: the dataset's name.
+            digest: a content digest (e.g. the images' content hash; cut to MLflow's 36 chars).
+            source: where it came from (a folder, ``.npz``, ``tfds:NAME``...).
+            context: the input's role tag (``mlflow.data.context``).
+            profile: small summary numbers (counts per split, classes).
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = str(source)
+        kind = "code" if source.startswith(("tfds:", "builtin:")) else "local"
+        entity = Dataset(
+            name=str(name), digest=str(digest)[:36], source_type=kind, source=json.dumps({"uri": source}),
+            profile=json.dumps(dict(profile), default=json_default) if profile else None,
+        )
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
 
     def finish(self, status: str = "FINISHED") -> None:
         """Ends the run with ``status`` (FINISHED, FAILED or KILLED); later calls do nothing.
@@ -337,9 +396,13 @@ class MLflowTracker(Callback):
     def _rows(self, individuals: Sequence) -> tuple[list[str], list[list[Any]]]:
         """CSV header and rows: fitness values, active fraction, packed genome."""
         k = len(individuals[0].fitness.values) if individuals else 0
-        header = [*self._names(k), "active_fraction", "genome"]
+        names = self._names(k)
+        # An objective named active_fraction is that column already: not twice.
+        extra = "active_fraction" not in names
+        header = [*names, *(["active_fraction"] if extra else []), "genome"]
         rows = [
-            [*map(float, ind.fitness.values), float(np.mean(np.asarray(ind) != 0)), pack_genome(ind)]
+            [*map(float, ind.fitness.values), *([float(np.mean(np.asarray(ind) != 0))] if extra else []),
+             pack_genome(ind)]
             for ind in individuals
         ]
         return header, rows
@@ -409,6 +472,23 @@ class MLflowTracker(Callback):
         self.log_artifact(path, "plots")
 
 
+def _signature(model: Any) -> Any:
+    """The model's MLflow signature, inferred from one zero input (None if it cannot be).
+
+    With a signature MLflow knows the input and output shapes and stops warning that the
+    model was logged "without specifying model signature".
+    """
+    try:
+        from mlflow.models import infer_signature
+
+        shape = tuple(model.input_shape)
+        sample = np.zeros((1, *[d or 1 for d in shape[1:]]), dtype=np.float32)
+        return infer_signature(sample, np.asarray(model(sample, training=False)))
+    except Exception as error:  # noqa: BLE001 - a signature is a nicety: never lose the model for it
+        _log.debug("no model signature: %s", one_line(error))
+        return None
+
+
 class ConfigArtifact(Callback):
     """Logs the run's whole config as ``config.json`` when the evolution starts.
 
@@ -427,3 +507,32 @@ class ConfigArtifact(Callback):
             self.tracker.log_report(self.config, artifact_file="config.json")
         except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
             _log.warning("MLflow run %s: could not log config.json: %s", getattr(self.tracker, "run_id", None), error)
+
+
+class DatasetInput(Callback):
+    """Logs the run's dataset as an MLflow dataset input when the evolution starts.
+
+    Add it after the `MLflowTracker`. The UI's Dataset column then shows the dataset by
+    name and content digest; a failure to log is a warning, never the end of a run.
+
+    Args:
+        tracker: the run's tracker.
+        name: the dataset name.
+        digest: its content digest.
+        source: where it came from.
+        profile: small summary numbers (split sizes, classes).
+    """
+
+    def __init__(self, tracker: "MLflowTracker", *, name: str, digest: str, source: str,
+                 profile: Mapping[str, Any] | None = None) -> None:
+        self.tracker = tracker
+        self.record = dict(name=name, digest=digest, source=source, profile=profile)
+
+    def on_start(self, state: EvolutionState | None = None) -> None:
+        if getattr(self.tracker, "_logged_through", -1) >= 0:
+            return  # a resumed run logged its dataset when it started
+        try:
+            self.tracker.log_dataset(**self.record)
+        except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
+            _log.warning("MLflow run %s: could not log the dataset: %s", getattr(self.tracker, "run_id", None),
+                         one_line(error))
