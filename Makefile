@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 	$(VPY) -m evoprune_tf.app.demo
 
 test: $(VENV)/.installed-dev
-	$(VPY) -m pytest -q -rs
+	$(VPY) -m pytest -q -rs -n 2 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(VPY) benchmarks/fitness.py

@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 
 from evoprune_tf.encodings import genome_key
+from evoprune_tf.rng import isolated_global_rng
 from evoprune_tf.train.config import TrainConfig, derive_seed
+from evoprune_tf.train.keras_engine import make_optimizer
 
 __all__ = [
     "FILTER_OBJECTIVES",
@@ -335,7 +337,8 @@ class FilterEvaluator:
                 todo[key] = g
         for key, g in todo.items():
             began = time.perf_counter()
-            self.cache[key] = self._evaluate_one(key, g)
+            with isolated_global_rng():  # surgery builds layers: keep Keras off the search's random stream
+                self.cache[key] = self._evaluate_one(key, g)
             self.train_seconds += time.perf_counter() - began
             self.n_trained += 1
             self.rss_trace.append(round(rss_mb(), 1))
@@ -472,36 +475,6 @@ class FilterEvaluator:
             "prefix_seconds": self.prefix_seconds,
             "rss_mb": rss_mb(),
         }
-
-
-def make_optimizer(config: TrainConfig, *, global_clipnorm: float | None = None) -> Any:
-    """The Keras optimizer of a recipe: ``"sgd"`` from its learning rate, momentum and Nesterov fields.
-
-    Args:
-        config: The recipe; other optimizer names (or ``{name = ..., options}``) go to
-            `keras.optimizers.get` with the recipe's learning rate unless they set one.
-        global_clipnorm: Gradient clip applied unless the recipe's options set a clip.
-
-    Returns:
-        A new `keras.optimizers.Optimizer`.
-
-    Raises:
-        ValueError: An unknown optimizer name or option.
-    """
-    import keras
-
-    spec = config.optimizer
-    name, options = (spec, {}) if isinstance(spec, str) else (spec["name"], {k: v for k, v in spec.items() if k != "name"})
-    try:
-        cls = type(keras.optimizers.get(name))
-    except (ValueError, TypeError):
-        raise ValueError(f"train.optimizer={name!r} is not a Keras optimizer; expected e.g. 'sgd' or 'adam'") from None
-    defaults: dict[str, Any] = {"learning_rate": config.learning_rate}
-    if cls is keras.optimizers.SGD:
-        defaults.update(momentum=config.momentum, nesterov=config.nesterov)
-    if global_clipnorm is not None and not {"clipnorm", "clipvalue", "global_clipnorm"} & set(options):
-        defaults["global_clipnorm"] = float(global_clipnorm)
-    return cls(**{**defaults, **options})
 
 
 def _predict(model: Any, x: np.ndarray, batch_size: int, *, eager: bool = False) -> np.ndarray:

@@ -131,7 +131,7 @@ def test_bad_objectives_and_splits(evaluator, splits):
 
 
 def test_fine_tune_optimizer_clips_gradients_unless_the_recipe_does():
-    from evoprune_tf.filter_evaluation import make_optimizer
+    from evoprune_tf.train.keras_engine import make_optimizer
 
     assert make_optimizer(TrainConfig(), global_clipnorm=1.0).global_clipnorm == 1.0
     sgd = make_optimizer(TrainConfig())

@@ -80,7 +80,7 @@ _SHARED: "OrderedDict[tuple, _Compiled]" = OrderedDict()
 # --------------------------------------------------------------------------- recipe pieces
 
 
-def make_optimizer(config: TrainConfig) -> Any:
+def make_optimizer(config: TrainConfig, *, global_clipnorm: float | None = None) -> Any:
     """The Keras optimizer of a recipe.
 
     ``"sgd"`` (or ``{name = "sgd", ...}``) takes ``learning_rate``, ``momentum`` and
@@ -89,6 +89,8 @@ def make_optimizer(config: TrainConfig) -> Any:
 
     Args:
         config: the recipe.
+        global_clipnorm: a gradient-norm clip applied unless the recipe's options set a
+            clip of their own (the filter fine-tune uses 1.0).
 
     Returns:
         A new, unbuilt `keras.optimizers.Optimizer`.
@@ -108,6 +110,8 @@ def make_optimizer(config: TrainConfig) -> Any:
     defaults: dict[str, Any] = {"learning_rate": config.learning_rate}
     if cls is keras.optimizers.SGD:
         defaults.update(momentum=config.momentum, nesterov=config.nesterov)
+    if global_clipnorm is not None and not {"clipnorm", "clipvalue", "global_clipnorm"} & set(options):
+        defaults["global_clipnorm"] = float(global_clipnorm)
     try:
         return cls(**{**defaults, **options})
     except (TypeError, ValueError) as error:
