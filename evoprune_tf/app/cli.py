@@ -18,6 +18,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -300,9 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0, 2 for bad input, 130 after Ctrl-C, 143 after SIGTERM.
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    quiet_tensorflow()
+    quiet_startup()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # hand every option to the benchmark's own parser
         argv = ["bench", "--", *argv[1:]]
@@ -484,6 +483,20 @@ _TF_NOISE = (
     "This TensorFlow binary is optimized to use available CPU instructions",
     "To enable the following instructions",
 )
+
+
+def quiet_startup() -> None:
+    """No telemetry, and no start-up noise from TensorFlow or a new MLflow store on the terminal.
+
+    A new SQLite store logs its table creation at INFO on stderr, which would break the
+    one-line error contract of bad input; MLflow's own warnings still show.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_tensorflow()
 
 
 def quiet_tensorflow() -> None:

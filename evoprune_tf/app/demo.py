@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from evoprune_tf.app.cli import quiet_startup
 from evoprune_tf.app.config import ExperimentConfig, load_config
 
 DEMO_OVERRIDES = {
@@ -66,7 +67,7 @@ def demo_config() -> tuple[ExperimentConfig, str]:
 
 def main() -> int:
     """Run the demo and say where its results are."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_startup()
     from evoprune_tf.app.run import run
 
     config, source = demo_config()
