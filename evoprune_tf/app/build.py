@@ -18,6 +18,7 @@ from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.report.pareto import BackboneSpec, ParetoReportOptions
 from evoprune_tf.resampling import ResampledEvaluator
 from evoprune_tf.search.baselines import BASELINES, baseline_genome
 from evoprune_tf.search.toolbox import build_toolbox
@@ -38,6 +39,8 @@ __all__ = [
     "run_tags",
     "run_name",
     "tracker_options",
+    "backbone_spec",
+    "pareto_options",
 ]
 
 
@@ -219,3 +222,20 @@ def initial_population(config: ExperimentConfig, toolbox: Any, evaluator: Popula
     if config.operators.seed_unpruned:
         population[0][:] = 1
     return population
+
+
+def backbone_spec(config: ExperimentConfig) -> BackboneSpec:
+    """The run's backbone as the reports rebuild it (explanations)."""
+    b = config.backbone
+    return BackboneSpec(name=b.name, weights=weights_arg(config), options=dict(b.options or {}),
+                        batch_size=int(b.batch_size))
+
+
+def pareto_options(config: ExperimentConfig) -> ParetoReportOptions:
+    """What `evoprune_tf.report.pareto.pareto_report` needs to know of a config's run."""
+    return ParetoReportOptions(
+        run_name=config.name, objective_names=tuple(config.objectives.names),
+        temperature=float(config.objectives.temperature), seeds=int(config.report.seeds), seed=int(config.seed),
+        ensemble_band=float(config.report.ensemble_band), explain=bool(config.report.explain),
+        backbone=backbone_spec(config),
+    )

@@ -166,7 +166,7 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     from evoprune_tf.records import write_csv
     from evoprune_tf.report.pareto import explain_images, report_dir
     from evoprune_tf.report.single import retrain
-    from evoprune_tf.app.build import encoding_for, prepare_features, seed_everything
+    from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
     from evoprune_tf.encodings import pack_genome
     from evoprune_tf.tracking import find_run, resolve_tracking_uri
     from evoprune_tf.train.numpy_engine import TrainConfig
@@ -198,9 +198,9 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
     head = retrain(encoding, features, [genome], recipe, seed=config.seed, seeds=1)[0][0]
 
-    folder = report_dir(config, SimpleNamespace(uri=uri, run_id=run_id)) / "explanations" / model
+    folder = report_dir(config.name, SimpleNamespace(uri=uri, run_id=run_id)) / "explanations" / model
     folder.mkdir(parents=True, exist_ok=True)
-    paths = explain_images(config, head, images, folder, per_class=per_class)
+    paths = explain_images(backbone_spec(config), head, images, folder, per_class=per_class)
     influence = feature_influence(head, features.x_val, features.y_val, top_k=20)
     ranking = write_csv(folder / "feature_influence.csv", ["rank", "feature", "val_accuracy_drop"],
                          [[r + 1, f, s] for r, (f, s) in enumerate(influence)])

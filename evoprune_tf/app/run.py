@@ -28,6 +28,7 @@ from evoprune_tf.app.build import (
     initial_population,
     make_evaluator,
     make_toolbox,
+    pareto_options,
     prepare_features,
     rescoring_evaluator,
     seed_everything,
@@ -307,7 +308,8 @@ def _report(config, evaluator, features, best, halloffame, ood, tracker, out, im
         from evoprune_tf.report.pareto import pareto_report
 
         report["pareto"] = pareto_report(
-            config, evaluator, features, list(halloffame), ood, recipe, images=images, tracker=tracker, out=out)
+            pareto_options(config), evaluator, features, list(halloffame), ood, recipe, images=images,
+            tracker=tracker, out=out)
     return report, model
 
 

@@ -4,7 +4,7 @@
 and, after the single-model report of `evoprune_tf.report.single`:
 
 1. retrains every member (deduplicated) with the report recipe over
-   ``config.report.seeds`` seeds and scores it on the *test* split: accuracy, active %,
+   ``options.seeds`` seeds and scores it on the *test* split: accuracy, active %,
    and the OOD-detection AUROC of its max-softmax score with temperature scaling
    (in-distribution = test split, OOD = the run's OOD features; None without them);
 2. writes ``pareto/pareto_front.csv`` (search objectives on validation, test metrics,
@@ -15,10 +15,10 @@ and, after the single-model report of `evoprune_tf.report.single`:
    search objectives and exports each as a compact Keras model
    ``tradeoff_models/{heavy,knee,light}.keras``;
 4. compares soft-vote ensembles of the members (all of them, and those within
-   ``config.report.ensemble_band`` of the best validation accuracy) with the best single
+   ``options.ensemble_band`` of the best validation accuracy) with the best single
    member (chosen on validation), on test, for every retrain seed
    (`evoprune_tf.report.ensembles.evaluate_ensembles`);
-5. with ``config.report.explain``, images and the feature-selection encoding: ranks the
+5. with ``options.explain``, images and the feature-selection encoding: ranks the
    knee model's features by occlusion and writes CAM overlays of a few test images per
    class under ``explanations/knee/``.
 
@@ -30,6 +30,7 @@ The returned dict is JSON-able and lands in ``report.json`` under ``"pareto"``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -42,6 +43,7 @@ from evoprune_tf.metrics import accuracy_and_loss, auroc, max_softmax_score
 from evoprune_tf.encodings import genome_key
 from evoprune_tf.records import write_csv
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.train import TrainConfig
 
 __all__ = ["pareto_report", "report_dir", "format_pareto_report", "TRADE_OFFS"]
 
@@ -52,15 +54,53 @@ TRADE_OFFS = ("heavy", "knee", "light")
 _TABLE_ROWS = 25
 
 
+# ----------------------------------------------------------------------- options
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """How to rebuild the run's backbone for explanations (name, weights, options, batch size)."""
+
+    name: str
+    weights: str | None = None
+    options: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ParetoReportOptions:
+    """What the multi-objective report needs to know of the run (the app builds it from the config).
+
+    Attributes:
+        run_name: names the report folder when there is no MLflow run id.
+        objective_names: names of the fitness values, in fitness order.
+        temperature: softmax temperature of the OOD score.
+        seeds: retrains per member.
+        seed: the run seed (the retrains derive theirs from it).
+        ensemble_band: members within this validation accuracy of the best join the banded ensemble.
+        explain: make CAM explanations of the knee model (feature selection, with images).
+        backbone: the backbone to rebuild for explanations.
+    """
+
+    run_name: str = "experiment"
+    objective_names: tuple[str, ...] = ()
+    temperature: float = 1000.0
+    seeds: int = 3
+    seed: int = 0
+    ensemble_band: float = 0.02
+    explain: bool = True
+    backbone: BackboneSpec | None = None
+
+
 # ----------------------------------------------------------------------- helpers
 
 
-def report_dir(config: Any, tracker: Any = None, root: str | Path | None = None) -> Path:
+def report_dir(run_name: str, tracker: Any = None, root: str | Path | None = None) -> Path:
     """The local folder of a run's report files.
 
     ``<root>/reports/<run id>`` where ``root`` defaults to the folder of the tracker's
     SQLite file (so a throw-away store keeps its reports next to it) and otherwise to
-    ``mlruns``; without a run id the name is ``<config name>-<YYYYmmdd-HHMMSS>``.
+    ``mlruns``; without a run id the name is ``<run_name>-<YYYYmmdd-HHMMSS>``.
     """
     if root is None:
         root = Path("mlruns")
@@ -70,13 +110,8 @@ def report_dir(config: Any, tracker: Any = None, root: str | Path | None = None)
             if db and db != ":memory:":
                 root = Path(db).parent
     run_id = getattr(tracker, "run_id", None)
-    name = run_id or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = run_id or f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(root) / "reports" / name
-
-
-def _weights_arg(config: Any) -> str | None:
-    weights = config.backbone.weights
-    return None if str(weights).lower() in ("none", "") else weights
 
 
 def _float(value: Any) -> float | None:
@@ -174,12 +209,12 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def pareto_report(
-    config: Any,
+    options: ParetoReportOptions,
     evaluator: Any,
     features: FeatureSplits,
     front: list,
     ood: np.ndarray | None,
-    train_config: Any,
+    train_config: TrainConfig,
     *,
     images: Any = None,
     tracker: Any = None,
@@ -189,14 +224,14 @@ def pareto_report(
     """Retrain and score a Pareto front on test; CSV, plots, trade-off models, ensembles, CAMs.
 
     Args:
-        config: the run's `ExperimentConfig` (``objectives``, ``report``, ``backbone``...).
+        options: what the report needs to know of the run (objective names, seeds, band...).
         evaluator: the run's `PopulationEvaluator` (its encoding; its cache gives every
             validation metric measured during the search).
         features: the run's features (test split scored here).
         front: the Pareto front individuals (DEAP individuals with valid fitness values in
-            the order of ``config.objectives.names``); duplicates are dropped.
+            the order of ``options.objective_names``); duplicates are dropped.
         ood: OOD features ``(m, n_features)`` for the test AUROC, or None.
-        train_config: the retrain recipe (`evoprune_tf.train.numpy_engine.TrainConfig`).
+        train_config: the retrain recipe (`evoprune_tf.train.TrainConfig`).
         images: the run's `evoprune_tf.data.ImageSplits`, needed for explanations.
         tracker: an open `evoprune_tf.tracking.MLflowTracker` to log the files to.
         out: stream for the summary (default stdout).
@@ -230,23 +265,23 @@ def pareto_report(
     if not members:
         raise ValueError("the Pareto front holds no individual with a valid fitness; expected a finished search")
     encoding = evaluator.encoding
-    names = list(config.objectives.names)
+    names = list(options.objective_names)
     weights = tuple(float(w) for w in members[0].fitness.weights)
     if len(names) != len(weights):
         names = [f"obj{i}" for i in range(len(weights))]
     points = np.array([ind.fitness.values for ind in members], dtype=np.float64)
     genomes = [encoding.validate(ind).astype(np.int8) for ind in members]
     active = np.array([float(g.mean()) for g in genomes])
-    temperature = float(config.objectives.temperature)
-    seeds = int(config.report.seeds)
-    folder = Path(local_dir) if local_dir is not None else report_dir(config, tracker)
+    temperature = float(options.temperature)
+    seeds = int(options.seeds)
+    folder = Path(local_dir) if local_dir is not None else report_dir(options.run_name, tracker)
     folder.mkdir(parents=True, exist_ok=True)
     has_test = len(features.y_test) > 0
     if ood is not None:
         ood = np.asarray(ood, dtype=np.float32)
 
     # 1. retrain every member once per seed, score on validation and test
-    heads = retrain(encoding, features, genomes, train_config, seed=config.seed, seeds=seeds)
+    heads = retrain(encoding, features, genomes, train_config, seed=options.seed, seeds=seeds)
     val = [[accuracy_and_loss(h.logits(features.x_val), features.y_val) for h in per_seed] for per_seed in heads]
     test_acc = [[accuracy_and_loss(h.logits(features.x_test), features.y_test)[0] if has_test else None
                  for h in per_seed] for per_seed in heads]
@@ -297,7 +332,7 @@ def pareto_report(
     # 3. ensembles, every seed: members chosen on validation, reported on test
     ensembles = None
     if has_test:
-        band = float(config.report.ensemble_band)
+        band = float(options.ensemble_band)
         per_seed = []
         for s in range(seeds):
             scores = [{"accuracy": a, "loss": l} for a, l in val[s]]
@@ -361,9 +396,9 @@ def pareto_report(
 
     # 6. explanations of the knee model
     explanations = None
-    if config.report.explain and images is not None:
+    if options.explain and images is not None and options.backbone is not None:
         explain_dir = folder / "explanations" / "knee"
-        explanations = _explain(config, encoding, features, heads[0][picks["knee"]], images, explain_dir, out)
+        explanations = _explain(options.backbone, encoding, features, heads[0][picks["knee"]], images, explain_dir, out)
         if explanations.get("files"):
             log(explain_dir, "explanations/knee")
 
@@ -418,7 +453,7 @@ def _plots(points: np.ndarray, names: list[str], rows: list[dict], picks: dict, 
     return paths
 
 
-def _explain(config: Any, encoding: Any, features: FeatureSplits, head: Any, images: Any, folder: Path,
+def _explain(backbone: BackboneSpec, encoding: Any, features: FeatureSplits, head: Any, images: Any, folder: Path,
              out) -> dict:
     """Feature ranking and CAM overlays of one head (feature selection only); errors are reported, not raised."""
     from evoprune_tf.report.explain import feature_influence
@@ -430,7 +465,7 @@ def _explain(config: Any, encoding: Any, features: FeatureSplits, head: Any, ima
         folder.mkdir(parents=True, exist_ok=True)
         ranking = write_csv(folder / "feature_influence.csv", ["rank", "feature", "val_accuracy_drop"],
                              [[r + 1, f, s] for r, (f, s) in enumerate(influence)])
-        paths = explain_images(config, head, images, folder, per_class=2)
+        paths = explain_images(backbone, head, images, folder, per_class=2)
     except Exception as error:  # noqa: BLE001 - explanations are an extra; the report stands without them
         message = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
         print(f"  explanations skipped ({message})", file=out)
@@ -443,22 +478,23 @@ def _explain(config: Any, encoding: Any, features: FeatureSplits, head: Any, ima
     }
 
 
-def explain_images(config: Any, head: Any, images: Any, folder: str | Path, *, per_class: int = 2) -> list[Path]:
+def explain_images(backbone: BackboneSpec, head: Any, images: Any, folder: str | Path, *,
+                   per_class: int = 2) -> list[Path]:
     """CAM overlays of ``per_class`` test images per class (validation images when test is empty).
 
-    The backbone is rebuilt from ``config.backbone`` at the images' size; the head must
-    have been trained on that backbone's pooled features.
+    The backbone is rebuilt from ``backbone`` at the images' size; the head must have been
+    trained on that backbone's pooled features.
     """
     from evoprune_tf.backbones import build_backbone
     from evoprune_tf.report.explain import save_explanations
 
-    model = build_backbone(config.backbone.name, weights=_weights_arg(config), image_size=images.image_size,
-                           **(config.backbone.options or {}))
+    model = build_backbone(backbone.name, weights=backbone.weights, image_size=images.image_size,
+                           **(backbone.options or {}))
     pixels, labels = images.test_images, images.test_labels
     if len(labels) == 0:
         pixels, labels = images.val_images, images.val_labels
     return save_explanations(model, head, pixels, labels, list(images.class_names), folder, per_class=per_class,
-                             batch_size=max(1, int(config.backbone.batch_size)))
+                             batch_size=max(1, int(backbone.batch_size)))
 
 
 def format_pareto_report(report: dict) -> str:

@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import make_planted_features
+from evoprune_tf.app.build import pareto_options
 from evoprune_tf.app.config import load_config
 from evoprune_tf.report.pareto import TRADE_OFFS, _distinct_trade_offs, pareto_report
 from evoprune_tf.report.single import retrain
@@ -185,7 +186,7 @@ def test_report_without_tracking_writes_local_files_and_prints_a_summary(tracked
     result, ood, _, _, _ = tracked
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
-    report = pareto_report(result.config, result.evaluator, result.features, list(result.halloffame), ood,
+    report = pareto_report(pareto_options(result.config), result.evaluator, result.features, list(result.halloffame), ood,
                            result.config.train, out=out)
     text = out.getvalue()
     assert "Pareto front:" in text and "Ensembles" in text and "Trade-off models" in text
