@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["numeric_items", "flat_record", "csv_cell", "json_default", "csv_text", "write_csv"]
+__all__ = ["numeric_items", "flat_record", "csv_cell", "json_default", "csv_text", "write_csv", "write_json"]
 
 
 
@@ -74,4 +75,20 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(csv_text(header, rows))
+    return path
+
+
+def write_json(path: Path, value: Any) -> Path:
+    """Write a JSON document (indented; NumPy values, paths and sets via `json_default`).
+
+    Args:
+        path: the file (its folder is created).
+        value: a JSON-able value.
+
+    Returns:
+        The path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, default=json_default))
     return path

@@ -14,6 +14,8 @@ import copy
 import dataclasses
 import os
 import re
+import tempfile
+import time
 import tomllib
 import types
 import typing
@@ -23,10 +25,12 @@ from typing import Any
 import operators
 from evoprune_tf.backbones import canonical_name
 from evoprune_tf.encodings import ENCODINGS
+from evoprune_tf.features.extract import default_cache_dir
 from evoprune_tf.objectives import OBJECTIVES
 from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
 from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.toolbox import with_genome_length
+from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri, store_folder
 from evoprune_tf.train.numpy_engine import TrainConfig
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "flatten",
     "operator_specs",
     "checkpoint_dir",
+    "report_folder",
     "check_output_locations",
 ]
 
@@ -150,6 +155,7 @@ class ReportConfig:
     ensemble_band: float = 0.02  # MO: members within this accuracy of the best join the banded ensemble
     explain: bool = True  # MO: explanation heat maps
     rescore_folds: int = 0  # >1: re-score the hall of fame by k-fold CV on unseen partitions before picking the winner
+    dir: str = ""  # "" = <store folder>/reports/<run id> (see report_folder); else the report files go here
 
 
 @dataclasses.dataclass
@@ -620,12 +626,43 @@ def checkpoint_dir(config: ExperimentConfig) -> Path:
     return (Path("mlruns") / "checkpoints").absolute()
 
 
+def report_folder(config: ExperimentConfig, run_id: str | None = None, *, uri: str | None = None) -> Path:
+    """Where a run's report files go (Pareto front, trade-off models, tables, explanations).
+
+    ``report.dir`` when set (the files go straight into it: give each run its own). Else
+    ``<store folder>/reports/<run id>`` for a SQLite store, next to the run's artifacts
+    and checkpoints; without a run id (tracking off) ``<run id>`` is
+    ``<name>-<YYYYmmdd-HHMMSS>``. A server store has no local folder: then this is a new
+    temporary folder (``evoprune-report-*`` in the system's temporary folder), which the
+    caller deletes once its files are logged as MLflow artifacts
+    (`evoprune_tf.app.run.report_files` does both). Nothing goes to the current folder
+    unless the store or ``report.dir`` is there.
+
+    Args:
+        config: the run's config.
+        run_id: the MLflow run id (None without tracking).
+        uri: the store the run lives in (default ``tracking.uri``, then
+            ``$MLFLOW_TRACKING_URI``, then the project's store).
+
+    Returns:
+        An absolute path (not created, except the temporary folder).
+    """
+    if config.report.dir:
+        return Path(config.report.dir).expanduser().absolute()
+    name = run_id or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = store_folder(config.tracking.uri if uri is None else uri)
+    if folder is not None:
+        return folder / "reports" / name
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+    return Path(tempfile.mkdtemp(prefix=f"evoprune-report-{safe}-")).absolute()
+
+
 def check_output_locations(config: ExperimentConfig, *, features_cached: bool = False) -> None:
     """Check every folder a run writes to before long work starts.
 
-    The checkpoint folder, the feature cache folder and (with tracking) the local
-    MLflow artifact store must be writable; each failure is one line naming which
-    location it is.
+    The checkpoint folder, the feature cache folder, the report folder (`report_folder`;
+    for runs that write report files) and (with tracking) the local MLflow artifact
+    store must be writable; each failure is one line naming which location it is.
 
     Args:
         config: the run's config.
@@ -634,17 +671,24 @@ def check_output_locations(config: ExperimentConfig, *, features_cached: bool = 
     Raises:
         ValueError: the first location that cannot be written.
     """
-    from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri
-
     if config.checkpoint.enabled:
         what = "checkpoint.dir" if config.checkpoint.dir else "checkpoint folder (next to the MLflow store)"
         check_writable_folder(checkpoint_dir(config), what)
     if not features_cached:
-        from evoprune_tf.features.extract import default_cache_dir
-
         if config.cache_dir:
             check_writable_folder(config.cache_dir, "cache_dir (feature cache)")
         else:
             check_writable_folder(default_cache_dir(), "feature cache (EVOPRUNE_CACHE_DIR)")
+    # Runs whose report writes local files (multi-objective, DeepPruningES, TASCNet); a
+    # single-objective report only logs report.json to MLflow.
+    if config.multi_objective or config.algorithm.name in ("deep_pruning_es", "tascnet"):
+        if config.report.dir:
+            check_writable_folder(config.report.dir, "report.dir")
+        else:
+            store = store_folder(config.tracking.uri)
+            # The run id is not known yet: the folder that will hold it is what can fail.
+            check_writable_folder(store / "reports" if store is not None else tempfile.gettempdir(),
+                                  "report folder (next to the MLflow store)" if store is not None
+                                  else "report folder (temporary, for a tracking server)")
     if config.tracking.enabled:
         check_artifact_store(resolve_tracking_uri(config.tracking.uri), config.tracking.experiment)

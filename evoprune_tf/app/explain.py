@@ -6,8 +6,10 @@ older runs the flattened params), its genomes (``masks/best_genomes.npz``), its 
 and features (the feature cache makes the features cheap). It retrains the chosen head
 with the run's report recipe and seed (the same head as the run's own report), ranks
 its input features by occlusion and writes CAM overlays of a few test images per class,
-saved locally under ``<store folder>/reports/<run id>/explanations/<model>/`` and logged
-to the same run under ``explanations/<model>/``.
+saved locally under ``<report folder>/explanations/<model>/`` (the run's
+`evoprune_tf.app.config.report_folder`: ``report.dir``, else
+``<store folder>/reports/<run id>``; with a tracking server a temporary folder, removed
+once logged) and logged to the same run under ``explanations/<model>/``.
 
 Relative data paths in the config are resolved from the current directory, as in the
 run itself.
@@ -20,12 +22,22 @@ import copy
 import json
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from mlflow import MlflowClient
 
-
+from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
+from evoprune_tf.app.config import ExperimentConfig, config_from_dict
+from evoprune_tf.app.run import report_files
+from evoprune_tf.encodings import pack_genome
+from evoprune_tf.records import write_csv
+from evoprune_tf.report.influence import feature_influence
+from evoprune_tf.report.pareto import trade_off_columns, explain_images
+from evoprune_tf.report.single import retrain
+from evoprune_tf.search.pareto import trade_off_models
+from evoprune_tf.tracking import find_run, resolve_tracking_uri
+from evoprune_tf.train.numpy_engine import TrainConfig
 
 __all__ = ["explain_run", "run_config", "run_genomes", "MODELS"]
 
@@ -33,11 +45,10 @@ __all__ = ["explain_run", "run_config", "run_genomes", "MODELS"]
 MODELS = ("best", "heavy", "knee", "light")
 
 
-
 # ------------------------------------------------------------ reading a run back
 
 
-def _download(client: Any, run_id: str, path: str, folder: str) -> Path | None:
+def _download(client: MlflowClient, run_id: str, path: str, folder: str) -> Path | None:
     try:
         return Path(client.download_artifacts(run_id, path, folder))
     except Exception:  # noqa: BLE001 - MLflow raises various errors for a missing artifact
@@ -53,8 +64,6 @@ def _parse(value: str) -> Any:
 
 def _config_from_params(params: dict[str, str]) -> dict:
     """Best-effort nested config dict from flattened params (runs without ``config.json``)."""
-    from evoprune_tf.app.config import ExperimentConfig
-
     defaults = ExperimentConfig().to_dict()
     raw: dict = {}
     for key, text in params.items():
@@ -72,17 +81,19 @@ def _config_from_params(params: dict[str, str]) -> dict:
     return raw
 
 
-def run_config(run_id: str, uri: str = "") -> Any:
+def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
     """The `ExperimentConfig` of a logged run (``config.json``, else its params).
+
+    Args:
+        run_id: the run's id or a unique prefix of it.
+        uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+
+    Returns:
+        The validated config.
 
     Raises:
         ValueError: no such run, or a config that does not validate.
     """
-    from mlflow import MlflowClient
-
-    from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.tracking import find_run, resolve_tracking_uri
-
     uri = resolve_tracking_uri(uri)
     run = find_run(run_id, uri)
     client = MlflowClient(tracking_uri=uri)
@@ -100,15 +111,18 @@ def run_config(run_id: str, uri: str = "") -> Any:
 
 
 def run_genomes(run_id: str, uri: str = "") -> dict[str, np.ndarray]:
-    """The run's ``masks/best_genomes.npz``: ``genomes``, ``fitness``, ``weights``, ``objective_names``.
+    """The run's ``masks/best_genomes.npz``.
+
+    Args:
+        run_id: the run's id or a unique prefix of it.
+        uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+
+    Returns:
+        ``genomes``, ``fitness``, ``weights``, ``objective_names`` as arrays.
 
     Raises:
         ValueError: the run has no such artifact (it never finished a generation).
     """
-    from mlflow import MlflowClient
-
-    from evoprune_tf.tracking import find_run, resolve_tracking_uri
-
     uri = resolve_tracking_uri(uri)
     run = find_run(run_id, uri)
     client = MlflowClient(tracking_uri=uri)
@@ -126,16 +140,13 @@ def run_genomes(run_id: str, uri: str = "") -> dict[str, np.ndarray]:
 def _pick(genomes: dict[str, np.ndarray], model: str) -> int:
     if model == "best" or len(genomes["genomes"]) == 1:
         return 0
-    from evoprune_tf.report.pareto import _trade_off_columns
-    from evoprune_tf.search.pareto import trade_off_models
-
     names = [str(n) for n in genomes["objective_names"]]
     fitness = genomes["fitness"]
     weights = tuple(float(w) for w in genomes["weights"])
     active = genomes["genomes"].astype(bool).mean(axis=1)
     if "accuracy" not in names and "loss" not in names:
         raise ValueError(f"model={model!r} needs an accuracy or loss objective; this run has {names}")
-    points, w, acc, cpx = _trade_off_columns(names, fitness, weights, active, np.zeros(len(fitness)))
+    points, w, acc, cpx = trade_off_columns(names, fitness, weights, active, np.zeros(len(fitness)))
     return trade_off_models(points, w, accuracy_index=acc, complexity_index=cpx)[model]
 
 
@@ -154,23 +165,14 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
             multi-objective runs the trade-off model ``"heavy"``, ``"knee"`` or ``"light"``.
 
     Returns:
-        The local files written: one PNG per class, then ``feature_influence.csv``.
+        The local files written: one PNG per class, then ``feature_influence.csv`` (with a
+        tracking server and no ``report.dir`` they were in a temporary folder, deleted
+        once logged to the run).
 
     Raises:
         ValueError: unknown run or model, no genomes logged, a genome that does not fit
             the rebuilt encoding.
     """
-    from mlflow import MlflowClient
-
-    from evoprune_tf.report.explain import feature_influence
-    from evoprune_tf.records import write_csv
-    from evoprune_tf.report.pareto import explain_images, report_dir
-    from evoprune_tf.report.single import retrain
-    from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
-    from evoprune_tf.encodings import pack_genome
-    from evoprune_tf.tracking import find_run, resolve_tracking_uri
-    from evoprune_tf.train.numpy_engine import TrainConfig
-
     if model not in MODELS:
         raise ValueError(f"model={model!r}; expected one of {', '.join(MODELS)}")
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
@@ -198,13 +200,14 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
     head = retrain(encoding, features, [genome], recipe, seed=config.seed, seeds=1)[0][0]
 
-    folder = report_dir(config.name, SimpleNamespace(uri=uri, run_id=run_id)) / "explanations" / model
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = explain_images(backbone_spec(config), head, images, folder, per_class=per_class)
-    influence = feature_influence(head, features.x_val, features.y_val, top_k=20)
-    ranking = write_csv(folder / "feature_influence.csv", ["rank", "feature", "val_accuracy_drop"],
-                         [[r + 1, f, s] for r, (f, s) in enumerate(influence)])
-    (folder / "genome.txt").write_text(f"{model} genome ({encoding.name}, {len(genome)} genes): "
-                                       f"{pack_genome(genome)}\n")
-    MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(folder), f"explanations/{model}")
+    with report_files(config, run_id, uri=uri) as report:
+        folder = report / "explanations" / model
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = explain_images(backbone_spec(config), head, images, folder, per_class=per_class)
+        influence = feature_influence(head, features.x_val, features.y_val, top_k=20)
+        ranking = write_csv(folder / "feature_influence.csv", ["rank", "feature", "val_accuracy_drop"],
+                            [[r + 1, f, s] for r, (f, s) in enumerate(influence)])
+        (folder / "genome.txt").write_text(f"{model} genome ({encoding.name}, {len(genome)} genes): "
+                                           f"{pack_genome(genome)}\n")
+        MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(folder), f"explanations/{model}")
     return [*paths, ranking]

@@ -22,11 +22,11 @@ hands such configs here. The steps:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,8 +35,22 @@ from typing import Any
 import numpy as np
 
 from evoprune_tf.app.build import image_size, load_run_images, seed_everything, tracker_options, weights_arg
-from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir
+from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir, operator_specs
+from evoprune_tf.app.run import report_files
+from evoprune_tf.backbones import backbone_info, build_backbone
+from evoprune_tf.features.extract import check_imagenet_weights, default_cache_dir, feature_cache_key
+from evoprune_tf.filter_evaluation import FilterEvaluator
+from evoprune_tf.report.text import mean_std, plural
+from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
+from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, restore_evaluator, restore_rng
+from evoprune_tf.search.statistics import make_front_record
+from evoprune_tf.search.toolbox import build_toolbox
+from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.store import absolute_tracking_uri
+from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
+from evoprune_tf.train.config import derive_seed
+from operators.selection import heavy_knee_light
 
 __all__ = [
     "FilterRunResult",
@@ -117,8 +131,6 @@ def build_filter_network(
     """
     import keras
 
-    from evoprune_tf.backbones import backbone_info, build_backbone
-
     wrapper = build_backbone(backbone, weights=weights, image_size=image_size, **(options or {}))
     application = wrapper.layers[-1]  # image -> preprocessing -> application: the application is flat
     application.trainable = True
@@ -139,8 +151,6 @@ def _preprocessed_splits(images: Any, module: str) -> dict[str, tuple[np.ndarray
 def _warm_up_head(evaluator: Any, *, epochs: int, seed: int) -> float:
     """Train the head Dense on the unpruned network's pooled features; returns its validation accuracy."""
     import keras
-
-    from evoprune_tf.train.config import derive_seed
 
     suffix = evaluator.suffix
     head = suffix.get_layer("predictions")
@@ -195,6 +205,7 @@ def _deployable(evaluator: Any, pruned_suffix: Any, module: str, name: str) -> A
     """Images in 0..255 -> preprocessing -> frozen prefix -> pruned suffix, one saveable model."""
     import keras
 
+    # Defined on first use (it is a Keras layer): `evoprune_tf.backbones` loads without Keras.
     from evoprune_tf.backbones import BackbonePreprocessing
 
     compact = evaluator.compact_model(pruned_suffix, name=f"{name}_core")
@@ -224,13 +235,16 @@ _COLUMNS = ("model", "test_accuracy", "test_accuracy_std", "val_accuracy", "flop
             "flops_network_reduction_pct", "params_network_reduction_pct", "kept_filters", "repairs")
 
 
-def _markdown(rows: list[dict]) -> str:
-    head = ["model", "test acc", "FLOPs searched (M)", "FLOPs network (M)", "params (k)", "latency b1 (ms)",
+def _markdown(rows: list[dict], seeds: int = 1) -> str:
+    """The trade-off table as Markdown; test accuracy with ``± std`` over ``seeds`` retrains when more than one."""
+    head = ["model", "test acc" if seeds == 1 else f"test acc (mean ± std, {plural(seeds, 'seed')})",
+            "FLOPs searched (M)", "FLOPs network (M)", "params (k)", "latency b1 (ms)",
             "latency b32 (ms)", "FLOPs searched -%", "FLOPs network -%", "params -%"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
-            r["model"], f"{r['test_accuracy']:.4f}", f"{r['flops_searched'] / 1e6:.2f}", f"{r['flops_network'] / 1e6:.2f}",
+            r["model"], mean_std(r["test_accuracy"], r.get("test_accuracy_std"), seeds),
+            f"{r['flops_searched'] / 1e6:.2f}", f"{r['flops_network'] / 1e6:.2f}",
             f"{r['params_network'] / 1e3:.1f}", f"{r['latency_ms_b1']:.2f}", f"{r['latency_ms_b32']:.2f}",
             f"{r['flops_searched_reduction_pct']:.1f}", f"{r['flops_network_reduction_pct']:.1f}",
             f"{r['params_network_reduction_pct']:.1f}"]) + " |")
@@ -263,9 +277,6 @@ def _plot(rows: list[dict], front: list[tuple[float, float]], path: Path, title:
 
 def _final_report(config: ExperimentConfig, evaluator: Any, halloffame: Any, module: str, folder: Path,
                   out: Any) -> tuple[dict[str, np.ndarray], list[dict], dict[str, Any], dict[str, Path]]:
-    from evoprune_tf.train.config import derive_seed
-    from operators.selection import heavy_knee_light
-
     archive = list(halloffame)
     error_col = list(evaluator.objectives).index("error")
     cpx_col = 1 if error_col == 0 else 0
@@ -294,7 +305,8 @@ def _final_report(config: ExperimentConfig, evaluator: Any, halloffame: Any, mod
             "latency_ms_b1": round(latency[1], 3), "latency_ms_b32": round(latency[32], 3),
             "kept_filters": record.kept_filters, "repairs": record.repairs,
         })
-        print(f"final {name}: test accuracy {np.mean(accs):.4f}, network FLOPs {record.network_flops / 1e6:.2f} M, "
+        print(f"final {name}: test accuracy {mean_std(float(np.mean(accs)), float(np.std(accs)), len(accs))}"
+              f", network FLOPs {record.network_flops / 1e6:.2f} M, "
               f"latency b1 {latency[1]:.2f} ms", file=out)
     rows = trade_off_table(rows)
     files = {"csv": folder / "trade_off_models.csv", "markdown": folder / "trade_off_models.md",
@@ -304,7 +316,7 @@ def _final_report(config: ExperimentConfig, evaluator: Any, halloffame: Any, mod
                                 extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    files["markdown"].write_text(_markdown(rows))
+    files["markdown"].write_text(_markdown(rows, config.report.seeds))
     front = []
     for ind in archive:
         e = evaluator.lookup(ind)
@@ -335,8 +347,10 @@ def run_filter_pruning(
         network: ``(model, preprocess_module)`` to prune instead of the configured
             backbone (a flat functional model taking preprocessed images, softmax Dense
             named ``"predictions"`` last).
-        output_dir: Where the table, markdown and plot are written (default: a temporary
-            folder, logged to MLflow and then removed).
+        output_dir: Where the table, markdown and plot are written (default:
+            `evoprune_tf.app.config.report_folder`, i.e. ``report.dir`` or
+            ``<store folder>/reports/<run id>``; with a tracking server a temporary folder,
+            logged to MLflow and then removed, and ``files`` is then empty).
         head_epochs: Epochs of the head warm-up (0: none).
         out: Stream for the human-readable lines (default stdout).
 
@@ -349,13 +363,8 @@ def run_filter_pruning(
     """
     import keras
 
+    # Loads Keras (its coupling analysis works on Keras graphs): only when a filter run starts.
     from evoprune_tf.filter_encoding import FilterPruning
-    from evoprune_tf.filter_evaluation import FilterEvaluator
-    from evoprune_tf.search import algorithms
-    from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, restore_evaluator, restore_rng
-    from evoprune_tf.search.statistics import make_front_record
-    from evoprune_tf.search.toolbox import build_toolbox
-    from evoprune_tf.train.config import derive_seed
 
     out = out or sys.stdout
     began = time.time()
@@ -364,14 +373,10 @@ def run_filter_pruning(
                          "'deep_pruning_es' with encoding 'filters'")
     resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
     if config.tracking.enabled:
-        from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
-
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
     check_output_locations(config, features_cached=False)
     size = image_size(config)
     if network is None and config.backbone.weights == "imagenet":
-        from evoprune_tf.features.extract import check_imagenet_weights
-
         check_imagenet_weights(config.backbone.name, image_size=size, options=config.backbone.options)
     seed_everything(config.seed)
     keras.utils.set_random_seed(config.seed % 2**32)
@@ -395,8 +400,6 @@ def run_filter_pruning(
     print(images.summary(), file=out)
     print(encoding.describe() + f"; cut after '{encoding.cut_layer}'", file=out)
     cache_key = _activation_cache_key(config, images, size) if network is None else None
-    from evoprune_tf.features.extract import default_cache_dir
-
     evaluator = FilterEvaluator(
         encoding, _preprocessed_splits(images, module), config.train, seed=config.seed,
         objectives=tuple(config.objectives.names), batch_size=config.backbone.batch_size,
@@ -407,8 +410,6 @@ def run_filter_pruning(
     if head_epochs > 0:
         head_acc = _warm_up_head(evaluator, epochs=head_epochs, seed=config.seed)
         print(f"head warm-up: {head_epochs} epochs, validation accuracy {head_acc:.4f}", file=out)
-    from evoprune_tf.app.config import operator_specs
-
     toolbox = build_toolbox(evaluator, operator_specs(config.operators))
     seed_everything(config.seed)
     state, population = None, None
@@ -425,8 +426,6 @@ def run_filter_pruning(
         cbs.append(EarlyStop(config.algorithm.early_stop, key="hypervolume"))
     tracker = None
     if config.tracking.enabled:
-        from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
-
         tracker = MLflowTracker(**tracker_options(config), stats=evaluator.stats,
                                 run_id=resumed.run_id if resumed else None, log_fronts=True,
                                 objective_names=list(config.objectives.names))
@@ -462,13 +461,10 @@ def run_filter_pruning(
             print(f"\nRun stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
         raise
     search_seconds = time.time() - began
-    temp = None
-    if output_dir is None:
-        temp = tempfile.TemporaryDirectory(prefix="evoprune-filters-")
-        folder = Path(temp.name)
-    else:
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+    location = contextlib.ExitStack()
+    folder = (Path(output_dir) if output_dir is not None
+              else location.enter_context(report_files(config, tracker.run_id if tracker else None)))
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         genomes, table, models, files = _final_report(config, evaluator, halloffame, module, folder, out)
         knee = next(r for r in table if r["model"] == "knee")
@@ -482,7 +478,7 @@ def run_filter_pruning(
             "wall_seconds": round(time.time() - began, 2),
         }
         (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
-        print(_markdown(table), file=out)
+        print(_markdown(table, config.report.seeds), file=out)
         if tracker is not None:
             summary = {f"{r['model']}_{k}": r[k] for r in table for k in
                        ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
@@ -501,9 +497,9 @@ def run_filter_pruning(
             tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        if temp is not None:
+        location.close()  # removes a temporary folder (tracking server), after its files were logged
+        if not folder.exists():
             files = {}
-            temp.cleanup()
     return FilterRunResult(config, evaluator, population, logbook, halloffame, genomes, table, report, models,
                            files, tracker.run_id if tracker else None, ckpt.path if ckpt else None,
                            time.time() - began)
@@ -515,15 +511,11 @@ def _activation_cache_key(config: ExperimentConfig, images: Any, size: int) -> s
     The images enter through `ImageSplits.content_hash` (splits, order and labels), not the
     feature cache's order-free digest: activations are stored per split, in order.
     """
-    from evoprune_tf.features.extract import feature_cache_key
-
     return feature_cache_key(images.content_hash(), backbone=config.backbone.name, weights=weights_arg(config),
                              image_size=size, backbone_kwargs=config.backbone.options or None)
 
 
-def _absolute_uri(tracker: Any) -> str | None:
+def _absolute_uri(tracker: MLflowTracker | None) -> str | None:
     if tracker is None or not tracker.uri:
         return None
-    from evoprune_tf.tracking.store import absolute_tracking_uri
-
     return absolute_tracking_uri(tracker.uri)

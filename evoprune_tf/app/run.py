@@ -7,14 +7,20 @@ Checks that cost nothing (config, tracking store) run before anything long start
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, TextIO
 
 import numpy as np
 
+from evoprune_tf.report.pareto import pareto_report
+from evoprune_tf.report.single import final_report, format_report
+from evoprune_tf.runners import make_runner, resolve_runner_name
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
@@ -34,11 +40,25 @@ from evoprune_tf.app.build import (
     seed_everything,
     tracker_options,
 )
-from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir
+from evoprune_tf.app.config import (
+    ExperimentConfig,
+    check_output_locations,
+    checkpoint_dir,
+    config_from_dict,
+    report_folder,
+)
+from evoprune_tf.data.download import check_download
+from evoprune_tf.data.images import is_named_source
 from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.features.extract import check_imagenet_weights
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.search.statistics import make_front_record
+from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable, store_folder
+from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
+from evoprune_tf.train import TrainConfig
 
-__all__ = ["RunResult", "run", "resume", "summary_metrics"]
+__all__ = ["RunResult", "run", "resume", "summary_metrics", "report_files"]
 
 
 @dataclasses.dataclass
@@ -105,6 +125,7 @@ def run(
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
     """
+    # Both pipelines import `report_files` from this module: imported here, not at the top (a cycle).
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
         from evoprune_tf.app.tascnet_run import run_tascnet
 
@@ -118,12 +139,8 @@ def run(
     resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
     tracker = None
     if config.tracking.enabled:
-        from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
-
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
         if resumed is not None and resumed.run_id:
-            from evoprune_tf.tracking.store import check_resumable
-
             check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
                             generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None))
     check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
@@ -139,8 +156,6 @@ def run(
     evaluator = make_evaluator(config, features, ood_features)
     toolbox = make_toolbox(config, evaluator)
     pool = None
-    from evoprune_tf.runners import make_runner, resolve_runner_name
-
     if resolve_runner_name(config.runner, config.workers) != "serial":  # serial: the evaluator's own batched map
         pool = make_runner(config.runner, evaluator, workers=config.workers, address=config.ray_address or None,
                            num_gpus=config.num_gpus)
@@ -158,15 +173,11 @@ def run(
         population = initial_population(config, toolbox, evaluator)
     record = algorithms.default_record
     if config.multi_objective:
-        from evoprune_tf.search.statistics import make_front_record
-
         record = make_front_record()
     cbs: list[Callback] = []
     if config.algorithm.early_stop:
         cbs.append(EarlyStop(config.algorithm.early_stop))
     if config.tracking.enabled:
-        from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
-
         tracker = MLflowTracker(
             **tracker_options(config), stats=evaluator.stats, run_id=resumed.run_id if resumed else None,
             log_fronts=config.multi_objective, objective_names=list(config.objectives.names),
@@ -183,7 +194,7 @@ def run(
             ckpt_path, directory=checkpoint_dir(config),
             config_dict=config.to_dict(), evaluator=evaluator,
             run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
-            tracking_uri=lambda: _absolute_uri(tracker.uri) if tracker and tracker.uri else None,
+            tracking_uri=lambda: absolute_tracking_uri(tracker.uri) if tracker and tracker.uri else None,
             on_save=tracker.checkpoint_saved if tracker else None,
         )
         cbs.append(ckpt)
@@ -236,12 +247,6 @@ def run(
                      tracker.run_id if tracker else None, ckpt.path if ckpt else None, time.time() - began)
 
 
-def _absolute_uri(uri: str) -> str:
-    from evoprune_tf.tracking.store import absolute_tracking_uri
-
-    return absolute_tracking_uri(uri)
-
-
 def _check_inputs(config: ExperimentConfig) -> None:
     """Input checks that cost little, before any image is read (each a one-line ValueError)."""
     source = config.data.source
@@ -249,19 +254,18 @@ def _check_inputs(config: ExperimentConfig) -> None:
     if ":" not in source and (not folder.exists() or (folder.is_dir() and sum(p.is_dir() for p in folder.iterdir()) < 2)):
         return  # a missing or classless dataset: the loader names it cheaply, and that comes first
     ood = config.objectives.ood
-    if ood and not ood.startswith(("tfds:", "builtin:")) and not Path(ood).expanduser().exists():
+    if ood and not is_named_source(ood) and not Path(ood).expanduser().exists():
         raise ValueError(f"OOD source objectives.ood={ood!r} does not exist; expected a folder, .npz or tfds:NAME")
+    for named in (source, ood):
+        if named and named.startswith("download:"):  # a HEAD request, not the download
+            check_download(named[len("download:"):].strip())
     if config.backbone.weights == "imagenet":
-        from evoprune_tf.features.extract import check_imagenet_weights
-
         check_imagenet_weights(config.backbone.name, image_size=config.data.image_size or None,
                                options=config.backbone.options)
 
 
 def _dataset_record(config: ExperimentConfig, features: FeatureSplits, images: Any) -> dict:
     """What the MLflow dataset input of a run holds: name, content digest, source, split sizes."""
-    import hashlib
-
     if images is not None and hasattr(images, "content_hash"):
         digest = images.content_hash()
     else:  # features handed in: their bytes identify them
@@ -294,10 +298,10 @@ def _rescore(config: ExperimentConfig, evaluator: PopulationEvaluator, halloffam
     }
 
 
-def _report(config, evaluator, features, best, halloffame, ood, tracker, out, images=None) -> tuple[dict, Any]:
-    from evoprune_tf.report.single import final_report, format_report
-    from evoprune_tf.train import TrainConfig
-
+def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: FeatureSplits, best: np.ndarray,
+            halloffame: Any, ood: np.ndarray | None, tracker: MLflowTracker | None, out: TextIO,
+            images: Any = None) -> tuple[dict, Any]:
+    """The single-model report, and for multi-objective runs the Pareto report in `report_folder`."""
     recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
     report, model = final_report(
         evaluator.encoding, features, best, recipe, seed=config.seed, seeds=config.report.seeds,
@@ -305,12 +309,39 @@ def _report(config, evaluator, features, best, halloffame, ood, tracker, out, im
     )
     print(format_report(report), file=out)
     if config.multi_objective:
-        from evoprune_tf.report.pareto import pareto_report
-
-        report["pareto"] = pareto_report(
-            pareto_options(config), evaluator, features, list(halloffame), ood, recipe, images=images,
-            tracker=tracker, out=out)
+        with report_files(config, tracker.run_id if tracker else None) as folder:
+            report["pareto"] = pareto_report(
+                pareto_options(config), evaluator, features, list(halloffame), ood, recipe, images=images,
+                tracker=tracker, out=out, local_dir=folder)
     return report, model
+
+
+@contextlib.contextmanager
+def report_files(config: ExperimentConfig, run_id: str | None, *, uri: str | None = None) -> Iterator[Path]:
+    """The run's report folder (`evoprune_tf.app.config.report_folder`) for the duration of a block.
+
+    A temporary folder (a tracking server's run without ``report.dir``) is deleted when
+    the block ends: its files were logged to the run inside the block. Any other folder
+    is kept.
+
+    Args:
+        config: the run's config.
+        run_id: the MLflow run id (None without tracking).
+        uri: the store the run lives in (default: the config's).
+
+    Yields:
+        The folder (absolute; created by whoever writes into it).
+    """
+    folder = report_folder(config, run_id, uri=uri)
+    # Only a server-tracked run's folder is temporary; without tracking nothing logged
+    # the files, so they stay where report_folder put them.
+    temporary = (not config.report.dir and config.tracking.enabled
+                 and store_folder(config.tracking.uri if uri is None else uri) is None)
+    try:
+        yield folder
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def summary_metrics(report: dict) -> dict[str, float]:
@@ -335,9 +366,16 @@ def summary_metrics(report: dict) -> dict[str, float]:
 
 
 def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
-    """Continue a run from its checkpoint (the config stored in it unless one is given)."""
-    from evoprune_tf.app.config import config_from_dict
+    """Continue a run from its checkpoint (the config stored in it unless one is given).
 
+    Args:
+        path: the checkpoint file or folder.
+        config: run with this config instead of the checkpoint's.
+        **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
+
+    Returns:
+        The `RunResult`.
+    """
     checkpoint = load_checkpoint(path)
     if config is None:
         config = config_from_dict(checkpoint.config, source=f"config of {path}")

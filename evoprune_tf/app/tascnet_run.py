@@ -13,23 +13,35 @@ One MLflow run per call (``[tracking]``): the config as params; tags
 FLOPs, validation accuracy, ``filters.<layer>``) with ``step`` = iteration; artifacts
 ``stage1_candidates.csv``, ``stage2_history.csv``, ``plots/stage2_tradeoff.png``,
 ``models/tascnet.keras`` (the compact model, preprocessing and frozen prefix included)
-and ``report.json``; with ``report.export_model`` also the MLflow Keras model.
+and ``report.json``; with ``report.export_model`` also the MLflow Keras model. The local
+copies go to `evoprune_tf.app.config.report_folder` (``report.dir``, else
+``<store folder>/reports/<run id>``; a temporary folder, removed once logged, with a
+tracking server) unless ``out_dir`` names a folder.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import csv
 import json
 import math
 import random
-import tempfile
+import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from evoprune_tf.app.config import ExperimentConfig, flatten
+from evoprune_tf.app.config import ConfigError, ExperimentConfig, config_from_dict, flatten, merge
+from evoprune_tf.app.run import report_files
+from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
+from evoprune_tf.data.images import is_named_source, load_images
+from evoprune_tf.data.text import load_glove, load_text_corpus
+from evoprune_tf.report.text import plural
+from evoprune_tf.tracking import MLflowTracker
 
 __all__ = ["results_table", "run_tascnet", "tascnet_main"]
 
@@ -45,7 +57,8 @@ def run_tascnet(
     Args:
         config: a validated config with ``algorithm.name == "tascnet"``.
         out_dir: folder for the local copies of the artifacts (CSV, plot, ``.keras``,
-            ``report.json``); default a temporary folder removed afterwards.
+            ``report.json``); default `evoprune_tf.app.config.report_folder` (with a
+            tracking server a temporary folder, removed once its files are logged).
         progress: called with one-line progress messages (default: print when
             ``config.progress``).
 
@@ -67,40 +80,53 @@ def run_tascnet(
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     keras.utils.set_random_seed(config.seed)
-    with tempfile.TemporaryDirectory(prefix="evoprune-tascnet-") as tmp:
-        folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        run = _Run(config, folder, say)
-        try:
-            report = run.text() if config.tascnet.text_corpus else run.images()
-            report["wall_seconds"] = round(time.perf_counter() - started, 2)
-            run.finish(report)
-        except BaseException as error:
-            run.fail(error)
-            raise
+    run = _Run(config, Path(out_dir) if out_dir is not None else None, say)
+    try:
+        report = run.text() if config.tascnet.text_corpus else run.images()
+        report["wall_seconds"] = round(time.perf_counter() - started, 2)
+        run.finish(report)
+    except BaseException as error:
+        run.fail(error)
+        raise
+    finally:
+        run.close()
     return report
 
 
 class _Run:
-    """State of one run: the tracker, the output folder and the logging helpers."""
+    """State of one run: the tracker, the output folder and the logging helpers.
 
-    def __init__(self, config: ExperimentConfig, folder: Path, say: Callable[[str], None]) -> None:
+    The folder is known once the run has an id (`start`): `report_folder` names it after
+    the MLflow run, unless ``out_dir`` was given.
+    """
+
+    def __init__(self, config: ExperimentConfig, out_dir: Path | None, say: Callable[[str], None]) -> None:
         self.config = config
         self.t = config.tascnet
-        self.folder = folder
+        self.out_dir = out_dir
+        self.folder = out_dir or Path()  # set in start(), before anything is written
         self.say = say
-        self.tracker = None
+        self.tracker: MLflowTracker | None = None
+        self._location = contextlib.ExitStack()
         self.stage1_rows: list[dict[str, Any]] = []
         self.stage2_rows: list[dict[str, Any]] = []
 
     # -------------------------------------------------------------- tracking
 
     def start(self, dataset: str, backbone: str) -> None:
+        """Open the MLflow run (with tracking) and the output folder."""
         self.dataset, self.backbone = dataset, backbone
-        if not self.config.tracking.enabled:
-            return
-        from evoprune_tf.tracking import MLflowTracker
+        if self.config.tracking.enabled:
+            self._open_tracker(dataset, backbone)
+        run_id = self.tracker.run_id if self.tracker is not None else None
+        self.folder = self.out_dir or self._location.enter_context(report_files(self.config, run_id))
+        self.folder.mkdir(parents=True, exist_ok=True)
 
+    def close(self) -> None:
+        """Remove a temporary output folder (its files were logged by `finish`)."""
+        self._location.close()
+
+    def _open_tracker(self, dataset: str, backbone: str) -> None:
         tags = {
             "evoprune.algorithm": "tascnet", "evoprune.dataset": dataset, "evoprune.backbone": backbone,
             "evoprune.seed": str(self.config.seed), "evoprune.tascnet.stage": str(self.t.stage),
@@ -158,6 +184,7 @@ class _Run:
     # -------------------------------------------------------------- shared steps
 
     def settings(self):
+        # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
         from evoprune_tf.tascnet.models import TrainRecipe
         from evoprune_tf.tascnet.stage2 import PruneSettings
 
@@ -173,6 +200,7 @@ class _Run:
     def prune_and_report(self, model: Any, data: dict[str, tuple[np.ndarray, np.ndarray]], settings: Any,
                          export: Callable[[Any], Any]) -> dict[str, Any]:
         """Stage 2 (or only the unpruned scores for stage 1) and the common report part."""
+        # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
         from evoprune_tf.tascnet.stage2 import _record, plot_tradeoff, tascnet_prune
 
         if self.t.stage == 1:
@@ -216,8 +244,7 @@ class _Run:
     def images(self) -> dict[str, Any]:
         import keras
 
-        from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
-        from evoprune_tf.data.images import load_images
+        # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
         from evoprune_tf.tascnet.models import (
             Configuration, PrefixFeatures, build_base, build_candidate, export_model, fine_tune,
             make_search_space,
@@ -277,7 +304,7 @@ class _Run:
     # -------------------------------------------------------------- text
 
     def text(self) -> dict[str, Any]:
-        from evoprune_tf.data.text import load_glove, load_text_corpus
+        # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
         from evoprune_tf.nn.text_cnn import build_text_cnn
         from evoprune_tf.tascnet.models import fine_tune
 
@@ -347,8 +374,6 @@ def _json_default(value: Any) -> Any:
 
 def _parse_value(text: str) -> Any:
     """A ``--set`` value: TOML-like literal (int, float, bool, list) or a plain string."""
-    import tomllib
-
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -378,11 +403,6 @@ def tascnet_main(
     Returns:
         The exit status.
     """
-    import argparse
-    import sys
-
-    from evoprune_tf.app.config import ConfigError, config_from_dict, merge
-
     parser = argparse.ArgumentParser(description=description, epilog=download or None)
     parser.add_argument("--data", help="image dataset folder (class folders, train/test[/val])")
     parser.add_argument("--text", help="text corpus folder (<class>.txt files or rt-polarity.pos/.neg)")
@@ -420,7 +440,7 @@ def tascnet_main(
         node[leaf] = _parse_value(value)
     raw = merge(raw, overrides)
     source = raw.get("data", {}).get("source", "") if not raw.get("tascnet", {}).get("text_corpus") else raw["tascnet"]["text_corpus"]
-    if not source or (not source.startswith(("tfds:", "builtin:")) and not Path(source).exists()):
+    if not source or (not is_named_source(source) and not Path(source).exists()):
         print(f"dataset {source!r} not found. {download}", file=sys.stderr)
         return 2
     rows = []
@@ -437,7 +457,7 @@ def tascnet_main(
 
 
 def results_table(reports: list[dict[str, Any]]) -> str:
-    """A Markdown table of TASCNet reports (one row per seed, then the mean).
+    """A Markdown table of TASCNet reports (one row per seed, then their mean when there are several).
 
     Args:
         reports: outputs of `run_tascnet`.
@@ -447,7 +467,7 @@ def results_table(reports: list[dict[str, Any]]) -> str:
     """
     head = ("| seed | params unpruned -> pruned | FLOPs unpruned -> pruned | conv filters | "
             "test acc unpruned | test acc pruned | drop (pts) | iterations | wall s |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]  # one per column
     keys = ("params", "flops", "conv_filters", "drop", "wall")
     sums = {k: [] for k in keys}
     for r in reports:
@@ -463,13 +483,13 @@ def results_table(reports: list[dict[str, Any]]) -> str:
         )
         for k, v in zip(keys, (red["params"], red["flops"], red["conv_filters"], drop, r.get("wall_seconds", 0))):
             sums[k].append(v)
+    if len(reports) < 2:
+        return "\n".join(lines)  # the mean of one seed is that seed's row
     mean = {k: float(np.mean(v)) if v else 0.0 for k, v in sums.items()}
-    lines.append(f"| mean | -{100 * mean['params']:.1f}% | -{100 * mean['flops']:.1f}% | "
+    lines.append(f"| mean of {plural(len(reports), 'seed')} | -{100 * mean['params']:.1f}% | -{100 * mean['flops']:.1f}% | "
                  f"-{100 * mean['conv_filters']:.1f}% | | | {mean['drop']:+.2f} | | {mean['wall']:.0f} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(tascnet_main())

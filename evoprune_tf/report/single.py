@@ -10,16 +10,20 @@ units. Inference time and parameter counts of both Keras models are measured.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from evoprune_tf.encodings import Encoding
 from evoprune_tf.metrics import accuracy_and_loss
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, TrainedHead, derive_seed
 
-__all__ = ["retrain", "final_report", "head_to_keras", "compact_model", "format_report"]
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+__all__ = ["retrain", "final_report", "head_to_keras", "compact_model", "export_measurements", "format_report"]
 
 
 def retrain(
@@ -31,7 +35,19 @@ def retrain(
     seed: int,
     seeds: int,
 ) -> list[list[TrainedHead]]:
-    """Train each genome once per seed; returns ``heads[seed_index][genome_index]``."""
+    """Train each genome once per seed.
+
+    Args:
+        encoding: the run's encoding.
+        data: the features to train on.
+        genomes: the genomes.
+        config: the training recipe.
+        seed: the run seed (each retrain seed derives from it).
+        seeds: retrains per genome.
+
+    Returns:
+        ``heads[seed_index][genome_index]``.
+    """
     masks = [encoding.decode(g) for g in genomes]
     return [
         HeadTrainer(encoding.spec, data, config, seed=derive_seed(seed, "report", i)).train(masks)
@@ -39,8 +55,17 @@ def retrain(
     ]
 
 
-def head_to_keras(head: TrainedHead):
-    """A `MaskedDense` Keras model holding a trained head's weights and masks."""
+def head_to_keras(head: TrainedHead) -> keras.Model:
+    """A `MaskedDense` Keras model holding a trained head's weights and masks.
+
+    Args:
+        head: the trained head.
+
+    Returns:
+        The masked Keras model (full width, masks applied).
+    """
+    # Imported here: the Keras layers load TensorFlow, and `evoprune_tf.app.build` imports
+    # this module (through the Pareto report's options) without needing a model.
     from evoprune_tf.nn.layers import build_masked_head, set_head_weights
 
     spec = head.spec
@@ -53,7 +78,7 @@ def head_to_keras(head: TrainedHead):
     return model
 
 
-def compact_model(head: TrainedHead, scaling: tuple[np.ndarray, np.ndarray] | None = None):
+def compact_model(head: TrainedHead, scaling: tuple[np.ndarray, np.ndarray] | None = None) -> keras.Model:
     """The physically smaller plain-`Dense` Keras model of a trained head.
 
     Args:
@@ -61,20 +86,25 @@ def compact_model(head: TrainedHead, scaling: tuple[np.ndarray, np.ndarray] | No
         scaling: the features' ``(mean, std)`` when the head was trained on standardised
             features (`FeatureSplits.scaling`); a `FeatureScaling` layer in front then
             lets the model take raw backbone features.
+
+    Returns:
+        The compact Keras model (raw features in, probabilities out).
     """
-    from evoprune_tf.nn.layers import FeatureScaling, compact
+    import keras  # here, not at the top: see head_to_keras
+
+    from evoprune_tf.nn.export import compact
+    from evoprune_tf.nn.layers import FeatureScaling
 
     model = compact(head_to_keras(head), name="compact_head")
     if scaling is None:
         return model
-    import keras
 
     inputs = keras.Input((head.spec.n_features,), name="features")
     scaled = FeatureScaling(*scaling, name="feature_scaling")(inputs)
     return keras.Model(inputs, model(scaled), name="compact_head_scaled")
 
 
-def _inference_ms(model: Any, x: np.ndarray, repeats: int = 5) -> float:
+def _inference_ms(model: keras.Model, x: np.ndarray, repeats: int = 5) -> float:
     model(x[:8], training=False)  # build / trace once
     times = []
     for _ in range(repeats):
@@ -103,7 +133,7 @@ def final_report(
     seed: int,
     seeds: int = 3,
     export: bool = True,
-) -> tuple[dict, Any]:
+) -> tuple[dict, keras.Model | None]:
     """Retrain the best genome and the unpruned head; score on test; build the compact model.
 
     Args:
@@ -140,33 +170,64 @@ def final_report(
     report["retrain"]["seconds"] = round(time.perf_counter() - began, 2)
     model = None
     if export:
-        model = compact_model(heads[-1][0], data.scaling)
-        full = compact_model(heads[-1][1], data.scaling)
-        x = data.x_test if len(data.x_test) else data.x_val
-        report["parameters"].update(compact_model=int(model.count_params()), full_model=int(full.count_params()))
-        raw = x if data.scaling is None else x * data.scaling[1] + data.scaling[0]  # what the exported model takes
-        report["inference_ms"] = {"compact": _inference_ms(model, raw), "full": _inference_ms(full, raw), "samples": len(x)}
-        reference = heads[-1][0].predict_proba(x)
-        report["compact_max_abs_diff"] = float(np.abs(np.asarray(model(raw, training=False)) - reference).max())
+        model, measured = export_measurements(heads[-1][0], heads[-1][1], data)
+        report["parameters"].update(measured.pop("parameters"))
+        report.update(measured)
     return report, model
 
 
+def export_measurements(pruned: TrainedHead, full: TrainedHead, data: FeatureSplits) -> tuple[keras.Model, dict]:
+    """Export the pruned head as a compact Keras model and measure it against the unpruned one.
+
+    Args:
+        pruned: the pruned head.
+        full: the unpruned head trained with the same seed.
+        data: the features (test split timed, validation when test is empty).
+
+    Returns:
+        ``(compact model, measured)`` where ``measured`` holds ``parameters``
+        (``compact_model``, ``full_model``), ``inference_ms`` (``compact``, ``full``,
+        ``samples``) and ``compact_max_abs_diff`` (largest probability difference between
+        the compact model and the masked head).
+    """
+    model = compact_model(pruned, data.scaling)
+    full_model = compact_model(full, data.scaling)
+    x = data.x_test if len(data.x_test) else data.x_val
+    raw = x if data.scaling is None else x * data.scaling[1] + data.scaling[0]  # what the exported model takes
+    reference = pruned.predict_proba(x)
+    return model, {
+        "parameters": {"compact_model": int(model.count_params()), "full_model": int(full_model.count_params())},
+        "inference_ms": {"compact": _inference_ms(model, raw), "full": _inference_ms(full_model, raw),
+                         "samples": len(x)},
+        "compact_max_abs_diff": float(np.abs(np.asarray(model(raw, training=False)) - reference).max()),
+    }
+
+
 def format_report(report: dict) -> str:
-    """A short human-readable summary of a report."""
+    """A short human-readable summary of a report.
+
+    With one retrain seed the accuracies are printed without ``± std`` (there is no
+    spread to show) and the count reads ``(1 seed)``.
+
+    Args:
+        report: `final_report`'s dict.
+
+    Returns:
+        The summary, several lines.
+    """
     lines = [f"Final report: {report.get('dataset', '?')} / {report.get('encoding', '?')}"]
     pruned, unpruned = report["pruned"], report["unpruned"]
+    seeds = int(report["retrain"]["seeds"])
     key = "test_accuracy_mean" if "test_accuracy_mean" in pruned else "val_accuracy_mean"
     split = "test" if key.startswith("test") else "validation"
     lines.append(
-        f"  {split} accuracy  pruned {pruned[key]:.4f}"
-        + (f" ± {pruned['test_accuracy_std']:.4f}" if split == "test" else "")
-        + f"   unpruned {unpruned[key]:.4f}"
-        + (f" ± {unpruned['test_accuracy_std']:.4f}" if split == "test" else "")
-        + f"   ({report['retrain']['seeds']} seeds)"
+        f"  {split} accuracy  pruned {mean_std(pruned[key], pruned.get('test_accuracy_std'), seeds)}"
+        f"   unpruned {mean_std(unpruned[key], unpruned.get('test_accuracy_std'), seeds)}"
+        f"   ({plural(seeds, 'seed')})"
     )
     lines.append(
-        f"  active          {report['active_percent']:.1f}% of {report['genome_length']} genes"
-        f" ({report['active_features']} features, neurons {report['active_neurons']})"
+        f"  active          {report['active_percent']:.1f}% of {plural(report['genome_length'], 'gene')}"
+        f" ({plural(report['active_features'], 'feature')}, neurons {report['active_neurons']})"
     )
     params = report["parameters"]
     if "compact_model" in params:
@@ -175,5 +236,6 @@ def format_report(report: dict) -> str:
             f" ({params['compact_model'] / params['full_model']:.1%})"
         )
         inf = report["inference_ms"]
-        lines.append(f"  inference       compact {inf['compact']:.2f} ms vs full {inf['full']:.2f} ms ({inf['samples']} samples)")
+        lines.append(f"  inference       compact {inf['compact']:.2f} ms vs full {inf['full']:.2f} ms"
+                     f" ({plural(inf['samples'], 'sample')})")
     return "\n".join(lines)

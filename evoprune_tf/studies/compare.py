@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from evoprune_tf.report.text import plural
 from evoprune_tf.studies.stats import (
     FriedmanResult,
     WilcoxonResult,
@@ -260,6 +261,12 @@ def _format_p(p: float) -> str:
     return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
 
 
+def _p_verdict(p: float, alpha: float) -> str:
+    """``p = 0.0312 (significant at alpha = 0.05)``: a test's p-value and what it means at ``alpha``."""
+    verdict = "significant" if p < alpha else "not significant"
+    return f"p = {_format_p(p)} ({verdict} at alpha = {alpha})"
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -280,8 +287,8 @@ def format_markdown(result: ComparisonResult) -> str:
         f"# Comparison: {result.metric} ({direction}) by {', '.join(result.group_by)}",
         "",
         f"Experiment `{result.experiment}`, filter `{result.filter_string or '(none)'}`, "
-        f"{sum(len(ids) for ids in result.run_ids.values())} runs in {len(result.groups)} groups, "
-        f"{len(result.seeds)} paired seeds: {result.seeds}.",
+        f"{plural(sum(len(ids) for ids in result.run_ids.values()), 'run')} in "
+        f"{plural(len(result.groups), 'group')}, {plural(len(result.seeds), 'paired seed')}: {result.seeds}.",
         "",
     ]
     metrics = [c[: -len("_mean")] for c in result.table.columns if c.endswith("_mean")]
@@ -305,22 +312,20 @@ def format_markdown(result: ComparisonResult) -> str:
         parts.append("Only one group: no test.")
     elif isinstance(test, WilcoxonResult):
         a, b = result.pair or result.groups[:2]
-        verdict = "significant" if test.p_value < result.alpha else "not significant"
         parts += [
-            f"## Wilcoxon signed-rank, paired over {test.n} seeds ({test.n_nonzero} nonzero differences)",
+            f"## Wilcoxon signed-rank, paired over {plural(test.n, 'seed')} "
+            f"({plural(test.n_nonzero, 'nonzero difference')})",
             "",
-            f"- `{a}` vs `{b}`: W = {test.statistic:.4g}, p = {_format_p(test.p_value)} "
-            f"({verdict} at alpha = {result.alpha})",
+            f"- `{a}` vs `{b}`: W = {test.statistic:.4g}, {_p_verdict(test.p_value, result.alpha)}",
             f"- median difference ({a} − {b}): {_format_number(test.median_difference)}",
             f"- {a} better on {test.win_fraction:.0%} of the paired seeds (ties count half)",
             f"- Vargha-Delaney A (P[{a} better than {b}]): {test.a12:.3f} ({test.magnitude})",
         ]
     else:
-        verdict = "significant" if test.p_value < result.alpha else "not significant"
         parts += [
-            f"## Friedman test, {test.k} groups paired over {test.n} seeds",
+            f"## Friedman test, {test.k} groups paired over {plural(test.n, 'seed')}",
             "",
-            f"chi² = {test.statistic:.4g}, p = {_format_p(test.p_value)} ({verdict} at alpha = {test.alpha}); "
+            f"chi² = {test.statistic:.4g}, {_p_verdict(test.p_value, test.alpha)}; "
             f"Nemenyi critical difference = {test.critical_difference:.3f}",
             "",
             _markdown_table(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
+import shutil
+import tempfile
 
 import mlflow
 import numpy as np
@@ -15,7 +18,7 @@ from mlflow import MlflowClient
 from conftest import make_planted_features
 from evoprune_tf.app.build import pareto_options
 from evoprune_tf.app.config import load_config
-from evoprune_tf.report.pareto import TRADE_OFFS, _distinct_trade_offs, pareto_report
+from evoprune_tf.report.pareto import TRADE_OFFS, distinct_trade_offs, pareto_report
 from evoprune_tf.report.single import retrain
 from evoprune_tf.app.run import run
 from evoprune_tf.encodings import unpack_genome
@@ -72,16 +75,32 @@ def _artifacts(client, run_id, path=None) -> set[str]:
     return found
 
 
+REPORT_KEYS = {"objectives", "weights", "n_members", "hypervolume", "hypervolume_test", "knee_all_objectives",
+               "retrain", "members", "trade_offs", "ensembles", "explanations", "local_dir", "artifacts", "seconds"}
+MEMBER_KEYS = {"index", "search", "search_val_accuracy", "search_val_auroc", "active_fraction", "active_percent",
+               "active_features", "active_parameters", "val_accuracy", "test_accuracy", "test_accuracy_std",
+               "test_accuracy_per_seed", "test_auroc", "test_auroc_std", "trade_off", "genome"}
+
+
 def test_front_members_are_retrained_and_scored_on_test(tracked):
     result, _, informative, _, _ = tracked
     pareto = result.report["pareto"]
+    assert set(pareto) == REPORT_KEYS
     assert pareto["objectives"] == OBJECTIVES
+    assert pareto["weights"] == [1.0, -1.0, 1.0]
+    assert pareto["retrain"] == {"seeds": 2, "epochs": 30, "early_stopping": result.config.train.early_stopping}
+    assert 0 <= pareto["knee_all_objectives"] < pareto["n_members"]
+    assert [m["index"] for m in pareto["members"]] == list(range(pareto["n_members"]))
     assert pareto["n_members"] == len(pareto["members"]) >= 3
     genomes = {m["genome"] for m in pareto["members"]}
     assert len(genomes) == pareto["n_members"]  # deduplicated
     for member in pareto["members"]:
+        assert set(member) == MEMBER_KEYS
         assert 0.0 <= member["test_accuracy"] <= 1.0 and member["test_accuracy_std"] >= 0.0
         assert len(member["test_accuracy_per_seed"]) == 2
+        assert member["test_accuracy"] == pytest.approx(np.mean(member["test_accuracy_per_seed"]))
+        assert member["test_accuracy_std"] == pytest.approx(np.std(member["test_accuracy_per_seed"]))
+        assert member["active_percent"] == pytest.approx(100 * member["active_fraction"], abs=0.01)
         assert 0.0 <= member["test_auroc"] <= 1.0
         assert 0.0 < member["active_percent"] <= 100.0
         assert set(member["search"]) == set(OBJECTIVES)
@@ -184,23 +203,47 @@ def test_everything_is_logged_to_mlflow_and_kept_locally(tracked):
 
 def test_report_without_tracking_writes_local_files_and_prints_a_summary(tracked, tmp_path, monkeypatch):
     result, ood, _, _, _ = tracked
-    monkeypatch.chdir(tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     out = io.StringIO()
+    given = tmp_path / "given"
     report = pareto_report(pareto_options(result.config), result.evaluator, result.features, list(result.halloffame), ood,
-                           result.config.train, out=out)
+                           result.config.train, out=out, local_dir=given)
     text = out.getvalue()
     assert "Pareto front:" in text and "Ensembles" in text and "Trade-off models" in text
-    local = tmp_path / report["local_dir"]
-    assert str(report["local_dir"]).startswith(os.path.join("mlruns", "reports", "mo-report-test-"))
-    for path in ("pareto/pareto_front.csv", "pareto/pareto_validation.png", "tradeoff_models/knee.keras"):
-        assert (local / path).is_file()
+    assert f"Report files in {given}" in text
+    assert report["local_dir"] == str(given)
+    for path in ("pareto/pareto_front.csv", "pareto/pareto_validation.png", "tradeoff_models/knee.keras",
+                 "pareto_report.json"):
+        assert (given / path).is_file()
+    assert report["artifacts"] == result.report["pareto"]["artifacts"]  # listed even without a tracker
+    assert json.loads((given / "pareto_report.json").read_text())["members"] == report["members"]
+    assert os.listdir(cwd) == []  # the caller named the folder: nothing lands in the current one
     # deterministic: the same numbers as the run's own report
     assert [m["test_accuracy"] for m in report["members"]] == [
         m["test_accuracy"] for m in result.report["pareto"]["members"]]
 
 
+def test_report_without_a_folder_uses_a_temporary_one_not_the_current_folder(tracked, tmp_path, monkeypatch):
+    result, _, _, _, _ = tracked
+    monkeypatch.chdir(tmp_path)
+    options = dataclasses.replace(pareto_options(result.config), seeds=1)
+    report = pareto_report(options, result.evaluator, result.features, list(result.halloffame)[:3], None,
+                           result.config.train, out=io.StringIO())
+    local = report["local_dir"]
+    try:
+        assert os.path.dirname(local) == tempfile.gettempdir()
+        assert os.path.basename(local).startswith("evoprune-report-mo-report-test-")
+        assert os.path.isfile(os.path.join(local, "pareto", "pareto_front.csv"))
+        assert os.listdir(tmp_path) == []
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
 def test_two_objectives_without_ood(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store: ./mlruns here
     data, _ = make_planted_features(seed=3)
     config = mo_config(objectives={"names": ["accuracy", "active_fraction"], "ood": ""},
                        algorithm={"population": 8, "evaluations": 40}, report={"seeds": 1})
@@ -209,6 +252,8 @@ def test_two_objectives_without_ood(tmp_path, monkeypatch):
     assert pareto["objectives"] == ["accuracy", "active_fraction"]
     assert all(m["test_auroc"] is None for m in pareto["members"])
     assert pareto["ensembles"]["all"]["auroc"] is None and pareto["ensembles"]["all"]["accuracy"] > 0.5
+    # tracking off: the files still go to the (default) store's folder, reports/<name>-<time>
+    assert pareto["local_dir"].startswith(str(tmp_path / "mlruns" / "reports" / "mo-report-test-"))
     assert (tmp_path / pareto["local_dir"] / "pareto" / "pareto_front.csv").is_file()
     if pareto["n_members"] >= 3:
         assert pareto["trade_offs"]["distinct"]
@@ -219,11 +264,11 @@ def test_distinct_fallback_when_the_accuracy_complexity_projection_collapses():
     points = np.array([[0.9, 0.1, 0.5], [0.8, 0.2, 0.9], [0.85, 0.3, 0.7], [0.7, 0.4, 0.95]])
     weights = (1.0, -1.0, 1.0)
     picks = {"heavy": 0, "knee": 0, "light": 0}
-    fixed, rule = _distinct_trade_offs(points, weights, 0, 1, picks)
+    fixed, rule = distinct_trade_offs(points, weights, 0, 1, picks)
     assert rule == "distinct_fallback"
     assert fixed["heavy"] == 0 and fixed["light"] == 1  # lightest of the others
     assert fixed["knee"] == 2  # nearest the ideal point of the rest
-    same, rule = _distinct_trade_offs(points, weights, 0, 1, {"heavy": 0, "knee": 2, "light": 1})
+    same, rule = distinct_trade_offs(points, weights, 0, 1, {"heavy": 0, "knee": 2, "light": 1})
     assert rule == "trade_off_models" and same == {"heavy": 0, "knee": 2, "light": 1}
-    two, rule = _distinct_trade_offs(points[:2], weights, 0, 1, {"heavy": 0, "knee": 0, "light": 0})
+    two, rule = distinct_trade_offs(points[:2], weights, 0, 1, {"heavy": 0, "knee": 0, "light": 0})
     assert two == {"heavy": 0, "knee": 0, "light": 0}  # fewer than three members: nothing to separate

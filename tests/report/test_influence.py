@@ -1,21 +1,13 @@
-"""Explanations: feature / neuron influence on planted signal, CAMs on a tiny backbone."""
+"""Influence rankings: feature / neuron occlusion and weight x activation on planted signal."""
 
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from evoprune_tf.encodings import FeatureSelection, HeadSpec, NeuronPruning
-from evoprune_tf.report.explain import (
-    class_activation_maps,
-    explanation_weights,
-    feature_influence,
-    feature_maps,
-    influence_weights,
-    neuron_influence,
-    save_explanations,
-)
-from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.report.influence import explanation_weights, feature_influence, influence_weights, neuron_influence
 from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig
 
 
@@ -65,14 +57,31 @@ def test_weight_activation_is_fast_and_agrees_on_the_strongest_features(planted)
     assert len(ranking) == mask.sum()
     assert set(i for i, _ in ranking[:2]) == set(np.argsort(-_fisher_ratio(data))[:2].tolist())
     assert all(score >= 0 for _, score in ranking)
+    # the score is mean |x_j| times the norm of feature j's outgoing weights, best first
+    kernels, _ = head.full_weights()
+    expected = np.abs(data.x_val).mean(axis=0) * np.linalg.norm(kernels[0], axis=1)
+    for feature, score in ranking:
+        assert score == pytest.approx(expected[feature], rel=1e-5)
+    assert [s for _, s in ranking] == sorted((s for _, s in ranking), reverse=True)
     weights = influence_weights(ranking, data.n_features)
     assert weights.shape == (data.n_features,) and np.all(weights[~mask] == 0)
+    np.testing.assert_allclose(weights[[i for i, _ in ranking]], [s for _, s in ranking], rtol=1e-6)
+    # negative scores (an occlusion that helps) give no CAM weight
+    np.testing.assert_array_equal(influence_weights([(2, -0.5), (0, 0.25)], 4), [0.25, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"feature index 4 in influence; expected \[0, 3\]"):
+        influence_weights([(4, 1.0)], 4)
     with pytest.raises(ValueError, match="method"):
         feature_influence(head, data.x_val, data.y_val, method="shap")
     with pytest.raises(ValueError, match="top_k"):
         feature_influence(head, data.x_val, data.y_val, top_k=0)
     with pytest.raises(ValueError, match="features have shape"):
         feature_influence(head, data.x_val[:, :5], data.y_val)
+    with pytest.raises(ValueError, match="labels have shape"):
+        feature_influence(head, data.x_val, data.y_val[:-1])
+    with pytest.raises(ValueError, match=r"labels lie in \[9, 9\]; expected \[0, 2\]"):
+        feature_influence(head, data.x_val, np.full(len(data.y_val), 9))
+    with pytest.raises(ValueError, match="0 rows"):
+        feature_influence(head, data.x_val[:0], data.y_val[:0])
 
 
 def test_neuron_occlusion_matches_zeroing_the_full_model(planted):
@@ -93,7 +102,11 @@ def test_neuron_occlusion_matches_zeroing_the_full_model(planted):
         occluded[:, neuron] = 0
         accuracy = ((occluded @ kernels[1] + biases[1]).argmax(1) == data.y_val).mean()
         assert drop == pytest.approx(base - accuracy, abs=1e-9)
-    assert len(neuron_influence(head, data.x_val, data.y_val, method="weight_activation", top_k=3)) == 3
+    by_weight = neuron_influence(head, data.x_val, data.y_val, method="weight_activation", top_k=None)
+    expected = np.abs(hidden).mean(axis=0) * np.linalg.norm(kernels[1], axis=1)
+    for neuron, score in by_weight:
+        assert score == pytest.approx(expected[neuron], rel=1e-5)
+    assert neuron_influence(head, data.x_val, data.y_val, method="weight_activation", top_k=3) == by_weight[:3]
     with pytest.raises(ValueError, match="layer=1"):
         neuron_influence(head, data.x_val, data.y_val, layer=1)
 
@@ -113,85 +126,12 @@ def test_explanation_weights_linearise_the_active_path(planted):
         explanation_weights(head, 3)
 
 
-# ------------------------------------------------------------------ Keras backbones
-
-SIZE = 96  # MobileNet downsamples 32x: a 3x3 feature map
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    pytest.importorskip("keras")
-    from evoprune_tf.backbones import build_backbone
-
-    return build_backbone("MobileNet", weights=None, image_size=SIZE, alpha=0.25)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return np.random.default_rng(0).integers(0, 256, size=(6, SIZE, SIZE, 3), dtype=np.uint8)
-
-
-def test_feature_maps_average_to_the_pooled_features(backbone, images):
-    maps = feature_maps(backbone, images)
-    assert maps.shape == (6, 3, 3, 256)
-    pooled = np.asarray(backbone(images.astype(np.float32), training=False))
-    np.testing.assert_allclose(maps.mean(axis=(1, 2)), pooled, rtol=1e-4, atol=1e-5)
-
-
-def test_cams_are_normalised_per_image(backbone, images):
-    weights = np.random.default_rng(1).normal(size=256).astype(np.float32)
-    weights[::2] = 0  # pruned features
-    cams = class_activation_maps(backbone, images, weights)
-    assert cams.shape == (6, 3, 3) and cams.dtype == np.float32
-    assert cams.min() >= 0 and cams.max() <= 1
-    peaks = cams.max(axis=(1, 2))
-    assert np.all((peaks == 0) | np.isclose(peaks, 1))
-    # one weight per feature: the CAM is that channel's (ReLU'd, normalised) map
-    one = np.zeros(256, np.float32)
-    maps = feature_maps(backbone, images)
-    channel = int(np.argmax(maps.mean(axis=(0, 1, 2))))
-    one[channel] = 1
-    expected = maps[..., channel] / maps[..., channel].max(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(class_activation_maps(backbone, images, one), expected, rtol=1e-5, atol=1e-6)
-    # per-image weights
-    assert class_activation_maps(backbone, images, np.tile(weights, (6, 1))).shape == (6, 3, 3)
-    with pytest.raises(ValueError, match="feature_weights"):
-        class_activation_maps(backbone, images, np.ones(10))
-    with pytest.raises(ValueError, match="images"):
-        class_activation_maps(backbone, images[0], weights)
-
-
-def test_bare_keras_application_works_too(images):
-    keras = pytest.importorskip("keras")
-    bare = keras.applications.MobileNet(
-        alpha=0.25, weights=None, input_shape=(SIZE, SIZE, 3), include_top=False, pooling="avg"
+def test_influence_stays_numpy_only():
+    """Rankings run on cached features: importing them must not start Keras or TensorFlow."""
+    code = (
+        "import sys, evoprune_tf.report.influence; "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'matplotlib') if m in sys.modules))"
     )
-    x = images.astype(np.float32) / 127.5 - 1.0
-    maps = feature_maps(bare, x)
-    np.testing.assert_allclose(maps.mean(axis=(1, 2)), np.asarray(bare(x, training=False)), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="GlobalAveragePooling2D"):
-        flat = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-        feature_maps(flat, np.zeros((1, 4, 4, 3)))
-
-
-@pytest.mark.parametrize("plots_module", ["project", "fallback"])
-def test_save_explanations_writes_one_figure_per_class(backbone, images, tmp_path, monkeypatch, plots_module):
-    if plots_module == "fallback":  # the private matplotlib overlay, used when evoprune_tf.report.plots is absent
-        monkeypatch.setitem(sys.modules, "evoprune_tf.report.plots", None)
-    rng = np.random.default_rng(0)
-    features = np.asarray(backbone(images.astype(np.float32), training=False))
-    labels = np.array([0, 0, 1, 1, 2, 1])
-    x = np.concatenate([features, features + rng.normal(0, 0.01, features.shape).astype(np.float32)])
-    y = np.concatenate([labels, labels])
-    data = FeatureSplits(x, y, x, y, x[:0], y[:0], class_names=("rock", "paper", "scissors"))
-    spec = HeadSpec(256, 3, (8,))
-    genome = (rng.random(256) < 0.5).astype(int)
-    head = HeadTrainer(spec, data, TrainConfig(epochs=5), seed=0).train([FeatureSelection(spec).decode(genome)])[0]
-    paths = save_explanations(backbone, head, images, labels, data.class_names, tmp_path / "cams", per_class=2)
-    assert [p.name for p in paths] == [
-        "explanations_00_rock.png", "explanations_01_paper.png", "explanations_02_scissors.png"
-    ]
-    for path in paths:
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match="class names"):
-        save_explanations(backbone, head, images, labels, ("a", "b"), tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
