@@ -8,7 +8,10 @@
 * a **.npz file** with arrays ``x_train, y_train, x_test, y_test`` (optionally
   ``x_val, y_val, class_names``);
 * ``"tfds:NAME"``: a TensorFlow Datasets dataset (needs ``tensorflow-datasets`` and,
-  the first time, the network).
+  the first time, the network);
+* ``"download:NAME"``: a dataset of `evoprune_tf.data.download` (e.g.
+  ``download:rock_paper_scissors``), downloaded once into the Keras cache with
+  ``keras.utils.get_file`` and read as a class folder.
 
 When no validation split is given, one is carved from train (stratified, seeded):
 evolution selects on validation and keeps test for the final report.
@@ -28,7 +31,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSplits", "load_images", "to_rgb_array"]
+__all__ = ["IMAGE_EXTENSIONS", "NAMED_SOURCES", "ImageSplits", "is_named_source", "load_images", "to_rgb_array"]
+
+#: Prefixes of the data sources that are names, not paths.
+NAMED_SOURCES = ("tfds:", "builtin:", "download:")
+
+
+def is_named_source(source: str) -> bool:
+    """Whether a data source is a name (``tfds:``, ``builtin:``, ``download:``) rather than a path.
+
+    Args:
+        source: a ``data.source`` / ``objectives.ood`` value.
+
+    Returns:
+        True for the named forms; their existence is not checked on disk.
+    """
+    return isinstance(source, str) and source.startswith(NAMED_SOURCES)
 
 #: File extensions read as images (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -133,7 +151,8 @@ def load_images(
     Args:
         source: a class-folder dataset (``root/{train,test[,val]}/<class>/<image>`` or
             ``root/<class>/<image>``), a ``.npz`` file (``x_train, y_train, x_test,
-            y_test``, optionally ``x_val, y_val, class_names``) or ``"tfds:NAME"``.
+            y_test``, optionally ``x_val, y_val, class_names``), ``"tfds:NAME"`` or
+            ``"download:NAME"`` (see `evoprune_tf.data.download.known_datasets`).
             A folder with ``train/`` and ``val/`` but no ``test/`` (the PyTorch-tutorial
             layout) uses its ``val/`` as the held-out *test* split and carves validation
             from train.
@@ -163,6 +182,8 @@ def load_images(
             an unreadable image, classes differing between splits, missing npz arrays,
             an unknown source form) or bad arguments.
         ImportError: ``tfds:`` without ``tensorflow-datasets`` installed.
+        evoprune_tf.data.download.DownloadError: ``download:`` failed (the message
+            says what to do offline).
     """
     image_size = _check_image_size(image_size)
     if not 0.0 < float(val_fraction) < 1.0:
@@ -183,7 +204,13 @@ def load_images(
         progress=progress,
     )
 
-    if isinstance(source, str) and source.startswith("tfds:"):
+    if isinstance(source, str) and source.startswith("download:"):
+        from evoprune_tf.data.download import download_dataset
+
+        download_name = source[len("download:"):].strip()
+        raw = _load_folder(download_dataset(download_name), options)
+        default_name = download_name
+    elif isinstance(source, str) and source.startswith("tfds:"):
         tfds_name = source[len("tfds:"):].strip()
         if not tfds_name:
             raise ValueError(
@@ -196,7 +223,7 @@ def load_images(
         if not path.exists():
             raise FileNotFoundError(
                 f"dataset source '{path}' does not exist; "
-                "expected a class-folder dataset, a .npz file or 'tfds:NAME'"
+                "expected a class-folder dataset, a .npz file, 'tfds:NAME' or 'download:NAME'"
             )
         if path.is_dir():
             raw = _load_folder(path, options)
@@ -207,11 +234,12 @@ def load_images(
         else:
             raise ValueError(
                 f"dataset source '{path}' is a file but not a .npz; "
-                "expected a class-folder dataset, a .npz file or 'tfds:NAME'"
+                "expected a class-folder dataset, a .npz file, 'tfds:NAME' or 'download:NAME'"
             )
     else:
         raise ValueError(
-            f"dataset source {source!r} has type {type(source).__name__}; expected a path or 'tfds:NAME'"
+            f"dataset source {source!r} has type {type(source).__name__}; "
+            "expected a path, 'tfds:NAME' or 'download:NAME'"
         )
     return _finish(raw, options, name or default_name)
 
