@@ -34,6 +34,7 @@ __all__ = [
     "genome_key",
     "pack_genome",
     "unpack_genome",
+    "binary_genome",
 ]
 
 
@@ -144,19 +145,7 @@ class Encoding(abc.ABC):
         Raises:
             ValueError: the genome has the wrong length or values other than 0 and 1.
         """
-        genes = np.asarray(genome)
-        if genes.ndim != 1 or genes.shape[0] != self.genome_length:
-            raise ValueError(
-                f"genome has shape {genes.shape}; expected ({self.genome_length},) for {self.describe()}"
-            )
-        if genes.dtype.kind not in "biuf":
-            raise ValueError(f"genome has dtype {genes.dtype}; expected 0/1 integers or booleans")
-        if genes.dtype != bool:
-            bad = np.setdiff1d(np.unique(genes), [0, 1])
-            if bad.size:
-                raise ValueError(f"genome holds values {bad[:5].tolist()}; expected only 0 and 1")
-            genes = genes.astype(bool)
-        return genes
+        return binary_genome(genome, self.genome_length, self.describe())
 
     def decode(self, genome: Sequence[int] | np.ndarray) -> HeadMasks:
         """Decode a genome into head masks (validated)."""
@@ -292,6 +281,33 @@ def make_encoding(name: str, spec: HeadSpec, **options) -> Encoding:
 
 
 # -------------------------------------------------------------------- the genome codec
+
+
+def binary_genome(genome: Sequence[int] | np.ndarray, length: int, what: str) -> np.ndarray:
+    """A 0/1 genome of ``length`` genes as a boolean array: every binary encoding's check.
+
+    Args:
+        genome: 0/1 integers or booleans.
+        length: the encoding's genome length.
+        what: the encoding, for the message (its ``describe()``).
+
+    Returns:
+        The genome as a boolean array.
+
+    Raises:
+        ValueError: the genome has the wrong length or values other than 0 and 1.
+    """
+    genes = np.asarray(genome)
+    if genes.ndim != 1 or genes.shape[0] != length:
+        raise ValueError(f"genome has shape {genes.shape}; expected ({length},) for {what}")
+    if genes.dtype.kind not in "biuf":
+        raise ValueError(f"genome has dtype {genes.dtype}; expected 0/1 integers or booleans")
+    if genes.dtype != bool:
+        bad = np.setdiff1d(np.unique(genes), [0, 1])
+        if bad.size:
+            raise ValueError(f"genome holds values {bad[:5].tolist()}; expected only 0 and 1")
+        genes = genes.astype(bool)
+    return genes
 
 
 def genome_key(genome: Sequence[int] | np.ndarray) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -27,10 +27,172 @@ from evoprune_tf.objectives import (
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.train import TrainConfig, TrainedHead, make_trainer
 
-__all__ = ["PopulationEvaluator"]
+__all__ = ["CachedEvaluator", "PopulationEvaluator"]
 
 
-class PopulationEvaluator:
+class CachedEvaluator:
+    """The DEAP contract and the genome cache that every evaluator shares.
+
+    A subclass sets ``encoding`` (with ``validate``) and ``chunk_size``, calls
+    `reset_cache` in its constructor and implements `values` (a record -> its fitness
+    tuple) and `compute` (distinct, uncached genomes -> their records). Everything
+    else, the cache keyed by `genome_key`, the counters, ``evaluate``, batched ``map``,
+    is here once, so every evaluator counts cache hits and training time the same way.
+    """
+
+    encoding: Any
+    chunk_size: int = 64
+
+    def reset_cache(self) -> None:
+        """Empty the cache and zero the counters (``trained``, ``cache_hits``, ``train_seconds``)."""
+        self.cache: dict[bytes, Any] = {}
+        self.n_trained = 0
+        self.n_cache_hits = 0
+        self.train_seconds = 0.0
+
+    def values(self, evaluation: Any) -> tuple[float, ...]:
+        """The fitness tuple of a record.
+
+        Args:
+            evaluation: a record made by `compute`.
+
+        Returns:
+            One value per objective.
+        """
+        raise NotImplementedError
+
+    def compute(self, keys: Sequence[bytes], genomes: Sequence[np.ndarray]) -> list[Any]:
+        """Records of distinct genomes that are not cached (no caching here).
+
+        Args:
+            keys: the genomes' `genome_key`.
+            genomes: validated genomes, at most ``chunk_size`` of them.
+
+        Returns:
+            One record per genome, in order.
+        """
+        raise NotImplementedError
+
+    def evaluate(self, genome: Sequence[int] | np.ndarray) -> tuple[float, ...]:
+        """DEAP ``evaluate``: the fitness tuple of one genome.
+
+        Args:
+            genome: a genome of the encoding.
+
+        Returns:
+            One value per objective.
+        """
+        return self.evaluate_population([genome])[0]
+
+    def evaluate_population(self, genomes: Iterable[Sequence[int] | np.ndarray]) -> list[tuple[float, ...]]:
+        """Fitness tuples of many genomes, computed as batches (cache hits and repeats skipped).
+
+        Args:
+            genomes: genomes of the encoding.
+
+        Returns:
+            One fitness tuple per genome, in order.
+        """
+        return [self.values(e) for e in self.measure(list(genomes))]
+
+    def is_evaluate(self, func: Callable) -> bool:
+        """Whether ``func`` is this evaluator's ``evaluate`` (alone or in an argument-less partial).
+
+        ``toolbox.register("evaluate", ev.evaluate)`` wraps the method in such a partial;
+        `map` and the runners batch exactly these calls and map anything else serially.
+
+        Args:
+            func: the function DEAP hands to ``toolbox.map``.
+
+        Returns:
+            True when the call may be batched through this evaluator.
+        """
+        target = func.func if isinstance(func, functools.partial) and not func.args and not func.keywords else func
+        return target == self.evaluate
+
+    def map(self, func: Callable, iterable: Iterable) -> list:
+        """A toolbox ``map``: batches calls of this evaluator's ``evaluate``, else maps serially.
+
+        Args:
+            func: the function DEAP maps (usually ``toolbox.evaluate``).
+            iterable: its arguments.
+
+        Returns:
+            The results, in order.
+        """
+        if self.is_evaluate(func):
+            return self.evaluate_population(iterable)
+        return list(map(func, iterable))
+
+    def measure(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[Any]:
+        """Records of genomes, from the cache where possible, the rest by `compute`.
+
+        Args:
+            genomes: genomes of the encoding.
+
+        Returns:
+            One record per genome, in order.
+        """
+        keys, missing = self.split_cached(genomes)
+        todo = list(missing.items())
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start : start + self.chunk_size]
+            began = time.perf_counter()
+            records = self.compute([k for k, _ in chunk], [g for _, g in chunk])
+            for (key, _), record in zip(chunk, records):
+                self.cache[key] = record
+            self.train_seconds += time.perf_counter() - began
+            self.n_trained += len(chunk)
+        return [self.cache[k] for k in keys]
+
+    def split_cached(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> tuple[list[bytes], dict[bytes, np.ndarray]]:
+        """Validate genomes; return every genome's key and the distinct ones not cached yet.
+
+        Counts a cache hit for every genome already cached or repeated in ``genomes``.
+
+        Args:
+            genomes: genomes of the encoding.
+
+        Returns:
+            ``(keys, missing)``: one key per genome, and key -> validated genome of the
+            distinct genomes to compute.
+        """
+        genes = [self.encoding.validate(g) for g in genomes]
+        keys = [genome_key(g) for g in genes]
+        missing: dict[bytes, np.ndarray] = {}
+        for key, g in zip(keys, genes):
+            if key in self.cache or key in missing:
+                self.n_cache_hits += 1
+            else:
+                missing[key] = g
+        return keys, missing
+
+    def lookup(self, genome: Sequence[int] | np.ndarray) -> Any | None:
+        """The cached record of a genome, if any.
+
+        Args:
+            genome: a genome of the encoding.
+
+        Returns:
+            The record or None.
+        """
+        return self.cache.get(genome_key(self.encoding.validate(genome)))
+
+    def stats(self) -> dict[str, float]:
+        """Counters for progress and tracking.
+
+        Returns:
+            ``trained``, ``cache_hits``, ``train_seconds``, ``evals_per_second``.
+        """
+        return {
+            "trained": self.n_trained,
+            "cache_hits": self.n_cache_hits,
+            "train_seconds": self.train_seconds,
+            "evals_per_second": self.n_trained / self.train_seconds if self.train_seconds else 0.0,
+        }
+
+
+class PopulationEvaluator(CachedEvaluator):
     """Scores genomes of one encoding on cached features.
 
     Args:
@@ -77,59 +239,56 @@ class PopulationEvaluator:
         self.loss_resolution = float(loss_resolution)
         self.chunk_size = int(chunk_size)
         self.trainer = make_trainer(encoding.spec, data, self.train_config, seed=self.seed)
-        self.cache: dict[bytes, Evaluation] = {}
-        self.n_trained = 0
-        self.n_cache_hits = 0
-        self.train_seconds = 0.0
+        self.reset_cache()
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options this evaluator was built with (the constructor's, resolved).
+
+        ``type(ev)(ev.encoding, ev.data, ev.train_config, **ev.options())`` builds an
+        evaluator with the same fitness and an empty cache: how `EvaluatorRecipe`
+        rebuilds it in worker processes and Ray actors. A subclass with more options
+        adds them here, so no caller repeats the field list.
+
+        Returns:
+            ``seed``, ``objectives``, ``ood_features``, ``temperature``, ``chunk_size``,
+            ``loss_resolution``.
+        """
+        return {
+            "seed": self.seed,
+            "objectives": self.objectives,
+            "ood_features": self.ood_features,
+            "temperature": self.temperature,
+            "chunk_size": self.chunk_size,
+            "loss_resolution": self.loss_resolution,
+        }
 
     @property
     def weights(self) -> tuple[float, ...]:
         """DEAP fitness weights matching `evaluate`'s tuples."""
         return objective_weights(self.objectives)
 
-    def evaluate(self, genome: Sequence[int] | np.ndarray) -> tuple[float, ...]:
-        """DEAP ``evaluate``: the fitness tuple of one genome."""
-        return self.evaluate_population([genome])[0]
+    def values(self, evaluation: Evaluation) -> tuple[float, ...]:
+        """The fitness tuple of an `Evaluation` (``loss`` rounded to ``loss_resolution``).
 
-    def evaluate_population(self, genomes: Iterable[Sequence[int] | np.ndarray]) -> list[tuple[float, ...]]:
-        """Fitness tuples of many genomes, trained as one batch (cache hits skipped)."""
-        return [objective_values(e, self.objectives, self.loss_resolution) for e in self.measure(list(genomes))]
+        Args:
+            evaluation: a record of this evaluator.
 
-    def map(self, func: Callable, iterable: Iterable) -> list:
-        """A toolbox ``map``: batches calls of this evaluator's ``evaluate``, else maps serially."""
-        target = func.func if isinstance(func, functools.partial) and not func.args and not func.keywords else func
-        if target == self.evaluate:
-            return self.evaluate_population(iterable)
-        return list(map(func, iterable))
-
-    def measure(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[Evaluation]:
-        """`Evaluation` records of genomes, from the cache where possible."""
-        keys, missing = self.split_cached(genomes)
-        todo = list(missing.items())
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start : start + self.chunk_size]
-            began = time.perf_counter()
-            heads = self.train_heads([g for _, g in chunk])
-            for (key, g), head in zip(chunk, heads):
-                self.cache[key] = self.score(head, g)
-            self.train_seconds += time.perf_counter() - began
-            self.n_trained += len(chunk)
-        return [self.cache[k] for k in keys]
-
-    def split_cached(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> tuple[list[bytes], dict[bytes, np.ndarray]]:
-        """Validate genomes; return every genome's key and the distinct ones not cached yet.
-
-        Counts a cache hit for every genome already cached or repeated in ``genomes``.
+        Returns:
+            One value per objective.
         """
-        genes = [self.encoding.validate(g) for g in genomes]
-        keys = [genome_key(g) for g in genes]
-        missing: dict[bytes, np.ndarray] = {}
-        for key, g in zip(keys, genes):
-            if key in self.cache or key in missing:
-                self.n_cache_hits += 1
-            else:
-                missing[key] = g
-        return keys, missing
+        return objective_values(evaluation, self.objectives, self.loss_resolution)
+
+    def compute(self, keys: Sequence[bytes], genomes: Sequence[np.ndarray]) -> list[Evaluation]:
+        """Train the genomes' heads as one population batch and score them on validation.
+
+        Args:
+            keys: the genomes' keys (unused: the fitness depends on the genes only).
+            genomes: validated genomes.
+
+        Returns:
+            One `Evaluation` per genome.
+        """
+        return [self.score(head, g) for head, g in zip(self.train_heads(genomes), genomes)]
 
     def train_heads(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[TrainedHead]:
         """Train the compact heads of genomes (no caching): for reports and export."""
@@ -153,16 +312,3 @@ class PopulationEvaluator:
             auroc=robustness,
             epochs_run=head.epochs_run,
         )
-
-    def lookup(self, genome: Sequence[int] | np.ndarray) -> Evaluation | None:
-        """The cached evaluation of a genome, if any."""
-        return self.cache.get(genome_key(self.encoding.validate(genome)))
-
-    def stats(self) -> dict[str, float]:
-        """Counters for progress and tracking."""
-        return {
-            "trained": self.n_trained,
-            "cache_hits": self.n_cache_hits,
-            "train_seconds": self.train_seconds,
-            "evals_per_second": self.n_trained / self.train_seconds if self.train_seconds else 0.0,
-        }

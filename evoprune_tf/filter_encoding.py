@@ -22,6 +22,7 @@ from typing import Literal
 import keras
 import numpy as np
 
+from evoprune_tf.encodings import binary_genome
 from evoprune_tf.nn.coupling import FilterGroup, filter_groups, model_blocks, select_groups
 from evoprune_tf.nn.cut import cut_points
 from evoprune_tf.nn.surgery import repair_masks
@@ -131,17 +132,7 @@ class FilterPruning:
         Raises:
             ValueError: Wrong length or values other than 0 and 1.
         """
-        genes = np.asarray(genome)
-        if genes.ndim != 1 or genes.shape[0] != self.genome_length:
-            raise ValueError(f"genome has shape {genes.shape}; expected ({self.genome_length},) for {self.describe()}")
-        if genes.dtype.kind not in "biuf":
-            raise ValueError(f"genome has dtype {genes.dtype}; expected 0/1 integers or booleans")
-        if genes.dtype != bool:
-            bad = np.setdiff1d(np.unique(genes), [0, 1])
-            if bad.size:
-                raise ValueError(f"genome holds values {bad[:5].tolist()}; expected only 0 and 1")
-            genes = genes.astype(bool)
-        return genes
+        return binary_genome(genome, self.genome_length, self.describe())
 
     def raw_masks(self, genome: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The keep masks exactly as the genome says (all-False groups not repaired).

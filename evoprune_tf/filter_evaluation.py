@@ -1,8 +1,9 @@
 """Fitness of filter-pruning genomes: prune the searched suffix, fine-tune it, score it, count its FLOPs.
 
-`FilterEvaluator` has the public contract of `evoprune_tf.evaluation.PopulationEvaluator`
-(``evaluate`` returns a tuple, ``evaluate_population``, ``map``, ``measure``, a cache keyed
-by `genome_key`, ``stats()``, ``weights``) for DeepPruningES' filter genomes:
+`FilterEvaluator` is a `evoprune_tf.evaluation.CachedEvaluator`, with the public contract
+of `evoprune_tf.evaluation.PopulationEvaluator` (``evaluate`` returns a tuple,
+``evaluate_population``, ``map``, ``measure``, a cache keyed by `genome_key`, ``stats()``,
+``weights``), for DeepPruningES' filter genomes:
 
 1. The network is cut at the last block boundary before the searched blocks
    (`FilterPruning.cut_layer`, `evoprune_tf.nn.cut.split_model`). The frozen prefix runs
@@ -30,18 +31,17 @@ Importing this module does not import Keras (the config layer reads `FILTER_OBJE
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import hashlib
 import os
 import pathlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from evoprune_tf.encodings import genome_key
+from evoprune_tf.evaluation import CachedEvaluator
 from evoprune_tf.rng import isolated_global_rng
 from evoprune_tf.train.config import TrainConfig, derive_seed
 from evoprune_tf.train.keras_engine import make_optimizer
@@ -138,7 +138,7 @@ class FilterEvaluation:
         return dataclasses.asdict(self)
 
 
-class FilterEvaluator:
+class FilterEvaluator(CachedEvaluator):
     """Scores filter genomes by pruning, fine-tuning and validating the searched suffix.
 
     Args:
@@ -178,6 +178,7 @@ class FilterEvaluator:
         free_memory: bool = True,
         clip_norm: float | None = 1.0,
     ) -> None:
+        # nn imports Keras, and the config layer imports this module for FILTER_OBJECTIVES.
         from evoprune_tf.nn.cut import split_model
         from evoprune_tf.nn.flops import count_flops
 
@@ -207,11 +208,9 @@ class FilterEvaluator:
         self.activations_from_disk = False
         self.prefix_seconds = 0.0
         self.activations = self._activations(splits)
-        self.cache: dict[bytes, FilterEvaluation] = {}
-        self.n_trained = 0
-        self.n_cache_hits = 0
+        self.chunk_size = 1  # surgery gives each genome its own shapes: one fine-tune at a time
+        self.reset_cache()
         self.n_repairs = 0
-        self.train_seconds = 0.0
         self.rss_trace: list[float] = []
 
     # ---------------------------------------------------------------- activations
@@ -267,28 +266,6 @@ class FilterEvaluator:
         """
         return tuple(-1.0 for _ in self.objectives)
 
-    def evaluate(self, genome: Sequence[int] | np.ndarray) -> tuple[float, ...]:
-        """DEAP ``evaluate``: the fitness tuple of one genome.
-
-        Args:
-            genome: 0/1 genome of the encoding.
-
-        Returns:
-            One value per objective.
-        """
-        return self.evaluate_population([genome])[0]
-
-    def evaluate_population(self, genomes: Iterable[Sequence[int] | np.ndarray]) -> list[tuple[float, ...]]:
-        """Fitness tuples of many genomes (cache hits and repeats are not trained again).
-
-        Args:
-            genomes: 0/1 genomes.
-
-        Returns:
-            One fitness tuple per genome, in order.
-        """
-        return [self.values(e) for e in self.measure(list(genomes))]
-
     def values(self, evaluation: FilterEvaluation) -> tuple[float, ...]:
         """The fitness tuple of an evaluation.
 
@@ -300,49 +277,25 @@ class FilterEvaluator:
         """
         return tuple(float(getattr(evaluation, FILTER_OBJECTIVES[n])) for n in self.objectives)
 
-    def map(self, func: Callable, iterable: Iterable) -> list:
-        """A toolbox ``map``: batches calls of this evaluator's ``evaluate``, else maps serially.
-
-        Args:
-            func: The function DEAP maps (usually ``toolbox.evaluate``).
-            iterable: Its arguments.
-
-        Returns:
-            The results, in order.
-        """
-        target = func.func if isinstance(func, functools.partial) and not func.args and not func.keywords else func
-        if target == self.evaluate:
-            return self.evaluate_population(iterable)
-        return list(map(func, iterable))
-
-    def measure(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[FilterEvaluation]:
-        """`FilterEvaluation` records of genomes, from the cache where possible.
+    def compute(self, keys: Sequence[bytes], genomes: Sequence[np.ndarray]) -> list[FilterEvaluation]:
+        """Prune, fine-tune and score genomes (``chunk_size`` is 1: one at a time).
 
         Physical surgery gives every genome its own layer shapes, so genomes are
         fine-tuned one after the other (no population batching).
 
         Args:
-            genomes: 0/1 genomes.
+            keys: The genomes' keys (they seed the fine-tunes).
+            genomes: Validated 0/1 genomes.
 
         Returns:
             One record per genome, in order.
         """
-        genes = [self.encoding.validate(g) for g in genomes]
-        keys = [genome_key(g) for g in genes]
-        todo: dict[bytes, np.ndarray] = {}
-        for key, g in zip(keys, genes):
-            if key in self.cache or key in todo:
-                self.n_cache_hits += 1
-            else:
-                todo[key] = g
-        for key, g in todo.items():
-            began = time.perf_counter()
+        out = []
+        for key, g in zip(keys, genomes):
             with isolated_global_rng():  # surgery builds layers: keep Keras off the search's random stream
-                self.cache[key] = self._evaluate_one(key, g)
-            self.train_seconds += time.perf_counter() - began
-            self.n_trained += 1
+                out.append(self._evaluate_one(key, g))
             self.rss_trace.append(round(rss_mb(), 1))
-        return [self.cache[k] for k in keys]
+        return out
 
     def _evaluate_one(self, key: bytes, genes: np.ndarray) -> FilterEvaluation:
         keep, repairs = self.encoding.decode_with_repairs(genes)
@@ -371,7 +324,7 @@ class FilterEvaluator:
         """
         import keras
 
-        from evoprune_tf.nn.surgery import prune_filters
+        from evoprune_tf.nn.surgery import prune_filters  # nn imports Keras: this module must not
 
         keras.utils.set_random_seed(int(seed) % 2**32)
         model = prune_filters(self.suffix, keep, name=f"{self.suffix.name}_pruned")
@@ -420,7 +373,7 @@ class FilterEvaluator:
         Returns:
             The record.
         """
-        from evoprune_tf.nn.flops import count_flops
+        from evoprune_tf.nn.flops import count_flops  # nn imports Keras: this module must not
 
         cost = count_flops(model)
         return FilterEvaluation(
@@ -448,17 +401,6 @@ class FilterEvaluator:
         inputs = keras.Input(shape=tuple(self.model.inputs[0].shape[1:]), name="input")
         return keras.Model(inputs, pruned_suffix(self.prefix(inputs, training=False)), name=name)
 
-    def lookup(self, genome: Sequence[int] | np.ndarray) -> FilterEvaluation | None:
-        """The cached evaluation of a genome, if any.
-
-        Args:
-            genome: 0/1 genome.
-
-        Returns:
-            The record or None.
-        """
-        return self.cache.get(genome_key(self.encoding.validate(genome)))
-
     def stats(self) -> dict[str, float]:
         """Counters for progress and tracking.
 
@@ -466,15 +408,8 @@ class FilterEvaluator:
             ``trained``, ``cache_hits``, ``repairs``, ``train_seconds``, ``evals_per_second``,
             ``prefix_seconds``, ``rss_mb``.
         """
-        return {
-            "trained": self.n_trained,
-            "cache_hits": self.n_cache_hits,
-            "repairs": self.n_repairs,
-            "train_seconds": self.train_seconds,
-            "evals_per_second": self.n_trained / self.train_seconds if self.train_seconds else 0.0,
-            "prefix_seconds": self.prefix_seconds,
-            "rss_mb": rss_mb(),
-        }
+        return {**super().stats(), "repairs": self.n_repairs, "prefix_seconds": self.prefix_seconds,
+                "rss_mb": rss_mb()}
 
 
 def _predict(model: Any, x: np.ndarray, batch_size: int, *, eager: bool = False) -> np.ndarray:

@@ -6,7 +6,7 @@ genome's score over several train/validation partitions of the *same* train+vali
 images lowers that noise, at the cost of training one head per partition. The test
 split is never part of any partition; it stays for the final report.
 
-`ResampledEvaluator` is a `PopulationEvaluator` whose ``measure`` trains every genome
+`ResampledEvaluator` is a `PopulationEvaluator` whose ``compute`` trains every genome
 once per partition (each partition's genomes as one population batch) and averages
 accuracy, loss and AUROC. Everything else (cache, DEAP contract, ``map``, counters)
 is the parent's, so toolboxes, loops, checkpoints and reports use it unchanged.
@@ -14,8 +14,7 @@ is the parent's, so toolboxes, loops, checkpoints and reports use it unchanged.
 
 from __future__ import annotations
 
-import time
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -115,34 +114,47 @@ class ResampledEvaluator(PopulationEvaluator):
         super().__init__(encoding, data, train_config, **kwargs)
         labels = np.concatenate([data.y_train, data.y_val])
         self.method = method
-        self.parts = partitions(labels, method, folds=folds, repeats=repeats, val_fraction=val_fraction,
-                                seed=self.seed if partition_seed is None else partition_seed)
-        options = dict(seed=self.seed, objectives=self.objectives, ood_features=self.ood_features,
-                       temperature=self.temperature, chunk_size=self.chunk_size, loss_resolution=self.loss_resolution)
-        self.members = [PopulationEvaluator(encoding, split, self.train_config, **options)
+        self.folds, self.repeats, self.val_fraction = int(folds), int(repeats), float(val_fraction)
+        self.partition_seed = self.seed if partition_seed is None else int(partition_seed)
+        self.parts = partitions(labels, method, folds=self.folds, repeats=self.repeats,
+                                val_fraction=self.val_fraction, seed=self.partition_seed)
+        plain = super().options()  # the members score one partition each, without resampling
+        self.members = [PopulationEvaluator(encoding, split, self.train_config, **plain)
                         for split in partition_splits(data, self.parts)]
 
-    def measure(self, genomes: Sequence[Sequence[int] | np.ndarray]) -> list[Evaluation]:
-        """Mean `Evaluation` over the partitions for every genome (cached per genome)."""
-        keys, missing = self.split_cached(genomes)
-        todo = list(missing.items())
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start : start + self.chunk_size]
-            began = time.perf_counter()
-            per_member = [member.measure([g for _, g in chunk]) for member in self.members]
-            for i, (key, _) in enumerate(chunk):
-                runs = [evaluations[i] for evaluations in per_member]
-                self.cache[key] = Evaluation(
-                    accuracy=float(np.mean([e.accuracy for e in runs])),
-                    loss=float(np.mean([e.loss for e in runs])),
-                    active_fraction=runs[0].active_fraction,
-                    active_parameters=runs[0].active_parameters,
-                    auroc=_mean([e.auroc for e in runs]),
-                    epochs_run=int(round(np.mean([e.epochs_run for e in runs]))),
-                )
-            self.train_seconds += time.perf_counter() - began
-            self.n_trained += len(chunk)
-        return [self.cache[k] for k in keys]
+    def options(self) -> dict[str, Any]:
+        """`PopulationEvaluator.options` plus the resampling options.
+
+        Returns:
+            The parent's options and ``method``, ``folds``, ``repeats``, ``val_fraction``,
+            the resolved ``partition_seed``: they rebuild the same partitions and fitness.
+        """
+        return {**super().options(), "method": self.method, "folds": self.folds, "repeats": self.repeats,
+                "val_fraction": self.val_fraction, "partition_seed": self.partition_seed}
+
+    def compute(self, keys: Sequence[bytes], genomes: Sequence[np.ndarray]) -> list[Evaluation]:
+        """Mean `Evaluation` over the partitions of each genome (each partition one batch).
+
+        Args:
+            keys: the genomes' keys.
+            genomes: validated genomes.
+
+        Returns:
+            One averaged `Evaluation` per genome.
+        """
+        per_member = [member.measure(genomes) for member in self.members]
+        out = []
+        for i in range(len(genomes)):
+            runs = [evaluations[i] for evaluations in per_member]
+            out.append(Evaluation(
+                accuracy=float(np.mean([e.accuracy for e in runs])),
+                loss=float(np.mean([e.loss for e in runs])),
+                active_fraction=runs[0].active_fraction,
+                active_parameters=runs[0].active_parameters,
+                auroc=_mean([e.auroc for e in runs]),
+                epochs_run=int(round(np.mean([e.epochs_run for e in runs]))),
+            ))
+        return out
 
     def stats(self) -> dict[str, float]:
         """The parent's counters plus ``heads_trained`` (genomes x partitions)."""

@@ -18,7 +18,7 @@ the very children ``cxOnePoint`` / ``cxTwoPoint`` / ``cxUniform`` would give.
 from __future__ import annotations
 
 import random
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,27 @@ def _swap_range(ind1: Any, ind2: Any, start: int, stop: int) -> None:
             ind1[i], ind2[i] = ind2[i], ind1[i]
 
 
+def _segment_crossover(name: str, ind1: Ind, ind2: Ind, cuts: Callable[[int], tuple[int, int]]) -> tuple[Ind, Ind]:
+    """Exchange ``[start, stop)`` with ``(start, stop) = cuts(size)``; shorter than 2: unchanged."""
+    size = _size(name, ind1, ind2)
+    if size >= 2:  # no cut point fits a shorter genome
+        _swap_range(ind1, ind2, *cuts(size))
+    return ind1, ind2
+
+
+def _one_cut(size: int) -> tuple[int, int]:
+    return random.randint(1, size - 1), size
+
+
+def _two_cuts(size: int) -> tuple[int, int]:
+    # deap.tools.cxTwoPoint's draws, in its order: the same seed gives the same children.
+    cxpoint1 = random.randint(1, size)
+    cxpoint2 = random.randint(1, size - 1)
+    if cxpoint2 >= cxpoint1:
+        return cxpoint1, cxpoint2 + 1
+    return cxpoint2, cxpoint1
+
+
 def one_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     """One-point crossover: the parents exchange everything after a random cut.
 
@@ -64,12 +85,7 @@ def one_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     Raises:
         ValueError: if the parents differ in length.
     """
-    size = _size("one_point", ind1, ind2)
-    if size < 2:
-        return ind1, ind2
-    cxpoint = random.randint(1, size - 1)
-    _swap_range(ind1, ind2, cxpoint, size)
-    return ind1, ind2
+    return _segment_crossover("one_point", ind1, ind2, _one_cut)
 
 
 def two_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
@@ -79,26 +95,16 @@ def two_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     are returned unchanged.
 
     Args:
-        ind1: first parent, modified in place.
-        ind2: second parent of the same length, modified in place.
+        ind1: a parent; it becomes the child holding ``ind2``'s middle segment.
+        ind2: the other parent (same length); it gets ``ind1``'s middle segment.
 
     Returns:
-        The two children ``(ind1, ind2)``.
+        ``(ind1, ind2)``, both changed in place.
 
     Raises:
-        ValueError: if the parents differ in length.
+        ValueError: parents of different lengths.
     """
-    size = _size("two_point", ind1, ind2)
-    if size < 2:
-        return ind1, ind2
-    cxpoint1 = random.randint(1, size)
-    cxpoint2 = random.randint(1, size - 1)
-    if cxpoint2 >= cxpoint1:
-        cxpoint2 += 1
-    else:
-        cxpoint1, cxpoint2 = cxpoint2, cxpoint1
-    _swap_range(ind1, ind2, cxpoint1, cxpoint2)
-    return ind1, ind2
+    return _segment_crossover("two_point", ind1, ind2, _two_cuts)
 
 
 def uniform(ind1: Ind, ind2: Ind, indpb: float = 0.5) -> tuple[Ind, Ind]:

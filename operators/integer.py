@@ -96,6 +96,30 @@ def _set(individual: Any, i: int, value: int) -> None:
     individual[i] = value if isinstance(individual, np.ndarray) else type(individual[i])(value)
 
 
+def _mutate_genes(individual: Ind, choices: int | Sequence[int], indpb: float, name: str,
+                  new_value: Callable[[int, int], int]) -> tuple[Ind]:
+    """Give each gene with more than one choice, with probability ``indpb``, ``new_value(gene, count)``."""
+    counts = check_choices(choices, len(individual), name)
+    for i, count in enumerate(counts):
+        # One random() per gene first, then the new value's draws: lists and arrays mutate alike.
+        if random.random() < indpb and count > 1:
+            _set(individual, i, new_value(int(individual[i]), count))
+    return (individual,)
+
+
+def _other_choice(current: int, count: int) -> int:
+    # Draw among the count - 1 other values: a mutation always changes the gene.
+    value = random.randrange(count - 1)
+    return value + 1 if value >= current else value
+
+
+def _neighbour_choice(current: int, count: int) -> int:
+    value = current + (1 if random.random() < 0.5 else -1)
+    if value < 0:  # a step past either end is reflected
+        return 1
+    return count - 2 if value >= count else value
+
+
 @register("mutation")
 def mutate_categorical(individual: Ind, choices: int | Sequence[int], indpb: float) -> tuple[Ind]:
     """Redraws each gene, with probability ``indpb``, to another of its choices.
@@ -111,14 +135,7 @@ def mutate_categorical(individual: Ind, choices: int | Sequence[int], indpb: flo
     Returns:
         ``(individual,)``.
     """
-    counts = check_choices(choices, len(individual), "mutate_categorical")
-    for i, count in enumerate(counts):
-        if random.random() < indpb and count > 1:
-            current = int(individual[i])
-            # Draw among the count - 1 other values: a mutation always changes the gene.
-            value = random.randrange(count - 1)
-            _set(individual, i, value + 1 if value >= current else value)
-    return (individual,)
+    return _mutate_genes(individual, choices, indpb, "mutate_categorical", _other_choice)
 
 
 @register("mutation")
@@ -130,20 +147,11 @@ def mutate_step(individual: Ind, choices: int | Sequence[int], indpb: float) -> 
     last - 1); a gene with a single choice never changes.
 
     Args:
-        individual: the genome, modified in place.
-        choices: per-gene choice counts (or one count for all genes).
-        indpb: probability of mutating each gene, in ``[0, 1]``.
+        individual: the genome (integer genes), changed in place.
+        choices: how many values each gene has (one int: the same for every gene).
+        indpb: chance that a gene takes a step, in ``[0, 1]``.
 
     Returns:
-        ``(individual,)``.
+        The 1-tuple DEAP expects.
     """
-    counts = check_choices(choices, len(individual), "mutate_step")
-    for i, count in enumerate(counts):
-        if random.random() < indpb and count > 1:
-            value = int(individual[i]) + (1 if random.random() < 0.5 else -1)
-            if value < 0:
-                value = 1
-            elif value >= count:
-                value = count - 2
-            _set(individual, i, value)
-    return (individual,)
+    return _mutate_genes(individual, choices, indpb, "mutate_step", _neighbour_choice)

@@ -15,32 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_planted_features, new_mlflow_store
+from helpers_runs import run_toml
 
 import evoprune_tf.app.run as run_module
 from evoprune_tf.app.cli import load_run_config, main as cli_main, parse_operator
 from evoprune_tf.app.config import ConfigError, config_from_dict
 from evoprune_tf.search.callbacks import EvolutionState, ProgressBar
-
-CONFIG = """\
-seed = 6
-progress = false
-[head]
-hidden = [16]
-[train]
-epochs = 3
-engine = "numpy"
-[algorithm]
-population = 8
-evaluations = 400
-[tracking]
-uri = "{store}"
-experiment = "{experiment}"
-[checkpoint]
-dir = "{ckpt}"
-[report]
-seeds = 1
-export_model = false
-"""
 
 # `evoprune run` in its own process on planted features, paced so it can be signalled mid-run.
 SERVED = textwrap.dedent('''
@@ -72,7 +52,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _toml(tmp_path: Path, store: str, experiment: str, ckpt: Path | str) -> Path:
     path = tmp_path / "run.toml"
-    path.write_text(CONFIG.format(store=store, experiment=experiment, ckpt=ckpt))
+    path.write_text(run_toml(checkpoint_dir=ckpt, evaluations=400, train='engine = "numpy"',
+                             tracking=f'uri = "{store}"\nexperiment = "{experiment}"'))
     return path
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_planted_features, new_mlflow_store
+from helpers_runs import Interrupt
 
 import evoprune_tf.app.run as run_module
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
-from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint
 
 # Run until the checkpoint of generation 2, then die by SIGKILL. argv: spec.json, "keras" | "plain".
@@ -121,15 +121,6 @@ def test_resume_is_exact_whether_keras_was_loaded_at_checkpoint_time_or_not(
 
 
 # ------------------------------------------------------------------ tracked resumes
-
-
-class Interrupt(Callback):
-    def __init__(self, at: int, error: BaseException) -> None:
-        self.at, self.error = at, error
-
-    def on_generation(self, state) -> None:
-        if state.generation == self.at:
-            raise self.error
 
 
 @pytest.fixture(scope="module")

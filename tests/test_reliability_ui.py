@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from helpers_runs import group_alive
 
 from evoprune_tf.app.server import free_port
 
@@ -16,14 +17,6 @@ def _serving(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.slow
@@ -43,9 +36,9 @@ def test_sigterm_to_evoprune_ui_stops_the_server_and_its_workers(tmp_path):
         ui.send_signal(signal.SIGTERM)
         assert ui.wait(timeout=60) == 128 + signal.SIGTERM
         deadline = time.monotonic() + 30
-        while _group_alive(server_group) and time.monotonic() < deadline:
+        while group_alive(server_group) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _group_alive(server_group), "mlflow server / uvicorn workers outlived evoprune ui"
+        assert not group_alive(server_group), "mlflow server / uvicorn workers outlived evoprune ui"
         assert not _serving(port)
     finally:
         if ui.poll() is None:

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from evoprune_tf import backbones
 from evoprune_tf.data import ImageSplits, load_images
 from evoprune_tf.features.splits import FeatureSplits
 
@@ -120,8 +121,6 @@ def _key_fields(
     content_hash: str,
     backbone_kwargs: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    from evoprune_tf import backbones
-
     name = backbones.canonical_name(backbone)
     return {
         "format": CACHE_FORMAT_VERSION,
@@ -309,8 +308,6 @@ def check_imagenet_weights(
     """
     import socket
 
-    from evoprune_tf import backbones
-
     name = backbones.canonical_name(backbone)
     size = image_size or backbones.backbone_info(name).default_size
     file_name = backbones.imagenet_weights_filename(name, size, **dict(options or {}))
@@ -362,10 +359,28 @@ def extract_features_with_info(
     progress: bool = True,
     cache: bool = True,
 ) -> tuple[FeatureSplits, FeatureCacheInfo]:
-    """Like `extract_features`, also telling where the features came from.
+    """Pooled backbone features of every image, and where they came from (cache or backbone).
+
+    Args:
+        images: the dataset (see `evoprune_tf.data.load_images`).
+        backbone: backbone name, any spelling (see `evoprune_tf.backbones`).
+        weights: ``"imagenet"``, a weights file path or ``None`` (random init).
+        image_size: backbone input size; must equal the images' size (it is checked,
+            never silently resized). Defaults to the images' size.
+        cache_dir: cache folder; defaults to `default_cache_dir`.
+        batch_size: images per backbone call.
+        backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
+        progress: show a progress bar over all images while extracting.
+        cache: read and write the cache (False: always extract, write nothing).
 
     Returns:
-        The features and a `FeatureCacheInfo` (cache path, key, hit or miss, seconds).
+        The float32 `FeatureSplits` (the images' labels, class names and name) and a
+        `FeatureCacheInfo` (cache path, key, hit or miss, seconds).
+
+    Raises:
+        ValueError: unknown backbone or option, image size mismatch, bad batch size.
+        FileNotFoundError: the weights path does not exist.
+        RuntimeError: ImageNet weights are needed, not cached and cannot be downloaded.
     """
     started = time.perf_counter()
     if image_size is not None and image_size != images.image_size:
@@ -375,8 +390,6 @@ def extract_features_with_info(
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
-    from evoprune_tf import backbones
-
     size = backbones.check_image_size(backbone, images.image_size)
     digests = _split_digests(images)
     fields = _key_fields(backbone, weights, size, _set_digest(digests), backbone_kwargs)
@@ -425,31 +438,14 @@ def extract_features_with_info(
     return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started)
 
 
-def extract_features(
-    images: ImageSplits,
-    *,
-    backbone: str,
-    weights: str | os.PathLike[str] | None = "imagenet",
-    image_size: int | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    batch_size: int = 64,
-    backbone_kwargs: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    cache: bool = True,
-) -> FeatureSplits:
+def extract_features(images: ImageSplits, **options: Any) -> FeatureSplits:
     """Pooled backbone features of every image, from the cache when possible.
 
     Args:
         images: the dataset (see `evoprune_tf.data.load_images`).
-        backbone: backbone name, any spelling (see `evoprune_tf.backbones`).
-        weights: ``"imagenet"``, a weights file path or ``None`` (random init).
-        image_size: backbone input size; must equal the images' size (it is checked,
-            never silently resized). Defaults to the images' size.
-        cache_dir: cache folder; defaults to `default_cache_dir`.
-        batch_size: images per backbone call.
-        backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
-        progress: show a progress bar over all images while extracting.
-        cache: read and write the cache (False: always extract, write nothing).
+        **options: the keyword arguments of `extract_features_with_info`: ``backbone``
+            (required), ``weights``, ``image_size``, ``cache_dir``, ``batch_size``,
+            ``backbone_kwargs``, ``progress``, ``cache``.
 
     Returns:
         float32 `FeatureSplits` with the images' labels, class names and name.
@@ -459,18 +455,7 @@ def extract_features(
         FileNotFoundError: the weights path does not exist.
         RuntimeError: ImageNet weights are needed, not cached and cannot be downloaded.
     """
-    features, _ = extract_features_with_info(
-        images,
-        backbone=backbone,
-        weights=weights,
-        image_size=image_size,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        backbone_kwargs=backbone_kwargs,
-        progress=progress,
-        cache=cache,
-    )
-    return features
+    return extract_features_with_info(images, **options)[0]
 
 
 def load_features(
@@ -511,8 +496,6 @@ def load_features(
     Returns:
         float32 `FeatureSplits`.
     """
-    from evoprune_tf import backbones
-
     size = backbones.backbone_info(backbone).default_size if image_size is None else image_size
     images = load_images(
         source,

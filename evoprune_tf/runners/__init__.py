@@ -12,6 +12,7 @@ results: only where the training happens changes.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the config checks import this package cheaply
@@ -77,8 +78,7 @@ def make_runner(
     if kind == "serial":
         return SerialMap(evaluator)
     if kind == "processes":
-        import os
-
+        # Here, not at the top: they import the evaluator (SciPy), and config checks import this package.
         from evoprune_tf.runners.processes import ProcessPoolMap
 
         return ProcessPoolMap(evaluator, workers=workers or (os.cpu_count() or 1), **options)

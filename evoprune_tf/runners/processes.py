@@ -2,10 +2,11 @@
 
 `ProcessPoolMap` wraps a `concurrent.futures.ProcessPoolExecutor` started with the
 ``spawn`` method (TensorFlow is not fork-safe, and a forked child would inherit whatever
-the parent loaded). Each worker rebuilds the run's `PopulationEvaluator` *once*, in the
-pool initializer, from its picklable parts (encoding, feature arrays, training recipe,
-seed, objectives, OOD features); tasks carry only genomes, and answers only `Evaluation`
-records. The parent keeps the one fitness cache: genomes it already knows never leave
+the parent loaded). Each worker rebuilds the run's evaluator *once*, in the pool
+initializer, from its `EvaluatorRecipe` (the evaluator's class, encoding, feature arrays,
+training recipe and `options`: seed, objectives, OOD features, resampling...); tasks carry
+only genomes, and answers only `Evaluation` records. The parent keeps the one fitness
+cache (`WorkerMap`, shared with the Ray runner): genomes it already knows never leave
 the process, the answers are stored in the parent evaluator's cache (so checkpoints
 hold them and its counters move), and the result order is the input order.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -36,62 +36,60 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from evoprune_tf.encodings import Encoding
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.objectives import Evaluation, objective_values
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.objectives import Evaluation
 from evoprune_tf.train import TrainConfig
 
-__all__ = ["ProcessPoolMap", "EvaluatorRecipe"]
+__all__ = ["ProcessPoolMap", "EvaluatorRecipe", "WorkerMap", "limit_blas_threads"]
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluatorRecipe:
-    """The picklable parts of a `PopulationEvaluator`, to rebuild it in another process.
+    """What rebuilds an evaluator in another process: its class and constructor arguments.
+
+    The options come from the evaluator's own ``options()``, so a subclass with more
+    options (`evoprune_tf.resampling.ResampledEvaluator`: method, folds, repeats,
+    partition seed) is rebuilt with them, and the workers compute the parent's fitness.
 
     Attributes:
+        evaluator_class: the class of the original evaluator.
         encoding: genome <-> head masks.
         features: the cached feature splits (plain NumPy arrays).
         train_config: the head's training recipe.
-        seed: the run seed.
-        objectives: objective names.
-        ood_features: OOD features or None.
-        temperature: softmax temperature of the OOD score.
-        chunk_size: genomes per trainer call.
-        loss_resolution: rounding of the loss objective.
+        options: the keyword options of ``evaluator_class`` (its ``options()``).
     """
 
+    evaluator_class: type[PopulationEvaluator]
     encoding: Encoding
     features: FeatureSplits
     train_config: TrainConfig
-    seed: int
-    objectives: tuple[str, ...]
-    ood_features: np.ndarray | None
-    temperature: float
-    chunk_size: int
-    loss_resolution: float = 0.0
+    options: Mapping[str, Any]
 
     @classmethod
-    def of(cls, evaluator: PopulationEvaluator) -> "EvaluatorRecipe":
-        """The recipe of an existing evaluator."""
-        return cls(
-            encoding=evaluator.encoding, features=evaluator.data, train_config=evaluator.train_config,
-            seed=evaluator.seed, objectives=tuple(evaluator.objectives), ood_features=evaluator.ood_features,
-            temperature=evaluator.temperature, chunk_size=evaluator.chunk_size,
-            loss_resolution=evaluator.loss_resolution,
-        )
+    def from_evaluator(cls, evaluator: PopulationEvaluator) -> "EvaluatorRecipe":
+        """The recipe of an existing evaluator.
+
+        Args:
+            evaluator: a `PopulationEvaluator` or a subclass of it.
+
+        Returns:
+            A picklable recipe whose `build` gives an evaluator with the same fitness.
+        """
+        return cls(type(evaluator), evaluator.encoding, evaluator.data, evaluator.train_config, evaluator.options())
 
     def build(self) -> PopulationEvaluator:
-        """A fresh evaluator (empty cache) equivalent to the original."""
-        return PopulationEvaluator(
-            self.encoding, self.features, self.train_config, seed=self.seed, objectives=self.objectives,
-            ood_features=self.ood_features, temperature=self.temperature, chunk_size=self.chunk_size,
-            loss_resolution=self.loss_resolution,
-        )
+        """A fresh evaluator (empty cache) equal to the original.
+
+        Returns:
+            An instance of ``evaluator_class``.
+        """
+        return self.evaluator_class(self.encoding, self.features, self.train_config, **self.options)
 
 
 # ----------------------------------------------------------------- worker side
@@ -107,7 +105,7 @@ def _init_worker(recipe: EvaluatorRecipe, blas_threads: int) -> None:
     # status, pool shutdown); a worker printing its own traceback would only add noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
-    _limit_blas_threads(blas_threads)
+    limit_blas_threads(blas_threads)
     _worker_evaluator = recipe.build()
     _worker_builds += 1
 
@@ -129,8 +127,12 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="evoprune-parent-watch", daemon=True).start()
 
 
-def _limit_blas_threads(threads: int) -> None:
-    """Keep ``workers x BLAS threads`` within the cores (optional: needs threadpoolctl)."""
+def limit_blas_threads(threads: int) -> None:
+    """Keep ``workers x BLAS threads`` within the cores (optional: needs threadpoolctl).
+
+    Args:
+        threads: BLAS threads this process may use (at least 1).
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - an optional nicety, not a requirement
@@ -156,7 +158,93 @@ def _measure_chunk(genomes: list[np.ndarray]) -> tuple[list[Evaluation], dict[st
 # ----------------------------------------------------------------- parent side
 
 
-class ProcessPoolMap:
+def split_batches(todo: list, n: int) -> list[list]:
+    """``todo`` cut into at most ``n`` contiguous batches of near-equal size (none empty).
+
+    Args:
+        todo: the items, in order.
+        n: the number of workers.
+
+    Returns:
+        The batches, in order.
+    """
+    bounds = np.linspace(0, len(todo), min(n, len(todo)) + 1).round().astype(int)
+    return [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+class WorkerMap:
+    """The parent side of a runner whose evaluations happen in other processes.
+
+    The parent keeps the one fitness cache: ``map`` sends only the genomes the
+    evaluator has not measured (`CachedEvaluator.split_cached`), a subclass's
+    ``_compute_batches`` has them measured elsewhere and hands every answer to
+    ``_record``, and the counters move here once per call, as the serial run's do.
+
+    Attributes:
+        evaluator: the run's evaluator; its cache and counters are the run's.
+        workers: number of worker processes or actors.
+        worker_reports: per worker pid, its newest report plus ``tasks`` and ``genomes``
+            served.
+    """
+
+    name = "workers"
+    evaluator: PopulationEvaluator
+    workers: int
+    worker_reports: dict[int, dict[str, Any]]
+
+    def map(self, func: Callable, iterable: Iterable) -> list:
+        """``toolbox.map``: evaluator calls go to the workers, anything else maps serially.
+
+        Genomes already in the parent's cache (or repeated in ``iterable``) are not sent;
+        the others are split into one batch per worker, and their records join the cache.
+
+        Args:
+            func: the mapped function (usually ``toolbox.evaluate``).
+            iterable: the individuals.
+
+        Returns:
+            The fitness tuples (or ``func``'s results) in input order.
+        """
+        evaluator = self.evaluator
+        if not evaluator.is_evaluate(func):
+            return list(map(func, iterable))
+        keys, missing = evaluator.split_cached(list(iterable))
+        if missing:
+            began = time.perf_counter()
+            self._compute_batches(list(missing.items()))
+            evaluator.n_trained += len(missing)
+            # Wall time of the parallel section: evals/s and ETA show the real throughput.
+            evaluator.train_seconds += time.perf_counter() - began
+        return [evaluator.values(evaluator.cache[k]) for k in keys]
+
+    def _compute_batches(self, todo: list[tuple[bytes, np.ndarray]]) -> None:
+        """Measure ``(key, genome)`` pairs in the workers, `_record`-ing every answer."""
+        raise NotImplementedError
+
+    def _record(self, batch: list[tuple[bytes, np.ndarray]], evaluations: list[Evaluation],
+                report: dict[str, Any]) -> None:
+        """Cache a batch's answers and note which worker computed them."""
+        for (key, _), evaluation in zip(batch, evaluations):
+            self.evaluator.cache[key] = evaluation
+        seen = self.worker_reports.setdefault(report.pop("pid"), {"tasks": 0, "genomes": 0})
+        seen.update(report)
+        seen["tasks"] += 1
+        seen["genomes"] += len(batch)
+
+    def close(self) -> None:
+        """Stop the workers; later calls do nothing."""
+
+    def __enter__(self) -> "WorkerMap":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        raise TypeError(f"{type(self).__name__} holds live workers and does not pickle; pickle the evaluator's cache")
+
+
+class ProcessPoolMap(WorkerMap):
     """A DEAP toolbox ``map`` that evaluates genomes in spawned worker processes.
 
     Args:
@@ -183,60 +271,22 @@ class ProcessPoolMap:
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(EvaluatorRecipe.of(evaluator), blas_threads),
+            initargs=(EvaluatorRecipe.from_evaluator(evaluator), blas_threads),
         )
         self.worker_reports: dict[int, dict[str, Any]] = {}
 
-    def _is_evaluate(self, func: Callable) -> bool:
-        target = func.func if isinstance(func, functools.partial) and not func.args and not func.keywords else func
-        return target == self.evaluator.evaluate
-
-    def map(self, func: Callable, iterable: Iterable) -> list:
-        """``toolbox.map``: evaluator calls go to the workers, anything else maps serially.
-
-        Genomes already in the parent's cache (or repeated in ``iterable``) are not sent;
-        the others are split into ``workers`` chunks, and their records join the cache.
-
-        Returns:
-            The fitness tuples (or ``func``'s results) in input order.
-        """
-        if not self._is_evaluate(func):
-            return list(map(func, iterable))
-        evaluator = self.evaluator
-        keys, missing = evaluator.split_cached(list(iterable))
-        if missing:
-            self._compute(missing)
-        return [objective_values(evaluator.cache[k], evaluator.objectives, evaluator.loss_resolution) for k in keys]
-
-    def _compute(self, missing: dict[bytes, np.ndarray]) -> None:
+    def _compute_batches(self, todo: list[tuple[bytes, np.ndarray]]) -> None:
         if self._executor is None:
             raise RuntimeError("ProcessPoolMap is closed; expected map() before close()")
-        began = time.perf_counter()
-        todo = list(missing.items())
-        n_chunks = min(self.workers, len(todo))
-        bounds = np.linspace(0, len(todo), n_chunks + 1).round().astype(int)
-        chunks = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        futures = [self._executor.submit(_measure_chunk, [g for _, g in chunk]) for chunk in chunks]
+        batches = split_batches(todo, self.workers)
+        futures = [self._executor.submit(_measure_chunk, [g for _, g in batch]) for batch in batches]
         try:
-            for chunk, future in zip(chunks, futures):
-                evaluations, report = future.result()
-                for (key, _), evaluation in zip(chunk, evaluations):
-                    self.evaluator.cache[key] = evaluation
-                self._note(report, len(chunk))
+            for batch, future in zip(batches, futures):
+                self._record(batch, *future.result())
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-        self.evaluator.n_trained += len(todo)
-        # Wall time of the parallel section: evals/s and ETA show the real throughput.
-        self.evaluator.train_seconds += time.perf_counter() - began
-
-    def _note(self, report: dict[str, Any], n_genomes: int) -> None:
-        pid = report.pop("pid")
-        seen = self.worker_reports.setdefault(pid, {"tasks": 0, "genomes": 0})
-        seen.update(report)
-        seen["tasks"] += 1
-        seen["genomes"] += n_genomes
 
     def stats(self) -> dict[str, Any]:
         """Counters of this runner (the interface every runner shares).
@@ -251,12 +301,3 @@ class ProcessPoolMap:
         if self._executor is not None:
             executor, self._executor = self._executor, None
             executor.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> "ProcessPoolMap":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        raise TypeError("ProcessPoolMap holds live processes and does not pickle; pickle the evaluator's cache")

@@ -35,14 +35,13 @@ import collections
 import os
 import socket
 import time
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.objectives import Evaluation, objective_values
-from evoprune_tf.runners.processes import EvaluatorRecipe
-from evoprune_tf.runners.serial import evaluates
+from evoprune_tf.objectives import Evaluation
+from evoprune_tf.runners.processes import EvaluatorRecipe, WorkerMap, limit_blas_threads, split_batches
 
 __all__ = ["RayMap", "RAY_EXTRA", "import_ray", "check_ray_address", "check_cluster_resources", "connect_ray",
            "ray_available", "forwarded_env"]
@@ -170,19 +169,11 @@ def forwarded_env(*, gpus: bool = False) -> dict[str, str]:
     return env
 
 
-def _limit_blas_threads(threads: int) -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return
-    threadpool_limits(limits=max(1, int(threads)), user_api="blas")
-
-
 class _EvaluatorActor:
     """A Ray actor holding one `PopulationEvaluator` for the whole run."""
 
     def __init__(self, recipe: EvaluatorRecipe, blas_threads: int) -> None:
-        _limit_blas_threads(blas_threads)
+        limit_blas_threads(blas_threads)
         self.evaluator = recipe.build()
         self.batches = 0
 
@@ -206,7 +197,7 @@ class _EvaluatorActor:
         return os.getpid()
 
 
-class RayMap:
+class RayMap(WorkerMap):
     """A DEAP toolbox ``map`` that evaluates population batches on long-lived Ray actors.
 
     Args:
@@ -222,7 +213,7 @@ class RayMap:
 
     Attributes:
         worker_reports: per actor pid, its newest report (``node``, ``gpu_ids``,
-            ``batches``, ``genomes``).
+            ``batches``) and the ``tasks`` and ``genomes`` it served.
         restarts: actors replaced after they died.
         retried_batches: batches resubmitted after their actor died.
 
@@ -270,7 +261,7 @@ class RayMap:
                 options["runtime_env"] = {"env_vars": env}
             self._actor_class = ray.remote(**options)(_EvaluatorActor)
             # The features travel once, into the object store; actors get a reference.
-            self._recipe = ray.put(EvaluatorRecipe.of(evaluator))
+            self._recipe = ray.put(EvaluatorRecipe.from_evaluator(evaluator))
             self._blas_threads = max(1, int(self.num_cpus))
             self._actors = [self._new_actor() for _ in range(self.workers)]
         except BaseException:
@@ -291,33 +282,11 @@ class RayMap:
         """
         return self._ray.get([a.pid.remote() for a in self._actors])
 
-    def map(self, func: Callable, iterable: Iterable) -> list:
-        """``toolbox.map``: evaluator calls go to the actors, anything else maps serially.
-
-        Args:
-            func: the mapped function (usually ``toolbox.evaluate``).
-            iterable: the individuals.
-
-        Returns:
-            The fitness tuples (or ``func``'s results) in input order.
-        """
-        if not evaluates(func, self.evaluator):
-            return list(map(func, iterable))
-        evaluator = self.evaluator
-        keys, missing = evaluator.split_cached(list(iterable))
-        if missing:
-            self._compute(missing)
-        return [objective_values(evaluator.cache[k], evaluator.objectives, evaluator.loss_resolution) for k in keys]
-
-    def _compute(self, missing: dict[bytes, np.ndarray]) -> None:
+    def _compute_batches(self, todo: list[tuple[bytes, np.ndarray]]) -> None:
         if not self._actors:
             raise RuntimeError("RayMap is closed; expected map() before close()")
         ray = self._ray
-        began = time.perf_counter()
-        todo = list(missing.items())
-        n_batches = min(len(self._actors), len(todo))
-        bounds = np.linspace(0, len(todo), n_batches + 1).round().astype(int)
-        batches = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        batches = split_batches(todo, len(self._actors))
         queue = collections.deque(range(len(batches)))
         idle = collections.deque(self._actors)
         # Replacements start cold (imports, model builds: seconds): a retried batch waits
@@ -349,18 +318,13 @@ class RayMap:
                     continue
                 # A batch is recorded once, when its answer arrives: a retried batch
                 # cannot be counted twice, because the dead actor never answered.
-                for (key, _), evaluation in zip(batches[index], evaluations):
-                    self.evaluator.cache[key] = evaluation
-                self._note(report, len(batches[index]))
+                self._record(batches[index], evaluations, report)
                 idle.append(actor)
                 done += 1
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=False)
             raise
-        self.evaluator.n_trained += len(todo)
-        # Wall time of the parallel section: evals/s and ETA show the real throughput.
-        self.evaluator.train_seconds += time.perf_counter() - began
 
     def _replace(self, dead: Any) -> None:
         self._actors = [a for a in self._actors if a is not dead]
@@ -370,12 +334,6 @@ class RayMap:
             pass
         self._actors.append(self._new_actor())
         self.restarts += 1
-
-    def _note(self, report: dict[str, Any], n_genomes: int) -> None:
-        pid = report.pop("pid")
-        seen = self.worker_reports.setdefault(pid, {"genomes": 0})
-        seen.update(report)
-        seen["genomes"] += n_genomes
 
     def stats(self) -> dict[str, Any]:
         """Counters of this runner.
@@ -397,15 +355,6 @@ class RayMap:
         if self._owns_ray:
             self._owns_ray = False
             self._ray.shutdown()
-
-    def __enter__(self) -> "RayMap":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        raise TypeError("RayMap holds live Ray actors and does not pickle; pickle the evaluator's cache")
 
 
 def check_cluster_resources(workers: int, num_cpus: float, num_gpus: float, cpus: float, gpus: float) -> None:

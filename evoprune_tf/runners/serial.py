@@ -9,7 +9,6 @@ build any of them with `evoprune_tf.runners.make_runner`.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -29,8 +28,7 @@ def evaluates(func: Callable, evaluator: PopulationEvaluator) -> bool:
     Returns:
         True when a runner may batch the call through the evaluator.
     """
-    target = func.func if isinstance(func, functools.partial) and not func.args and not func.keywords else func
-    return target == evaluator.evaluate
+    return evaluator.is_evaluate(func)
 
 
 class SerialMap:

@@ -14,7 +14,7 @@ per run and checkpoint its state to reproduce or resume a run exactly.
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from deap import base, tools
@@ -34,9 +34,12 @@ __all__ = [
     "evaluate_genomes",
     "default_record",
     "new_halloffame",
+    "replace_worst",
 ]
 
 RecordFn = Callable[[list, object], dict]
+#: How a steady-state step's children enter the population: ``replacement(state, children)``.
+Replacement = Callable[[EvolutionState, list], None]
 
 
 def new_halloffame(multi_objective: bool, size: int = 5):
@@ -119,6 +122,7 @@ def steady_state_ga(
     callbacks: Sequence[Callback] = (),
     record: RecordFn = default_record,
     state: EvolutionState | None = None,
+    replacement: Replacement | None = None,
 ) -> tuple[list, tools.Logbook]:
     """EvoPruneDeepTL's steady-state GA.
 
@@ -143,24 +147,13 @@ def steady_state_ga(
         callbacks: called each generation.
         record: statistics of a generation for the logbook.
         state: resume from this state instead of starting.
+        replacement: how the children enter the population (default `replace_worst`;
+            `nsga2` passes its ``toolbox.survive`` replacement).
 
     Returns:
         ``(population, logbook)``.
     """
-    def replace(state: EvolutionState, children: list) -> None:
-        pop = state.population
-        for child in children:
-            worst = min(range(len(pop)), key=lambda i: pop[i].fitness)
-            if child.fitness > pop[worst].fitness and not any(np.array_equal(child, p) for p in pop):
-                pop[worst] = child
-
-    return _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
-                        halloffame, callbacks, record, state, replace)
-
-
-def _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
-                 halloffame, callbacks, record, state, replace) -> tuple[list, tools.Logbook]:
-    """The loop shared by the steady-state algorithms; ``replace(state, children)`` differs."""
+    replace = replacement or replace_worst
     if evaluations < 1:
         raise ValueError(f"evaluations={evaluations}; expected a positive integer")
     cbs = CallbackList(callbacks)
@@ -182,6 +175,20 @@ def _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutp
 
     state = _start(population, toolbox, halloffame, evaluations, "evaluations", cbs, record, state)
     return _run(loop, state, cbs)
+
+
+def replace_worst(state: EvolutionState, children: list) -> None:
+    """Each child replaces the current worst member when strictly better and not already in.
+
+    Args:
+        state: the run's state (its population is changed in place).
+        children: the evaluated children of one step.
+    """
+    pop = state.population
+    for child in children:
+        worst = min(range(len(pop)), key=lambda i: pop[i].fitness)
+        if child.fitness > pop[worst].fitness and not any(np.array_equal(child, p) for p in pop):
+            pop[worst] = child
 
 
 def _generational(population, toolbox, ngen, make_offspring, survivors, halloffame, callbacks, record, state):
@@ -256,33 +263,36 @@ def nsga2(
     population: list,
     toolbox: base.Toolbox,
     *,
-    evaluations: int,
-    children_per_step: int = 2,
-    cxpb: float = 1.0,
-    mutpb: float = 1.0,
-    report_every: int | None = None,
     halloffame=None,
-    callbacks: Sequence[Callback] = (),
-    record: RecordFn = default_record,
     state: EvolutionState | None = None,
+    **options: Any,
 ) -> tuple[list, tools.Logbook]:
     """Steady-state NSGA-II / NSGA-III (MO-EvoPruneDeepTL: 2 offspring per step).
 
-    Parents come from ``toolbox.select``; the children join the population and
-    ``toolbox.survive`` (``selNSGA2`` or ``selNSGA3``) keeps ``len(population)`` of them.
-    Budget, reporting and resume as in `steady_state_ga`; the hall of fame should be a
-    `deap.tools.ParetoFront`.
+    `steady_state_ga` with another replacement: parents come from ``toolbox.select``;
+    the children join the population and ``toolbox.survive`` (``selNSGA2`` or
+    ``selNSGA3``) keeps ``len(population)`` of them.
+
+    Args:
+        population: initial individuals (fitness may be invalid).
+        toolbox: as for `steady_state_ga`, plus ``survive``.
+        halloffame: kept up to date (default: a NumPy-aware `deap.tools.ParetoFront`).
+        state: resume from this state instead of starting.
+        **options: `steady_state_ga`'s budget, variation, reporting and callback options
+            (``evaluations`` is required).
+
+    Returns:
+        ``(population, logbook)``.
     """
     mu = len(population or state.population)
 
-    def replace(state: EvolutionState, children: list) -> None:
+    def survive(state: EvolutionState, children: list) -> None:
         fresh = [c for c in children if not any(np.array_equal(c, p) for p in state.population)]
         state.population[:] = toolbox.survive(state.population + fresh, mu)
 
     if halloffame is None:
         halloffame = new_halloffame(True)
-    return _steady_loop(population, toolbox, evaluations, children_per_step, cxpb, mutpb, report_every,
-                        halloffame, callbacks, record, state, replace)
+    return steady_state_ga(population, toolbox, halloffame=halloffame, state=state, replacement=survive, **options)
 
 
 def random_search(

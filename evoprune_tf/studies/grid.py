@@ -56,7 +56,18 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
+from evoprune_tf.app import config as app_config
+from evoprune_tf.app.config import ExperimentConfig, config_from_dict, load_config, merge
+from evoprune_tf.app.run import run
 from evoprune_tf.errors import one_line
+from evoprune_tf.runners.ray_runner import (
+    check_cluster_resources,
+    check_ray_address,
+    connect_ray,
+    forwarded_env,
+    import_ray,
+)
+from evoprune_tf.tracking.store import absolute_tracking_uri, artifact_location
 
 __all__ = [
     "GRID_TAG",
@@ -222,8 +233,6 @@ def _value_text(value: Any) -> str:
 
 def _check_axis_key(key: str) -> None:
     """A one-line error unless ``key`` is a dotted path into `ExperimentConfig`."""
-    from evoprune_tf.app.config import ExperimentConfig
-
     parts = key.split(".")
     if parts[0] in _NOT_AXES:
         raise ValueError(f"grid key {key!r} cannot be an axis; expected a key that changes the run "
@@ -283,7 +292,6 @@ def load_grid(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid TOML ({one_line(error)}); expected a grid file") from None
-    from evoprune_tf.app.config import merge
 
     raw = merge(raw, dict(overrides or {}))
     raw.setdefault("grid", {}).setdefault("name", path.stem)
@@ -304,8 +312,6 @@ def grid_from_dict(raw: Mapping[str, Any], *, source: str = "grid", base_dir: st
     Raises:
         ValueError: see `load_grid`.
     """
-    from evoprune_tf.app.config import config_from_dict, load_config, merge
-
     raw = copy.deepcopy(dict(raw))
     spec = raw.pop("grid", None)
     if not isinstance(spec, dict):
@@ -326,8 +332,6 @@ def grid_from_dict(raw: Mapping[str, Any], *, source: str = "grid", base_dir: st
         raise ValueError(f"{source}: grid.cpus_per_run={spec.get('cpus_per_run', 1.0)}, "
                          f"grid.gpus_per_run={spec.get('gpus_per_run', 0.0)}; expected CPUs > 0 and GPUs >= 0")
     if runner == "ray":
-        from evoprune_tf.runners.ray_runner import check_ray_address, import_ray
-
         import_ray()
         check_ray_address(spec.get("ray_address") or None)
     axes = spec.get("axes", {})
@@ -347,7 +351,6 @@ def grid_from_dict(raw: Mapping[str, Any], *, source: str = "grid", base_dir: st
             raise ValueError(f"{source}: grid.base={spec['base']!r} is not a file; expected a config .toml")
         base = load_config(base_path).to_dict()
     base = merge(base, raw)
-    from evoprune_tf.tracking.store import absolute_tracking_uri
 
     names = list(axes)
     cells: list[GridCell] = []
@@ -397,8 +400,6 @@ def _type_text(expected: Any) -> str:
 
 
 def _checkpoint_dir(config: Any) -> Path:
-    from evoprune_tf.app import config as app_config
-
     helper = getattr(app_config, "checkpoint_dir", None)
     if helper is not None:
         return Path(helper(config)).absolute()
@@ -502,9 +503,6 @@ def run_cell(config_dict: dict, tags: Mapping[str, str], features: Any = None, o
     """
     from mlflow import MlflowClient
 
-    from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.app.run import run
-
     began = time.time()
     key, label = tags[CELL_TAG], tags.get(LABEL_TAG, "")
     try:
@@ -597,8 +595,6 @@ def _ensure_experiment(uri: str, name: str) -> None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from evoprune_tf.tracking.store import artifact_location
-
     client = MlflowClient(tracking_uri=uri)
     if client.get_experiment_by_name(name) is None:
         try:  # where the tracker would put it: next to a SQLite file, the server's choice otherwise
@@ -616,8 +612,6 @@ def _print_outcome(out: TextIO, n: int, total: int, o: CellOutcome) -> None:
 
 def _run_on_ray(grid: Grid, todo: list[GridCell], features: Any, ood_features: Any, out: TextIO,
                 init_options: Mapping[str, Any], cell_function: Callable[..., CellOutcome]) -> dict[str, CellOutcome]:
-    from evoprune_tf.runners.ray_runner import check_cluster_resources, connect_ray, forwarded_env, import_ray
-
     ray = import_ray()
     owns = connect_ray(grid.ray_address or None, **dict(init_options))
     try:

@@ -35,7 +35,9 @@ import numpy as np
 from evoprune_tf.encodings import pack_genome
 from evoprune_tf.errors import one_line
 from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, numeric_items, write_csv
+from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
+from evoprune_tf.search.pareto import knee_point, non_dominated
 from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -408,7 +410,6 @@ class MLflowTracker(Callback):
         return header, rows
 
     def _log_front(self, state: EvolutionState) -> None:
-        from evoprune_tf.search.pareto import non_dominated
 
         valid = [ind for ind in state.population if ind.fitness.valid]
         if not valid:
@@ -446,13 +447,11 @@ class MLflowTracker(Callback):
         self.log_artifact(path, "masks")
 
     def _log_convergence(self, state: EvolutionState, folder: Path) -> None:
-        from evoprune_tf.report.plots import convergence_plot
 
         if len(state.logbook):
             self.log_artifact(convergence_plot(state.logbook, folder / "convergence.png", title=self.title), "plots")
 
     def _log_population_masks(self, state: EvolutionState, folder: Path) -> None:
-        from evoprune_tf.report.plots import mask_heatmap
 
         if state.population:
             genomes = np.stack([np.asarray(ind).ravel() for ind in state.population])
@@ -460,8 +459,6 @@ class MLflowTracker(Callback):
             self.log_artifact(mask_heatmap(genomes, folder / "population_masks.png", title=title), "plots")
 
     def _log_pareto_plot(self, state: EvolutionState, folder: Path) -> None:
-        from evoprune_tf.search.pareto import knee_point
-        from evoprune_tf.report.plots import pareto_plots
 
         members = [ind for ind in (state.halloffame or []) if ind.fitness.valid]
         if not members or len(members[0].fitness.values) < 2:

@@ -14,6 +14,8 @@ from typing import Any
 from evoprune_tf.encodings import HeadSpec
 from evoprune_tf.train.config import TrainConfig, derive_seed
 from evoprune_tf.train.heads import TrainedHead, training_flops, unstack_heads
+from evoprune_tf.train.keras_engine import KerasTrainer  # imports Keras only when it first trains
+from evoprune_tf.train.numpy_engine import HeadTrainer
 from evoprune_tf.train.plan import HeadPlan, plan_head
 
 __all__ = ["make_trainer", "TrainConfig", "TrainedHead", "HeadPlan", "plan_head", "derive_seed", "training_flops",
@@ -37,9 +39,5 @@ def make_trainer(spec: HeadSpec, data: Any, config: TrainConfig | None = None, *
     """
     config = config or TrainConfig()
     if config.engine_name == "numpy":
-        from evoprune_tf.train.numpy_engine import HeadTrainer
-
         return HeadTrainer(spec, data, config, seed=seed)
-    from evoprune_tf.train.keras_engine import KerasTrainer
-
     return KerasTrainer(spec, data, config, seed=seed)

@@ -147,7 +147,7 @@ class TrainConfig:
             )
         if self.optimizer != "sgd" or self.loss != DEFAULT_LOSS:
             # Fail at the boundary (config loading), not minutes later inside a worker.
-            from evoprune_tf.train.keras_engine import make_loss, make_optimizer
+            from evoprune_tf.train.keras_engine import make_loss, make_optimizer  # it imports this module
 
             make_optimizer(self)
             make_loss(self, from_logits=True)

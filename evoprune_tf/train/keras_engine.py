@@ -57,7 +57,7 @@ from evoprune_tf.rng import isolated_global_rng
 from evoprune_tf.train.config import DEFAULT_LOSS, TrainConfig, derive_seed
 from evoprune_tf.train.heads import TrainedHead
 from evoprune_tf.train.plan import HeadPlan, compact_weights, initial_weights, input_indices, plan_head, \
-    with_zero_column
+    train_by_shape, with_zero_column
 
 __all__ = ["KerasTrainer", "default_head", "resolve_head", "make_optimizer", "make_loss", "check_head",
            "DEFAULT_BUCKET", "JAX_GROUP_SIZE", "MAX_CACHED_SHAPES"]
@@ -174,7 +174,7 @@ def default_head(spec: HeadSpec, *, dropout: float = 0.0, l2: float = 0.0, seed:
     """
     import keras
 
-    from evoprune_tf.nn.layers import MaskedDense
+    from evoprune_tf.nn.layers import MaskedDense  # nn imports Keras: not at module import
 
     reg = keras.regularizers.L2(l2) if l2 else None
     inputs = keras.Input((spec.n_features,), name="features")
@@ -237,7 +237,7 @@ def check_head(model: Any, spec: HeadSpec, where: str = "head builder") -> list[
     """
     import keras
 
-    from evoprune_tf.nn.layers import masked_dense_layers
+    from evoprune_tf.nn.layers import masked_dense_layers  # nn imports Keras: not at module import
 
     if not isinstance(model, keras.Model):
         raise ValueError(f"{where} returned {type(model).__name__}; expected a keras.Model")
@@ -441,17 +441,8 @@ class KerasTrainer:
         Returns:
             One `TrainedHead` per entry of ``heads``.
         """
-        plans = [self.plan(m) for m in heads]
-        order: dict[tuple, list[int]] = {}
-        for i, plan in enumerate(plans):
-            order.setdefault(plan.key, []).append(i)
-        results: list[TrainedHead | None] = [None] * len(heads)
-        for members in order.values():
-            for chunk in _power_of_two_chunks(members, self.group_size):
-                trained = self._train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
-                for i, head in zip(chunk, trained):
-                    results[i] = head
-        return results  # type: ignore[return-value]
+        return train_by_shape([self.plan(m) for m in heads], heads, self._train_group,
+                              lambda members: _power_of_two_chunks(members, self.group_size))
 
     def _batches(self, epochs: int, rng: np.random.Generator) -> np.ndarray:
         """Row indices ``(epochs, n_batches, batch)`` in the shared order; padded rows repeat row 0."""
@@ -816,7 +807,7 @@ def _seeded(initializer: Any, shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 def _layout(model: Any, layers: Sequence[Any] | None) -> list[tuple[str, tuple[int, ...]]]:
     """Each variable of ``model`` (in ``model.variables`` order) as ``("masked"|"other", shape)``."""
-    from evoprune_tf.nn.layers import masked_dense_layers
+    from evoprune_tf.nn.layers import masked_dense_layers  # nn imports Keras: not at module import
 
     layers = masked_dense_layers(model) if layers is None else layers
     owned = {id(v) for layer in layers for v in layer.variables}
@@ -838,7 +829,7 @@ def _numpy_forward_ok(model: Any, layers: Sequence[Any]) -> bool:
     """Whether `TrainedHead`'s NumPy forward (ReLU hidden, linear logits) reproduces the model at inference."""
     import keras
 
-    from evoprune_tf.nn.layers import MaskedDense
+    from evoprune_tf.nn.layers import MaskedDense  # nn imports Keras: not at module import
 
     allowed = (keras.layers.InputLayer, MaskedDense, keras.layers.Dropout)
     if not all(isinstance(layer, allowed) for layer in model.layers):

@@ -26,7 +26,8 @@ from evoprune_tf.encodings import HeadMasks, HeadSpec
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.train.config import TrainConfig, derive_seed
 from evoprune_tf.train.heads import TrainedHead, training_flops, unstack_heads
-from evoprune_tf.train.plan import HeadPlan, compact_weights, initial_weights, plan_head, with_zero_column
+from evoprune_tf.train.plan import HeadPlan, compact_weights, initial_weights, plan_head, train_by_shape, \
+    with_zero_column
 
 # TrainConfig, TrainedHead, derive_seed, training_flops and unstack_heads moved to their own
 # modules; they stay importable from here for code written against the old layout.
@@ -83,20 +84,10 @@ class HeadTrainer:
         Returns:
             One `TrainedHead` per entry of ``heads``.
         """
-        plans = [self.plan(m) for m in heads]
-        order: dict[tuple, list[int]] = {}
-        for i, plan in enumerate(plans):
-            order.setdefault(plan.key, []).append(i)
-        results: list[TrainedHead | None] = [None] * len(heads)
         size = self.config.group_size or 1
         with _blas_threads(self.config.blas_threads):
-            for members in order.values():
-                for start in range(0, len(members), size):
-                    chunk = members[start : start + size]
-                    trained = self._train_group([plans[i] for i in chunk], [heads[i] for i in chunk])
-                    for i, head in zip(chunk, trained):
-                        results[i] = head
-        return results  # type: ignore[return-value]
+            return train_by_shape([self.plan(m) for m in heads], heads, self._train_group,
+                                  lambda members: (members[i : i + size] for i in range(0, len(members), size)))
 
     def _group_weights(self, plans: Sequence[HeadPlan]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         per_head = [compact_weights(self._init, plan) for plan in plans]

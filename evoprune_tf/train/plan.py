@@ -14,7 +14,7 @@ active units: fitness differences between genomes come from their masks alone.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -22,7 +22,9 @@ from evoprune_tf.encodings import HeadMasks, HeadSpec
 from evoprune_tf.train.config import derive_seed
 
 __all__ = ["HeadPlan", "plan_head", "round_up", "initial_weights", "compact_weights", "input_indices",
-           "with_zero_column"]
+           "with_zero_column", "train_by_shape"]
+
+Trained = TypeVar("Trained")
 
 
 @dataclasses.dataclass
@@ -171,3 +173,34 @@ def with_zero_column(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float32)
     return np.concatenate([x, np.zeros((len(x), 1), dtype=np.float32)], axis=1)
+
+
+def train_by_shape(
+    plans: Sequence[HeadPlan],
+    heads: Sequence[HeadMasks],
+    train_group: Callable[[list[HeadPlan], list[HeadMasks]], Sequence[Trained]],
+    chunks: Callable[[list[int]], Iterable[Sequence[int]]],
+) -> list[Trained]:
+    """Train heads in groups of equal compact shape (equal `HeadPlan.key`), results in input order.
+
+    The grouping is the engines' shared part; how a shape's heads are cut into groups
+    (``chunks``) and how a group trains (``train_group``) is each engine's own.
+
+    Args:
+        plans: one plan per head.
+        heads: the heads' masks.
+        train_group: trains one group: its plans and masks -> its trained heads, in order.
+        chunks: cuts the indices of one shape's heads into groups.
+
+    Returns:
+        One trained head per entry of ``heads``.
+    """
+    order: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        order.setdefault(plan.key, []).append(i)
+    results: list = [None] * len(heads)
+    for members in order.values():
+        for chunk in chunks(members):
+            for i, head in zip(chunk, train_group([plans[i] for i in chunk], [heads[i] for i in chunk])):
+                results[i] = head
+    return results

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_planted_features
+from helpers_runs import Interrupt
 
 import evoprune_tf.app.run as run_module
-from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint, read_checkpoint_header
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
@@ -77,17 +77,6 @@ def _summary(result) -> dict:
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """The final report is not under test here (and the MO one builds Keras models)."""
     monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
-
-
-class Interrupt(Callback):
-    """Raises ``error`` at generation ``at`` (after the checkpoint of that generation)."""
-
-    def __init__(self, at: int, error: BaseException) -> None:
-        self.at, self.error = at, error
-
-    def on_generation(self, state) -> None:
-        if state.generation == self.at:
-            raise self.error
 
 
 def _only_checkpoint(folder: Path) -> Path:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import new_mlflow_store
+from helpers_runs import group_alive
 from evoprune_tf.app import server as server_module
 from evoprune_tf.app.server import MLflowServer, free_port, server_command, server_env
 
@@ -44,14 +45,6 @@ def test_postgresql_without_its_driver_and_bad_values_fail_in_one_line(monkeypat
         server_command(workers=0)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.slow  # ~8 s on a quiet machine, 30 s on a busy one
 def test_a_server_starts_answers_and_stops_with_its_children(tmp_path) -> None:
     from mlflow import MlflowClient
@@ -65,7 +58,7 @@ def test_a_server_starts_answers_and_stops_with_its_children(tmp_path) -> None:
         run = client.create_run(client.create_experiment("served"))
         client.log_text(run.info.run_id, "hello", "note.txt")  # proxied into artifacts/ next to the db
         assert (tmp_path / "artifacts").is_dir()
-    assert server.process is None and not _group_alive(pgid)
+    assert server.process is None and not group_alive(pgid)
     assert server.stop() is None  # stopping twice is harmless
 
 

@@ -17,6 +17,7 @@ from evoprune_tf.app.config import config_from_dict, operator_specs
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.encodings import genome_key
 from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.resampling import ResampledEvaluator
 from evoprune_tf.runners.processes import EvaluatorRecipe, ProcessPoolMap
 from evoprune_tf.app.run import run
 from evoprune_tf.search.toolbox import build_toolbox
@@ -86,9 +87,44 @@ def test_ood_objective_and_its_features_reach_the_workers() -> None:
     with ProcessPoolMap(evaluator, workers=2) as pool:
         assert pool.map(evaluator.evaluate, genomes) == serial
     assert all(len(values) == 3 and 0.0 <= values[1] <= 1.0 for values in serial)
-    rebuilt = EvaluatorRecipe.of(evaluator).build()
+    rebuilt = EvaluatorRecipe.from_evaluator(evaluator).build()
     assert rebuilt.objectives == evaluator.objectives and rebuilt.temperature == 10.0
     assert np.array_equal(rebuilt.ood_features, ood) and not rebuilt.cache
+
+
+def _resampled(data, method: str) -> ResampledEvaluator:
+    encoding = make_encoding("feature_selection", HeadSpec(data.n_features, data.n_classes, (8,)))
+    # The NumPy engine keeps the workers free of TensorFlow: what is tested is the recipe.
+    return ResampledEvaluator(encoding, data, TrainConfig(epochs=2, engine="numpy"), seed=5, method=method,
+                              folds=3, repeats=2, val_fraction=0.3, partition_seed=9, loss_resolution=1e-3)
+
+
+@pytest.mark.parametrize("method", ["cv", "repeated"])
+def test_the_recipe_rebuilds_the_resampled_evaluator_with_its_partitions(method) -> None:
+    data, _ = make_planted_features(n_train=120, n_val=60, n_test=30)
+    original = _resampled(data, method)
+    rebuilt = EvaluatorRecipe.from_evaluator(original).build()
+    assert type(rebuilt) is ResampledEvaluator and rebuilt.options() == original.options()
+    assert rebuilt.options()["partition_seed"] == 9 and rebuilt.options()["method"] == method
+    assert [(tr.tolist(), va.tolist()) for tr, va in rebuilt.parts] == \
+        [(tr.tolist(), va.tolist()) for tr, va in original.parts]
+    assert not rebuilt.cache and len(rebuilt.members) == (3 if method == "cv" else 2)
+
+
+def test_the_workers_compute_the_resampled_fitness_of_the_parent() -> None:
+    data, _ = make_planted_features(n_train=120, n_val=60, n_test=30)
+    genomes = _genomes(4, seed=4)
+    serial = _resampled(data, "cv").evaluate_population(genomes)
+    holdout = PopulationEvaluator(_resampled(data, "cv").encoding, data, TrainConfig(epochs=2, engine="numpy"),
+                                  seed=5, loss_resolution=1e-3).evaluate_population(genomes)
+    assert not np.allclose(serial, holdout, atol=1e-6)  # resampling changes the fitness: the test can fail
+
+    evaluator = _resampled(data, "cv")
+    with ProcessPoolMap(evaluator, workers=2) as pool:
+        pooled = pool.map(evaluator.evaluate, genomes)
+        assert all(not r["keras"] for r in pool.worker_reports.values())
+    np.testing.assert_allclose(pooled, serial, rtol=0, atol=1e-6)
+    assert evaluator.n_trained == 4 and len(evaluator.cache) == 4
 
 
 def test_deap_individuals_pickle_into_a_fresh_process() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import make_planted_features, new_mlflow_store
+from helpers_runs import grid_toml
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.train import TrainConfig
@@ -89,6 +90,26 @@ def test_a_killed_ray_worker_is_survived_without_losing_or_double_counting(ray_c
     assert len(evaluator.cache) == 16
 
 
+def test_ray_actors_compute_the_resampled_fitness_of_the_parent(ray_cluster) -> None:
+    from evoprune_tf.resampling import ResampledEvaluator
+    from evoprune_tf.runners.ray_runner import RayMap
+
+    features, _ = make_planted_features(n_train=120, n_val=60, n_test=30)
+
+    def resampled() -> ResampledEvaluator:
+        encoding = FeatureSelection(HeadSpec(features.n_features, features.n_classes, (8,)))
+        return ResampledEvaluator(encoding, features, TrainConfig(epochs=2, engine="numpy"), seed=0,
+                                  method="repeated", repeats=2, val_fraction=0.3, partition_seed=4)
+
+    genomes = _genomes(5, 4)
+    want = resampled().evaluate_population(genomes)
+    evaluator = resampled()
+    with RayMap(evaluator, workers=2) as runner:
+        got = runner.map(evaluator.evaluate, genomes)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert evaluator.n_trained == 4
+
+
 def test_gpus_or_workers_beyond_the_cluster_fail_before_any_actor_starts(ray_cluster) -> None:
     from evoprune_tf.runners.ray_runner import RayMap
 
@@ -114,30 +135,7 @@ def test_a_run_with_runner_ray_ends_exactly_like_the_serial_run(ray_cluster) -> 
     assert on_ray.evaluator.n_trained == serial.evaluator.n_trained
 
 
-GRID = """
-name = "tiny"
-progress = false
-[grid]
-name = "ray-grid"
-runner = "ray"
-workers = 2
-[grid.axes]
-seed = [0, 1]
-"encoding.name" = ["feature_selection", "neuron_pruning"]
-[head]
-hidden = [8]
-[train]
-epochs = 2
-[algorithm]
-name = "ea_simple"
-population = 6
-generations = 3
-[report]
-seeds = 1
-export_model = false
-[tracking]
-experiment = "ray-grid"
-"""
+GRID = grid_toml("ray-grid", generations=3, experiment="ray-grid", grid='runner = "ray"\nworkers = 2')
 
 
 def test_a_2x2_grid_on_ray_logs_four_complete_runs_to_one_server(ray_cluster, tmp_path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import make_planted_features, new_mlflow_store
+from helpers_runs import grid_toml
 from evoprune_tf.studies.grid import (
     AXIS_TAG_PREFIX,
     CELL_TAG,
@@ -23,29 +24,9 @@ from evoprune_tf.studies.grid import (
     run_grid,
 )
 
-TINY = """
-name = "tiny"
-progress = false
-[grid]
-name = "resume-grid"
-[grid.axes]
-seed = [0, 1]
-"encoding.name" = ["feature_selection", "neuron_pruning"]
-[head]
-hidden = [8]
-[train]
-epochs = 2
-[algorithm]
-name = "ea_simple"
-population = 6
-generations = {generations}
-[report]
-seeds = 1
-export_model = false
-[tracking]
-experiment = "grid-test"
-uri = "{uri}"
-"""
+
+def _tiny(generations: int, uri: str) -> str:
+    return grid_toml("resume-grid", generations=generations, experiment="grid-test", tracking=f'uri = "{uri}"')
 
 
 def _grid(axes: dict, **extra) -> dict:
@@ -117,7 +98,7 @@ def test_dry_run_lists_every_cell_as_todo(tmp_path, capsys) -> None:
     from evoprune_tf.app.cli import main
 
     uri = new_mlflow_store(tmp_path)
-    (tmp_path / "g.toml").write_text(TINY.format(generations=1, uri=uri))
+    (tmp_path / "g.toml").write_text(_tiny(1, uri))
     assert main(["grid", str(tmp_path / "g.toml"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and all(" TODO " in line for line in lines)
@@ -147,7 +128,7 @@ def _runs(uri: str, experiment: str = "grid-test") -> list:
 @pytest.mark.slow
 def test_a_killed_2x2_grid_resumes_without_repeating_finished_runs(tmp_path) -> None:
     uri = new_mlflow_store(tmp_path)
-    (tmp_path / "grid.toml").write_text(TINY.format(generations=8, uri=uri))
+    (tmp_path / "grid.toml").write_text(_tiny(8, uri))
     (tmp_path / "run_grid.py").write_text(SCRIPT)
     features, _ = make_planted_features()
     np.savez(tmp_path / "features.npz", **{k: getattr(features, k) for k in
