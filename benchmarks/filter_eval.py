@@ -4,8 +4,8 @@ Run from a source checkout: ``python benchmarks/filter_eval.py`` (``--quick`` fo
 
 Workload (fixed): MobileNetV2 (the shared ImageNet weights when ``$EVOPRUNE_ASSETS`` is set,
 else random weights) at 96 px with a 3-class softmax head, the last 3 blocks searched
-(block_15, block_16, Conv_1: 3520 filters), 512 train / 128 validation images (the shared
-RPS copy when available, else synthetic stripes), SGD lr 1e-3 momentum 0.9 Nesterov,
+(block_15, block_16, Conv_1: 3520 filters), 512 train / 128 validation images by default
+(``--train`` / ``--val``; the shared RPS copy when available, else synthetic stripes), SGD lr 1e-3 momentum 0.9 Nesterov,
 batch 32, 2 epochs, one genome keeping ~70% of the filters (seeded).
 
 Rows (median of ``--repeats`` timed evaluations, each on a fresh pruned model, after one
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="32 px, random weights, 128 images, 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train", type=int, default=512, help="training images (the full RPS train split: 2016)")
+    parser.add_argument("--val", type=int, default=128, help="validation images")
     parser.add_argument("--out", default="benchmarks/results/filter_eval.json")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -73,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from evoprune_tf.nn.surgery import prune_filters
     from evoprune_tf.train.config import TrainConfig
 
-    size, n_train, n_val = (32, 96, 32) if args.quick else (96, 512, 128)
+    if args.train < 1 or args.val < 1:
+        parser.error(f"--train {args.train} / --val {args.val}: expected positive image counts")
+    size, n_train, n_val = (32, 96, 32) if args.quick else (96, args.train, args.val)
     repeats = 1 if args.quick else args.repeats
     root = os.environ.get("EVOPRUNE_ASSETS")
     weights_file = pathlib.Path(root or "") / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"

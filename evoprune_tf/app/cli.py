@@ -107,10 +107,15 @@ def _number(value: str) -> Any:
     return {"true": True, "false": False}.get(value.lower(), value)
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``evoprune run`` that override config values (shared with the experiment scripts).
+
+    Args:
+        p: the parser to extend; `overrides_from_args` reads what it parses.
+    """
     g = p.add_argument_group("overrides (each replaces the config's value)")
     g.add_argument("--seed", type=int, help="run seed (drives Python, NumPy, Keras, weights, batches)")
-    g.add_argument("--data", help="dataset: class folder, .npz, tfds:NAME or builtin:synthetic")
+    g.add_argument("--data", help="dataset: class folder, .npz, tfds:NAME, download:NAME or builtin:synthetic")
     g.add_argument("--image-size", type=int, help="image side in pixels (0 = backbone default)")
     g.add_argument("--max-per-class", type=int, help="at most this many images per class and split")
     g.add_argument("--skip-bad-images", action="store_true", default=None, help="skip unreadable images (counted)")
@@ -177,7 +182,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return out
 
 
-def load_run_config(path: str | None, overrides: dict):
+def load_run_config(path: str | None, overrides: dict, *, base: dict | None = None):
     """The config of ``evoprune run``: the TOML file (or defaults) with the command-line overrides.
 
     Like `evoprune_tf.app.config.load_config`, except that an operator given on the
@@ -188,6 +193,8 @@ def load_run_config(path: str | None, overrides: dict):
     Args:
         path: a TOML file, or None for the defaults.
         overrides: `overrides_from_args`' nested dict.
+        base: defaults under the file (an experiment script's dataset settings); the
+            file's values win over them, the command line over both.
 
     Returns:
         The validated `ExperimentConfig`.
@@ -208,7 +215,7 @@ def load_run_config(path: str | None, overrides: dict):
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             return load_config(path, overrides)  # its one-line message for a missing or broken file
-    merged = merge(raw, overrides)
+    merged = merge(merge(base or {}, raw), overrides)
     if operator_overrides:
         section = merged.get("operators", {})
         if isinstance(section, dict):
@@ -230,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="TOML config (omit for the built-in defaults)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the config as JSON, run nothing")
-    _add_run_options(p)
+    add_run_options(p)
     p = sub.add_parser("resume", help="continue a killed run from its checkpoint, in the same MLflow run")
     p.add_argument("checkpoint", help="checkpoint file or folder, or an MLflow run id (or a unique prefix)")
     p.add_argument("--evaluations", type=int, help="a new (larger) evaluation budget")
@@ -496,7 +503,21 @@ def quiet_startup() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NoRetracingWarning) for f in tf_logger.filters):
+        tf_logger.addFilter(_NoRetracingWarning())
     quiet_tensorflow()
+
+
+class _NoRetracingWarning(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    Every filter-pruning genome is a new, smaller model, so its first ``predict`` traces
+    by design; the warning says nothing a user can act on. Other TensorFlow warnings pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def quiet_tensorflow() -> None:

@@ -4,19 +4,27 @@ A script declares its dataset (where the data is, how to get it) and its default
 `experiment_main` adds every ``evoprune run`` override (``--algorithm``,
 ``--objectives``, ``--encoding``, operators, budgets...), an optional ``--config`` TOML,
 checks that the data exists (saying what to download and where when it does not), and
-runs the evolution.
+runs the evolution. `TascnetImageSet` does the same for TASCNet's image evaluation sets
+(CalTech-101, CalTech-256, Stanford Dogs), which share the paper's recipe.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-__all__ = ["Dataset", "experiment_main", "assets_path", "REFERENCE_SETUP"]
+from evoprune_tf.app.cli import EPILOG, add_run_options, load_run_config, overrides_from_args, quiet_startup
+from evoprune_tf.app.config import merge
+from evoprune_tf.app.run import run
+from evoprune_tf.app.tascnet_run import tascnet_main
+
+__all__ = ["Dataset", "experiment_main", "assets_path", "REFERENCE_SETUP", "TascnetImageSet",
+           "TASCNET_IMAGE_RECIPE", "TASCNET_WEIGHTS_HELP"]
 
 #: EvoPruneDeepTL's reference head: ResNet50 (ImageNet, average pooling, 2048 features)
 #: -> Dense 512 -> Dense 512 -> softmax, at 224 px.
@@ -80,48 +88,112 @@ def _check_source(dataset: Dataset, source: str) -> None:
 def experiment_main(dataset: Dataset, argv: Sequence[str] | None = None) -> int:
     """Parse the command line of an experiment script and run it.
 
+    The config is built like ``evoprune run``'s (`evoprune_tf.app.cli.load_run_config`):
+    the script's defaults, under ``--config``'s file, under the command line, and an
+    operator given on the command line (``--mate NAME:opts``) replaces the file's spec.
+
+    Args:
+        dataset: the script's dataset and defaults.
+        argv: arguments (default ``sys.argv[1:]``).
+
     Returns:
         The exit status (0, or 2 for bad input with a one-line error on stderr).
     """
-    from evoprune_tf.app.cli import EPILOG, _add_run_options, overrides_from_args
-
+    script = Path(sys.argv[0]).name if argv is None and sys.argv[0].endswith(".py") else f"{dataset.name}.py"
     parser = argparse.ArgumentParser(
-        prog=f"experiments/{dataset.name}.py", description=f"{dataset.description}\n\nData: {dataset.download}",
+        prog=f"experiments/{script}", description=f"{dataset.description}\n\nData: {dataset.download}",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     parser.add_argument("--config", help="a TOML config; this script's defaults apply under it")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the config, run nothing")
-    _add_run_options(parser)
+    add_run_options(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_startup()  # as `evoprune run`: no TensorFlow start-up noise, no MLflow table-creation lines
     try:
-        from evoprune_tf.app.config import load_config, merge
-
-        source = _source(dataset, args.data)
-        _check_source(dataset, source)
-        args.data = source
-        base = merge({"name": dataset.name, "data": {"name": dataset.name},
+        base = merge({"name": dataset.name, "data": {"name": dataset.name, "source": _source(dataset, None)},
                       "tracking": {"experiment": f"evoprune-{dataset.name}"}}, dataset.overrides)
         weights = assets_path(dataset.assets_weights)
         if weights is not None:
             base = merge(base, {"backbone": {"weights": str(weights)}})
-        overrides = merge(base, overrides_from_args(args))
-        if args.config:
-            import tomllib
-
-            with open(args.config, "rb") as f:
-                overrides = merge(overrides, tomllib.load(f))
-            overrides = merge(overrides, overrides_from_args(args))
-        config = load_config(None, overrides)
+        config = load_run_config(args.config, overrides_from_args(args), base=base)
+        _check_source(dataset, config.data.source)
         if args.dry_run:
-            import json
-
             print(json.dumps(config.to_dict(), indent=2, default=str))
             return 0
-        from evoprune_tf.app.run import run
-
         run(config)
         return 0
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+#: TASCNet's recipe on its image evaluation sets: VGG16 (ImageNet) at 224 px; stage 1
+#: searches 20 configurations of 6, stage 2 prunes while validation accuracy holds.
+TASCNET_IMAGE_RECIPE: dict[str, Any] = {
+    "data": {"image_size": 224, "val_fraction": 0.15, "test_fraction": 0.2},
+    "backbone": {"name": "VGG16", "weights": "imagenet"},
+    "tascnet": {"stage": "both", "evaluations": 20, "population": 6, "search_epochs": 5, "final_epochs": 30,
+                "epochs": 5, "max_iterations": 20},
+}
+
+#: Where the ImageNet weights of TASCNet's backbones go on an offline machine.
+TASCNET_WEIGHTS_HELP = (
+    "ImageNet weights: put vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (or "
+    "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 / densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5) "
+    "in $KERAS_HOME/models/ (default ~/.keras/models/) or pass --weights <file>."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TascnetImageSet:
+    """One of TASCNet's image evaluation sets, as its experiment script declares it.
+
+    The script runs TASCNet (stage-1 configuration search + stage-2 trajectory-similarity
+    pruning) with `TASCNET_IMAGE_RECIPE`, the paper's (SGD lr 1e-3, momentum 0.9
+    Nesterov, halved every 20 epochs, batch 32; prune 5 % per layer and iteration while
+    validation accuracy stays within 2 points); ``--set`` changes any config value.
+    `dataset` keeps the set's head-pruning entry for `experiment_main` (the
+    EvoPruneDeepTL methods, on `REFERENCE_SETUP`).
+
+    Attributes:
+        name: short name (MLflow experiment ``tascnet-<name>``, tags).
+        description: one line for ``--help``.
+        source: the default ``data.source`` (``tfds:NAME``, or ``""``: ``--data`` needed).
+        data_help: how to download and lay out the images (``--help``'s epilog).
+        head_download: the shorter form of it that `experiment_main` shows.
+    """
+
+    name: str
+    description: str
+    source: str
+    data_help: str
+    head_download: str
+
+    @property
+    def dataset(self) -> Dataset:
+        """The head-pruning entry of this set (`experiment_main`'s `Dataset`)."""
+        return Dataset(name=self.name, description=self.description, download=self.head_download,
+                       default_source=self.source, assets_subpath="", overrides=REFERENCE_SETUP)
+
+    @property
+    def download(self) -> str:
+        """What to download for a TASCNet run: the images, then the backbone weights."""
+        return f"{self.data_help} {TASCNET_WEIGHTS_HELP}"
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The config defaults of the TASCNet run (`TASCNET_IMAGE_RECIPE` on this set)."""
+        return merge(TASCNET_IMAGE_RECIPE, {"data": {"source": self.source},
+                                            "tracking": {"experiment": f"tascnet-{self.name}"}})
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run TASCNet on this set from the command line (`tascnet_main`).
+
+        Args:
+            argv: arguments (default ``sys.argv[1:]``).
+
+        Returns:
+            The exit status.
+        """
+        return tascnet_main(None if argv is None else list(argv), defaults=self.defaults,
+                            description=self.description, download=self.download)

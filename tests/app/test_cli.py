@@ -7,32 +7,13 @@ import shutil
 
 import pytest
 from conftest import make_planted_features
+from helpers_runs import run_toml
 
 import evoprune_tf.app.run as run_module
 from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
-
-CONFIG = """\
-seed = 6
-progress = false
-[head]
-hidden = [16]
-[train]
-epochs = 3
-[algorithm]
-population = 8
-evaluations = 48
-[tracking]
-enabled = false
-[checkpoint]
-dir = "{dir}"
-[report]
-seeds = 1
-export_model = false
-"""
-
 
 @pytest.fixture
 def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
@@ -46,7 +27,7 @@ def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
 
 def _write_config(tmp_path, folder: str = "ckpt") -> str:
     path = tmp_path / "run.toml"
-    path.write_text(CONFIG.format(dir=tmp_path / folder))
+    path.write_text(run_toml(checkpoint_dir=tmp_path / folder, evaluations=48))
     return str(path)
 
 
