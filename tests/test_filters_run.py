@@ -106,22 +106,3 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
     assert loaded.count_params() == result.table[2]["params_network"]
 
-
-@pytest.mark.slow
-def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(tmp_path):
-    """`evoprune resume` for a filter run: Ctrl-C after generation 1, resume, same archive and report as one go."""
-    from helpers_runs import Interrupt
-
-    from evoprune_tf.app.run import resume, run
-
-    whole = run(tiny_config(tmp_path / "whole", algorithm={"generations": 3}))
-    config = tiny_config(tmp_path / "cut", algorithm={"generations": 3})
-    with pytest.raises(KeyboardInterrupt):
-        run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
-    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.pkl"))
-    assert len(checkpoints) == 1
-    resumed = resume(checkpoints[0])
-    assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
-    key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
-    assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
-    assert [r["test_accuracy"] for r in resumed.table] == [r["test_accuracy"] for r in whole.table]

@@ -22,6 +22,7 @@ from evoprune_tf.report.pareto import BackboneSpec, ParetoReportOptions
 from evoprune_tf.resampling import ResampledEvaluator
 from evoprune_tf.search.baselines import BASELINES, baseline_genome
 from evoprune_tf.search.toolbox import build_toolbox
+from evoprune_tf.tracking.store import run_genomes
 from evoprune_tf.train import derive_seed
 
 __all__ = [
@@ -198,8 +199,6 @@ def baseline_density(config: ExperimentConfig) -> float:
     a = config.algorithm
     if not a.density_of:
         return float(a.density)
-    from evoprune_tf.app.explain import run_genomes
-
     genomes = run_genomes(a.density_of, config.tracking.uri)
     best = genomes.get("genomes")
     if best is None or not len(best):

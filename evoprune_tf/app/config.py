@@ -10,17 +10,19 @@ out-of-range values, unknown names of encodings, algorithms, operators or object
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
 import re
+import shutil
 import tempfile
 import time
 import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import operators
 from evoprune_tf.backbones import canonical_name
@@ -635,7 +637,7 @@ def report_folder(config: ExperimentConfig, run_id: str | None = None, *, uri: s
     ``<name>-<YYYYmmdd-HHMMSS>``. A server store has no local folder: then this is a new
     temporary folder (``evoprune-report-*`` in the system's temporary folder), which the
     caller deletes once its files are logged as MLflow artifacts
-    (`evoprune_tf.app.run.report_files` does both). Nothing goes to the current folder
+    (`report_files` does both). Nothing goes to the current folder
     unless the store or ``report.dir`` is there.
 
     Args:
@@ -655,6 +657,35 @@ def report_folder(config: ExperimentConfig, run_id: str | None = None, *, uri: s
         return folder / "reports" / name
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
     return Path(tempfile.mkdtemp(prefix=f"evoprune-report-{safe}-")).absolute()
+
+
+
+@contextlib.contextmanager
+def report_files(config: ExperimentConfig, run_id: str | None, *, uri: str | None = None) -> Iterator[Path]:
+    """The run's report folder (`evoprune_tf.app.config.report_folder`) for the duration of a block.
+
+    A temporary folder (a tracking server's run without ``report.dir``) is deleted when
+    the block ends: its files were logged to the run inside the block. Any other folder
+    is kept.
+
+    Args:
+        config: the run's config.
+        run_id: the MLflow run id (None without tracking).
+        uri: the store the run lives in (default: the config's).
+
+    Yields:
+        The folder (absolute; created by whoever writes into it).
+    """
+    folder = report_folder(config, run_id, uri=uri)
+    # Only a server-tracked run's folder is temporary; without tracking nothing logged
+    # the files, so they stay where report_folder put them.
+    temporary = (not config.report.dir and config.tracking.enabled
+                 and store_folder(config.tracking.uri if uri is None else uri) is None)
+    try:
+        yield folder
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_output_locations(config: ExperimentConfig, *, features_cached: bool = False) -> None:

@@ -18,6 +18,16 @@ from pathlib import Path
 
 from evoprune_tf.app.cli import quiet_startup
 from evoprune_tf.app.config import ExperimentConfig, load_config
+from evoprune_tf.backbones import build_backbone, imagenet_weights_filename
+from evoprune_tf.data.download import (
+    DownloadError,
+    check_download,
+    dataset_folder,
+    dataset_info,
+    dataset_urls,
+    download_dataset,
+    downloads_folder,
+)
 from evoprune_tf.errors import one_line
 
 DEMO_OVERRIDES = {
@@ -89,9 +99,6 @@ def offline_help() -> str:
         and the two places the demo finds them offline (the Keras cache or
         ``EVOPRUNE_ASSETS``).
     """
-    from evoprune_tf.backbones import imagenet_weights_filename
-    from evoprune_tf.data.download import dataset_folder, dataset_info, dataset_urls, downloads_folder
-
     dataset = dataset_info(DEMO_DATASET)
     weights = imagenet_weights_filename("mobilenet_v2", DEMO_OVERRIDES["data"]["image_size"])
     models = Path(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))) / "models"
@@ -114,8 +121,6 @@ def offline_help() -> str:
 
 def _why(error: BaseException) -> str:
     """The failure in a few words: the URL and reason of a download error, else the message."""
-    from evoprune_tf.data.download import DownloadError
-
     if isinstance(error, DownloadError) and error.url:
         return f"cannot download {error.url}: {error.reason}"
     return one_line(error, 200)
@@ -127,8 +132,6 @@ def _probe_online() -> Path:
     Raises:
         Exception: whatever stops the download (offline: within seconds).
     """
-    from evoprune_tf.data.download import check_download, download_dataset
-
     check_download(DEMO_DATASET)  # seconds, not a stalled download, when the host cannot be reached
     _probe_weights()
     return download_dataset(DEMO_DATASET)
@@ -136,15 +139,14 @@ def _probe_online() -> Path:
 
 def _probe_weights() -> None:
     """Build the demo's backbone with ``weights="imagenet"``: Keras downloads (or finds) the file."""
-    from evoprune_tf.backbones import build_backbone
-
     build_backbone("mobilenet_v2", weights="imagenet", image_size=DEMO_OVERRIDES["data"]["image_size"])
 
 
 def main() -> int:
     """Run the demo and say where its results are."""
     quiet_startup()
-    from evoprune_tf.app.run import run
+    from evoprune_tf.app.run import run  # after quiet_startup: the run's first Keras import is filtered
+
 
     config, source = demo_config()
     print(f"evoprune-tf demo: {source}")

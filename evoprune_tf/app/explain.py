@@ -28,8 +28,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
-from evoprune_tf.app.config import ExperimentConfig, config_from_dict
-from evoprune_tf.app.run import report_files
+from evoprune_tf.app.config import ExperimentConfig, config_from_dict, report_files
 from evoprune_tf.encodings import pack_genome
 from evoprune_tf.records import write_csv
 from evoprune_tf.report.influence import feature_influence
@@ -37,22 +36,16 @@ from evoprune_tf.report.pareto import trade_off_columns, explain_images
 from evoprune_tf.report.single import retrain
 from evoprune_tf.search.pareto import trade_off_models
 from evoprune_tf.tracking import find_run, resolve_tracking_uri
+from evoprune_tf.tracking.store import download_artifact, run_genomes
 from evoprune_tf.train.numpy_engine import TrainConfig
 
-__all__ = ["explain_run", "run_config", "run_genomes", "MODELS"]
+__all__ = ["explain_run", "run_config", "MODELS"]
 
 #: Which genome of the run to explain.
 MODELS = ("best", "heavy", "knee", "light")
 
 
 # ------------------------------------------------------------ reading a run back
-
-
-def _download(client: MlflowClient, run_id: str, path: str, folder: str) -> Path | None:
-    try:
-        return Path(client.download_artifacts(run_id, path, folder))
-    except Exception:  # noqa: BLE001 - MLflow raises various errors for a missing artifact
-        return None
 
 
 def _parse(value: str) -> Any:
@@ -98,7 +91,7 @@ def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
     run = find_run(run_id, uri)
     client = MlflowClient(tracking_uri=uri)
     with tempfile.TemporaryDirectory(prefix="evoprune-explain-") as tmp:
-        path = _download(client, run.info.run_id, "config.json", tmp)
+        path = download_artifact(client, run.info.run_id, "config.json", tmp)
         if path is not None and path.is_file():
             raw = json.loads(path.read_text())
             source = f"config.json of run {run.info.run_id}"
@@ -108,33 +101,6 @@ def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
     if not raw:
         raise ValueError(f"run {run.info.run_id} has neither config.json nor params; expected an evoprune run")
     return config_from_dict(raw, source=source)
-
-
-def run_genomes(run_id: str, uri: str = "") -> dict[str, np.ndarray]:
-    """The run's ``masks/best_genomes.npz``.
-
-    Args:
-        run_id: the run's id or a unique prefix of it.
-        uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
-
-    Returns:
-        ``genomes``, ``fitness``, ``weights``, ``objective_names`` as arrays.
-
-    Raises:
-        ValueError: the run has no such artifact (it never finished a generation).
-    """
-    uri = resolve_tracking_uri(uri)
-    run = find_run(run_id, uri)
-    client = MlflowClient(tracking_uri=uri)
-    with tempfile.TemporaryDirectory(prefix="evoprune-explain-") as tmp:
-        path = _download(client, run.info.run_id, "masks/best_genomes.npz", tmp)
-        if path is None or not path.is_file():
-            raise ValueError(
-                f"run {run.info.run_id} has no artifact masks/best_genomes.npz; expected a run that finished "
-                "at least its first generation"
-            )
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: np.array(npz[key]) for key in npz.files}
 
 
 def _pick(genomes: dict[str, np.ndarray], model: str) -> int:

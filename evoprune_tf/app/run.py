@@ -7,14 +7,12 @@ Checks that cost nothing (config, tracking store) run before anything long start
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 
@@ -30,6 +28,8 @@ from evoprune_tf.search.checkpoint import (
     restore_evaluator,
     restore_rng,
 )
+from evoprune_tf.app.filters_run import run_filter_pruning
+from evoprune_tf.app.tascnet_run import run_tascnet
 from evoprune_tf.app.build import (
     initial_population,
     make_evaluator,
@@ -45,7 +45,7 @@ from evoprune_tf.app.config import (
     check_output_locations,
     checkpoint_dir,
     config_from_dict,
-    report_folder,
+    report_files,
 )
 from evoprune_tf.data.download import check_download
 from evoprune_tf.data.images import is_named_source
@@ -54,11 +54,11 @@ from evoprune_tf.features.extract import check_imagenet_weights
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
-from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable, store_folder
+from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 from evoprune_tf.train import TrainConfig
 
-__all__ = ["RunResult", "run", "resume", "summary_metrics", "report_files"]
+__all__ = ["RunResult", "run", "resume", "summary_metrics"]
 
 
 @dataclasses.dataclass
@@ -125,14 +125,9 @@ def run(
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
     """
-    # Both pipelines import `report_files` from this module: imported here, not at the top (a cycle).
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
-        from evoprune_tf.app.tascnet_run import run_tascnet
-
         return run_tascnet(config)
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
-        from evoprune_tf.app.filters_run import run_filter_pruning
-
         return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
     out = out or sys.stdout
     began = time.time()
@@ -314,34 +309,6 @@ def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: 
                 pareto_options(config), evaluator, features, list(halloffame), ood, recipe, images=images,
                 tracker=tracker, out=out, local_dir=folder)
     return report, model
-
-
-@contextlib.contextmanager
-def report_files(config: ExperimentConfig, run_id: str | None, *, uri: str | None = None) -> Iterator[Path]:
-    """The run's report folder (`evoprune_tf.app.config.report_folder`) for the duration of a block.
-
-    A temporary folder (a tracking server's run without ``report.dir``) is deleted when
-    the block ends: its files were logged to the run inside the block. Any other folder
-    is kept.
-
-    Args:
-        config: the run's config.
-        run_id: the MLflow run id (None without tracking).
-        uri: the store the run lives in (default: the config's).
-
-    Yields:
-        The folder (absolute; created by whoever writes into it).
-    """
-    folder = report_folder(config, run_id, uri=uri)
-    # Only a server-tracked run's folder is temporary; without tracking nothing logged
-    # the files, so they stay where report_folder put them.
-    temporary = (not config.report.dir and config.tracking.enabled
-                 and store_folder(config.tracking.uri if uri is None else uri) is None)
-    try:
-        yield folder
-    finally:
-        if temporary:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def summary_metrics(report: dict) -> dict[str, float]:

@@ -35,8 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from evoprune_tf.app.config import ConfigError, ExperimentConfig, config_from_dict, flatten, merge
-from evoprune_tf.app.run import report_files
+from evoprune_tf.app.config import ConfigError, ExperimentConfig, config_from_dict, flatten, merge, report_files
 from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
 from evoprune_tf.data.images import is_named_source, load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus

@@ -421,10 +421,10 @@ def _cell_runs(uri: str, experiment: str) -> dict[str, list]:
     token = None
     while True:
         page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
-        for run in page:
-            key = run.data.tags.get(CELL_TAG)
+        for found_run in page:
+            key = found_run.data.tags.get(CELL_TAG)
             if key:
-                runs.setdefault(key, []).append(run)
+                runs.setdefault(key, []).append(found_run)
         token = page.token
         if not token:
             break
@@ -478,10 +478,10 @@ class _GridTags:
 
 def _resumable(runs: Sequence) -> tuple[Any, Path] | None:
     """The newest dead run of a cell whose checkpoint file still exists."""
-    for run in runs:
-        path = run.data.tags.get("evoprune.checkpoint")
-        if run.info.status != "FINISHED" and path and Path(path).is_file():
-            return run, Path(path)
+    for dead in runs:
+        path = dead.data.tags.get("evoprune.checkpoint")
+        if dead.info.status != "FINISHED" and path and Path(path).is_file():
+            return dead, Path(path)
     return None
 
 

@@ -18,10 +18,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from evoprune_tf.errors import one_line
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from mlflow import MlflowClient
     from mlflow.entities import Run
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "download_artifact",
+    "run_genomes",
     "resolve_tracking_uri",
     "absolute_tracking_uri",
     "store_folder",
@@ -361,3 +365,51 @@ def all_pages(search: Callable, **kwargs) -> Iterator:
         token = page.token
         if not token:
             return
+
+
+def download_artifact(client: "MlflowClient", run_id: str, path: str, folder: str) -> Path | None:
+    """One artifact of a run downloaded into ``folder``; None when the run has no such artifact.
+
+    Args:
+        client: an `mlflow.MlflowClient` of the run's store.
+        run_id: the run's id.
+        path: the artifact's path inside the run.
+        folder: where to put it.
+
+    Returns:
+        The local path, or None.
+    """
+    try:
+        return Path(client.download_artifacts(run_id, path, folder))
+    except Exception:  # noqa: BLE001 - MLflow raises various errors for a missing artifact
+        return None
+
+
+def run_genomes(run_id: str, uri: str = "") -> dict[str, "np.ndarray"]:
+    """The run's ``masks/best_genomes.npz``.
+
+    Args:
+        run_id: the run's id or a unique prefix of it.
+        uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+
+    Returns:
+        ``genomes``, ``fitness``, ``weights``, ``objective_names`` as arrays.
+
+    Raises:
+        ValueError: the run has no such artifact (it never finished a generation).
+    """
+    import numpy as np
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    run = find_run(run_id, uri)
+    client = MlflowClient(tracking_uri=uri)
+    with tempfile.TemporaryDirectory(prefix="evoprune-genomes-") as tmp:
+        path = download_artifact(client, run.info.run_id, "masks/best_genomes.npz", tmp)
+        if path is None or not path.is_file():
+            raise ValueError(
+                f"run {run.info.run_id} has no artifact masks/best_genomes.npz; expected a run that finished "
+                "at least its first generation"
+            )
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: np.array(npz[key]) for key in npz.files}

@@ -95,7 +95,9 @@ def test_evoprunedeeptl_on_real_rps_prunes_without_losing_test_accuracy(assets, 
         "backbone": {"name": "mobilenet_v2",
                      "weights": str(assets / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")},
         "head": {"hidden": [512]},
-        "train": {"epochs": 10},
+        # The NumPy engine gives the Keras engine's results to the digit (tests/test_keras_engine.py)
+        # and is about twice as fast on TensorFlow: this is the suite's longest test.
+        "train": {"epochs": 10, "engine": "numpy"},
         "algorithm": {"population": 20, "evaluations": 100},
         "report": {"seeds": 3},
         "tracking": {"enabled": False},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 import pytest
 
 from evoprune_tf.nn.flops import count_flops

@@ -2,7 +2,6 @@
 
 import sys
 
-import numpy as np
 
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.train import TrainConfig, make_trainer, plan_head
