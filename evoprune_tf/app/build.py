@@ -15,8 +15,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
+from evoprune_tf.backbones import backbone_info
+from evoprune_tf.data import load_images
+from evoprune_tf.data.synthetic import synthetic_images
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.features.extract import extract_features
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.pareto import BackboneSpec, ParetoReportOptions
 from evoprune_tf.resampling import ResampledEvaluator
@@ -57,8 +61,6 @@ def seed_everything(seed: int) -> None:
 
 def image_size(config: ExperimentConfig) -> int:
     """The input size of the backbone: ``data.image_size``, else the backbone's default."""
-    from evoprune_tf.backbones import backbone_info
-
     return config.data.image_size or backbone_info(config.backbone.name).default_size
 
 
@@ -70,12 +72,8 @@ def weights_arg(config: ExperimentConfig) -> str | None:
 
 def load_run_images(source: str, config: ExperimentConfig, name: str | None = None, max_images: int = 0):
     """Images of a source (folder, ``.npz``, ``tfds:NAME``, ``builtin:synthetic``) split as the config says."""
-    from evoprune_tf.data import load_images
-
     size = image_size(config)
     if source.startswith("builtin:"):
-        from evoprune_tf.data.synthetic import synthetic_images
-
         if source != "builtin:synthetic":
             raise ValueError(f"unknown built-in dataset {source!r}; expected 'builtin:synthetic'")
         return synthetic_images(image_size=size, seed=config.seed)
@@ -93,8 +91,6 @@ def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarra
     Returns:
         ``(features, ood_features or None, image_splits)``.
     """
-    from evoprune_tf.features.extract import extract_features
-
     images = load_run_images(config.data.source, config, name=config.data.name or None)
     common = dict(
         backbone=config.backbone.name, weights=weights_arg(config), image_size=image_size(config),

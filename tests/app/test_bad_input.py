@@ -25,7 +25,6 @@ from hypothesis.extra import numpy as hnp
 
 import evoprune_tf.app.build as build_module
 import evoprune_tf.app.run as run_module
-from evoprune_tf.features import extract as features_module
 from evoprune_tf.search.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import _SECTION_TYPES, _TOP_LEVEL, ConfigError, config_from_dict, load_config
@@ -40,7 +39,7 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> None:
     def extract(*args, **kwargs):
         raise AssertionError("feature extraction started before the bad input was reported")
 
-    monkeypatch.setattr(features_module, "extract_features", extract)
+    monkeypatch.setattr(build_module, "extract_features", extract)
 
 
 def _fails(args: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
@@ -167,7 +166,7 @@ def test_an_unreadable_image_is_named_and_skip_bad_images_skips_and_counts_it(
                              images.val_labels, flat(images.test_images), images.test_labels,
                              class_names=images.class_names, name=images.name)
 
-    monkeypatch.setattr(features_module, "extract_features", fake_extract)
+    monkeypatch.setattr(build_module, "extract_features", fake_extract)
     config = _toml(tmp_path, "[report]\nexport_model = false\nseeds = 1\n")
     args = ["run", config, "--data", str(root), "--image-size", "32", "--evaluations", "6", "--population", "3",
             "--epochs", "1", "--hidden", "4", "--weights", "none", *QUIET]
