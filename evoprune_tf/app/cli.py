@@ -352,16 +352,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{kind}: {', '.join(names)}")
         return 0
     if args.command == "ui":
+        from evoprune_tf.app.server import MLflowServer, serve_in_foreground
         from evoprune_tf.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.uri)
-        print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
-        if uri.startswith("sqlite:///"):
-            cmd += ["--default-artifact-root", str(Path(uri[len("sqlite:///"):]).parent / "artifacts")]
-        return serve(cmd, env=env)
+        server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1)
+        code, stopped = serve_in_foreground(server, f"MLflow UI for {uri} at {{url}} (Ctrl-C to stop)")
+        if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
+            return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
+        return code
     if args.command == "bench":
         import runpy
 
@@ -407,72 +406,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     run(config)
     return 0
-
-
-def serve(cmd: Sequence[str], *, env: dict | None = None, grace: float = 10.0) -> int:
-    """Run a server command until it ends or this process is stopped, leaving no orphans.
-
-    The server gets its own process group (``mlflow server`` forks uvicorn workers);
-    Ctrl-C or SIGTERM here stops the whole group (SIGTERM, then SIGKILL after
-    ``grace`` seconds). On Linux the server is also told to stop if this process dies
-    without a chance to clean up (SIGKILL).
-
-    Args:
-        cmd: the command.
-        env: its environment.
-        grace: seconds the group has to stop after SIGTERM.
-
-    Returns:
-        The server's exit status, or 130 / 143 when stopped by a signal here.
-    """
-    import subprocess
-
-    child = subprocess.Popen(list(cmd), env=env, start_new_session=True, preexec_fn=_die_with_parent)
-    try:
-        return child.wait()
-    except KeyboardInterrupt as stop:
-        _stop_group(child, grace)
-        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
-    finally:
-        if child.poll() is None:
-            _stop_group(child, grace)
-
-
-def _stop_group(child: Any, grace: float) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL whatever is left of it."""
-    import time
-
-    try:
-        os.killpg(child.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(child.pid, 0)
-        except ProcessLookupError:
-            break
-        child.poll()
-        time.sleep(0.1)
-    else:
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        child.wait(timeout=grace)
-    except Exception:  # noqa: BLE001 - it was SIGKILLed: nothing more to do
-        pass
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: SIGTERM this (child) process when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the signal handlers still stop the group
-        pass
 
 
 #: TensorFlow start-up lines that tell a CPU user nothing (written by C++ straight to fd 2).

@@ -192,7 +192,8 @@ class MLflowServer:
             # Its own session: signals to our terminal group do not reach it half-way,
             # and stop() can end its workers with one killpg.
             self.process = subprocess.Popen(self.command, env=server_env(), stdout=sink, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=_die_with_parent)
         finally:
             if sink is not subprocess.DEVNULL:
                 sink.close()
@@ -282,11 +283,46 @@ def add_server_arguments(parser: Any) -> Any:
     return parser
 
 
+def serve_in_foreground(server: MLflowServer, banner: str) -> tuple[int, int | None]:
+    """Start ``server``, print ``banner``, and wait until it exits or a signal arrives.
+
+    SIGINT, SIGTERM and SIGHUP are forwarded to the server's process group; the server
+    (and its workers with it) is stopped whatever ends the wait. Used by
+    ``evoprune server`` and ``evoprune ui``.
+
+    Args:
+        server: a server that is not running yet.
+        banner: the line printed once it answers.
+
+    Returns:
+        ``(the server's exit status, the signal that stopped it or None)``.
+    """
+    stopped: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopped.append(signum)
+        if server.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(server.process.pid, signum if signum != signal.SIGHUP else signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    code = None
+    try:
+        server.start()
+        print(banner.format(url=server.url), flush=True)
+        process = server.process
+        while process is not None and process.poll() is None and not stopped:
+            time.sleep(0.5)
+        code = process.returncode if process is not None else None
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return int(code or 0), (stopped[0] if stopped else None)
+
+
 def serve(args: Any) -> int:
     """``evoprune server``: run the server in the foreground until a signal ends it.
-
-    SIGINT, SIGTERM and SIGHUP are forwarded to the server's process group; it is
-    stopped (and its workers with it) whatever ends this process's wait.
 
     Args:
         args: parsed `add_server_arguments` options.
@@ -300,25 +336,17 @@ def serve(args: Any) -> int:
         default_artifact_root=args.default_artifact_root, serve_artifacts=not args.no_serve_artifacts,
         extra=args.mlflow_args,
     )
-    stopped: list[int] = []
+    code, stopped = serve_in_foreground(
+        server, f"MLflow tracking server at {{url}} (backend {server.command[5]}); "
+                "set MLFLOW_TRACKING_URI={url} in every run. Ctrl-C stops it.")
+    return 0 if stopped else code
 
-    def forward(signum: int, _frame: Any) -> None:
-        stopped.append(signum)
-        if server.process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(server.process.pid, signum if signum != signal.SIGHUP else signal.SIGTERM)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: SIGTERM this (child) process when its parent dies (prctl PR_SET_PDEATHSIG)."""
     try:
-        server.start()
-        print(f"MLflow tracking server at {server.url} (backend {server.command[5]}); "
-              f"set MLFLOW_TRACKING_URI={server.url} in every run. Ctrl-C stops it.", flush=True)
-        process = server.process
-        while process is not None and process.poll() is None and not stopped:
-            time.sleep(0.5)
-        code = process.returncode if process is not None else None
-    finally:
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 0 if stopped else int(code or 0)
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the signal handlers still stop the group
+        pass
