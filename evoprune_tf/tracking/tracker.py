@@ -41,7 +41,10 @@ from evoprune_tf.search.pareto import knee_point, non_dominated
 from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    from matplotlib.figure import Figure
     from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
 
 __all__ = ["MLflowTracker", "ConfigArtifact", "DatasetInput"]
@@ -265,13 +268,13 @@ class MLflowTracker(Callback):
         else:
             raise FileNotFoundError(f"artifact {path} does not exist; expected a file or folder")
 
-    def log_figure(self, fig: Any, artifact_file: str) -> None:
+    def log_figure(self, fig: "Figure", artifact_file: str) -> None:
         """Logs a matplotlib figure as an image artifact (the caller keeps and closes it)."""
         self.client.log_figure(self.run_id, fig, artifact_file)
 
     def log_keras_model(
         self,
-        model: Any,
+        model: "keras.Model",
         name: str = "model",
         *,
         pip_requirements: Sequence[str] | None = None,
@@ -469,7 +472,7 @@ class MLflowTracker(Callback):
         self.log_artifact(path, "plots")
 
 
-def _signature(model: Any) -> Any:
+def _signature(model: "keras.Model") -> "ModelSignature | None":
     """The model's MLflow signature, inferred from one zero input (None if it cannot be).
 
     With a signature MLflow knows the input and output shapes and stops warning that the
