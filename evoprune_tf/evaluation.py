@@ -294,10 +294,23 @@ class PopulationEvaluator(CachedEvaluator):
         """Train the compact heads of genomes (no caching): for reports and export."""
         return self.trainer.train([self.encoding.decode(g) for g in genomes])
 
-    def score(self, head: TrainedHead, genes: np.ndarray) -> Evaluation:
-        """Validation metrics (and OOD AUROC when OOD features are set) of a trained head."""
-        logits = head.logits(self.data.x_val)
-        accuracy, loss = accuracy_and_loss(logits, self.data.y_val)
+    def score(self, head: TrainedHead, genes: np.ndarray, x_val: np.ndarray | None = None,
+              y_val: np.ndarray | None = None) -> Evaluation:
+        """Validation metrics (and OOD AUROC when OOD features are set) of a trained head.
+
+        Args:
+            head: the trained head.
+            genes: its genome.
+            x_val, y_val: the samples to score on (default: the validation split; a
+                resampled fitness passes each partition's validation rows).
+
+        Returns:
+            The head's `Evaluation`.
+        """
+        x_val = self.data.x_val if x_val is None else x_val
+        y_val = self.data.y_val if y_val is None else y_val
+        logits = head.logits(x_val)
+        accuracy, loss = accuracy_and_loss(logits, y_val)
         robustness = None
         if self.ood_features is not None:
             robustness = auroc(

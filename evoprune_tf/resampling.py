@@ -7,9 +7,16 @@ images lowers that noise, at the cost of training one head per partition. The te
 split is never part of any partition; it stays for the final report.
 
 `ResampledEvaluator` is a `PopulationEvaluator` whose ``compute`` trains every genome
-once per partition (each partition's genomes as one population batch) and averages
-accuracy, loss and AUROC. Everything else (cache, DEAP contract, ``map``, counters)
-is the parent's, so toolboxes, loops, checkpoints and reports use it unchanged.
+once per partition and averages accuracy, loss and AUROC. By default the P genomes x K
+partitions go to one trainer, built once over the pooled train+validation features, as
+*one* call: each head carries its own training and validation rows
+(`evoprune_tf.train.plan.RowSplit`), draws the mini-batches a trainer on its partition
+would draw, and heads of equal shape and partition size train as one population group
+(one vmapped program on JAX). ``batched=False`` keeps the per-partition loop (one
+`PopulationEvaluator` per partition); both give the same fitness (bit for bit on the
+NumPy engine and the TensorFlow route, to float32 rounding under JAX's vmap).
+Everything else (cache, DEAP contract, ``map``, counters) is the parent's, so
+toolboxes, loops, checkpoints and reports use it unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import numpy as np
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.objectives import Evaluation
-from evoprune_tf.train import derive_seed
+from evoprune_tf.train import derive_seed, make_trainer
+from evoprune_tf.train.plan import RowSplit
 
 __all__ = ["Resampling", "partitions", "partition_splits", "ResampledEvaluator"]
 
@@ -105,35 +113,66 @@ class ResampledEvaluator(PopulationEvaluator):
         folds, repeats, val_fraction: see `partitions`.
         partition_seed: seed of the partitions (default: ``seed``); a different seed gives
             partitions the search never saw (used to re-score a hall of fame).
+        batched: train every partition's heads in one trainer call (default); False
+            trains partition by partition through `members` (the reference the batched
+            path is tested and benchmarked against).
         **kwargs: the other `PopulationEvaluator` options (seed, objectives, OOD, ...).
     """
 
     def __init__(self, encoding, data: FeatureSplits, train_config=None, *, method: Resampling = "cv",
                  folds: int = 5, repeats: int = 5, val_fraction: float = 0.2, partition_seed: int | None = None,
-                 **kwargs) -> None:
+                 batched: bool = True, **kwargs) -> None:
         super().__init__(encoding, data, train_config, **kwargs)
         labels = np.concatenate([data.y_train, data.y_val])
         self.method = method
         self.folds, self.repeats, self.val_fraction = int(folds), int(repeats), float(val_fraction)
         self.partition_seed = self.seed if partition_seed is None else int(partition_seed)
+        self.batched = bool(batched)
         self.parts = partitions(labels, method, folds=self.folds, repeats=self.repeats,
                                 val_fraction=self.val_fraction, seed=self.partition_seed)
-        plain = super().options()  # the members score one partition each, without resampling
-        self.members = [PopulationEvaluator(encoding, split, self.train_config, **plain)
-                        for split in partition_splits(data, self.parts)]
+        self._plain = super().options()  # the members score one partition each, without resampling
+        self._members: list[PopulationEvaluator] | None = None
+        self._pooled_trainer = None
+        self._pooled_heads = 0
+        pooled_x = np.concatenate([data.x_train, data.x_val])
+        # The pooled trainer's train split is train+validation; its own validation split is
+        # unused (every head brings its rows), the original one fills the slot.
+        self._pooled = FeatureSplits(pooled_x, labels, data.x_val, data.y_val, data.x_test, data.y_test,
+                                     class_names=data.class_names, name=f"{data.name}[pooled]", scaling=data.scaling)
+        self._rows = [RowSplit(tr, va) for tr, va in self.parts]
+        self._val_sets = [(pooled_x[va], labels[va]) for _, va in self.parts]
+
+    @property
+    def members(self) -> list[PopulationEvaluator]:
+        """One plain `PopulationEvaluator` per partition (built on first use): the ``batched=False`` loop."""
+        if self._members is None:
+            self._members = [PopulationEvaluator(self.encoding, split, self.train_config, **self._plain)
+                             for split in partition_splits(self.data, self.parts)]
+        return self._members
+
+    @property
+    def pooled_trainer(self):
+        """The trainer over train+validation that trains every partition's heads in one call (built on first use)."""
+        if self._pooled_trainer is None:
+            self._pooled_trainer = make_trainer(self.encoding.spec, self._pooled, self.train_config, seed=self.seed)
+        return self._pooled_trainer
 
     def options(self) -> dict[str, Any]:
         """`PopulationEvaluator.options` plus the resampling options.
 
         Returns:
             The parent's options and ``method``, ``folds``, ``repeats``, ``val_fraction``,
-            the resolved ``partition_seed``: they rebuild the same partitions and fitness.
+            the resolved ``partition_seed`` and ``batched``: they rebuild the same
+            partitions and fitness.
         """
         return {**super().options(), "method": self.method, "folds": self.folds, "repeats": self.repeats,
-                "val_fraction": self.val_fraction, "partition_seed": self.partition_seed}
+                "val_fraction": self.val_fraction, "partition_seed": self.partition_seed, "batched": self.batched}
 
     def compute(self, keys: Sequence[bytes], genomes: Sequence[np.ndarray]) -> list[Evaluation]:
-        """Mean `Evaluation` over the partitions of each genome (each partition one batch).
+        """Mean `Evaluation` over the partitions of each genome.
+
+        Batched (default): genomes x partitions go to the pooled trainer as one call;
+        else each partition's genomes are one batch of its member evaluator.
 
         Args:
             keys: the genomes' keys.
@@ -142,7 +181,10 @@ class ResampledEvaluator(PopulationEvaluator):
         Returns:
             One averaged `Evaluation` per genome.
         """
-        per_member = [member.measure(genomes) for member in self.members]
+        if self.batched:
+            per_member = self._measure_pooled(genomes)
+        else:
+            per_member = [member.measure(genomes) for member in self.members]
         out = []
         for i in range(len(genomes)):
             runs = [evaluations[i] for evaluations in per_member]
@@ -156,6 +198,28 @@ class ResampledEvaluator(PopulationEvaluator):
             ))
         return out
 
+    def _measure_pooled(self, genomes: Sequence[np.ndarray]) -> list[list[Evaluation]]:
+        """Per partition, the `Evaluation` of every genome, all heads trained by the pooled trainer.
+
+        At most ``chunk_size`` heads per trainer call (genomes x partitions): the trained
+        heads of a call are held until they are scored, so this bounds peak memory as
+        ``chunk_size`` does for the per-partition loop.
+        """
+        k = len(self.parts)
+        per_member: list[list[Evaluation]] = [[] for _ in range(k)]
+        step = max(1, self.chunk_size // k)
+        for start in range(0, len(genomes), step):
+            chunk = genomes[start : start + step]
+            masks = [self.encoding.decode(g) for g in chunk]
+            heads = self.pooled_trainer.train([m for m in masks for _ in range(k)],
+                                              [r for _ in masks for r in self._rows])
+            self._pooled_heads += len(heads)
+            for i, genes in enumerate(chunk):
+                for j, (x_val, y_val) in enumerate(self._val_sets):
+                    per_member[j].append(self.score(heads[i * k + j], genes, x_val, y_val))
+        return per_member
+
     def stats(self) -> dict[str, float]:
         """The parent's counters plus ``heads_trained`` (genomes x partitions)."""
-        return {**super().stats(), "heads_trained": sum(m.n_trained for m in self.members)}
+        looped = sum(m.n_trained for m in self._members) if self._members is not None else 0
+        return {**super().stats(), "heads_trained": self._pooled_heads + looped}

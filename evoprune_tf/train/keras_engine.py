@@ -30,6 +30,13 @@ still the mean over its real rows, as Keras computes it), so one shape serves ev
 batch. A genome therefore gets the same fitness alone, in a batch, in any order and in
 another process.
 
+Resampled fitness: ``train(heads, rows)`` gives every head its own training and
+validation rows of the train split (`evoprune_tf.train.plan.RowSplit`), so the heads of
+all cross-validation folds train in one call. Heads of equal shape and partition size
+form one group; the mini-batch order is the one a trainer built on the head's rows
+draws, mapped to its rows, and on JAX each head gathers its batch inside the vmapped
+step (features shared, rows per head). TensorFlow trains head by head either way.
+
 Head builders: ``builder(spec: HeadSpec) -> keras.Model`` maps ``(batch,
 spec.n_features)`` features to ``(batch, spec.n_classes)`` logits (or softmax
 probabilities, when the last layer is a softmax) and holds exactly ``spec.n_layers``
@@ -56,7 +63,7 @@ from evoprune_tf.encodings import HeadMasks, HeadSpec
 from evoprune_tf.rng import isolated_global_rng
 from evoprune_tf.train.config import DEFAULT_LOSS, TrainConfig, derive_seed
 from evoprune_tf.train.heads import TrainedHead
-from evoprune_tf.train.plan import HeadPlan, compact_weights, initial_weights, input_indices, plan_head, \
+from evoprune_tf.train.plan import HeadPlan, RowSplit, compact_weights, initial_weights, input_indices, plan_head, \
     train_by_shape, with_zero_column
 
 __all__ = ["KerasTrainer", "default_head", "resolve_head", "make_optimizer", "make_loss", "check_head",
@@ -333,13 +340,15 @@ class KerasTrainer:
 
     # ----------------------------------------------------------------- set-up
 
-    def _class_weights(self) -> np.ndarray:
+    def _class_weights(self, y: np.ndarray | None = None) -> np.ndarray:
+        """Per-class weights of training labels ``y`` (default: the train split's)."""
         n_classes = self.spec.n_classes
         if self.config.class_weight == "none":
             return np.ones(n_classes, np.float64)
-        counts = np.bincount(np.asarray(self.data.y_train, dtype=np.int64), minlength=n_classes).astype(np.float64)
+        y = np.asarray(self.data.y_train if y is None else y, dtype=np.int64)
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
         # scikit-learn's "balanced": n / (n_classes * count); absent classes get weight 0.
-        return np.where(counts > 0, len(self.data.y_train) / (n_classes * np.maximum(counts, 1)), 0.0)
+        return np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0)
 
     def _initial_weights(self, layers: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Full-size kernels and biases: NumPy Glorot from the seed (as the NumPy engine) or the layer's own initializer, seeded."""
@@ -428,7 +437,7 @@ class KerasTrainer:
 
     # ----------------------------------------------------------------- training
 
-    def train(self, heads: Sequence[HeadMasks]) -> list[TrainedHead]:
+    def train(self, heads: Sequence[HeadMasks], rows: Sequence[RowSplit] | None = None) -> list[TrainedHead]:
         """Train every head; returns them in input order.
 
         Heads with the same compact shape train as one population-batched group (JAX)
@@ -437,24 +446,32 @@ class KerasTrainer:
 
         Args:
             heads: decoded masks, one per genome.
+            rows: optional, one `RowSplit` per head: the head trains on its own rows of
+                this trainer's train split (class weights from those rows) and is
+                validated on its own rows, so every partition of a resampled fitness
+                trains in this one call (on JAX: heads of equal shape and partition
+                size as one vmapped program). A head equals the one a trainer built on
+                exactly those rows returns. None: the train and validation splits.
 
         Returns:
             One `TrainedHead` per entry of ``heads``.
         """
+        if rows is not None and len(rows) != len(heads):
+            raise ValueError(f"got {len(rows)} row splits for {len(heads)} heads; expected one per head")
         return train_by_shape([self.plan(m) for m in heads], heads, self._train_group,
-                              lambda members: _power_of_two_chunks(members, self.group_size))
+                              lambda members: _power_of_two_chunks(members, self.group_size), rows=rows)
 
-    def _batches(self, epochs: int, rng: np.random.Generator) -> np.ndarray:
+    def _batches(self, epochs: int, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
         """Row indices ``(epochs, n_batches, batch)`` in the shared order; padded rows repeat row 0."""
-        n, batch = len(self._y_train), self.config.batch_size
+        n, batch = len(self._y_train) if n is None else n, self.config.batch_size
         n_batches = -(-n // batch)
         rows = np.zeros((epochs, n_batches * batch), np.int32)
         for e in range(epochs):
             rows[e, :n] = rng.permutation(n)
         return rows.reshape(epochs, n_batches, batch)
 
-    def _real(self) -> np.ndarray:
-        n, batch = len(self._y_train), self.config.batch_size
+    def _real(self, n: int | None = None) -> np.ndarray:
+        n, batch = len(self._y_train) if n is None else n, self.config.batch_size
         n_batches = -(-n // batch)
         real = np.zeros(n_batches * batch, np.float32)
         real[:n] = 1
@@ -465,21 +482,25 @@ class KerasTrainer:
             return y.astype(np.int32)
         return np.eye(self.spec.n_classes, dtype=np.float32)[y]
 
-    def _train_group(self, plans: Sequence[HeadPlan], heads: Sequence[HeadMasks]) -> list[TrainedHead]:
+    def _train_group(self, plans: Sequence[HeadPlan], heads: Sequence[HeadMasks],
+                     rows: Sequence[RowSplit] | None = None) -> list[TrainedHead]:
         cfg = self.config
         entry = self._compiled(plans[0])
         values = [self._values(entry, p) for p in plans]
         in_idx = np.stack([input_indices(p, self.spec.n_features) for p in plans]).astype(np.int32)
         full_input = in_idx.shape[1] == self.spec.n_features and bool((in_idx == np.arange(self.spec.n_features)).all())
-        route = _JaxRoute(self, entry, values, in_idx, full_input) if self.backend == "jax" else \
-            _StatefulRoute(self, entry, values, in_idx, full_input)
+        own = None if rows is None else _OwnRows(self, rows)
+        route = _JaxRoute(self, entry, values, in_idx, full_input, own) if self.backend == "jax" else \
+            _StatefulRoute(self, entry, values, in_idx, full_input, own)
         rng = np.random.default_rng(derive_seed(self.seed, "batches"))
         n_heads = len(plans)
         epochs_run = np.zeros(n_heads, np.int64)
-        real = self._real()
-        n = len(self._y_train)
+        # A group's heads share one partition size n: the batch order (indices in [0, n)) is
+        # what a trainer on n rows draws; `_OwnRows` maps it to each head's rows.
+        n = len(self._y_train) if own is None else own.n
+        real = self._real(n)
         if cfg.early_stopping == "none":
-            route.fit(self._batches(cfg.epochs, rng), np.ones(n_heads, bool))
+            route.fit(self._batches(cfg.epochs, rng, n), np.ones(n_heads, bool))
             epochs_run[:] = cfg.epochs
         else:
             restore = cfg.early_stopping == "val_loss"
@@ -489,7 +510,7 @@ class KerasTrainer:
             best_state = None
             for epoch in range(cfg.epochs):
                 epochs_run += active
-                losses = route.fit(self._batches(1, rng), active)  # (1, n_batches, P)
+                losses = route.fit(self._batches(1, rng, n), active)  # (1, n_batches, P)
                 if restore:
                     monitored = route.val_loss()
                 else:  # Keras' logged "loss": the epoch's batch losses weighted by their sizes
@@ -548,10 +569,11 @@ class KerasTrainer:
 class _JaxRoute:
     """A group of heads as one vmapped, jitted program on the JAX backend."""
 
-    def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool) -> None:
+    def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool,
+                 own: "_OwnRows | None" = None) -> None:
         import jax.numpy as jnp
 
-        self.t, self.entry, self.full_input = trainer, entry, full_input
+        self.t, self.entry, self.full_input, self.own = trainer, entry, full_input, own
         p = len(values)
         tv = [jnp.asarray(np.stack([v[0][i] for v in values])) for i in range(len(values[0][0]))]
         ntv = [jnp.asarray(np.stack([v[1][i] for v in values])) for i in range(len(values[0][1]))]
@@ -565,22 +587,33 @@ class _JaxRoute:
                 "sw": jnp.asarray(trainer._sample_weight), "real": jnp.asarray(trainer._real()),
                 "x_val": jnp.asarray(trainer._x_val), "t_val": jnp.asarray(trainer._targets(trainer._y_val)),
             }
-        key = ("jax", full_input)
+        if own is not None:
+            self.own_sw, self.own_val = jnp.asarray(own.sample_weight), jnp.asarray(own.val)
+            self.own_real = jnp.asarray(trainer._real(own.n))
+        key = ("jax", full_input, own is not None)
         if key not in entry.functions:
-            entry.functions[key] = _jax_functions(entry, trainer._loss, full_input)
+            entry.functions[key] = _jax_functions(entry, trainer._loss, full_input, own_rows=own is not None)
         self.fns = entry.functions[key]
 
     def fit(self, rows: np.ndarray, active: np.ndarray) -> np.ndarray:
         import jax.numpy as jnp
 
         d = self.data
-        self.state, losses = self.fns["train"](self.state, d["x"], d["t"], d["sw"], d["real"], self.in_idx,
-                                               jnp.asarray(rows), jnp.asarray(active, jnp.float32))
+        if self.own is None:
+            self.state, losses = self.fns["train"](self.state, d["x"], d["t"], d["sw"], d["real"], self.in_idx,
+                                                   jnp.asarray(rows), jnp.asarray(active, jnp.float32))
+        else:  # per-head rows (epochs, n_batches, P, batch) gathered inside the vmapped step
+            self.state, losses = self.fns["train"](self.state, d["x"], d["t"], self.own_sw, self.own_real,
+                                                   self.in_idx, jnp.asarray(self.own.heads_rows(rows)),
+                                                   jnp.asarray(active, jnp.float32))
         return losses
 
     def val_loss(self) -> np.ndarray:
         tv, ntv, _ = self.state
-        return np.asarray(self.fns["val"](tv, ntv, self.data["x_val"], self.data["t_val"], self.in_idx), np.float64)
+        if self.own is None:
+            return np.asarray(self.fns["val"](tv, ntv, self.data["x_val"], self.data["t_val"], self.in_idx), np.float64)
+        return np.asarray(self.fns["val"](tv, ntv, self.data["x"], self.data["t"], self.own_val, self.in_idx),
+                          np.float64)
 
     def snapshot(self):
         return self.state  # JAX arrays are immutable
@@ -603,7 +636,8 @@ class _JaxRoute:
                 for p, (plan, m) in enumerate(zip(plans, masks))]
 
 
-def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool) -> dict[str, Any]:
+def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool, own_rows: bool = False) -> dict[str, Any]:
+    """The jitted group programs; with ``own_rows`` every head gathers its own mini-batch and validation rows."""
     import jax
     import jax.numpy as jnp
 
@@ -619,12 +653,15 @@ def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool) -> dict[st
             loss = loss + extra
         return loss, ntv
 
-    def step(tv, ntv, ov, xb_full, tb, wb, n_real, in_idx, active):
-        (loss, new_ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, inputs(xb_full, in_idx), tb, wb, n_real)
+    def step_on(tv, ntv, ov, xb, tb, wb, n_real, active):  # xb: the compact inputs of the batch
+        (loss, new_ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, xb, tb, wb, n_real)
         new_tv, new_ov = optimizer.stateless_apply(ov, grads, tv)
         keep = active > 0  # a stopped head keeps its state exactly (no optimizer drift)
         pick = lambda new, old: [jnp.where(keep, a, b) for a, b in zip(new, old)]  # noqa: E731
         return pick(new_tv, tv), pick(new_ntv, ntv), pick(new_ov, ov), loss
+
+    def step(tv, ntv, ov, xb_full, tb, wb, n_real, in_idx, active):
+        return step_on(tv, ntv, ov, inputs(xb_full, in_idx), tb, wb, n_real, active)
 
     vstep = jax.vmap(step, in_axes=(0, 0, 0, None, None, None, None, 0, 0))
 
@@ -648,14 +685,44 @@ def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool) -> dict[st
         return loss
 
     val = jax.vmap(val_one, in_axes=(0, 0, None, None, 0))
-    return {"train": jax.jit(train), "val": jax.jit(val)}
+    if not own_rows:
+        return {"train": jax.jit(train), "val": jax.jit(val)}
+
+    # Per-head rows: x and targets shared (in_axes None), a head's rows and sample
+    # weights its own (in_axes 0); the gathered batch is what the shared path gathers,
+    # taken in one gather (rows x active columns), not a full-width copy per head first.
+    def own_inputs(x, r, in_idx):
+        return x[r, :-1] if full_input else x[r[:, None], in_idx[None, :]]
+
+    def own_step(tv, ntv, ov, x, t, sw, r, rw, n_real, in_idx, active):
+        return step_on(tv, ntv, ov, own_inputs(x, r, in_idx), t[r], sw[r] * rw, n_real, active)
+
+    vstep_own = jax.vmap(own_step, in_axes=(0, 0, 0, None, None, 0, 0, None, None, 0, 0))
+
+    def train_own(state, x, t, sw, real, in_idx, rows, active):
+        def one_batch(carry, xs):
+            r, rw = xs
+            tv, ntv, ov, loss = vstep_own(*carry, x, t, sw, r, rw, jnp.sum(rw), in_idx, active)
+            return (tv, ntv, ov), loss
+
+        def one_epoch(carry, epoch_rows):
+            return jax.lax.scan(one_batch, carry, (epoch_rows, real))
+
+        return jax.lax.scan(one_epoch, state, rows)
+
+    def val_own(tv, ntv, x, t, rows, in_idx):
+        return val_one(tv, ntv, x[rows], t[rows], in_idx)
+
+    return {"train": jax.jit(train_own), "val": jax.jit(jax.vmap(val_own, in_axes=(0, 0, None, None, 0, 0)))}
 
 
 class _StatefulRoute:
     """Heads one after another through a reused compiled model (TensorFlow, torch)."""
 
-    def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool) -> None:
+    def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool,
+                 own: "_OwnRows | None" = None) -> None:
         self.t, self.entry, self.values, self.in_idx, self.full_input = trainer, entry, values, in_idx, full_input
+        self.own = own
         self.results: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
 
     # The driver calls fit/val/snapshot for the whole group: run each head separately and
@@ -706,12 +773,16 @@ class _StatefulRoute:
             t = self.t
             data = t._device["tf"] = {k: keras.ops.convert_to_tensor(v) for k, v in {
                 "x": t._x_train, "t": t._targets(t._y_train), "sw": t._sample_weight, "real": t._real()}.items()}
-        e, nb, b = rows.shape
-        flat = rows.reshape(e * nb, b)
-        real = np.tile(np.asarray(data["real"]), (e, 1))
         import keras
 
-        out = fn(data["x"], data["t"], data["sw"], keras.ops.convert_to_tensor(flat), keras.ops.convert_to_tensor(real),
+        e, nb, b = rows.shape
+        sw, real = data["sw"], np.asarray(data["real"])
+        if self.own is not None:  # this head's rows of the train split, its partition's class weights
+            rows = self.own.train[p][rows]
+            sw, real = keras.ops.convert_to_tensor(self.own.sample_weight[p]), self.t._real(self.own.n)
+        flat = rows.reshape(e * nb, b)
+        real = np.tile(real, (e, 1))
+        out = fn(data["x"], data["t"], sw, keras.ops.convert_to_tensor(flat), keras.ops.convert_to_tensor(real),
                  keras.ops.convert_to_tensor(self.in_idx[p]))
         return np.asarray(keras.ops.convert_to_numpy(out)).reshape(e, nb)
 
@@ -724,6 +795,9 @@ class _StatefulRoute:
         for p in range(len(self.values)):
             tv, ntv, _ = self.states[p]
             x = t._x_val[:, self.in_idx[p]]
+            if self.own is not None:  # this head's validation rows of the train split
+                x = t._x_train[self.own.val[p]][:, self.in_idx[p]]
+                target = t._targets(t._y_train[self.own.val[p]])
             pred, _, losses = self.entry.model.stateless_call(
                 [keras.ops.convert_to_tensor(v) for v in tv], [keras.ops.convert_to_tensor(v) for v in ntv],
                 keras.ops.convert_to_tensor(x), training=False, return_losses=True)
@@ -783,6 +857,29 @@ def _stateful_function(entry: _Compiled, loss_obj: Any, full_input: bool):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _OwnRows:
+    """A group's per-head rows (`RowSplit`s of one partition size) as stacked arrays.
+
+    Attributes:
+        n: training rows per head (equal in a group).
+        train: ``(P, n)`` int32 training rows of the trainer's train split.
+        val: ``(P, n_val)`` int32 validation rows.
+        sample_weight: ``(P, N)`` float32 class weight of every train-split row, from
+            each head's own training labels (as a trainer on its rows computes them).
+    """
+
+    def __init__(self, trainer: KerasTrainer, rows: Sequence[RowSplit]) -> None:
+        self.train = np.stack([np.asarray(r.train) for r in rows]).astype(np.int32)
+        self.val = np.stack([np.asarray(r.val) for r in rows]).astype(np.int32)
+        self.n = int(self.train.shape[1])
+        y = trainer._y_train
+        self.sample_weight = np.stack([trainer._class_weights(y[r])[y] for r in self.train]).astype(np.float32)
+
+    def heads_rows(self, batches: np.ndarray) -> np.ndarray:
+        """Shared batch positions ``(E, nb, b)`` in ``[0, n)`` -> each head's rows ``(E, nb, P, b)``."""
+        return np.ascontiguousarray(np.moveaxis(self.train[:, batches], 0, 2))
 
 
 def _power_of_two_chunks(members: Sequence[int], size: int) -> list[list[int]]:

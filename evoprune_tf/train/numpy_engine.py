@@ -13,6 +13,9 @@ the same mini-batch order: the same genome gets the same fitness (to float32 rou
 from either engine. Heads are trained in *groups*: stacked weights ``(P, in, out)``;
 within a group each head's products are the same 2-D GEMMs as for a lone head, so a
 genome gets bit-for-bit the same result alone, inside any batch and in any order.
+With per-head rows (``train(heads, rows)``, resampled fitness) a head gathers its own
+mini-batches into the same memory layout, so it is also bit for bit the head of a
+trainer built on exactly its rows.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from evoprune_tf.encodings import HeadMasks, HeadSpec
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.train.config import TrainConfig, derive_seed
 from evoprune_tf.train.heads import TrainedHead, training_flops, unstack_heads
-from evoprune_tf.train.plan import HeadPlan, compact_weights, initial_weights, plan_head, train_by_shape, \
-    with_zero_column
+from evoprune_tf.train.plan import HeadPlan, RowSplit, compact_weights, initial_weights, plan_head, \
+    train_by_shape, with_zero_column
 
 # TrainConfig, TrainedHead, derive_seed, training_flops and unstack_heads moved to their own
 # modules; they stay importable from here for code written against the old layout.
@@ -72,7 +75,7 @@ class HeadTrainer:
         """Compact layout of a head (`evoprune_tf.train.plan.plan_head` at this trainer's bucket)."""
         return plan_head(masks, self.bucket)
 
-    def train(self, heads: Sequence[HeadMasks]) -> list[TrainedHead]:
+    def train(self, heads: Sequence[HeadMasks], rows: Sequence[RowSplit] | None = None) -> list[TrainedHead]:
         """Train every head; returns them in input order.
 
         Heads with the same padded shape are stacked into groups of at most
@@ -80,14 +83,22 @@ class HeadTrainer:
 
         Args:
             heads: decoded masks, one per genome.
+            rows: optional, one `RowSplit` per head: the head trains on its own rows of
+                this trainer's train split and is validated on its own rows (resampled
+                fitness: every partition's heads in one call). Bit for bit the head a
+                trainer built on exactly those rows returns. None: every head trains
+                on the train split and is validated on the validation split.
 
         Returns:
             One `TrainedHead` per entry of ``heads``.
         """
         size = self.config.group_size or 1
+        if rows is not None and len(rows) != len(heads):
+            raise ValueError(f"got {len(rows)} row splits for {len(heads)} heads; expected one per head")
         with _blas_threads(self.config.blas_threads):
             return train_by_shape([self.plan(m) for m in heads], heads, self._train_group,
-                                  lambda members: (members[i : i + size] for i in range(0, len(members), size)))
+                                  lambda members: (members[i : i + size] for i in range(0, len(members), size)),
+                                  rows=rows)
 
     def _group_weights(self, plans: Sequence[HeadPlan]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         per_head = [compact_weights(self._init, plan) for plan in plans]
@@ -96,7 +107,8 @@ class HeadTrainer:
                   for layer in range(self.spec.n_layers)]
         return kernels, biases
 
-    def _train_group(self, plans: Sequence[HeadPlan], heads: Sequence[HeadMasks]) -> list[TrainedHead]:
+    def _train_group(self, plans: Sequence[HeadPlan], heads: Sequence[HeadMasks],
+                     rows: Sequence[RowSplit] | None = None) -> list[TrainedHead]:
         cfg = self.config
         n_heads = len(plans)
         n_layers = self.spec.n_layers
@@ -113,7 +125,11 @@ class HeadTrainer:
         full_input = in_idx.shape[1] == n_feat and bool((in_idx == np.arange(n_feat)).all())
         x_train_t = np.ascontiguousarray(self._x_train.T)  # (F+1, N): gathers rows, not columns
         y = self._y_train
-        n = len(y)
+        # Own rows per head (resampling): a partition's batch order is what a trainer on its
+        # rows draws (same seed, same size n), mapped to this split's indices.
+        own = None if rows is None else np.stack([r.train for r in rows])  # (P, n)
+        n = len(y) if own is None else own.shape[1]
+        heads_col = np.arange(n_heads)[:, None]
         lr, mu = np.float32(cfg.learning_rate), np.float32(cfg.momentum)
         active = np.ones(n_heads, dtype=bool)
         best = np.full(n_heads, np.inf)
@@ -125,13 +141,26 @@ class HeadTrainer:
             epoch_loss = np.zeros(n_heads, dtype=np.float64)
             epochs_run += active
             for start in range(0, n, cfg.batch_size):
-                rows = perm[start : start + cfg.batch_size]
-                b = len(rows)
-                xb_t = x_train_t[:, rows]  # (F+1, b)
-                if full_input:
-                    a0_t = np.broadcast_to(xb_t[:n_feat], (n_heads, n_feat, b))
+                batch = perm[start : start + cfg.batch_size]
+                b = len(batch)
+                if own is None:
+                    yb = y[batch][None, :]
+                    xb_t = x_train_t[:, batch]  # (F+1, b)
+                    if full_input:
+                        a0_t = np.broadcast_to(xb_t[:n_feat], (n_heads, n_feat, b))
+                    else:
+                        a0_t = xb_t[in_idx]  # (P, K0, b)
                 else:
-                    a0_t = xb_t[in_idx]  # (P, K0, b)
+                    picked_rows = own[:, batch]  # (P, b)
+                    yb = y[picked_rows]
+                    # (P, K0, b), each head's slice laid out in memory as in the shared path:
+                    # BLAS picks its kernels by layout, so the same layout gives the same bits
+                    if full_input:
+                        a0_t = self._x_train[picked_rows].transpose(0, 2, 1)[:, :n_feat]
+                    else:  # the shared path's two gathers per head: faster than one 2-D fancy index
+                        a0_t = np.empty((n_heads, in_idx.shape[1], b), np.float32)
+                        for h in range(n_heads):
+                            a0_t[h] = x_train_t[:, picked_rows[h]][in_idx[h]]
                 acts_t = [a0_t]  # transposed inputs of every layer: (P, K_l, b)
                 acts = [a0_t.transpose(0, 2, 1)]
                 a = acts[0]
@@ -148,10 +177,10 @@ class HeadTrainer:
                 a -= a.max(axis=-1, keepdims=True)
                 np.exp(a, out=a)
                 sums = a.sum(axis=-1, keepdims=True)
-                picked = a[:, np.arange(b), y[rows]]
+                picked = a[heads_col, np.arange(b), yb]
                 epoch_loss += (np.log(sums[..., 0]) - np.log(picked)).sum(axis=1)
                 a /= sums
-                a[:, np.arange(b), y[rows]] -= 1.0
+                a[heads_col, np.arange(b), yb] -= 1.0
                 dz = a
                 dz *= lr / np.float32(b)
                 if not active.all():
@@ -171,7 +200,7 @@ class HeadTrainer:
                         dz = dz_prev
             if cfg.early_stopping != "none":
                 if cfg.early_stopping == "val_loss":
-                    monitored = self._val_loss(plans, kernels, biases)
+                    monitored = self._val_loss(plans, kernels, biases, rows)
                 else:
                     monitored = epoch_loss / n
                 improved = monitored < best - cfg.min_delta
@@ -188,11 +217,15 @@ class HeadTrainer:
                     break
         return unstack_heads(self.spec, plans, heads, kernels, biases, epochs_run)
 
-    def _val_loss(self, plans, kernels, biases) -> np.ndarray:
+    def _val_loss(self, plans, kernels, biases, rows: Sequence[RowSplit] | None = None) -> np.ndarray:
         n_feat = self.spec.n_features
         in_idx = np.stack([np.where(p.indices[0] < 0, n_feat, p.indices[0]) for p in plans])
-        logits = _forward_stack(kernels, biases, self._x_val.T[in_idx].transpose(0, 2, 1))
-        return _cross_entropy(logits, self._y_val)
+        if rows is None:
+            logits = _forward_stack(kernels, biases, self._x_val.T[in_idx].transpose(0, 2, 1))
+            return _cross_entropy(logits, self._y_val[None, :])
+        val = np.stack([r.val for r in rows])  # (P, n_val) rows of the train split
+        inputs = self._x_train.T[in_idx[:, :, None], val[:, None, :]].transpose(0, 2, 1)
+        return _cross_entropy(_forward_stack(kernels, biases, inputs), self._y_train[val])
 
 
 def _blas_threads(threads: int):
@@ -248,9 +281,9 @@ def _forward_stack(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | 
 
 
 def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean cross-entropy per head of stacked logits ``(P, n, C)``."""
+    """Mean cross-entropy per head of stacked logits ``(P, n, C)``; labels ``(1 or P, n)``."""
     z = logits - logits.max(axis=-1, keepdims=True)
     log_norm = np.log(np.exp(z).sum(axis=-1))
-    picked = z[:, np.arange(len(y)), y]
+    picked = z[np.arange(len(z))[:, None], np.arange(y.shape[1]), y]
     return (log_norm - picked).mean(axis=1)
 

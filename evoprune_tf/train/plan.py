@@ -21,7 +21,7 @@ import numpy as np
 from evoprune_tf.encodings import HeadMasks, HeadSpec
 from evoprune_tf.train.config import derive_seed
 
-__all__ = ["HeadPlan", "plan_head", "round_up", "initial_weights", "compact_weights", "input_indices",
+__all__ = ["HeadPlan", "RowSplit", "plan_head", "round_up", "initial_weights", "compact_weights", "input_indices",
            "with_zero_column", "train_by_shape"]
 
 Trained = TypeVar("Trained")
@@ -57,6 +57,30 @@ class HeadPlan:
                 mask *= self.conn[layer]
             masks.append(mask)
         return masks
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSplit:
+    """A head's own training and validation rows, as indices into its trainer's train split.
+
+    Resampled fitness trains one head per (genome, partition) in one call: the trainer
+    holds the union of the partitions (train+validation) as its train split and every
+    head says which rows it trains on and which it is validated on. A head trained on
+    ``RowSplit(tr, va)`` equals a head trained by a trainer built on exactly those rows
+    (same seed: the same mini-batch order, mapped to ``tr``).
+
+    Attributes:
+        train: int64 indices of the training rows, in the order the partition lists them.
+        val: int64 indices of the validation rows (early stopping on ``val_loss``).
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """``(n_train, n_val)``: heads with equal sizes share mini-batch shapes and train as one group."""
+        return len(self.train), len(self.val)
 
 
 def round_up(n: int, bucket: int) -> int:
@@ -178,29 +202,39 @@ def with_zero_column(x: np.ndarray) -> np.ndarray:
 def train_by_shape(
     plans: Sequence[HeadPlan],
     heads: Sequence[HeadMasks],
-    train_group: Callable[[list[HeadPlan], list[HeadMasks]], Sequence[Trained]],
+    train_group: Callable[..., Sequence[Trained]],
     chunks: Callable[[list[int]], Iterable[Sequence[int]]],
+    rows: Sequence[RowSplit] | None = None,
 ) -> list[Trained]:
     """Train heads in groups of equal compact shape (equal `HeadPlan.key`), results in input order.
 
     The grouping is the engines' shared part; how a shape's heads are cut into groups
-    (``chunks``) and how a group trains (``train_group``) is each engine's own.
+    (``chunks``) and how a group trains (``train_group``) is each engine's own. With
+    ``rows`` (one `RowSplit` per head), heads are grouped by shape *and* partition size,
+    so a group's mini-batches have one shape and every head's arithmetic is what a
+    trainer built on its own rows would do (no padding between partitions).
 
     Args:
         plans: one plan per head.
         heads: the heads' masks.
-        train_group: trains one group: its plans and masks -> its trained heads, in order.
-        chunks: cuts the indices of one shape's heads into groups.
+        train_group: trains one group: ``(plans, masks)``, or ``(plans, masks, rows)``
+            when ``rows`` is given -> its trained heads, in order.
+        chunks: cuts the indices of one group's heads into groups.
+        rows: optional per-head training/validation rows.
 
     Returns:
         One trained head per entry of ``heads``.
     """
     order: dict[tuple, list[int]] = {}
     for i, plan in enumerate(plans):
-        order.setdefault(plan.key, []).append(i)
+        key = plan.key if rows is None else (plan.key, rows[i].sizes)
+        order.setdefault(key, []).append(i)
     results: list = [None] * len(heads)
     for members in order.values():
         for chunk in chunks(members):
-            for i, head in zip(chunk, train_group([plans[i] for i in chunk], [heads[i] for i in chunk])):
+            args = ([plans[i] for i in chunk], [heads[i] for i in chunk])
+            if rows is not None:
+                args += ([rows[i] for i in chunk],)
+            for i, head in zip(chunk, train_group(*args)):
                 results[i] = head
     return results
