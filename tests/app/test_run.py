@@ -130,16 +130,23 @@ def test_standardised_features_let_a_random_weight_backbone_learn(tmp_path):
 
 
 def test_evoprune_ui_serves_the_project_store_on_localhost(monkeypatch, tmp_path, capsys):
-    import evoprune_tf.app.cli as cli_module
+    import evoprune_tf.app.server as server_module
 
     calls = []
+
+    def fake_serve(server, banner):
+        calls.append(server)
+        print(banner.format(url=server.url))
+        return 0, None
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(cli_module, "serve", lambda cmd, env=None: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(server_module, "serve_in_foreground", fake_serve)
     assert cli_main(["ui", "--port", "5123"]) == 0
-    cmd, env = calls[0]
+    cmd = calls[0].command
     assert cmd[1:4] == ["-m", "mlflow", "server"]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
-    assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:///mlruns/mlflow.db"
-    assert cmd[cmd.index("--workers") + 1] == "1" and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert server_module.server_env({})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert "http://127.0.0.1:5123" in capsys.readouterr().out
