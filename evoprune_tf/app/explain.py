@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from evoprune_tf.report.pareto import trade_off_columns, explain_images
 from evoprune_tf.report.single import retrain
 from evoprune_tf.search.pareto import trade_off_models
 from evoprune_tf.tracking import find_run, resolve_tracking_uri
-from evoprune_tf.tracking.store import download_artifact, run_genomes
+from evoprune_tf.tracking.store import run_artifact, run_genomes
 from evoprune_tf.train.numpy_engine import TrainConfig
 
 __all__ = ["explain_run", "run_config", "MODELS"]
@@ -87,11 +86,7 @@ def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
     Raises:
         ValueError: no such run, or a config that does not validate.
     """
-    uri = resolve_tracking_uri(uri)
-    run = find_run(run_id, uri)
-    client = MlflowClient(tracking_uri=uri)
-    with tempfile.TemporaryDirectory(prefix="evoprune-explain-") as tmp:
-        path = download_artifact(client, run.info.run_id, "config.json", tmp)
+    with run_artifact(run_id, "config.json", uri) as (run, path):
         if path is not None and path.is_file():
             raw = json.loads(path.read_text())
             source = f"config.json of run {run.info.run_id}"

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "download_artifact",
+    "run_artifact",
     "run_genomes",
     "resolve_tracking_uri",
     "absolute_tracking_uri",
@@ -385,6 +386,27 @@ def download_artifact(client: "MlflowClient", run_id: str, path: str, folder: st
         return None
 
 
+@contextlib.contextmanager
+def run_artifact(run_id: str, artifact_path: str, uri: str = "") -> Iterator[tuple["Run", Path | None]]:
+    """A run (found by id or unique prefix) and a temporary local copy of one of its artifacts.
+
+    Args:
+        run_id: the run's id or a unique prefix of it.
+        artifact_path: the artifact's path inside the run.
+        uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+
+    Yields:
+        ``(run, local path or None when the run has no such artifact)``; the copy is
+        deleted when the block ends.
+    """
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    run = find_run(run_id, uri)
+    with tempfile.TemporaryDirectory(prefix="evoprune-artifact-") as tmp:
+        yield run, download_artifact(MlflowClient(tracking_uri=uri), run.info.run_id, artifact_path, tmp)
+
+
 def run_genomes(run_id: str, uri: str = "") -> dict[str, "np.ndarray"]:
     """The run's ``masks/best_genomes.npz``.
 
@@ -399,13 +421,8 @@ def run_genomes(run_id: str, uri: str = "") -> dict[str, "np.ndarray"]:
         ValueError: the run has no such artifact (it never finished a generation).
     """
     import numpy as np
-    from mlflow import MlflowClient
 
-    uri = resolve_tracking_uri(uri)
-    run = find_run(run_id, uri)
-    client = MlflowClient(tracking_uri=uri)
-    with tempfile.TemporaryDirectory(prefix="evoprune-genomes-") as tmp:
-        path = download_artifact(client, run.info.run_id, "masks/best_genomes.npz", tmp)
+    with run_artifact(run_id, "masks/best_genomes.npz", uri) as (run, path):
         if path is None or not path.is_file():
             raise ValueError(
                 f"run {run.info.run_id} has no artifact masks/best_genomes.npz; expected a run that finished "
