@@ -308,7 +308,12 @@ def serve_in_foreground(server: MLflowServer, banner: str) -> tuple[int, int | N
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = None
     try:
-        server.start()
+        try:
+            server.start()
+        except RuntimeError:
+            if not stopped:  # a signal during start-up ends the server before it is ready: not an error
+                raise
+            return 0, stopped[0]
         print(banner.format(url=server.url), flush=True)
         process = server.process
         while process is not None and process.poll() is None and not stopped:

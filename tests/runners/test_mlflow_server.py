@@ -82,3 +82,24 @@ def test_evoprune_server_forwards_sigterm_and_leaves_no_process(tmp_path) -> Non
     still = [pid for pid in listeners if pid != str(child.pid) and os.path.exists(f"/proc/{pid}")]
     assert not still, f"server processes left behind: {still}"
     assert server_module.DEFAULT_BACKEND == "sqlite:///mlruns/mlflow.db"
+
+
+def test_a_signal_while_the_server_starts_is_a_stop_not_an_error() -> None:
+    """SIGTERM before ``/health`` answers ends the server mid-start: the caller sees the signal, not an error."""
+
+    class StartInterrupted(MLflowServer):
+        def start(self, timeout: float = 60.0) -> "MLflowServer":
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler serve_in_foreground installed runs here
+            raise RuntimeError("mlflow server exited with status -15 before it was ready")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    code, stopped = server_module.serve_in_foreground(StartInterrupted(port=free_port()), "never printed {url}")
+    assert (code, stopped) == (0, signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+    class StartFails(MLflowServer):
+        def start(self, timeout: float = 60.0) -> "MLflowServer":
+            raise RuntimeError("mlflow server exited with status 1 before it was ready")
+
+    with pytest.raises(RuntimeError, match="status 1"):
+        server_module.serve_in_foreground(StartFails(port=free_port()), "never printed {url}")
