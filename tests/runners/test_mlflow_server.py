@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -69,14 +70,17 @@ def test_evoprune_server_forwards_sigterm_and_leaves_no_process(tmp_path) -> Non
                               "--backend-store-uri", new_mlflow_store(tmp_path)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     probe = MLflowServer(port=port, backend_store_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    deadline = time.monotonic() + 90
-    while not probe.ready() and time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.3)
-    assert probe.ready(), "evoprune server did not come up"
+    # The banner is the CLI's own "ready" (printed once its /health poll succeeds); the
+    # server may answer a probe a moment earlier, and a signal then is a stop mid-start.
+    banner, deadline = "", time.monotonic() + 90
+    while "MLflow tracking server at" not in banner and time.monotonic() < deadline and child.poll() is None:
+        if select.select([child.stdout], [], [], 0.3)[0]:
+            banner += child.stdout.readline()
+    assert "MLflow tracking server at http://127.0.0.1:" in banner, "evoprune server did not come up"
+    assert probe.ready()
     listeners = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout.split()
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=40) == 0
-    assert "MLflow tracking server at http://127.0.0.1:" in child.stdout.read()
     assert not probe.ready()
     time.sleep(0.5)
     still = [pid for pid in listeners if pid != str(child.pid) and os.path.exists(f"/proc/{pid}")]
