@@ -18,6 +18,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EVOPRUNE_CACHE_DIR", str(_TMP_HOME / "cache"))
+# train.backend = "auto" would put head runs (and the `evoprune` subprocesses, which
+# inherit this) on JAX, which the [dev] extra installs: the suite stays on TensorFlow
+# unless KERAS_BACKEND says otherwise. tests/app/test_backend_choice.py unsets it.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 

@@ -20,6 +20,7 @@ from evoprune_tf.data import load_images
 from evoprune_tf.data.synthetic import synthetic_images
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.features.child import process_backend
 from evoprune_tf.features.extract import extract_features
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.pareto import BackboneSpec, ParetoReportOptions
@@ -160,7 +161,11 @@ def _operator_spec(spec: Any) -> str:
 
 
 def run_tags(config: ExperimentConfig) -> dict[str, str]:
-    """The MLflow tags that group and compare runs: algorithm, encoding, dataset, backbone, seed, operators."""
+    """The MLflow tags that group and compare runs: algorithm, encoding, dataset, backbone, seed, operators.
+
+    ``evoprune.keras_backend`` is the Keras backend the run actually uses (after
+    ``train.backend`` and ``KERAS_BACKEND`` were resolved; ``train.backend`` itself is a param).
+    """
     aliases = ["init", "select", "mate", "mutate"] + (["survive"] if config.multi_objective else [])
     return {
         "evoprune.algorithm": config.algorithm.name,
@@ -169,6 +174,7 @@ def run_tags(config: ExperimentConfig) -> dict[str, str]:
         "evoprune.backbone": config.backbone.name,
         "evoprune.seed": str(config.seed),
         "evoprune.operators": " ".join(f"{a}={_operator_spec(getattr(config.operators, a))}" for a in aliases),
+        "evoprune.keras_backend": process_backend(),
     }
 
 

@@ -6,6 +6,10 @@ validates the *whole* file before anything long starts and raises one `ConfigErr
 whose single line lists every problem found: unknown sections or keys, wrong types,
 out-of-range values, unknown names of encodings, algorithms, operators or objectives.
 ``${VAR}`` in strings expands environment variables (e.g. ``${EVOPRUNE_ASSETS}``).
+
+The Keras backend of a run (``train.backend``) is applied here too, at the edge, before
+Keras is first imported: `use_backend` (and `use_backend_for_dict` for a raw dict) applies
+`evoprune_tf.app.backend.choose_backend` (``KERAS_BACKEND`` for this process and its workers).
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import operators
 from evoprune_tf.backbones import canonical_name
 from evoprune_tf.encodings import ENCODINGS
+from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
 from evoprune_tf.features.extract import default_cache_dir
 from evoprune_tf.objectives import OBJECTIVES
 from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
 from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.toolbox import with_genome_length
 from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri, store_folder
+from evoprune_tf.train.config import BACKENDS
 from evoprune_tf.train.numpy_engine import TrainConfig
 
 __all__ = [
@@ -45,6 +51,8 @@ __all__ = [
     "checkpoint_dir",
     "report_folder",
     "check_output_locations",
+    "use_backend",
+    "use_backend_for_dict",
 ]
 
 
@@ -368,6 +376,10 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     if a.name not in METHODS:
         problems.append(f"unknown algorithm {a.name!r}; expected one of {sorted(METHODS)}")
     _check_tascnet(config.tascnet, problems)
+    try:  # an explicit backend that is not installed (KERAS_BACKEND, when set, wins over it)
+        choose_backend(a.name, config.train.backend, config.train.engine)
+    except ValueError as error:
+        problems.append(str(error))
     if a.name in ("random_mask", "magnitude", "l1_selection") and not (0.0 < a.density <= 1.0) and not a.density_of:
         problems.append(f"algorithm {a.name!r} needs algorithm.density in (0, 1] or algorithm.density_of = a run id;"
                         f" got density={a.density}")
@@ -723,3 +735,51 @@ def check_output_locations(config: ExperimentConfig, *, features_cached: bool = 
                                   else "report folder (temporary, for a tracking server)")
     if config.tracking.enabled:
         check_artifact_store(resolve_tracking_uri(config.tracking.uri), config.tracking.experiment)
+
+
+# ----------------------------------------------------------------- the Keras backend
+
+def use_backend(config: ExperimentConfig) -> BackendChoice:
+    """Choose the run's Keras backend (`choose_backend`) and apply it while Keras is not imported yet.
+
+    Applying it sets ``KERAS_BACKEND`` in this process's environment, which Keras reads
+    when it is first imported and spawned workers inherit. ``KERAS_BACKEND`` set by the
+    user, or Keras already imported, is left as it is.
+
+    Args:
+        config: the run's config (``algorithm.name``, ``train.backend``, ``train.engine``).
+
+    Returns:
+        The `BackendChoice` (print its ``line``).
+
+    Raises:
+        ValueError: as `choose_backend`.
+    """
+    return apply_backend(choose_backend(config.algorithm.name, config.train.backend, config.train.engine))
+
+
+def use_backend_for_dict(raw: Mapping[str, Any]) -> BackendChoice | None:
+    """`use_backend` on a raw (not yet validated) config dict, for the command line.
+
+    Validating a config may import Keras (a non-default optimizer or loss is checked
+    with it), which fixes the backend; the command line therefore chooses first, from
+    the raw values. Malformed values choose nothing: validation reports them.
+
+    Args:
+        raw: the merged config dict (TOML file, overrides).
+
+    Returns:
+        The `BackendChoice`, or None when the values are malformed.
+    """
+    algorithm = raw.get("algorithm", {}) if isinstance(raw, Mapping) else None
+    train = raw.get("train", {}) if isinstance(raw, Mapping) else None
+    if not isinstance(algorithm, Mapping) or not isinstance(train, Mapping):
+        return None
+    method = algorithm.get("name", AlgorithmConfig.name)
+    requested, engine = train.get("backend", "auto"), train.get("engine", "keras")
+    if not all(isinstance(v, str) for v in (method, requested, engine)) or requested not in BACKENDS:
+        return None
+    try:
+        return apply_backend(choose_backend(method, requested, engine))
+    except ValueError:  # reported by validation, with every other problem
+        return None

@@ -46,6 +46,7 @@ from evoprune_tf.app.config import (
     checkpoint_dir,
     config_from_dict,
     report_files,
+    use_backend,
 )
 from evoprune_tf.data.download import check_download
 from evoprune_tf.data.images import is_named_source
@@ -124,7 +125,12 @@ def run(
 
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
+
+    Raises:
+        ValueError: bad input, e.g. ``train.backend`` names a backend that is not installed.
     """
+    # Before anything imports Keras: its backend is fixed per process at the first import.
+    print(use_backend(config).line, file=out or sys.stdout)
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
         return run_tascnet(config)
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline

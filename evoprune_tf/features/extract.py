@@ -12,7 +12,10 @@ one feature row per distinct image (by SHA-256 of its pixels), so every seed, sp
 fold of the same images reuses one extraction, and labels are taken from the images.
 
 The backbone is built only on a cache miss, so a hit costs neither TensorFlow graph
-building nor weights loading.
+building nor weights loading. A process whose Keras runs on another backend than
+TensorFlow (JAX, for faster head training) extracts a miss in a child process on
+TensorFlow when it is installed (`evoprune_tf.features.child`): it writes the same cache
+entry, and the features equal in-process ones to float32 rounding.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 
 from evoprune_tf import backbones
 from evoprune_tf.data import ImageSplits, load_images
+from evoprune_tf.features.child import ChildExtractionError, backend_installed, extract_in_child, process_backend
 from evoprune_tf.features.splits import FeatureSplits
 
 __all__ = [
@@ -65,12 +69,16 @@ class FeatureCacheInfo:
         key: the cache key (see `feature_cache_key`).
         hit: True when the features were read from the cache.
         seconds: wall time of the call (reading or extracting, writing).
+        backend: the Keras backend that extracted them (``""`` on a cache hit).
+        child: True when a child process extracted them (on TensorFlow).
     """
 
     path: pathlib.Path | None
     key: str
     hit: bool
     seconds: float
+    backend: str = ""
+    child: bool = False
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -358,6 +366,7 @@ def extract_features_with_info(
     backbone_kwargs: Mapping[str, Any] | None = None,
     progress: bool = True,
     cache: bool = True,
+    tensorflow_child: bool | None = None,
 ) -> tuple[FeatureSplits, FeatureCacheInfo]:
     """Pooled backbone features of every image, and where they came from (cache or backbone).
 
@@ -372,10 +381,16 @@ def extract_features_with_info(
         backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
         progress: show a progress bar over all images while extracting.
         cache: read and write the cache (False: always extract, write nothing).
+        tensorflow_child: on a cache miss, extract in a child process on Keras'
+            TensorFlow backend (True), in this process (False), or (None, the default)
+            in a child exactly when this process's Keras runs on another backend and
+            TensorFlow is installed. A child that fails for another reason than bad
+            input (a crash, a broken install) is reported with a `RuntimeWarning` and
+            the features are extracted in this process.
 
     Returns:
         The float32 `FeatureSplits` (the images' labels, class names and name) and a
-        `FeatureCacheInfo` (cache path, key, hit or miss, seconds).
+        `FeatureCacheInfo` (cache path, key, hit or miss, seconds, which backend).
 
     Raises:
         ValueError: unknown backbone or option, image size mismatch, bad batch size.
@@ -409,9 +424,6 @@ def extract_features_with_info(
         else:
             return features, FeatureCacheInfo(path, key, True, time.perf_counter() - started)
 
-    from tqdm.auto import tqdm
-
-    model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
     # Each distinct image once, whatever split it is in: the table the cache stores.
     first: dict[str, tuple[str, int]] = {}
     for split, (pixels, _) in images.splits().items():
@@ -424,6 +436,18 @@ def extract_features_with_info(
         if order else np.zeros((0, size, size, 3), np.float32)
     )
     batch = max(1, min(batch_size, len(unique)))
+    if len(unique) and _use_child(tensorflow_child):
+        extracted_features = _extract_in_child(
+            images, digests, unique, order, fields=fields, key=key, weights=weights, batch_size=batch, path=path,
+            progress=progress, required=tensorflow_child is True,
+        )
+        if extracted_features is not None:
+            return extracted_features, FeatureCacheInfo(path, key, False, time.perf_counter() - started,
+                                                        backend="tensorflow", child=True)
+
+    from tqdm.auto import tqdm
+
+    model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
     with tqdm(total=len(unique), desc=f"{fields['backbone']} features", unit="img", disable=not progress) as bar:
         table = _run_backbone(model, unique, batch, bar)
     row = {d: i for i, d in enumerate(order)}
@@ -435,7 +459,52 @@ def extract_features_with_info(
     features = FeatureSplits(**extracted, class_names=tuple(images.class_names), name=images.name)
     if path is not None:
         _write_cache(path, np.asarray(order, dtype="<U64"), table, fields, key)
-    return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started)
+    return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started, backend=process_backend())
+
+
+def _use_child(tensorflow_child: bool | None) -> bool:
+    """Whether a cache miss is extracted in a TensorFlow child process (see `extract_features_with_info`)."""
+    if tensorflow_child is not None:
+        return bool(tensorflow_child)
+    return process_backend() != "tensorflow" and backend_installed("tensorflow")
+
+
+def _extract_in_child(
+    images: ImageSplits,
+    digests: Mapping[str, list[str]],
+    unique: np.ndarray,
+    order: list[str],
+    *,
+    fields: Mapping[str, Any],
+    key: str,
+    weights: str | os.PathLike[str] | None,
+    batch_size: int,
+    path: pathlib.Path | None,
+    progress: bool,
+    required: bool,
+) -> FeatureSplits | None:
+    """Features from a TensorFlow child process, read back from the cache entry it wrote.
+
+    Without caching (``path`` None) the child writes into a temporary folder, deleted
+    after reading. Returns None, after a `RuntimeWarning`, when the child failed for a
+    reason other than bad input and ``required`` is False: the caller extracts in this
+    process.
+    """
+    if required and not backend_installed("tensorflow"):
+        raise ValueError("tensorflow_child=True but TensorFlow is not installed; expected it installed "
+                         "(pip install tensorflow) or tensorflow_child=None/False")
+    with tempfile.TemporaryDirectory(prefix="evoprune-features-") as scratch:
+        target = path if path is not None else pathlib.Path(scratch) / "features.npz"
+        try:
+            extract_in_child(unique, order, fields=fields, key=key, weights=weights, batch_size=batch_size,
+                             path=target, progress=progress)
+            return _read_cache(target, key, images, digests)
+        except ChildExtractionError as error:
+            if required:
+                raise
+            warnings.warn(f"{error}; extracting the features in this process on {process_backend()} instead",
+                          RuntimeWarning, stacklevel=3)
+            return None
 
 
 def extract_features(images: ImageSplits, **options: Any) -> FeatureSplits:
@@ -445,7 +514,7 @@ def extract_features(images: ImageSplits, **options: Any) -> FeatureSplits:
         images: the dataset (see `evoprune_tf.data.load_images`).
         **options: the keyword arguments of `extract_features_with_info`: ``backbone``
             (required), ``weights``, ``image_size``, ``cache_dir``, ``batch_size``,
-            ``backbone_kwargs``, ``progress``, ``cache``.
+            ``backbone_kwargs``, ``progress``, ``cache``, ``tensorflow_child``.
 
     Returns:
         float32 `FeatureSplits` with the images' labels, class names and name.

@@ -57,6 +57,9 @@ CHECKPOINT_FILE = "checkpoint.pkl"
 _IGNORED_KEYS = ("progress", "tracking", "checkpoint", "report", "cache_dir", "workers", "plugins", "runner",
                  "ray_address", "num_gpus")
 _IGNORED_ALGORITHM_KEYS = ("evaluations", "generations", "early_stop")
+#: Where the heads train, not what they compute (the same fitness to 1e-5 on either Keras
+#: backend, tests/test_keras_engine.py); also keeps checkpoints written before the key existed resumable.
+_IGNORED_TRAIN_KEYS = ("backend",)
 
 
 def _relevant(config_dict: dict) -> dict:
@@ -65,6 +68,8 @@ def _relevant(config_dict: dict) -> dict:
     for key in _IGNORED_ALGORITHM_KEYS:
         algorithm.pop(key, None)
     relevant["algorithm"] = algorithm
+    if isinstance(relevant.get("train"), dict):
+        relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in _IGNORED_TRAIN_KEYS}
     return relevant
 
 

@@ -14,7 +14,7 @@ import hashlib
 import math
 from typing import Any, Literal
 
-__all__ = ["TrainConfig", "derive_seed", "DEFAULT_LOSS", "ENGINES"]
+__all__ = ["TrainConfig", "derive_seed", "DEFAULT_LOSS", "ENGINES", "BACKENDS"]
 
 EarlyStopping = Literal["none", "val_loss", "train_loss"]
 ClassWeight = Literal["none", "balanced"]
@@ -24,6 +24,9 @@ Engine = Literal["keras", "numpy", "jax"]
 DEFAULT_LOSS = "sparse_categorical_crossentropy"
 #: Accepted ``engine`` values; ``"jax"`` is a deprecated alias of ``"keras"``.
 ENGINES = ("keras", "numpy", "jax")
+#: Accepted ``backend`` values: the Keras backend a run asks for (``"auto"``: the fastest
+#: installed one for its method, chosen by `evoprune_tf.app.backend.choose_backend`).
+BACKENDS = ("auto", "tensorflow", "jax")
 
 
 def derive_seed(*parts: object) -> int:
@@ -85,6 +88,12 @@ class TrainConfig:
             ``"numpy"`` (the opt-in hand-written NumPy engine: default head and SGD
             only). ``"jax"`` is a deprecated alias of ``"keras"``.
         blas_threads: BLAS threads of the NumPy engine (0: the library's default).
+        backend: the Keras backend the run asks for: ``"auto"`` (the default: JAX for
+            the head methods when it is installed, TensorFlow for the filter methods),
+            ``"tensorflow"`` or ``"jax"``. Keras' backend is process-wide and fixed when
+            Keras is first imported, so the application resolves this before that
+            (``KERAS_BACKEND`` in the environment wins); the trainers themselves run on
+            whatever backend the process has.
     """
 
     epochs: int = 20
@@ -106,6 +115,7 @@ class TrainConfig:
     group_size: int = 0
     engine: Engine = "keras"
     blas_threads: int = 1
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -128,6 +138,8 @@ class TrainConfig:
             raise ValueError(f"train.label_smoothing={self.label_smoothing!r}; expected a value in [0, 1)")
         if self.class_weight not in ("none", "balanced"):
             raise ValueError(f"train.class_weight={self.class_weight!r}; expected 'none' or 'balanced'")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"train.backend={self.backend!r}; expected 'auto', 'tensorflow' or 'jax'")
         if self.engine not in ENGINES:
             raise ValueError(f"train.engine={self.engine!r}; expected 'keras' or 'numpy'")
         if self.early_stopping not in ("none", "val_loss", "train_loss"):

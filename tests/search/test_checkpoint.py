@@ -80,6 +80,10 @@ def test_the_budget_display_tracking_and_workers_may_change_but_nothing_else(fin
     assert config_differences(config_dict, same_run.to_dict()) == []
     ops = {**config_dict, "operators": {**config_dict["operators"], "mutate": "flip_bit"}}
     assert config_differences(config_dict, ops) == [f"operators.mutate: {config_dict['operators']['mutate']!r} -> 'flip_bit'"]
+    # where the heads train is not what they compute; a checkpoint from before the key existed still resumes
+    older = {**config_dict, "train": {k: v for k, v in config_dict["train"].items() if k != "backend"}}
+    elsewhere = {**config_dict, "train": {**config_dict["train"], "backend": "jax"}}
+    assert config_differences(older, elsewhere) == [] and ckpt.config_digest(older) == ckpt.config_digest(elsewhere)
 
 
 def test_newer_formats_and_foreign_or_damaged_files_are_refused_in_one_line(finished, tmp_path) -> None:
