@@ -37,8 +37,12 @@ Measured in one run, per encoding:
 (e) the all-ones genome and a 20%-density genome trained alone (best of 5 after a
     warm-up), NumPy engine and JAX engine (bucket 64): their ratio is the "cost follows
     sparsity" speed-up (target >= 2.5x);
-(f) peak RSS growth over 500 evaluations of distinct genomes (a clean subprocess per
-    engine, ``--rss-epochs`` epochs each, default 1 to keep it short);
+(f) peak RSS growth over 500 evaluations of distinct genomes (``--rss-evals``), after a
+    warm-up that trains every padded width once: the NumPy engine and the Keras engine on
+    each backend of ``--rss-backends`` (TensorFlow and JAX; ``--quick``: TensorFlow), each
+    in a clean subprocess with ``KERAS_BACKEND`` set, ``--rss-epochs`` epochs per
+    evaluation (default 1 to keep it short); the RSS, peak RSS and live compiled programs
+    every 50 evaluations go to the JSON, one markdown line per engine and backend;
 (g) with ``--backends``: the naive Keras head fit and MobileNetV2 feature extraction
     (256 images at 96 px, ``weights=None``) on TensorFlow vs JAX (subprocesses with
     ``KERAS_BACKEND`` set).
@@ -80,6 +84,8 @@ import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fitness.json"
 ENCODINGS = ("feature_selection", "neuron_pruning")
+#: Keras backends the memory test can run the Keras engine on.
+RSS_BACKENDS = ("tensorflow", "jax")
 #: Today's fastest engine before it was removed (the hand-derived JAX engine, bucket 64, group 1,
 #: warm), measured with this workload on this 2-core machine (load average ~4.5) in evaluations/s.
 HAND_JAX_EVALS_PER_SECOND = {"feature_selection": 30 / 14.90, "neuron_pruning": 30 / 12.13}
@@ -106,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="genomes timed with the naive Keras baseline (default 5; --quick 1)")
     p.add_argument("--rss-evals", type=int, default=None, help="evaluations of the memory test (default 500)")
     p.add_argument("--rss-epochs", type=int, default=1, help="epochs per evaluation in the memory test (default 1)")
+    p.add_argument("--rss-backends", nargs="*", choices=RSS_BACKENDS, default=None,
+                   help="Keras backends of the Keras-engine memory test, each in its own subprocess with "
+                   "KERAS_BACKEND set (default: tensorflow and jax; --quick: tensorflow; none: NumPy engine only)")
     p.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS))
     p.add_argument("--blas-threads", type=int, default=1,
                    help="NumPy BLAS threads for our evaluator (default 1; 0 = library default)")
@@ -115,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-naive", action="store_true", help="skip the naive Keras baseline")
     p.add_argument("--backends", action="store_true",
                    help="also time the naive head fit and MobileNetV2 extraction on TensorFlow vs JAX (slower)")
+    p.add_argument("--rss-only", action="store_true",
+                   help="run only the memory test (f): no timing tables, no GEMM rates")
     p.add_argument("--quick", action="store_true",
                    help="a small smoke run (400/100 samples, 1 epoch, 4 genomes, 40 memory evaluations, short GEMM timing)")
     p.add_argument("--seed", type=int, default=0)
@@ -133,6 +144,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     args.n_features, args.n_classes, args.hidden, args.batch_size = 1280, 3, 512, 32
     if args.naive_genomes < 0:
         raise SystemExit(f"error: --naive-genomes={args.naive_genomes}; expected 0 (skip) or more")
+    if args.rss_backends is None:  # JAX's warm-up compiles ~20 programs: too slow for the smoke run
+        args.rss_backends = ["tensorflow"] if quick else list(RSS_BACKENDS)
     for name in ("epochs", "genomes", "rss_evals", "rss_epochs", "bucket", "group_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')}={getattr(args, name)}; expected a positive integer")
@@ -582,7 +595,8 @@ def load_saved(path: str):
 
 
 def worker_rss(p: dict) -> dict:
-    """Peak RSS growth over `evals` evaluations of distinct genomes (NumPy or JAX engine)."""
+    """Peak RSS growth over `evals` evaluations of distinct genomes (NumPy engine, or the Keras engine on this
+    process' Keras backend), with the RSS, the peak RSS and the live compiled programs every 50 evaluations."""
     from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.evaluation import PopulationEvaluator
     from evoprune_tf.train import TrainConfig
@@ -598,27 +612,65 @@ def worker_rss(p: dict) -> dict:
             return [(rng.random(enc.genome_length) < rng.uniform(0.1, 1.0)).astype(np.int8) for _ in range(k)]
 
         # warm-up: one genome per density step of 5% (with bucket 64 over 1280 genes, every
-        # padded width once, i.e. every executable the JAX engine will need), first-touch
-        # buffers, BLAS and allocator arenas
+        # padded width once, each at group size 1), first-touch buffers, BLAS and allocator
+        # arenas. Programs for other group sizes (JAX) are compiled during the measured
+        # evaluations and count towards the growth, as they do in a search.
         ev.evaluate_population([density_genome(enc.genome_length, d, p["seed"] + i)
                                 for i, d in enumerate([*np.linspace(0.05, 1.0, 20), 0.97])])
+        keras_engine = p["engine"] != "numpy"  # the NumPy engine never imports Keras: neither may the probe
         peak0, cur0 = peak_rss_mb(), rss_mb()
+        programs0 = compiled_programs() if keras_engine else None
         began = time.perf_counter()
-        trace, done = [], 0
+        trace, peaks, programs, times, done = [], [], [], [], 0
         while done < p["evals"]:
             k = min(50, p["evals"] - done)
             ev.evaluate_population(batch(k))
             done += k
             trace.append(round(rss_mb(), 1))
+            peaks.append(round(peak_rss_mb(), 1))
+            programs.append(compiled_programs() if keras_engine else None)
+            times.append(round(time.perf_counter() - began, 2))
         seconds = time.perf_counter() - began
+    keras = sys.modules.get("keras")
     return {
-        "engine": p["engine"], "evaluations": done, "distinct_trained": ev.n_trained - 21, "epochs": p["epochs"],
+        "engine": p["engine"], "backend": keras.backend.backend() if keras_engine and keras else None,
+        "evaluations": done, "distinct_trained": ev.n_trained - 21, "epochs": p["epochs"],
         "peak_rss_before_mb": round(peak0, 1), "peak_rss_after_mb": round(peak_rss_mb(), 1),
         "peak_rss_growth_mb": round(peak_rss_mb() - peak0, 1),
         "rss_before_mb": round(cur0, 1), "rss_growth_mb": round(trace[-1] - cur0, 1),
         "rss_growth_after_first_50_mb": round(trace[-1] - trace[0], 1),
-        "rss_trace_mb_every_50": trace, "seconds": round(seconds, 2),
+        "rss_trace_mb_every_50": trace, "peak_rss_trace_mb_every_50": peaks,
+        "compiled_programs_before": programs0, "compiled_programs_every_50": programs,
+        "seconds_every_50": times, "seconds": round(seconds, 2),
     }
+
+
+def compiled_programs() -> int | None:
+    """Compiled programs the Keras engine holds in this process (JAX: XLA executables of its jitted
+    functions; TensorFlow: compact models), or None when it cannot tell."""
+    import keras
+
+    from evoprune_tf.train import keras_engine
+
+    counter = getattr(keras_engine, "compiled_program_count", None)
+    if counter is None or keras.backend.backend() != "jax":
+        return None
+    return int(counter())
+
+
+def rss_line(label: str, rss: dict) -> str:
+    """One markdown line of a memory-test result."""
+    engine, _, backend = label.partition("_")
+    what = f"{engine} engine" + (f", {backend} backend" if backend else "")
+    if "error" in rss:
+        return f"Memory ({what}): {rss['error']}"
+    programs = rss.get("compiled_programs_every_50") or []
+    live = "" if not programs or programs[-1] is None else \
+        f"; compiled programs {rss['compiled_programs_before']} -> {programs[-1]}"
+    return (f"Memory ({what}): peak RSS growth over {rss['evaluations']} evaluations of distinct genomes "
+            f"({rss['epochs']} epoch each) **{rss['peak_rss_growth_mb']:.1f} MB**; RSS {rss['rss_before_mb']:.0f} MB "
+            f"-> {rss['rss_trace_mb_every_50'][-1]:.0f} MB (every 50: "
+            f"{', '.join(f'{v:.0f}' for v in rss['rss_trace_mb_every_50'])}){live}; {rss['seconds']:.0f} s.")
 
 
 def worker_backend(p: dict) -> dict:
@@ -658,6 +710,12 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 def markdown(result: dict) -> str:
     w = result["workload"]
+    m = result["machine"]
+    machine = (f"Machine: {m['cpu_count']} CPUs ({m['processor']}), shared: load average (1/5/15 min) "
+               f"{m['load_average_before']} before, {m['load_average_after']} after; {result['seconds']:.0f} s in all.")
+    if not result["encodings"]:  # --rss-only
+        return "\n".join([*(rss_line(label, rss) for label, rss in (result.get("rss") or {}).items()), machine,
+                          f"Command: `{result['command']}`"])
     rows = ["| encoding | evaluator | evals | s / eval | evals / s | x naive | eff. GFLOP/s | % GEMM |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in result["encodings"].items():
@@ -714,13 +772,8 @@ def markdown(result: dict) -> str:
         f"(32x1280 @ 1280x512 / 2048^3): {rates}. "
         f"% GEMM is relative to the best 2048^3 rate, {g['reference_gflops']:.0f} GFLOP/s ({g['reference']}).",
     ]
-    for engine, rss in (result.get("rss") or {}).items():
-        if "error" in rss:
-            lines.append(f"Memory ({engine}): {rss['error']}")
-        else:
-            lines.append(f"Memory ({engine} engine): peak RSS growth over {rss['evaluations']} evaluations of distinct "
-                         f"genomes ({rss['epochs']} epoch each) {rss['peak_rss_growth_mb']:.1f} MB; RSS "
-                         f"{rss['rss_before_mb']:.0f} MB -> {rss['rss_trace_mb_every_50'][-1]:.0f} MB.")
+    for label, rss in (result.get("rss") or {}).items():
+        lines.append(rss_line(label, rss))
     b = result.get("backends")
     if b:
         parts = []
@@ -732,9 +785,7 @@ def markdown(result: dict) -> str:
                              f"MobileNetV2 extraction of {r['extract_images']} images at 96 px {r['extract_seconds']:.2f} s "
                              f"(first batch of 64, incl. tracing, {r['extract_first_batch_seconds']:.2f} s)")
         lines.append("Keras backends: " + "; ".join(parts) + ".")
-    m = result["machine"]
-    lines.append(f"Machine: {m['cpu_count']} CPUs ({m['processor']}), shared: load average (1/5/15 min) "
-                 f"{m['load_average_before']} before, {m['load_average_after']} after; {result['seconds']:.0f} s in all.")
+    lines.append(machine)
     lines.append(f"Command: `{result['command']}`")
     return "\n".join(lines)
 
@@ -852,8 +903,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     feature_folder = tempfile.TemporaryDirectory(prefix="evoprune-bench-")
     args.features_path = str(save_features(data, Path(feature_folder.name)))
 
-    gemm = best_rates([measure_gemm(args, default_threads, jax_ok)], default_threads)
-    print(f"GEMM (GFLOP/s): {gemm['rates']}", flush=True)
+    gemm = None if args.rss_only else best_rates([measure_gemm(args, default_threads, jax_ok)], default_threads)
+    if gemm is not None:
+        print(f"GEMM (GFLOP/s): {gemm['rates']}", flush=True)
 
     result: dict[str, Any] = {
         "command": command,
@@ -868,22 +920,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gemm": gemm,
         "encodings": {},
     }
-    for name in args.encodings:
-        result["encodings"][name] = bench_encoding(name, data, args, gemm["reference_gflops"], jax_ok, default_threads)
+    if not args.rss_only:
+        for name in args.encodings:
+            result["encodings"][name] = bench_encoding(name, data, args, gemm["reference_gflops"], jax_ok,
+                                                       default_threads)
 
-    print("GEMM again (the best of both samples is the reference) ...", flush=True)
-    gemm = best_rates([gemm["samples"][0], measure_gemm(args, default_threads, jax_ok)], default_threads)
-    result["gemm"] = gemm
-    _apply_reference(result["encodings"], gemm["reference_gflops"])
+        print("GEMM again (the best of both samples is the reference) ...", flush=True)
+        gemm = best_rates([gemm["samples"][0], measure_gemm(args, default_threads, jax_ok)], default_threads)
+        result["gemm"] = gemm
+        _apply_reference(result["encodings"], gemm["reference_gflops"])
 
     with tempfile.TemporaryDirectory(prefix="evoprune-bench-") as folder:
         path = save_features(data, Path(folder))
         common = {"features": str(path), "hidden": args.hidden, "batch_size": args.batch_size, "seed": args.seed}
         result["rss"] = {}
-        runs = [("numpy", "numpy", None), ("keras", "keras", None)]
-        if jax_ok and not args.quick:
-            runs.append(("keras_jax", "keras", "jax"))
+        # One clean subprocess per engine and Keras backend (KERAS_BACKEND set), so that
+        # neither backend's start-up nor the parent's own compilations count.
+        runs = [("numpy", "numpy", None)] + [(f"keras_{b}", "keras", b) for b in args.rss_backends]
         for label, engine, backend in runs:
+            if backend == "jax" and importlib.util.find_spec("jax") is None:
+                result["rss"][label] = {"error": "jax is not installed (pip install 'evoprune-tf[jax]')"}
+                continue
             print(f"memory: {args.rss_evals} evaluations in a subprocess ({label}) ...", flush=True)
             env = None if backend is None else {"KERAS_BACKEND": backend,
                                                 "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}

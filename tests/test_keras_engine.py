@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -150,6 +151,18 @@ def test_val_loss_early_stopping_restores_the_best_weights(planted):
     best_epochs = heads[0].epochs_run - patience
     fixed = make_trainer(spec, data, TrainConfig(epochs=best_epochs, learning_rate=0.05), seed=0).train(masks[:1])[0]
     np.testing.assert_allclose(heads[0].logits(data.x_val), fixed.logits(data.x_val), atol=1e-5)
+
+
+def test_min_delta_counts_only_decreases_at_least_that_large(planted):
+    """A huge ``min_delta``: no epoch improves enough, so training stops after ``patience`` epochs, as on NumPy."""
+    data, _ = planted
+    spec = HeadSpec(data.n_features, data.n_classes, (16,))
+    enc = FeatureSelection(spec)
+    cfg = TrainConfig(epochs=30, learning_rate=0.05, early_stopping="val_loss", patience=2, min_delta=10.0)
+    masks = [enc.decode(np.ones(64, int))]
+    keras_head = make_trainer(spec, data, cfg, seed=0).train(masks)[0]
+    numpy_head = make_trainer(spec, data, dataclasses.replace(cfg, engine="numpy"), seed=0).train(masks)[0]
+    assert keras_head.epochs_run == numpy_head.epochs_run == 3  # the first epoch sets the best, two more fail
 
 
 def test_bad_input_is_a_one_line_value_error(planted):

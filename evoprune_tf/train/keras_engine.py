@@ -67,7 +67,7 @@ from evoprune_tf.train.plan import HeadPlan, RowSplit, compact_weights, initial_
     train_by_shape, with_zero_column
 
 __all__ = ["KerasTrainer", "default_head", "resolve_head", "make_optimizer", "make_loss", "check_head",
-           "DEFAULT_BUCKET", "JAX_GROUP_SIZE", "MAX_CACHED_SHAPES"]
+           "DEFAULT_BUCKET", "JAX_GROUP_SIZE", "MAX_CACHED_SHAPES", "MAX_CACHED_PROGRAMS", "compiled_program_count"]
 
 HeadBuilder = Callable[[HeadSpec], Any]
 
@@ -77,6 +77,12 @@ DEFAULT_BUCKET = 64
 JAX_GROUP_SIZE = 32
 #: Compiled compact models kept per process (least recently used evicted).
 MAX_CACHED_SHAPES = 64
+#: JAX: compiled XLA programs (one per compact shape, group size and call signature) kept
+#: per process; beyond it the least recently used shapes are evicted with their programs.
+#: Each costs about 9 MB of host memory for a 1280 -> 512 head on CPU, so this caps
+#: the compiled code near 1 GB; a feature-selection search at bucket 64 needs at most
+#: 20 widths x 6 group sizes = 120 of them.
+MAX_CACHED_PROGRAMS = 128
 
 # Compact models with their optimizers and compiled functions, shared by every trainer of
 # the process: a fresh evaluator (a report's retrain, a new run) reuses what an earlier one
@@ -283,6 +289,19 @@ class _Compiled:
         self.layers = layers
         self.functions: dict[Any, Any] = {}
         self.optimizer_init: list[np.ndarray] = []
+        # JAX: the call signatures compiled by this entry's jitted functions (what
+        # `MAX_CACHED_PROGRAMS` counts; they are freed with the entry).
+        self.programs: set[tuple] = set()
+
+
+def compiled_program_count() -> int:
+    """The compiled JAX programs that the process-wide compact-model cache holds.
+
+    Returns:
+        Distinct (shape, group size, call signature) programs of the cached entries (0
+        off JAX, where each trainer keeps its own models).
+    """
+    return sum(len(entry.programs) for entry in list(_SHARED.values()))
 
 
 class KerasTrainer:
@@ -398,6 +417,7 @@ class KerasTrainer:
         entry = self._cache.get(key)
         if entry is not None:
             self._cache.move_to_end(key)
+            self._evict()
             return entry
         widths = plan.widths
         spec = HeadSpec(widths[0], widths[-1], tuple(widths[1:-1]), self.spec.use_bias)
@@ -413,9 +433,16 @@ class KerasTrainer:
 
         entry.optimizer_init = [np.asarray(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
         self._cache[key] = entry
-        if len(self._cache) > MAX_CACHED_SHAPES:
-            self._cache.popitem(last=False)
+        self._evict()
         return entry
+
+    def _evict(self) -> None:
+        """Drop least recently used entries beyond `MAX_CACHED_SHAPES` or `MAX_CACHED_PROGRAMS` (never the newest)."""
+        while len(self._cache) > 1 and (len(self._cache) > MAX_CACHED_SHAPES or
+                                        sum(len(e.programs) for e in self._cache.values()) > MAX_CACHED_PROGRAMS):
+            # The evicted entry's jitted functions die with it and so do their programs:
+            # nothing else refers to them (routes pass data as arguments, never close over it).
+            self._cache.popitem(last=False)
 
     def _values(self, entry: _Compiled, plan: HeadPlan) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Initial trainable and non-trainable values of one head in the compact model's variable order."""
@@ -491,7 +518,7 @@ class KerasTrainer:
         full_input = in_idx.shape[1] == self.spec.n_features and bool((in_idx == np.arange(self.spec.n_features)).all())
         own = None if rows is None else _OwnRows(self, rows)
         route = _JaxRoute(self, entry, values, in_idx, full_input, own) if self.backend == "jax" else \
-            _StatefulRoute(self, entry, values, in_idx, full_input, own)
+            _tf_route(self, entry, values, in_idx, full_input, own)
         rng = np.random.default_rng(derive_seed(self.seed, "batches"))
         n_heads = len(plans)
         epochs_run = np.zeros(n_heads, np.int64)
@@ -519,7 +546,7 @@ class KerasTrainer:
                 if restore and best_state is None:
                     best_state = route.snapshot()
                 wait += active
-                improved = active & (monitored - cfg.min_delta < best)
+                improved = active & (monitored < best - cfg.min_delta)
                 best = np.where(improved, monitored, best)
                 if restore and improved.any():
                     best_state = route.merge(best_state, route.snapshot(), improved)
@@ -571,59 +598,64 @@ class _JaxRoute:
 
     def __init__(self, trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool,
                  own: "_OwnRows | None" = None) -> None:
-        import jax.numpy as jnp
-
         self.t, self.entry, self.full_input, self.own = trainer, entry, full_input, own
         p = len(values)
-        tv = [jnp.asarray(np.stack([v[0][i] for v in values])) for i in range(len(values[0][0]))]
-        ntv = [jnp.asarray(np.stack([v[1][i] for v in values])) for i in range(len(values[0][1]))]
-        ov = [jnp.asarray(np.broadcast_to(o, (p, *o.shape)).copy()) for o in entry.optimizer_init]
+        tv = [_on_device(np.stack([v[0][i] for v in values])) for i in range(len(values[0][0]))]
+        ntv = [_on_device(np.stack([v[1][i] for v in values])) for i in range(len(values[0][1]))]
+        ov = [_on_device(np.broadcast_to(o, (p, *o.shape))) for o in entry.optimizer_init]
         self.state = (tv, ntv, ov)
-        self.in_idx = jnp.asarray(in_idx)
+        self.in_idx = _on_device(in_idx)
         self.data = trainer._device.get("jax")
         if self.data is None:
             self.data = trainer._device["jax"] = {
-                "x": jnp.asarray(trainer._x_train), "t": jnp.asarray(trainer._targets(trainer._y_train)),
-                "sw": jnp.asarray(trainer._sample_weight), "real": jnp.asarray(trainer._real()),
-                "x_val": jnp.asarray(trainer._x_val), "t_val": jnp.asarray(trainer._targets(trainer._y_val)),
+                "x": _on_device(trainer._x_train), "t": _on_device(trainer._targets(trainer._y_train)),
+                "sw": _on_device(trainer._sample_weight), "real": _on_device(trainer._real()),
+                "x_val": _on_device(trainer._x_val), "t_val": _on_device(trainer._targets(trainer._y_val)),
             }
         if own is not None:
-            self.own_sw, self.own_val = jnp.asarray(own.sample_weight), jnp.asarray(own.val)
-            self.own_real = jnp.asarray(trainer._real(own.n))
-        key = ("jax", full_input, own is not None)
+            self.own_sw, self.own_val = _on_device(own.sample_weight), _on_device(own.val)
+            self.own_real = _on_device(trainer._real(own.n))
+        self.key = key = ("jax", full_input, own is not None)
         if key not in entry.functions:
             entry.functions[key] = _jax_functions(entry, trainer._loss, full_input, own_rows=own is not None)
         self.fns = entry.functions[key]
 
     def fit(self, rows: np.ndarray, active: np.ndarray) -> np.ndarray:
-        import jax.numpy as jnp
-
         d = self.data
+        on = _on_device(np.asarray(active, np.float32))
         if self.own is None:
-            self.state, losses = self.fns["train"](self.state, d["x"], d["t"], d["sw"], d["real"], self.in_idx,
-                                                   jnp.asarray(rows), jnp.asarray(active, jnp.float32))
+            self.state, losses = self._run("train", self.state, d["x"], d["t"], d["sw"], d["real"], self.in_idx,
+                                                   _on_device(rows), on)
         else:  # per-head rows (epochs, n_batches, P, batch) gathered inside the vmapped step
-            self.state, losses = self.fns["train"](self.state, d["x"], d["t"], self.own_sw, self.own_real,
-                                                   self.in_idx, jnp.asarray(self.own.heads_rows(rows)),
-                                                   jnp.asarray(active, jnp.float32))
+            self.state, losses = self._run("train", self.state, d["x"], d["t"], self.own_sw, self.own_real,
+                                                   self.in_idx, _on_device(self.own.heads_rows(rows)), on)
         return losses
 
     def val_loss(self) -> np.ndarray:
         tv, ntv, _ = self.state
         if self.own is None:
-            return np.asarray(self.fns["val"](tv, ntv, self.data["x_val"], self.data["t_val"], self.in_idx), np.float64)
-        return np.asarray(self.fns["val"](tv, ntv, self.data["x"], self.data["t"], self.own_val, self.in_idx),
+            return np.asarray(self._run("val", tv, ntv, self.data["x_val"], self.data["t_val"], self.in_idx),
+                              np.float64)
+        return np.asarray(self._run("val", tv, ntv, self.data["x"], self.data["t"], self.own_val, self.in_idx),
                           np.float64)
 
     def snapshot(self):
         return self.state  # JAX arrays are immutable
 
     def merge(self, old, new, mask: np.ndarray):
-        import jax
-        import jax.numpy as jnp
+        return self._run("merge", old, new, _on_device(np.asarray(mask, bool)))
 
-        m = jnp.asarray(mask)
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(m.reshape((-1,) + (1,) * (a.ndim - 1)), b, a), old, new)
+    def _run(self, name: str, *args):
+        """Call one of the entry's jitted functions, counting the programs it compiles."""
+        import jax
+
+        signature = (self.key, name, tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(args)))
+        out = self.fns[name](*args)
+        if signature not in self.entry.programs:
+            self.entry.programs.add(signature)
+            self.t._evict()  # this entry is the newest: older ones go if the programs are over the cap
+            _release_freed_heap()  # compiling leaves its scratch memory in the heap
+        return out
 
     def restore(self, state) -> None:
         self.state = state
@@ -685,8 +717,16 @@ def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool, own_rows: 
         return loss
 
     val = jax.vmap(val_one, in_axes=(0, 0, None, None, 0))
+
+    def merge(old, new, mask):  # early stopping's best state: head p from `new` where mask[p]
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), b, a),
+                                      old, new)
+
+    # Jitted here, per entry, rather than run as eager `jnp` ops: eager ops compile
+    # programs that JAX's global caches keep for the process, whereas these die with the
+    # entry when the LRU evicts it.
     if not own_rows:
-        return {"train": jax.jit(train), "val": jax.jit(val)}
+        return {"train": jax.jit(train), "val": jax.jit(val), "merge": jax.jit(merge)}
 
     # Per-head rows: x and targets shared (in_axes None), a head's rows and sample
     # weights its own (in_axes 0); the gathered batch is what the shared path gathers,
@@ -713,7 +753,76 @@ def _jax_functions(entry: _Compiled, loss_obj: Any, full_input: bool, own_rows: 
     def val_own(tv, ntv, x, t, rows, in_idx):
         return val_one(tv, ntv, x[rows], t[rows], in_idx)
 
-    return {"train": jax.jit(train_own), "val": jax.jit(jax.vmap(val_own, in_axes=(0, 0, None, None, 0, 0)))}
+    return {"train": jax.jit(train_own), "val": jax.jit(jax.vmap(val_own, in_axes=(0, 0, None, None, 0, 0))),
+            "merge": jax.jit(merge)}
+
+
+def _release_freed_heap() -> None:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    XLA's compiler allocates and frees a lot per program and glibc keeps the freed pages
+    (measured: 500 JAX evaluations of distinct genomes peaked about 65 MB lower with
+    this). It runs after a new program only (milliseconds, against a compilation's second).
+    """
+    trim = _MALLOC_TRIM.get("fn", False)
+    if trim is False:
+        try:
+            import ctypes
+
+            trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            trim = None
+        _MALLOC_TRIM["fn"] = trim
+    if trim is not None:
+        trim(0)
+
+
+_MALLOC_TRIM: dict[str, Any] = {}
+
+
+def _on_device(a: np.ndarray) -> Any:
+    """A NumPy array as a JAX array, by a plain transfer.
+
+    Not ``jnp.asarray``: that stages the value through a small compiled program per
+    shape and dtype, which JAX's global caches keep for the life of the process (5 per
+    group shape; measured: a third of the JAX engine's peak-RSS growth over 500
+    evaluations of distinct genomes).
+    """
+    import jax
+
+    return jax.device_put(np.ascontiguousarray(a))
+
+
+#: The TensorFlow route: ``"stacked"`` (`evoprune_tf.train.tf_stacked`: a group's heads as
+#: one stacked computation, where the head and optimizer allow it), ``"per_head"``
+#: (`_StatefulRoute` always) or ``"auto"``: stacked with XLA where XLA pays
+#: (`tf_stacked.xla_pays`: long fits, 1.5-2x faster per evaluation), per head elsewhere
+#: (short fits and small heads, where the stacked route's extra tracing per shape made
+#: the test suite's searches about 2x slower). A trainer's ``tf_route`` attribute, when
+#: set, overrides it.
+TF_ROUTE = "auto"
+
+
+def _tf_route(trainer: KerasTrainer, entry: _Compiled, values, in_idx: np.ndarray, full_input: bool,
+              own: "_OwnRows | None"):
+    """The stacked route where the head, the optimizer and the route choice allow it; else `_StatefulRoute`."""
+    from evoprune_tf.train import tf_stacked
+
+    choice = getattr(trainer, "tf_route", TF_ROUTE)
+    if choice not in ("auto", "stacked", "per_head"):
+        raise ValueError(f"tf_route={choice!r}; expected 'auto', 'stacked' or 'per_head'")
+    if choice == "auto":
+        jit = getattr(trainer, "tf_jit_compile", tf_stacked.JIT_COMPILE)
+        choice = "stacked" if (tf_stacked.xla_pays(trainer, entry, own) if jit == "auto" else jit) else "per_head"
+    if choice == "stacked":
+        ok = entry.functions.get("tf_stacked_ok")
+        if ok is None:  # once per compact shape: can this head be stacked, and does its forward match?
+            ok = tf_stacked.unsupported_reason(entry.model, entry.layers, entry.optimizer) is None \
+                and tf_stacked.forward_matches(entry, values[0])
+            entry.functions["tf_stacked_ok"] = ok
+        if ok:
+            return tf_stacked.StackedRoute(trainer, entry, values, in_idx, full_input, own)
+    return _StatefulRoute(trainer, entry, values, in_idx, full_input, own)
 
 
 class _StatefulRoute:
