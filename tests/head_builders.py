@@ -59,3 +59,31 @@ def wrong_width_head(spec: HeadSpec) -> keras.Model:
     inputs = keras.Input((spec.n_features + 1,))
     x = MaskedDense(spec.hidden[0], activation="relu")(inputs)
     return keras.Model(inputs, MaskedDense(spec.n_classes)(x))
+
+
+def lone_keras_logits(spec: HeadSpec, data, cfg, init, seed: int):
+    """Validation logits of a plain Keras MLP trained alone as the engine trains a head.
+
+    The reference the population paths must equal: the same initial weights ``init``
+    (``trainer._init``: ``(kernel, bias)`` pairs), ``make_optimizer(cfg)``, from-logits
+    cross-entropy and the engine's mini-batch order (``derive_seed(seed, "batches")``),
+    one ``fit`` epoch per permutation.
+    """
+    import numpy as np
+
+    from evoprune_tf.train import derive_seed
+    from evoprune_tf.train.keras_engine import make_optimizer
+
+    inputs = keras.Input((spec.n_features,))
+    x = inputs
+    for width in spec.hidden:
+        x = keras.layers.Dense(width, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(spec.n_classes)(x))
+    model.set_weights([w for pair in init for w in pair])
+    model.compile(optimizer=make_optimizer(cfg), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    order = np.random.default_rng(derive_seed(seed, "batches"))
+    for _ in range(cfg.epochs):
+        perm = order.permutation(len(data.y_train))
+        model.fit(data.x_train[perm], data.y_train[perm], batch_size=cfg.batch_size, epochs=1, shuffle=False,
+                  verbose=0)
+    return model.predict(data.x_val, verbose=0)

@@ -1,4 +1,4 @@
-"""`evoprune run` with deep_pruning_es: bad input before long work, and one tiny tracked run end to end."""
+"""`evoprune run` with deep_pruning_es: bad input before long work, one tiny tracked run end to end, and its resume."""
 
 from __future__ import annotations
 
@@ -73,16 +73,24 @@ def test_config_wiring_for_the_method():
     assert overrides_from_args(args)["encoding"] == {"name": "filters", "blocks": "all"}
 
 
-@pytest.mark.slow
-def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tmp_path):
-    from mlflow import MlflowClient
-
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    """One tiny tracked DeepPruningES run: the end-to-end test reads it, the resume test compares with it."""
     from conftest import new_mlflow_store
     from evoprune_tf.app.run import run
 
+    tmp_path = tmp_path_factory.mktemp("dpes")
     uri = new_mlflow_store(tmp_path)
-    config = tiny_config(tmp_path, tracking={"enabled": True, "uri": uri, "experiment": "dpes-test"})
-    result = run(config)  # dispatched to run_filter_pruning
+    config = tiny_config(tmp_path, tracking={"enabled": True, "uri": uri, "experiment": "dpes-test"},
+                         algorithm={"population": 3})
+    return run(config), uri, tmp_path  # dispatched to run_filter_pruning
+
+
+@pytest.mark.slow
+def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
+    from mlflow import MlflowClient
+
+    result, uri, tmp_path = tracked_run
     assert isinstance(result, filters_run.FilterRunResult)
     assert result.logbook[0]["nevals"] == 1 and len(result.logbook) == 3
     assert [r["model"] for r in result.table] == list(filters_run.MODEL_NAMES)
@@ -106,3 +114,26 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
     assert loaded.count_params() == result.table[2]["params_network"]
 
+
+
+@pytest.mark.slow
+def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(tracked_run, tmp_path):
+    """`evoprune resume` for a filter run: Ctrl-C after generation 1, resume, same archive and report as one go.
+
+    The uninterrupted run is the tracked one (tracking does not change a run's results).
+    """
+    from helpers_runs import Interrupt
+
+    from evoprune_tf.app.run import resume, run
+
+    whole = tracked_run[0]
+    config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
+    with pytest.raises(KeyboardInterrupt):
+        run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
+    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.pkl"))
+    assert len(checkpoints) == 1
+    resumed = resume(checkpoints[0])
+    assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
+    key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
+    assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
+    assert [r["test_accuracy"] for r in resumed.table] == [r["test_accuracy"] for r in whole.table]

@@ -17,10 +17,15 @@ Two routes, the one that measured fastest on each backend (``benchmarks/fitness.
   variables, ``jax.lax.scan`` over mini-batches and epochs (all epochs in one call
   without early stopping). Element-wise optimizers keep vmapped heads independent
   (even ``global_clipnorm`` is per head under `vmap`).
-* **TensorFlow**: one compiled model per compact shape, reused through assignment
-  (weights, masks and optimizer variables reset per head: a fresh model per genome leaks
-  ~15 MB on TensorFlow), trained by one ``tf.function`` whose ``tf.range`` loop runs
-  every mini-batch of every epoch with ``optimizer.apply``.
+* **TensorFlow** (`TF_ROUTE`, ``"auto"``): where one fit is long enough for XLA to pay
+  (`evoprune_tf.train.tf_stacked.xla_pays`), a group's heads train as one
+  population-stacked computation (`evoprune_tf.train.tf_stacked`: kernels ``(P, in,
+  out)``, the sum of the heads' losses, one XLA-compiled ``tf.function`` over every
+  mini-batch); otherwise, and for heads the stacked route cannot express, one compiled
+  model per compact shape is reused through assignment (weights, masks and optimizer
+  variables reset per head: a fresh model per genome leaks ~15 MB on TensorFlow), trained
+  by one ``tf.function`` whose ``tf.range`` loop runs every mini-batch of every epoch
+  with ``optimizer.apply``.
 
 Reproducibility: every head starts from the same full-size initial weights drawn once
 from the seed (`evoprune_tf.train.plan.initial_weights` for Glorot-uniform kernels, as
@@ -35,7 +40,8 @@ validation rows of the train split (`evoprune_tf.train.plan.RowSplit`), so the h
 all cross-validation folds train in one call. Heads of equal shape and partition size
 form one group; the mini-batch order is the one a trainer built on the head's rows
 draws, mapped to its rows, and on JAX each head gathers its batch inside the vmapped
-step (features shared, rows per head). TensorFlow trains head by head either way.
+step (features shared, rows per head). On TensorFlow the stacked route takes each
+head's rows too; head by head, each head trains on its own rows.
 
 Head builders: ``builder(spec: HeadSpec) -> keras.Model`` maps ``(batch,
 spec.n_features)`` features to ``(batch, spec.n_classes)`` logits (or softmax
