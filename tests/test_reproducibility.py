@@ -121,3 +121,19 @@ def test_fitness_of_a_genome_does_not_depend_on_batch_order_or_process() -> None
     assert len(set(alone)) > 1
     # The run seed, not the batch, changes a genome's fitness.
     assert PopulationEvaluator(encoding, data, TrainConfig(epochs=4), seed=4).evaluate_population(genomes) != alone
+
+
+def test_fitness_does_not_depend_on_the_processes_blas_threads() -> None:
+    # A worker process runs BLAS on cores // workers threads; OpenBLAS splits a product
+    # differently on 1 and 2 threads, which changed the last bits of the loss on AMD EPYC.
+    from threadpoolctl import threadpool_limits
+
+    data, _ = make_planted_features(seed=2)
+    encoding = make_encoding("feature_selection", HeadSpec(data.n_features, data.n_classes, (16,)))
+    genomes = [np.random.default_rng(4).integers(0, 2, 64).astype(np.int8) for _ in range(3)]
+    fitness = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            fitness[threads] = PopulationEvaluator(encoding, data, TrainConfig(epochs=4), seed=3).evaluate_population(
+                genomes)
+    assert fitness[1] == fitness[2]

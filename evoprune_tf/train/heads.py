@@ -9,6 +9,7 @@ import numpy as np
 from scipy.special import softmax
 
 from evoprune_tf.encodings import HeadMasks, HeadSpec
+from evoprune_tf.train.blas import blas_threads
 from evoprune_tf.train.plan import HeadPlan, with_zero_column
 
 __all__ = ["TrainedHead", "training_flops", "unstack_heads"]
@@ -60,9 +61,10 @@ class TrainedHead:
         x = np.asarray(x, dtype=np.float32)
         idx = np.where(self.indices[0] < 0, x.shape[1], self.indices[0])
         parts = []
-        for start in range(0, len(x), chunk):
-            a = with_zero_column(x[start : start + chunk])[:, idx]
-            parts.append(self.keras_logits(a) if self.keras_logits is not None else self._numpy_logits(a))
+        with blas_threads(1):  # the same sums in every process, whatever its BLAS threads (`train.blas`)
+            for start in range(0, len(x), chunk):
+                a = with_zero_column(x[start : start + chunk])[:, idx]
+                parts.append(self.keras_logits(a) if self.keras_logits is not None else self._numpy_logits(a))
         return np.concatenate(parts) if parts else np.zeros((0, self.spec.n_classes), np.float32)
 
     def _numpy_logits(self, a: np.ndarray) -> np.ndarray:

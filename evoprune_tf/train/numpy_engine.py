@@ -20,13 +20,13 @@ trainer built on exactly its rows.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import numpy as np
 
 from evoprune_tf.encodings import HeadMasks, HeadSpec
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.train.blas import blas_threads
 from evoprune_tf.train.config import TrainConfig, derive_seed
 from evoprune_tf.train.heads import TrainedHead, training_flops, unstack_heads
 from evoprune_tf.train.plan import HeadPlan, RowSplit, compact_weights, initial_weights, plan_head, \
@@ -95,7 +95,7 @@ class HeadTrainer:
         size = self.config.group_size or 1
         if rows is not None and len(rows) != len(heads):
             raise ValueError(f"got {len(rows)} row splits for {len(heads)} heads; expected one per head")
-        with _blas_threads(self.config.blas_threads):
+        with blas_threads(self.config.blas_threads):
             return train_by_shape([self.plan(m) for m in heads], heads, self._train_group,
                                   lambda members: (members[i : i + size] for i in range(0, len(members), size)),
                                   rows=rows)
@@ -226,15 +226,6 @@ class HeadTrainer:
         val = np.stack([r.val for r in rows])  # (P, n_val) rows of the train split
         inputs = self._x_train.T[in_idx[:, :, None], val[:, None, :]].transpose(0, 2, 1)
         return _cross_entropy(_forward_stack(kernels, biases, inputs), self._y_train[val])
-
-
-def _blas_threads(threads: int):
-    """Limit BLAS threads for a block (no-op for 0)."""
-    if not threads:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -102,8 +102,10 @@ def test_early_stopping_stops_and_restores_each_head_on_its_own(planted, early_s
     runs = [h.epochs_run for h in heads]
     assert min(runs) < 40 and runs[0] != runs[1]  # both stop, at different epochs
     per_head = _trainer(spec, data, cfg, "per_head").train(masks)
-    # Without XLA the stacked route rounds as the per-head one; with XLA (the default) its
-    # rounding differs in the last bits, which 13 epochs at lr 0.1 amplify past 1e-5.
+    # The stacked route with XLA (the default) rounds differently from the per-head one in the
+    # last bits, and so, on some CPUs (AMD EPYC), does the stacked route without XLA (batched
+    # and plain matmul kernels); 13 epochs at lr 0.1 amplify that to ~8e-4 on logits up to 30,
+    # so across routes the logits are compared at 2e-3 (one step is pinned to 1e-5 elsewhere).
     plain = _trainer(spec, data, cfg)
     plain.tf_jit_compile = False
     plain_heads = plain.train(masks)
@@ -111,7 +113,7 @@ def test_early_stopping_stops_and_restores_each_head_on_its_own(planted, early_s
         alone = _trainer(spec, data, cfg).train([mask])[0]
         assert alone.epochs_run == heads[p].epochs_run == per_head[p].epochs_run == plain_heads[p].epochs_run
         np.testing.assert_allclose(alone.logits(data.x_val), heads[p].logits(data.x_val), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(per_head[p].logits(data.x_val), plain_heads[p].logits(data.x_val), atol=1e-5)
+        np.testing.assert_allclose(per_head[p].logits(data.x_val), plain_heads[p].logits(data.x_val), atol=2e-3)
     if early_stopping == "val_loss":  # each head returns its best epoch's weights, patience epochs before its stop
         for p, mask in enumerate(masks):
             fixed = TrainConfig(epochs=heads[p].epochs_run - patience, learning_rate=lr, bucket=64)
