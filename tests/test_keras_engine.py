@@ -179,3 +179,53 @@ def test_bad_input_is_a_one_line_value_error(planted):
         TrainConfig(engine="numpy", dropout=0.2)
     with pytest.raises(ValueError, match="features have width 64; the head expects 10"):
         make_trainer(HeadSpec(10, 3, (4,)), data, TrainConfig(), seed=0)
+
+
+@pytest.mark.parametrize("route", ["per_head", "stacked"])
+@pytest.mark.parametrize("optimizer", ["sgd", {"name": "adam", "learning_rate": 0.01}])
+def test_skipping_the_mask_multiply_of_padded_builtin_heads_changes_nothing(planted, monkeypatch, route, optimizer):
+    """`MaskedDense.kernel_premasked` on compact built-in heads: bitwise the heads of the multiplied masks."""
+    data, _ = planted
+    spec = HeadSpec(data.n_features, data.n_classes, (24, 12), use_bias=True)
+    enc = NeuronPruning(spec)
+    genomes = _genomes(3, enc.genome_length, seed=4)  # widths padded to the bucket: the masks mark padding
+    cfg = TrainConfig(epochs=3, learning_rate=0.05, optimizer=optimizer, dropout=0.2, l2=0.01, bucket=8, group_size=4)
+
+    def train(premasked: bool):
+        trainer = KerasTrainer(spec, data, cfg, seed=5)
+        trainer.tf_route = route
+        if not premasked:
+            original = KerasTrainer._compiled
+
+            def multiplied(self, plan):
+                entry = original(self, plan)
+                for layer in entry.layers:
+                    layer.kernel_premasked = False
+                return entry
+
+            monkeypatch.setattr(KerasTrainer, "_compiled", multiplied)
+        heads = trainer.train([enc.decode(g) for g in genomes])
+        monkeypatch.undo()
+        flags = {layer.kernel_premasked for entry in trainer._cache.values() for layer in entry.layers}
+        return heads, flags
+
+    skipped, on = train(True)
+    multiplied, off = train(False)
+    assert on == {True} and off == {False}
+    assert all(head.kernels[0].shape[1] % 8 == 0 for head in skipped)
+    for a, b in zip(skipped, multiplied):
+        for ka, kb in zip(a.kernels + a.biases, b.kernels + b.biases):
+            np.testing.assert_array_equal(ka, kb)
+
+
+def test_heads_with_connection_masks_or_user_builders_keep_the_mask_multiply(planted):
+    data, _ = planted
+    spec = HeadSpec(data.n_features, data.n_classes, (16,))
+    from evoprune_tf.encodings import make_encoding
+
+    conn = make_encoding("connection_pruning", spec)
+    for enc, cfg in ((conn, TrainConfig(epochs=1)),
+                     (FeatureSelection(spec), TrainConfig(epochs=1, head="head_builders:dropout_head"))):
+        trainer = KerasTrainer(spec, data, cfg, seed=0)
+        trainer.train([enc.decode(_genomes(1, enc.genome_length)[0])])
+        assert {layer.kernel_premasked for e in trainer._cache.values() for layer in e.layers} == {False}

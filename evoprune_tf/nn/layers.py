@@ -52,6 +52,13 @@ class MaskedDense(keras.layers.Dense):
     The mask is deliberately not a ``mask`` call argument: Keras reserves that name
     for its own masking machinery.
 
+    ``kernel_premasked`` (attribute, default False, not saved) is a promise made by the
+    code that traces the layer: the kernel already holds zeros wherever the mask does
+    and its training keeps them there. ``call`` then skips the multiply, which gives the
+    same numbers (a product with 1 is exact) one pass over the kernel cheaper in the
+    forward and again in the backward pass. The training engine sets it on its compact
+    built-in heads, where the mask only marks zero-initialised padding.
+
     Args:
         units: dimensionality of the output space.
         activation: activation function (name or callable); ``None`` is linear.
@@ -89,6 +96,7 @@ class MaskedDense(keras.layers.Dense):
             bias_initializer=bias_initializer,
             **kwargs,
         )
+        self.kernel_premasked = False
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         input_dim = input_shape[-1]
@@ -112,7 +120,7 @@ class MaskedDense(keras.layers.Dense):
         return ops.multiply(self.kernel, ops.cast(self.kernel_mask, self.kernel.dtype))
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        outputs = ops.matmul(inputs, self.masked_kernel)
+        outputs = ops.matmul(inputs, self.kernel if self.kernel_premasked else self.masked_kernel)
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
         if self.activation is not None:

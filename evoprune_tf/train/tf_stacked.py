@@ -182,7 +182,8 @@ class _Program:
         h = xs
         for l in range(len(self.layers)):
             # Batched matmul: each head's slice is the plain 2-D product of its own kernel.
-            h = tf.matmul(h, self.kernels[l] * self.masks[l])
+            kernel = self.kernels[l] if self.layers[l].kernel_premasked else self.kernels[l] * self.masks[l]
+            h = tf.matmul(h, kernel)
             if self.biases[l] is not None:
                 h = h + self.biases[l][:, None, :]
             if self.activations[l] is not None:

@@ -54,6 +54,20 @@ def test_mask_multiplies_kernel_and_zeroes_the_stored_kernel(data):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), kernel * mask)
 
 
+def test_kernel_premasked_skips_the_multiply_and_is_not_saved(data):
+    x, _ = data
+    layer = MaskedDense(HIDDEN, activation="relu")
+    layer.build((None, N_FEATURES))
+    layer.set_mask(random_mask((N_FEATURES, HIDDEN), seed=3))  # zeroes the stored kernel where the mask is 0
+    multiplied = keras.ops.convert_to_numpy(layer(x))
+    layer.kernel_premasked = True
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), multiplied)
+    layer.kernel.assign(np.ones((N_FEATURES, HIDDEN), np.float32))  # a broken promise shows: the mask is skipped
+    assert not np.allclose(keras.ops.convert_to_numpy(layer(x)), multiplied)
+    assert "kernel_premasked" not in layer.get_config()
+    assert MaskedDense.from_config(layer.get_config()).kernel_premasked is False
+
+
 def test_kernel_mask_is_a_non_trainable_float32_weight_of_ones():
     layer = MaskedDense(HIDDEN, use_bias=False)
     layer.build((None, N_FEATURES))

@@ -9,7 +9,9 @@ Pins the mechanisms behind the JAX engine's memory over a search (issue #9, "RSS
   sizes a search trains, and an evicted entry is garbage-collected with its jitted
   functions and model;
 * early stopping's best-state merge runs as a jitted program of the entry and gives the
-  same heads as on TensorFlow.
+  same heads as on TensorFlow;
+* a lone head, which trains unbatched rather than vmapped over one head, gets the
+  fitness it gets in a group.
 
 The JAX checks run in a subprocess with ``KERAS_BACKEND=jax`` (this process' Keras runs on
 its own backend), as `tests/test_keras_engine.py` does.
@@ -102,6 +104,13 @@ ON_JAX = textwrap.dedent(
     genomes = [np.array(g) for g in json.loads(sys.argv[2])]
     es = TrainConfig(epochs=4, bucket=8, group_size=4, learning_rate=0.05, early_stopping="val_loss", patience=1)
     out["early_stopping_fitness"] = PopulationEvaluator(enc, data, es, seed=2).evaluate_population(genomes)
+
+    # 4. A lone head runs unbatched (not vmapped over one head): alone == in a group of 4.
+    four = same_width(4, 28, 20)
+    es1 = TrainConfig(epochs=4, bucket=8, group_size=1, learning_rate=0.05, early_stopping="val_loss", patience=1)
+    es4 = TrainConfig(epochs=4, bucket=8, group_size=4, learning_rate=0.05, early_stopping="val_loss", patience=1)
+    out["alone"] = [PopulationEvaluator(enc, data, es1, seed=2).evaluate_population([g])[0] for g in four]
+    out["grouped"] = PopulationEvaluator(enc, data, es4, seed=2).evaluate_population(four)
     print("RESULT " + json.dumps(out))
     """
 )
@@ -147,3 +156,9 @@ def test_early_stopping_on_jax_matches_tensorflow(on_jax, planted):
     es = TrainConfig(epochs=4, bucket=8, group_size=4, learning_rate=0.05, early_stopping="val_loss", patience=1)
     here = PopulationEvaluator(enc, data, es, seed=2).evaluate_population(genomes)
     np.testing.assert_allclose(out["early_stopping_fitness"], here, atol=1e-5)
+
+
+def test_a_lone_head_on_jax_gets_the_fitness_it_gets_in_a_group(on_jax):
+    _, out = on_jax
+    np.testing.assert_allclose(out["alone"], out["grouped"], atol=1e-5)
+    assert len({tuple(f) for f in out["grouped"]}) == 4  # four different heads, not one repeated
