@@ -82,8 +82,8 @@ class TrainConfig:
             shapes repeat; 1 trains exact shapes; 0 is the engine's default (Keras 64,
             NumPy 1).
         group_size: at most this many heads are trained as one population-batched
-            computation; 0 is the engine's default (Keras on JAX 32, Keras on
-            TensorFlow and NumPy 1).
+            computation; 0 is the engine's default (Keras on JAX on a GPU or TPU
+            32; on CPU, and for the NumPy engine, 1).
         engine: ``"keras"`` (the default: Keras models on the backend Keras runs on) or
             ``"numpy"`` (the opt-in hand-written NumPy engine: default head and SGD
             only). ``"jax"`` is a deprecated alias of ``"keras"``.

@@ -111,6 +111,7 @@ ON_JAX = textwrap.dedent(
     es4 = TrainConfig(epochs=4, bucket=8, group_size=4, learning_rate=0.05, early_stopping="val_loss", patience=1)
     out["alone"] = [PopulationEvaluator(enc, data, es1, seed=2).evaluate_population([g])[0] for g in four]
     out["grouped"] = PopulationEvaluator(enc, data, es4, seed=2).evaluate_population(four)
+    out["default_group_size"] = keras_engine.KerasTrainer(enc.spec, data, TrainConfig(epochs=1), seed=0).group_size
     print("RESULT " + json.dumps(out))
     """
 )
@@ -162,3 +163,4 @@ def test_a_lone_head_on_jax_gets_the_fitness_it_gets_in_a_group(on_jax):
     _, out = on_jax
     np.testing.assert_allclose(out["alone"], out["grouped"], atol=1e-5)
     assert len({tuple(f) for f in out["grouped"]}) == 4  # four different heads, not one repeated
+    assert out["default_group_size"] == 1  # on CPU: no faster in groups, and every group size is a program
