@@ -49,10 +49,11 @@ it), MLFLOW_TRACKING_URI (default sqlite:///mlruns/mlflow.db), EVOPRUNE_CACHE_DI
 (feature cache, default ~/.cache/evoprune_tf/features), KERAS_BACKEND (wins over
 --backend / train.backend).
 
-Keras backend (--backend, train.backend): auto (default) runs the head methods on JAX
-when it is installed (heads train about 2x faster; features are extracted on
-TensorFlow in a child process) and DeepPruningES / TASCNet on TensorFlow; or name
-tensorflow or jax. The run prints which backend it uses and why.
+Keras backend (--backend, train.backend): auto (default) runs every method on
+TensorFlow when it is installed (on CPU heads train as fast there as on JAX or faster,
+and features and convolutions much faster) and on JAX where only JAX is (a GPU
+machine); or name tensorflow or jax (on JAX, features are extracted on TensorFlow in a
+child process). The run prints which backend it uses and why.
 """
 
 

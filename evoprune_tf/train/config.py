@@ -88,9 +88,9 @@ class TrainConfig:
             ``"numpy"`` (the opt-in hand-written NumPy engine: default head and SGD
             only). ``"jax"`` is a deprecated alias of ``"keras"``.
         blas_threads: BLAS threads of the NumPy engine (0: the library's default).
-        backend: the Keras backend the run asks for: ``"auto"`` (the default: JAX for
-            the head methods when it is installed, TensorFlow for the filter methods),
-            ``"tensorflow"`` or ``"jax"``. Keras' backend is process-wide and fixed when
+        backend: the Keras backend the run asks for: ``"auto"`` (the default:
+            TensorFlow when it is installed, JAX when only JAX is), ``"tensorflow"`` or
+            ``"jax"``. Keras' backend is process-wide and fixed when
             Keras is first imported, so the application resolves this before that
             (``KERAS_BACKEND`` in the environment wins); the trainers themselves run on
             whatever backend the process has.

@@ -35,10 +35,10 @@ def _choose(method: str, requested: str = "auto", engine: str = "keras", *, env=
 
 @pytest.mark.parametrize("method", ["steady_state", "nsga2", "nsga3", "ea_simple", "random_search", "unpruned",
                                     "magnitude"])
-def test_auto_puts_head_methods_on_jax(method):
+def test_auto_puts_head_methods_on_tensorflow_when_it_is_installed(method):
     choice = _choose(method)
-    assert (choice.backend, choice.decided_by) == ("jax", "config")
-    assert "TensorFlow in a child process" in choice.reason
+    assert (choice.backend, choice.decided_by) == ("tensorflow", "config")
+    assert "as fast on TensorFlow as on JAX or faster" in choice.reason and "train.backend='jax'" in choice.reason
 
 
 @pytest.mark.parametrize("method", ["deep_pruning_es", "tascnet"])
@@ -50,11 +50,11 @@ def test_auto_puts_filter_methods_on_tensorflow(method):
 
 def test_auto_falls_back_to_what_is_installed_and_numpy_heads_stay_on_tensorflow():
     assert _choose("steady_state", installed={"tensorflow"}).backend == "tensorflow"
-    assert "evoprune-tf[jax]" in _choose("steady_state", installed={"tensorflow"}).reason
     no_tf = _choose("steady_state", installed={"jax"})
     assert no_tf.backend == "jax" and "TensorFlow is not installed" in no_tf.reason
     assert _choose("deep_pruning_es", installed={"jax"}).backend == "jax"
-    assert _choose("steady_state", engine="numpy").backend == "tensorflow"  # Keras only extracts there
+    numpy_heads = _choose("steady_state", engine="numpy")  # Keras only extracts there
+    assert numpy_heads.backend == "tensorflow" and "NumPy engine" in numpy_heads.reason
 
 
 def test_explicit_choice_and_keras_backend_env_wins():
@@ -68,9 +68,9 @@ def test_explicit_choice_and_keras_backend_env_wins():
 
 
 def test_keras_already_imported_keeps_its_backend_and_says_why():
-    choice = _choose("steady_state", loaded="tensorflow")
-    assert (choice.backend, choice.wanted, choice.decided_by) == ("tensorflow", "jax", "keras")
-    assert "already imported on tensorflow" in choice.line and "KERAS_BACKEND=jax" in choice.line
+    choice = _choose("steady_state", loaded="jax")
+    assert (choice.backend, choice.wanted, choice.decided_by) == ("jax", "tensorflow", "keras")
+    assert "already imported on jax" in choice.line and "KERAS_BACKEND=tensorflow" in choice.line
     assert "\n" not in choice.line
 
 
@@ -125,7 +125,8 @@ RUN_SCRIPT = textwrap.dedent(
     common = {"seed": 1, "progress": False, "tracking": {"enabled": False}, "checkpoint": {"enabled": False}}
     if sys.argv[2] == "head":
         data, _ = conftest.make_planted_features(n_features=16, n_train=60, n_val=30, n_test=30)
-        config = load_config(None, {**common, "head": {"hidden": [8]}, "train": {"epochs": 1, "group_size": 4},
+        config = load_config(None, {**common, "head": {"hidden": [8]},
+                                    "train": {"epochs": 1, "group_size": 4, "backend": "jax"},
                                     "algorithm": {"population": 4, "evaluations": 4},
                                     "report": {"export_model": False, "seeds": 1}})
         text = io.StringIO()
@@ -153,13 +154,13 @@ RUN_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # a JAX process running a tiny evolution: about 20 s on 2 busy cores
-def test_run_from_python_chooses_jax_for_heads_before_keras_is_imported(tmp_path):
+def test_run_from_python_switches_to_jax_for_heads_before_keras_is_imported(tmp_path):
     pytest.importorskip("jax")
     proc = subprocess.run([sys.executable, "-c", RUN_SCRIPT, str(TESTS), "head"], capture_output=True, text=True,
                           env=_env(tmp_path), cwd=tmp_path, timeout=300)
     out = _result(proc)
     assert out["keras_before"] is False
-    assert out["first_line"].startswith("Keras backend: jax (auto: heads train about 2x faster on JAX")
+    assert out["first_line"] == "Keras backend: jax (train.backend='jax')"
     assert out["keras_backend"] == out["tag"] == out["env"] == "jax"
     # A later filter run in the same process cannot switch: it stays on JAX and says so.
     assert out["filter_backend"] == "jax"
@@ -223,11 +224,12 @@ GRID_SCRIPT = textwrap.dedent(
 
 def test_a_grid_runs_on_its_cells_common_backend_or_tensorflow_when_they_differ(tmp_path):
     pytest.importorskip("jax")
-    (tmp_path / "seeds.toml").write_text('[grid]\nname = "seeds"\n[grid.axes]\nseed = [0, 1]\n')
+    (tmp_path / "seeds.toml").write_text('[grid]\nname = "seeds"\n[grid.axes]\nseed = [0, 1]\n'
+                                         '"train.backend" = ["jax"]\n')
     (tmp_path / "mixed.toml").write_text('[grid]\nname = "mixed"\n[grid.axes]\n"train.backend" = ["tensorflow", "jax"]\n')
     proc = subprocess.run([sys.executable, "-c", GRID_SCRIPT, "seeds.toml", "mixed.toml"], capture_output=True,
                           text=True, env=_env(tmp_path), cwd=tmp_path, timeout=120)
     out = _result(proc)
-    assert out["seeds.toml"].startswith("Keras backend: jax (auto: heads train")
+    assert out["seeds.toml"] == "Keras backend: jax (train.backend='jax')"
     assert out["mixed.toml"].startswith("Keras backend: tensorflow (the grid's cells want jax and tensorflow")
     assert out["env"] == "tensorflow" and not out["keras_loaded"]  # the last grid's choice, before any import
