@@ -1,0 +1,106 @@
+"""Interleaved A/B of whole-population fitness evaluation: the Keras engine vs an older checkout.
+
+One process measures one engine on the workload of ``benchmarks/fitness.py`` (1280
+planted features, 2000 train / 500 val, 3 classes, head 1280 -> 512 -> 3, 5 epochs,
+batch 32, bucket 64, 12 genomes with densities spread over 0.1..1.0, every genome a new
+compact shape): a cold population (including compilation), then the best of 3 warm ones
+(the same evaluator with its fitness cache emptied, as in a later generation). Run it
+alternately for each engine, so that every engine sees the same machine load::
+
+    git worktree add /tmp/old 7d62836          # the deleted hand-derived JAX engine
+    for i in 1 2; do
+      PYTHONPATH=/tmp/old python benchmarks/engine_ab.py --old
+      KERAS_BACKEND=jax python benchmarks/engine_ab.py
+      KERAS_BACKEND=tensorflow python benchmarks/engine_ab.py
+    done
+
+``--old`` runs the checkout on ``PYTHONPATH`` through its own API (``TrainConfig(engine=
+"jax", group_size=30)``, its fastest setting for feature selection). Prints one JSON
+line per encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+
+def _planted(n_features: int, n_train: int, n_val: int, n_classes: int, seed: int):
+    try:
+        from evoprune_tf.features.splits import FeatureSplits
+    except ImportError:  # the older layout
+        from evoprune_tf.splits import FeatureSplits
+    rng = np.random.default_rng(seed)
+    informative = rng.choice(n_features, 64, replace=False)
+    centers = rng.normal(0.0, 1.0, size=(n_classes, 64)).astype(np.float32)
+
+    def split(n: int):
+        y = rng.integers(0, n_classes, size=n)
+        x = rng.normal(0.0, 1.0, size=(n, n_features)).astype(np.float32)
+        x[:, informative] += centers[y]
+        return x, y.astype(np.int64)
+
+    (xt, yt), (xv, yv) = split(n_train), split(n_val)
+    return FeatureSplits(xt, yt, xv, yv, xv[:0], yv[:0], tuple(f"c{i}" for i in range(n_classes)), name="planted")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--old", action="store_true", help="the checkout on PYTHONPATH is 7d62836 (its own API)")
+    parser.add_argument("--genomes", type=int, default=12, help="genomes per encoding (default 12)")
+    parser.add_argument("--repeats", type=int, default=3, help="warm repeats, best kept (default 3)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per evaluation (default 5)")
+    args = parser.parse_args(argv)
+    for flag in ("genomes", "repeats", "epochs"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag}={getattr(args, flag)}; expected a positive integer")
+
+    from fitness import spread_genomes
+
+    from evoprune_tf.encodings import HeadSpec, make_encoding
+    from evoprune_tf.evaluation import PopulationEvaluator
+
+    if args.old:
+        from evoprune_tf.training import TrainConfig
+
+        options = {"engine": "jax", "group_size": 30}
+        label = "hand-derived JAX engine (--old)"
+    else:
+        import keras
+
+        from evoprune_tf.train import TrainConfig
+
+        options = {}
+        label = f"keras engine on {keras.backend.backend()}"
+    data = _planted(1280, 2000, 500, 3, 0)
+    spec = HeadSpec(1280, 3, (512,))
+    for name in ("feature_selection", "neuron_pruning"):
+        enc = make_encoding(name, spec)
+        genomes = spread_genomes(enc.genome_length, args.genomes, 0)
+        ev = PopulationEvaluator(enc, data, TrainConfig(epochs=args.epochs, batch_size=32, bucket=64, **options), seed=0)
+        start = time.perf_counter()
+        ev.evaluate_population(genomes)
+        cold = time.perf_counter() - start
+        warm = np.inf
+        for _ in range(args.repeats):
+            ev.cache.clear()
+            start = time.perf_counter()
+            ev.evaluate_population(genomes)
+            warm = min(warm, time.perf_counter() - start)
+        losses = [ev.lookup(g).loss for g in genomes]
+        print(json.dumps({"engine": label, "encoding": name, "cold_s_per_eval": round(cold / len(genomes), 3),
+                          "warm_s_per_eval": round(warm / len(genomes), 3), "first_loss": losses[0],
+                          "load_average": [round(x, 2) for x in os.getloadavg()]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
