@@ -8,7 +8,7 @@ load the corpus and GloVe vectors, build the Kim text CNN and prune its Conv1D f
 (stage 2 only).
 
 One MLflow run per call (``[tracking]``): the config as params; tags
-``evoprune.algorithm=tascnet``, ``.dataset``, ``.backbone``, ``.seed``; stage-1 metrics
+``evoprune.algorithm=tascnet``, ``.dataset``, ``.backbone``, ``.seed``, ``.keras_backend``; stage-1 metrics
 ``stage1.*`` with ``step`` = candidate index; stage-2 metrics ``stage2.*`` (params,
 FLOPs, validation accuracy, ``filters.<layer>``) with ``step`` = iteration; artifacts
 ``stage1_candidates.csv``, ``stage2_history.csv``, ``plots/stage2_tradeoff.png``,
@@ -39,6 +39,7 @@ from evoprune_tf.app.config import ConfigError, ExperimentConfig, config_from_di
 from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
 from evoprune_tf.data.images import is_named_source, load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus
+from evoprune_tf.features.child import process_backend
 from evoprune_tf.report.text import plural
 from evoprune_tf.tracking import MLflowTracker
 
@@ -129,6 +130,7 @@ class _Run:
         tags = {
             "evoprune.algorithm": "tascnet", "evoprune.dataset": dataset, "evoprune.backbone": backbone,
             "evoprune.seed": str(self.config.seed), "evoprune.tascnet.stage": str(self.t.stage),
+            "evoprune.keras_backend": process_backend(),
         }
         self.tracker = MLflowTracker(
             uri=self.config.tracking.uri, experiment=self.config.tracking.experiment,

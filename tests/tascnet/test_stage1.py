@@ -175,6 +175,7 @@ def test_run_tascnet_images_end_to_end(tmp_path) -> None:
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(report["mlflow_run_id"])
     assert run.data.tags["evoprune.algorithm"] == "tascnet" and run.data.tags["evoprune.seed"] == "1"
+    assert run.data.tags["evoprune.keras_backend"] == "tensorflow"  # this session's backend (tests/conftest.py)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "stage1.val_loss")] == [0, 1, 2]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "stage2.params")] == [0, 1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
