@@ -33,25 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 
-def _planted(n_features: int, n_train: int, n_val: int, n_classes: int, seed: int):
-    try:
-        from evoprune_tf.features.splits import FeatureSplits
-    except ImportError:  # the older layout
-        from evoprune_tf.splits import FeatureSplits
-    rng = np.random.default_rng(seed)
-    informative = rng.choice(n_features, 64, replace=False)
-    centers = rng.normal(0.0, 1.0, size=(n_classes, 64)).astype(np.float32)
-
-    def split(n: int):
-        y = rng.integers(0, n_classes, size=n)
-        x = rng.normal(0.0, 1.0, size=(n, n_features)).astype(np.float32)
-        x[:, informative] += centers[y]
-        return x, y.astype(np.int64)
-
-    (xt, yt), (xv, yv) = split(n_train), split(n_val)
-    return FeatureSplits(xt, yt, xv, yv, xv[:0], yv[:0], tuple(f"c{i}" for i in range(n_classes)), name="planted")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", action="store_true", help="the checkout on PYTHONPATH is 7d62836 (its own API)")
@@ -63,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)}; expected a positive integer")
 
-    from fitness import spread_genomes
+    from fitness import planted_features, spread_genomes
 
     from evoprune_tf.encodings import HeadSpec, make_encoding
     from evoprune_tf.evaluation import PopulationEvaluator
@@ -80,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         options = {}
         label = f"keras engine on {keras.backend.backend()}"
-    data = _planted(1280, 2000, 500, 3, 0)
+    data = planted_features(1280, 2000, 500, 3, 0)
     spec = HeadSpec(1280, 3, (512,))
     for name in ("feature_selection", "neuron_pruning"):
         enc = make_encoding(name, spec)

@@ -158,7 +158,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def planted_features(n_features: int, n_train: int, n_val: int, n_classes: int, seed: int):
     """Gaussian features; 64 columns carry class-dependent means."""
-    from evoprune_tf.features.splits import FeatureSplits
+    try:
+        from evoprune_tf.features.splits import FeatureSplits
+    except ImportError:  # an older checkout on PYTHONPATH (`engine_ab.py --old`)
+        from evoprune_tf.splits import FeatureSplits
 
     rng = np.random.default_rng(seed)
     informative = rng.choice(n_features, 64, replace=False)
