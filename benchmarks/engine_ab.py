@@ -17,6 +17,11 @@ alternately for each engine, so that every engine sees the same machine load::
 ``--old`` runs the checkout on ``PYTHONPATH`` through its own API (``TrainConfig(engine=
 "jax", group_size=30)``, its fastest setting for feature selection). Prints one JSON
 line per encoding.
+
+On a GPU (JAX, no TensorFlow), the issue's 30- and 300-genome rows::
+
+    KERAS_BACKEND=jax python benchmarks/engine_ab.py --genomes 30 --group-size 30
+    KERAS_BACKEND=jax python benchmarks/engine_ab.py --genomes 300 --group-size 300
 """
 
 from __future__ import annotations
@@ -39,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--genomes", type=int, default=12, help="genomes per encoding (default 12)")
     parser.add_argument("--repeats", type=int, default=3, help="warm repeats, best kept (default 3)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per evaluation (default 5)")
+    parser.add_argument("--group-size", type=int, default=0,
+                        help="train.group_size of the Keras engine (default 0: the engine's choice)")
     args = parser.parse_args(argv)
+    if args.group_size < 0:
+        parser.error(f"--group-size={args.group_size}; expected 0 or a positive integer")
     for flag in ("genomes", "repeats", "epochs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)}; expected a positive integer")
@@ -59,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from evoprune_tf.train import TrainConfig
 
-        options = {}
+        options = {"group_size": args.group_size}
         label = f"keras engine on {keras.backend.backend()}"
     data = planted_features(1280, 2000, 500, 3, 0)
     spec = HeadSpec(1280, 3, (512,))
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             warm = min(warm, time.perf_counter() - start)
         losses = [ev.lookup(g).loss for g in genomes]
         print(json.dumps({"engine": label, "encoding": name, "cold_s_per_eval": round(cold / len(genomes), 3),
-                          "warm_s_per_eval": round(warm / len(genomes), 3), "first_loss": losses[0],
+                          "warm_s_per_eval": round(warm / len(genomes), 3),
+                          "warm_evals_per_s": round(len(genomes) / warm, 2), "first_loss": losses[0],
                           "load_average": [round(x, 2) for x in os.getloadavg()]}), flush=True)
     return 0
 

@@ -68,13 +68,15 @@ AB_SCRIPT = SCRIPT.parent / "engine_ab.py"
 def test_engine_ab_measures_both_encodings_and_rejects_a_bad_count(tmp_path):
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(AB_SCRIPT), "--genomes", "1", "--repeats", "1", "--epochs", "1"],
+    proc = subprocess.run([sys.executable, str(AB_SCRIPT), "--genomes", "2", "--repeats", "1", "--epochs", "1",
+                           "--group-size", "2"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["encoding"] for r in rows] == ["feature_selection", "neuron_pruning"]
     assert all(r["engine"] == "keras engine on tensorflow" and _positive(r["warm_s_per_eval"])
-               and r["cold_s_per_eval"] >= r["warm_s_per_eval"] > 0 and r["first_loss"] > 0 for r in rows)
+               and r["cold_s_per_eval"] >= r["warm_s_per_eval"] > 0 and r["first_loss"] > 0
+               and _positive(r["warm_evals_per_s"]) for r in rows)
     bad = subprocess.run([sys.executable, str(AB_SCRIPT), "--genomes", "0"], capture_output=True, text=True,
                          env=env, timeout=120)
     assert bad.returncode == 2 and "--genomes=0; expected a positive integer" in bad.stderr
