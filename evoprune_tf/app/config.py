@@ -199,6 +199,7 @@ class TascnetConfig:
     reg_weight: float = 1.0  # weight of exp(-sum of pair similarities)
     reg_epochs: int = 1  # epochs with the pair-similarity term before each removal
     tolerance: float = 0.02  # stop when val accuracy falls this far below the best
+    patience: int = 0  # iterations below the tolerance allowed in a row (0: the paper's rule)
     max_iterations: int = 10
     epochs: int = 3  # per stage-2 fine-tune
     lr: float = 1e-3  # SGD-Nesterov, momentum below
@@ -488,7 +489,7 @@ def _check_tascnet(t: TascnetConfig, problems: list[str]) -> None:
                 "lr_halve_every", "batch_size", "text_filters"):
         if getattr(t, key) < 1:
             problems.append(f"tascnet.{key}={getattr(t, key)}; expected a positive integer")
-    for key in ("min_filters", "reg_epochs", "max_iterations", "max_len"):
+    for key in ("min_filters", "reg_epochs", "patience", "max_iterations", "max_len"):
         if getattr(t, key) < 0:
             problems.append(f"tascnet.{key}={getattr(t, key)}; expected an integer >= 0")
     if not 0.0 <= t.tolerance <= 1.0:

@@ -194,7 +194,7 @@ class _Run:
         settings = PruneSettings(
             prune_percent=t.prune_percent, order=t.order, mode=t.mode, min_filters=t.min_filters,
             layer_names=tuple(t.prune_layers) or None, reg_weight=t.reg_weight, reg_epochs=t.reg_epochs,
-            tolerance=t.tolerance, max_iterations=t.max_iterations, epochs=t.epochs, recipe=recipe,
+            tolerance=t.tolerance, patience=t.patience, max_iterations=t.max_iterations, epochs=t.epochs, recipe=recipe,
         )
         return recipe, settings
 

@@ -16,6 +16,11 @@ trainable part, or the text CNN):
 5. fine-tune (this fine-tune is step 1 of the next iteration: it records the next
    trajectories) and repeat while the validation accuracy stays within ``tolerance`` of
    the best seen; the first iteration that falls below is rolled back and ends the loop.
+   With ``patience = p > 0`` (an option; 0 is the paper's rule) the loop goes on pruning
+   the rejected model for up to ``p`` iterations in a row that stay below, as Keras'
+   ``EarlyStopping(patience=p)`` goes on training: an iteration back within the
+   tolerance is accepted and resets the count, and the result is always the last
+   accepted model.
 
 Layers versus coupling groups: similarity works per conv *layer*, surgery per coupling
 *group*. A layer is pruned only when it is the sole producer of a prunable group (then
@@ -76,6 +81,8 @@ class PruneSettings:
         reg_weight: factor of the pair-similarity term (1.0).
         reg_epochs: epochs trained with the term before each removal.
         tolerance: stop when validation accuracy falls more than this below the best (0.02).
+        patience: iterations below the tolerance allowed in a row before the loop stops
+            (0: the paper's rule, stop at the first); the result is the last accepted model.
         max_iterations: most prune iterations.
         epochs: epochs of each fine-tune (the first one and the one after each removal).
         recipe: the SGD recipe.
@@ -89,6 +96,7 @@ class PruneSettings:
     reg_weight: float = 1.0
     reg_epochs: int = 1
     tolerance: float = 0.02
+    patience: int = 0
     max_iterations: int = 10
     epochs: int = 3
     recipe: TrainRecipe = dataclasses.field(default_factory=TrainRecipe)
@@ -99,7 +107,7 @@ class PruneSettings:
             raise ValueError(f"order={self.order!r}; expected one of {ORDERS}")
         if self.mode not in ("delete", "merge"):
             raise ValueError(f"mode={self.mode!r}; expected 'delete' or 'merge'")
-        for name in ("min_filters", "reg_epochs", "max_iterations", "epochs"):
+        for name in ("min_filters", "reg_epochs", "patience", "max_iterations", "epochs"):
             value = getattr(self, name)
             low = 1 if name == "epochs" else 0
             if isinstance(value, bool) or int(value) != value or value < low:
@@ -123,7 +131,7 @@ class IterationRecord:
         val_accuracy: validation accuracy.
         filters: ``{conv layer: filters}``.
         removed: filters removed in this iteration.
-        accepted: False for the iteration that fell below the tolerance (rolled back).
+        accepted: False for an iteration that fell below the tolerance (rolled back).
         seconds: wall time of the iteration.
         test_accuracy: test accuracy when test data was given (else NaN); never used
             for decisions.
@@ -161,7 +169,7 @@ class Stage2Result:
 
     Attributes:
         model: the last accepted (compact) model.
-        history: every iteration, the rejected last one included.
+        history: every iteration, the rejected ones included.
         unpruned: iteration 0's record (the fine-tuned unpruned model).
         final: the record of ``model``.
         stop_reason: why the loop ended.
@@ -273,7 +281,8 @@ def tascnet_prune(
     if on_iteration:
         on_iteration(first)
     say(f"stage 2 iteration 0: {first.params} params, {first.flops} FLOPs, val acc {first.val_accuracy:.4f}")
-    best_accuracy, accepted, current = first.val_accuracy, first, model
+    best_accuracy, accepted, kept, current = first.val_accuracy, first, model, model
+    below: list[int] = []  # rejected iterations since the last accepted one
     stop_reason = f"max_iterations={settings.max_iterations} reached"
     for iteration in range(1, settings.max_iterations + 1):
         started = time.perf_counter()
@@ -290,31 +299,38 @@ def tascnet_prune(
         plan = filters_to_remove(pairs, *conv_kernels(current, list(pairs)), mode=settings.mode)
         assign_pruned_weights(current, plan)
         # Each pruned layer is the sole producer of the group named after it.
-        pruned = prune_filters(current, plan.keep)
-        recorder = _recorder(pruned, settings)
-        fine_tune(pruned, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=epoch,
+        current = prune_filters(current, plan.keep)
+        recorder = _recorder(current, settings)
+        fine_tune(current, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=epoch,
                   callbacks=[recorder] if recorder else [])
         epoch += settings.epochs
-        record = _record(pruned, iteration, val, plan.n_removed, True, started, test)
-        if record.val_accuracy < best_accuracy - settings.tolerance:
-            record.accepted = False
-            history.append(record)
-            if on_iteration:
-                on_iteration(record)
-            stop_reason = (
-                f"iteration {iteration}: val accuracy {record.val_accuracy:.4f} below best "
-                f"{best_accuracy:.4f} - tolerance {settings.tolerance}; rolled back"
-            )
-            say(f"stage 2 {stop_reason}")
-            break
+        record = _record(current, iteration, val, plan.n_removed, True, started, test)
+        record.accepted = record.val_accuracy >= best_accuracy - settings.tolerance
         history.append(record)
         if on_iteration:
             on_iteration(record)
+        if not record.accepted:
+            below.append(iteration)
+            say(f"stage 2 iteration {iteration}: -{record.removed} filters, val acc {record.val_accuracy:.4f} "
+                f"below best {best_accuracy:.4f} - tolerance {settings.tolerance} "
+                f"({len(below)} in a row, patience {settings.patience})")
+            if len(below) > settings.patience:
+                stop_reason = (
+                    f"iteration {iteration}: val accuracy {record.val_accuracy:.4f} below best "
+                    f"{best_accuracy:.4f} - tolerance {settings.tolerance}"
+                )
+                break
+            continue
+        below = []
         say(f"stage 2 iteration {iteration}: -{record.removed} filters, {record.params} params, "
             f"{record.flops} FLOPs, val acc {record.val_accuracy:.4f}")
         best_accuracy = max(best_accuracy, record.val_accuracy)
-        accepted, current = record, pruned
-    return Stage2Result(model=current, history=history, unpruned=first, final=accepted, stop_reason=stop_reason)
+        accepted, kept = record, current
+    if below:
+        stop_reason += f"; iteration{'s' if len(below) > 1 else ''} {', '.join(map(str, below))} rolled back " \
+                       f"to iteration {accepted.iteration}"
+        say(f"stage 2 {stop_reason}")
+    return Stage2Result(model=kept, history=history, unpruned=first, final=accepted, stop_reason=stop_reason)
 
 
 def plot_tradeoff(history: Sequence[IterationRecord], path: str, *, title: str = "TASCNet stage 2") -> str:

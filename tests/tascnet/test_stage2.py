@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -87,6 +88,37 @@ def test_rollback_when_accuracy_leaves_the_tolerance(monkeypatch) -> None:
     assert "rolled back" in result.stop_reason
 
 
+def test_patience_prunes_on_past_a_rejected_iteration_and_keeps_the_last_accepted(monkeypatch) -> None:
+    x, y = _data()
+    # iteration 0 .. 5: a dip at 1 (within patience), back within the tolerance at 2, then 3 dips in a row.
+    scores = iter([(0.5, 0.90), (0.5, 0.80), (0.5, 0.89), (0.5, 0.50), (0.5, 0.50), (0.5, 0.50), (0.5, 0.99)])
+    monkeypatch.setattr(stage2, "evaluate_model", lambda model, data: next(scores))
+    settings = PruneSettings(prune_percent=25, min_filters=2, epochs=1, reg_epochs=0, max_iterations=8,
+                             tolerance=0.02, patience=2)
+    result = tascnet_prune(_conv_net(), (x, y), (x[:32], y[:32]), settings, seed=0)
+    assert [r.accepted for r in result.history] == [True, False, True, False, False, False]
+    widths = [r.filters["c1"] for r in result.history]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 6  # it pruned on from rejected models
+    assert result.final.iteration == 2 and result.model.get_layer("c1").filters == widths[2]
+    assert "iterations 3, 4, 5 rolled back to iteration 2" in result.stop_reason
+    # The same scores with the paper's rule stop at the first dip.
+    scores = iter([(0.5, 0.90), (0.5, 0.80)])
+    result = tascnet_prune(_conv_net(), (x, y), (x[:32], y[:32]), dataclasses.replace(settings, patience=0), seed=0)
+    assert [r.accepted for r in result.history] == [True, False] and result.final.iteration == 0
+
+
+def test_patience_rolls_back_trailing_rejections_at_the_iteration_cap(monkeypatch) -> None:
+    x, y = _data()
+    scores = iter([(0.5, 0.90), (0.5, 0.91), (0.5, 0.70)])
+    monkeypatch.setattr(stage2, "evaluate_model", lambda model, data: next(scores))
+    settings = PruneSettings(prune_percent=25, min_filters=4, epochs=1, reg_epochs=0, max_iterations=2,
+                             tolerance=0.02, patience=3)
+    result = tascnet_prune(_conv_net(), (x, y), (x[:32], y[:32]), settings, seed=0)
+    assert [r.accepted for r in result.history] == [True, True, False]
+    assert result.final.iteration == 1 and result.model.get_layer("c1").filters == result.history[1].filters["c1"]
+    assert result.stop_reason == "max_iterations=2 reached; iteration 2 rolled back to iteration 1"
+
+
 def test_stops_when_nothing_is_left_to_prune() -> None:
     x, y = _data(48)
     settings = PruneSettings(prune_percent=50, min_filters=10, epochs=1, reg_epochs=0, max_iterations=5, tolerance=1.0,
@@ -119,6 +151,8 @@ def test_settings_reject_bad_order_and_mode() -> None:
         PruneSettings(order="ascending")
     with pytest.raises(ValueError, match="mode='average'"):
         PruneSettings(mode="average")
+    with pytest.raises(ValueError, match=r"patience=-1; expected an integer >= 0"):
+        PruneSettings(patience=-1)
     assert math.isclose(TrainRecipe(lr=0.1, halve_every=20).learning_rate(41), 0.025)
 
 
@@ -131,6 +165,8 @@ def test_config_section_surfaces_bad_tascnet_values() -> None:
         config_from_dict({"algorithm": {"name": "tascnet"}, "tascnet": {"prune_percent": 60}})
     with pytest.raises(ConfigError, match="with tascnet.text_corpus; expected 2"):
         config_from_dict({"algorithm": {"name": "tascnet"}, "tascnet": {"text_corpus": "x", "stage": "both"}})
+    with pytest.raises(ConfigError, match=r"tascnet.patience=-2; expected an integer >= 0"):
+        config_from_dict({"algorithm": {"name": "tascnet"}, "tascnet": {"patience": -2}})
     with pytest.raises(ConfigError, match="tascnet.stage=3 has the wrong type"):
         config_from_dict({"algorithm": {"name": "tascnet"}, "tascnet": {"stage": 3}})
 
