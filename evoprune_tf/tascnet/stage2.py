@@ -282,6 +282,9 @@ def tascnet_prune(
         on_iteration(first)
     say(f"stage 2 iteration 0: {first.params} params, {first.flops} FLOPs, val acc {first.val_accuracy:.4f}")
     best_accuracy, accepted, kept, current = first.val_accuracy, first, model, model
+    # The next iteration trains and edits `current` in place before it prunes a copy, so the
+    # accepted model's weights are kept as they were when it was scored.
+    kept_weights = model.get_weights()
     below: list[int] = []  # rejected iterations since the last accepted one
     stop_reason = f"max_iterations={settings.max_iterations} reached"
     for iteration in range(1, settings.max_iterations + 1):
@@ -325,11 +328,12 @@ def tascnet_prune(
         say(f"stage 2 iteration {iteration}: -{record.removed} filters, {record.params} params, "
             f"{record.flops} FLOPs, val acc {record.val_accuracy:.4f}")
         best_accuracy = max(best_accuracy, record.val_accuracy)
-        accepted, kept = record, current
+        accepted, kept, kept_weights = record, current, current.get_weights()
     if below:
         stop_reason += f"; iteration{'s' if len(below) > 1 else ''} {', '.join(map(str, below))} rolled back " \
                        f"to iteration {accepted.iteration}"
         say(f"stage 2 {stop_reason}")
+    kept.set_weights(kept_weights)
     return Stage2Result(model=kept, history=history, unpruned=first, final=accepted, stop_reason=stop_reason)
 
 

@@ -119,6 +119,27 @@ def test_patience_rolls_back_trailing_rejections_at_the_iteration_cap(monkeypatc
     assert result.stop_reason == "max_iterations=2 reached; iteration 2 rolled back to iteration 1"
 
 
+def test_the_rolled_back_model_has_the_weights_it_was_scored_with(monkeypatch) -> None:
+    """The rejected iteration's similarity training and merge edit the accepted model in place first."""
+    x, y = _data()
+    scored = {}
+    record = stage2._record
+
+    def spy(model, iteration, *args, **kwargs):
+        scored[iteration] = [w.copy() for w in model.get_weights()]
+        return record(model, iteration, *args, **kwargs)
+
+    scores = iter([(0.5, 0.90), (0.5, 0.91), (0.5, 0.50)])
+    monkeypatch.setattr(stage2, "_record", spy)
+    monkeypatch.setattr(stage2, "evaluate_model", lambda model, data: next(scores))
+    settings = PruneSettings(prune_percent=25, min_filters=4, epochs=1, reg_epochs=1, max_iterations=4,
+                             tolerance=0.02, mode="merge", recipe=TrainRecipe(lr=0.05))
+    result = tascnet_prune(_conv_net(), (x, y), (x[:32], y[:32]), settings, seed=0)
+    assert [r.accepted for r in result.history] == [True, True, False] and result.final.iteration == 1
+    final = result.model.get_weights()
+    assert len(final) == len(scored[1]) and all(np.array_equal(a, b) for a, b in zip(final, scored[1]))
+
+
 def test_stops_when_nothing_is_left_to_prune() -> None:
     x, y = _data(48)
     settings = PruneSettings(prune_percent=50, min_filters=10, epochs=1, reg_epochs=0, max_iterations=5, tolerance=1.0,
