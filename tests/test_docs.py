@@ -188,10 +188,26 @@ def test_configuration_reference_matches_default_toml():
     assert not stale, f"docs/configuration.md documents {stale}, which default.toml does not have"
 
 
+def _anchors(page: pathlib.Path) -> set[str]:
+    """The heading anchors of a page, slugged as Python-Markdown's toc does."""
+    slugs = set()
+    for opening_line in page.read_text().splitlines():
+        heading = re.match(r"^#+ (.*)$", opening_line)
+        if heading:
+            text = re.sub(r"[^\w\s-]", "", heading.group(1).replace("`", "")).strip().lower()
+            slugs.add(re.sub(r"[-\s]+", "-", text))
+    return slugs
+
+
 def test_readme_links_resolve():
     readme = (ROOT / "README.md").read_text()
-    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
     local = [link for link in links if "://" not in link]
     assert local, "the README links to the docs"
-    broken = [link for link in local if not (ROOT / link).exists()]
-    assert not broken, f"README.md links to missing files: {broken}"
+    broken = []
+    for link in local:
+        target, _, anchor = link.partition("#")
+        path = ROOT / target
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in _anchors(path)):
+            broken.append(link)
+    assert not broken, f"README.md links to missing files or headings: {broken}"
