@@ -130,27 +130,39 @@ def test_documented_evoprune_commands_parse():
     assert checked >= 20
 
 
-def test_documented_experiment_script_options_exist(capsys):
-    """Every option given to an experiments/*.py script in the docs is one its --help lists."""
+def _help_of(entry: str, capsys) -> str:
+    """The --help text of an experiments/*.py script or of ``python -m evoprune_tf.app.tascnet_run``."""
     from evoprune_tf.app.scripts import experiment_main
+    from evoprune_tf.app.tascnet_run import tascnet_main
 
+    if entry == "evoprune_tf.app.tascnet_run":
+        main = tascnet_main
+    else:
+        namespace = runpy.run_path(str(ROOT / entry), run_name="docs_check")
+        image_set = namespace.get("IMAGE_SET")
+        main = image_set.main if image_set is not None else partial(experiment_main, namespace["DATASET"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    return capsys.readouterr().out
+
+
+def test_documented_script_options_exist(capsys):
+    """Every option given to an experiments/*.py script or the TASCNet module in the docs is in its --help."""
     wanted: dict[str, set[str]] = {}
-    for page, words in _documented_commands():
-        script = next((w for w in words if w.startswith("experiments/") and w.endswith(".py")), None)
-        if script is None:
+    for _, words in _documented_commands():
+        entry = next((w for w in words if w.startswith("experiments/") and w.endswith(".py")), None)
+        if "-m" in words and words.index("-m") + 1 < len(words):
+            module = words[words.index("-m") + 1]
+            entry = module if module == "evoprune_tf.app.tascnet_run" else entry
+        if entry is None:
             continue
         options = {w.split("=", 1)[0] for w in words if w.startswith("--")}
-        wanted.setdefault(script, set()).update(options)
-    assert len(wanted) >= 4
-    for script, options in sorted(wanted.items()):
-        namespace = runpy.run_path(str(ROOT / script), run_name="docs_check")
-        entry = namespace.get("IMAGE_SET")
-        main = entry.main if entry is not None else partial(experiment_main, namespace["DATASET"])
-        with pytest.raises(SystemExit):
-            main(["--help"])
-        help_text = capsys.readouterr().out
+        wanted.setdefault(entry, set()).update(options)
+    assert len(wanted) >= 5 and "evoprune_tf.app.tascnet_run" in wanted
+    for entry, options in sorted(wanted.items()):
+        help_text = _help_of(entry, capsys)
         missing = sorted(o for o in options if o not in help_text)
-        assert not missing, f"{script} documents {missing}, which its --help does not list"
+        assert not missing, f"{entry} is documented with {missing}, which its --help does not list"
 
 
 def _reference_rows() -> dict[str, set[str]]:
