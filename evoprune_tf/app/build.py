@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from operators.cardinality import count_of
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
 from evoprune_tf.backbones import backbone_info
 from evoprune_tf.data import load_images
@@ -150,7 +151,7 @@ def rescoring_evaluator(config: ExperimentConfig, evaluator: PopulationEvaluator
 
 def make_toolbox(config: ExperimentConfig, evaluator: PopulationEvaluator):
     """The run's DEAP toolbox: the config's operators resolved on the evaluator's encoding."""
-    return build_toolbox(evaluator, operator_specs(config.operators))
+    return build_toolbox(evaluator, operator_specs(config.operators), active=config.encoding.active or None)
 
 
 def _operator_spec(spec: Any) -> str:
@@ -211,13 +212,16 @@ def baseline_density(config: ExperimentConfig) -> float:
 def initial_population(config: ExperimentConfig, toolbox: Any, evaluator: PopulationEvaluator) -> list:
     """Generation 0: the baseline's one genome, or ``algorithm.population`` genomes from the initialiser.
 
-    With ``operators.seed_unpruned`` the first genome is the unpruned one.
+    With ``operators.seed_unpruned`` the first genome is the unpruned one. With a fixed
+    budget (``encoding.active``) a baseline keeps exactly that many genes.
     """
     name = config.algorithm.name
     if name in BASELINES:
         individual = toolbox.individual()
+        active, length = config.encoding.active, evaluator.encoding.genome_length
+        count = count_of(active, length, "encoding.active") if active else None
         individual[:] = baseline_genome(name, evaluator.encoding, density=baseline_density(config) or 1.0,
-                                        seed=config.seed, evaluator=evaluator)
+                                        seed=config.seed, evaluator=evaluator, count=count)
         return [individual]
     population = toolbox.population(n=config.algorithm.population)
     if config.operators.seed_unpruned:
