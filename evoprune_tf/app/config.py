@@ -166,6 +166,7 @@ class ReportConfig:
     ensemble_band: float = 0.02  # MO: members within this accuracy of the best join the banded ensemble
     explain: bool = True  # MO: explanation heat maps
     rescore_folds: int = 0  # >1: re-score the hall of fame by k-fold CV on unseen partitions before picking the winner
+    chance: bool = True  # also retrain a random mask of the winner's size on the same seeds (what chance would do)
     dir: str = ""  # "" = <store folder>/reports/<run id> (see report_folder); else the report files go here
 
 

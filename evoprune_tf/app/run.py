@@ -306,7 +306,7 @@ def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: 
     recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
     report, model = final_report(
         evaluator.encoding, features, best, recipe, seed=config.seed, seeds=config.report.seeds,
-        export=config.report.export_model,
+        export=config.report.export_model, chance=config.report.chance,
     )
     print(format_report(report), file=out)
     if config.multi_objective:
@@ -322,15 +322,19 @@ def summary_metrics(report: dict) -> dict[str, float]:
 
     ``test_accuracy_mean`` / ``test_accuracy_std`` (the winner retrained over the report
     seeds, scored on test), ``val_accuracy_mean``, the unpruned head's
-    ``unpruned_test_accuracy_mean``, ``active_percent``, ``params`` (the compact model)
-    and ``wall_seconds``; keys whose value the report lacks are left out.
+    ``unpruned_test_accuracy_mean``, the random mask of the winner's size
+    ``random_test_accuracy_mean`` / ``random_test_accuracy_std`` (``report.chance``),
+    ``active_percent``, ``params`` (the compact model) and ``wall_seconds``; keys whose
+    value the report lacks are left out.
     """
-    pruned, unpruned = report.get("pruned", {}), report.get("unpruned", {})
+    pruned, unpruned, chance = report.get("pruned", {}), report.get("unpruned", {}), report.get("random", {})
     values = {
         "test_accuracy_mean": pruned.get("test_accuracy_mean"),
         "test_accuracy_std": pruned.get("test_accuracy_std"),
         "val_accuracy_mean": pruned.get("val_accuracy_mean"),
         "unpruned_test_accuracy_mean": unpruned.get("test_accuracy_mean"),
+        "random_test_accuracy_mean": chance.get("test_accuracy_mean"),
+        "random_test_accuracy_std": chance.get("test_accuracy_std"),
         "active_percent": report.get("active_percent"),
         "params": report.get("parameters", {}).get("compact_model", report.get("parameters", {}).get("pruned_head")),
         "wall_seconds": report.get("search", {}).get("wall_seconds"),
