@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import make_planted_features
 
+from evoprune_tf.app.cli import build_parser, overrides_from_args
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import ConfigError, config_from_dict, load_config
 from evoprune_tf.app.run import run
@@ -60,6 +61,14 @@ def test_a_budget_switches_the_default_operators_to_count_keeping_ones():
     assert nsga.operators.mate["name"] == "uniform_k" and nsga.operators.init == "random_k"
     plain = load_config()
     assert plain.encoding.active == 0 and plain.operators.init == "random_density"
+
+
+def test_active_on_the_command_line_is_a_count_or_a_fraction():
+    count = overrides_from_args(build_parser().parse_args(["run", "--active", "64"]))
+    fraction = overrides_from_args(build_parser().parse_args(["run", "--active", "0.05"]))
+    assert count["encoding"] == {"active": 64} and isinstance(count["encoding"]["active"], int)
+    assert fraction["encoding"] == {"active": 0.05}
+    assert load_config(overrides=count).operators.init == "random_k"
 
 
 @pytest.mark.parametrize("overrides, pattern", [
