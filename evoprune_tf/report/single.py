@@ -23,7 +23,6 @@ from evoprune_tf.encodings import Encoding, pack_genome
 from evoprune_tf.metrics import accuracy_and_loss
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.text import mean_std, plural
-from evoprune_tf.search.baselines import random_count_genome
 from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, TrainedHead, derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,6 +129,13 @@ def _scores(heads: Sequence[TrainedHead], data: FeatureSplits) -> dict:
     return out
 
 
+def _random_mask(length: int, count: int, seed: int) -> np.ndarray:
+    """``count`` random genes on, drawn as the ``random_mask`` baseline draws them."""
+    genome = np.zeros(length, dtype=np.int8)
+    genome[np.random.default_rng(seed).choice(length, count, replace=False)] = 1
+    return genome
+
+
 def final_report(
     encoding: Encoding,
     data: FeatureSplits,
@@ -163,7 +169,7 @@ def final_report(
     genomes = [genome, ones]
     if chance:
         chance_seed = derive_seed(seed, "chance")
-        genomes.append(random_count_genome(len(genome), int(np.count_nonzero(genome)), chance_seed))
+        genomes.append(_random_mask(len(genome), int(np.count_nonzero(genome)), chance_seed))
     began = time.perf_counter()
     heads = retrain(encoding, data, genomes, train_config, seed=seed, seeds=seeds)
     masks = encoding.decode(genome)

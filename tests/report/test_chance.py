@@ -12,6 +12,7 @@ from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.app.run import run, summary_metrics
 from evoprune_tf.encodings import FeatureSelection, HeadSpec, unpack_genome
 from evoprune_tf.report.single import final_report, format_report, retrain
+from evoprune_tf.search.baselines import random_count_genome
 from evoprune_tf.train import TrainConfig, derive_seed
 
 
@@ -33,6 +34,7 @@ def test_the_random_mask_has_the_winners_exact_size_and_a_derived_seed(planted_r
     assert chance["seed"] == derive_seed(11, "chance")
     mask = unpack_genome(chance["genome"], len(genome))
     assert int(mask.sum()) == 9 and not np.array_equal(mask, genome)
+    assert np.array_equal(mask, random_count_genome(len(genome), 9, chance["seed"]))  # the random_mask baseline's draw
     assert len(chance["test_accuracy_per_seed"]) == 2 and len(chance["val_accuracy_per_seed"]) == 2
 
 
