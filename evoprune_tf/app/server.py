@@ -179,7 +179,9 @@ def auth_environment(backend_store_uri: str = DEFAULT_BACKEND, env: dict[str, st
     Unless ``MLFLOW_AUTH_CONFIG_PATH`` names the user's own ``basic_auth.ini``, one is
     written next to the SQLite store (``./mlruns`` for other backends), keeping the
     users in ``basic_auth.db`` beside it, with MLflow's defaults: user ``admin``, and
-    every other user may READ what they did not create. The admin's password comes from
+    every other user may READ what they did not create; a checked password is cached
+    for 60 s (``auth_cache_ttl_seconds``: each check is a slow hash, and a run sends many
+    requests), so a changed password may still work for a minute. The admin's password comes from
     ``EVOPRUNE_ADMIN_PASSWORD`` (or ``MLFLOW_AUTH_ADMIN_PASSWORD``) and is needed when the
     auth database is new; MLflow ignores it once the admin exists. The CSRF key the app
     needs is ``MLFLOW_FLASK_SERVER_SECRET_KEY``, or a new random one for this server.
@@ -229,6 +231,8 @@ def auth_environment(backend_store_uri: str = DEFAULT_BACKEND, env: dict[str, st
         f"database_uri = {_SQLITE}{db}\n"
         "admin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "# A checked password is remembered this long (a run logs many requests; each check is a slow hash).\n"
+        "auth_cache_ttl_seconds = 60\n"
     )
     out["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
     return out
