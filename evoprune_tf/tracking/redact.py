@@ -27,6 +27,7 @@ REDACTED = "***"
 
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
 # A URI inside free text: scheme://, then anything up to white space or a quote.
+_TEMPLATE = re.compile(r"\$\{\w+\}")
 _URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 
 
@@ -66,7 +67,7 @@ def redact_uri(uri: str) -> str:
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, colon, password = userinfo.partition(":")
-        if colon and password:
+        if colon and password and not _TEMPLATE.fullmatch(password):  # "${NAME}" is no secret: kept
             netloc = f"{user}:{REDACTED}@{host}"
     query = parts.query
     if query:

@@ -145,3 +145,9 @@ def test_a_literal_password_in_tracking_uri_is_redacted_in_params_and_dicts(monk
     params = flatten(config)
     assert params["tracking.uri"] == "http://alice:***@host:5000" and params["tracking.run_name"] == "x${DB_TOKEN}"
     assert "secretpw" not in repr(config.to_dict()) and "tok-123456" not in repr(config.to_dict())
+    # A password from a secret-named variable is logged as its template, expanded again when read back.
+    monkeypatch.setenv("DB_PASSWORD", "pw-from-env")
+    config = config_from_dict({"tracking": {"uri": "http://alice:${DB_PASSWORD}@host:5000"}})
+    assert config.tracking.uri == "http://alice:pw-from-env@host:5000"
+    assert config.to_dict()["tracking"]["uri"] == "http://alice:${DB_PASSWORD}@host:5000"
+    assert config_from_dict(config.to_dict()).tracking.uri == "http://alice:pw-from-env@host:5000"
