@@ -114,3 +114,14 @@ def test_a_server_with_auth_refuses_strangers_and_serves_the_admin(tmp_path, mon
         assert _status(url, "admin", "wrong-password-00") == 401
         assert _status(url, "admin", "admin-secret-0123") == 200
     assert server.process is None
+
+
+def test_ray_workers_get_the_tracking_servers_credentials(monkeypatch) -> None:
+    """Grid cells on Ray log from the workers: an --auth server needs the user and password there too."""
+    from evoprune_tf.runners.ray_runner import forwarded_env
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://head:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "alice-secret-0123")
+    env = forwarded_env()
+    assert env["MLFLOW_TRACKING_USERNAME"] == "alice" and env["MLFLOW_TRACKING_PASSWORD"] == "alice-secret-0123"
