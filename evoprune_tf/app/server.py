@@ -378,8 +378,9 @@ def add_server_arguments(parser: Any) -> Any:
     Returns:
         The parser.
     """
-    parser.add_argument("--backend-store-uri", default=DEFAULT_BACKEND,
-                        help="sqlite:///PATH (default sqlite:///mlruns/mlflow.db) or postgresql://USER:PW@HOST:5432/DB")
+    parser.add_argument("--backend-store-uri", default=None,
+                        help="sqlite:///PATH or postgresql://USER:PW@HOST:5432/DB (default: $MLFLOW_BACKEND_STORE_URI, "
+                             "else sqlite:///mlruns/mlflow.db)")
     parser.add_argument("--artifacts-destination", default=None,
                         help="where the server stores proxied artifacts (default: artifacts/ next to the SQLite file;"
                              " s3://bucket/prefix for S3-compatible storage)")
@@ -450,8 +451,10 @@ def serve(args: Any) -> int:
         0 after a signal, else the server's exit status.
     """
     auth = bool(getattr(args, "auth", False))
+    # A password-holding URI may stay out of the shell history too: MLFLOW_BACKEND_STORE_URI.
+    backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or DEFAULT_BACKEND
     server = MLflowServer(
-        host=args.host, port=args.port, log_file=args.log_file, backend_store_uri=args.backend_store_uri,
+        host=args.host, port=args.port, log_file=args.log_file, backend_store_uri=backend,
         workers=args.workers, artifacts_destination=args.artifacts_destination,
         default_artifact_root=args.default_artifact_root, serve_artifacts=not args.no_serve_artifacts,
         auth=auth, extra=args.mlflow_args,

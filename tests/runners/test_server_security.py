@@ -31,7 +31,8 @@ def banner(monkeypatch):
     return started
 
 
-def test_the_backend_password_stays_off_the_command_line_and_the_terminal(tmp_path, capsys, banner) -> None:
+def test_the_backend_password_stays_off_the_command_line_and_the_terminal(tmp_path, capsys, banner,
+                                                                          monkeypatch) -> None:
     uri = f"mysql://alice:{PASSWORD}@db.example:3306/mlflow"
     command = server_command(backend_store_uri=uri)
     assert not any(PASSWORD in arg for arg in command)
@@ -42,6 +43,11 @@ def test_the_backend_password_stays_off_the_command_line_and_the_terminal(tmp_pa
     out, err = capsys.readouterr()
     assert PASSWORD not in out + err
     assert "(backend mysql://alice:***@db.example:3306/mlflow)" in out
+    # ... or it never reaches the shell history: MLFLOW_BACKEND_STORE_URI instead of the option.
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", uri.replace("db.example", "db2.example"))
+    assert cli_main(["server", "--port", str(free_port())]) == 0
+    assert banner[-1][0].backend == uri.replace("db.example", "db2.example")
+    assert PASSWORD not in capsys.readouterr().out
     # A bad backend's error line does not show it either.
     assert cli_main(["server", "--backend-store-uri", f"file://alice:{PASSWORD}@x/y"]) == 2
     err = capsys.readouterr().err
