@@ -92,7 +92,8 @@ def _check_backend(uri: str) -> None:
         return
     if uri.startswith(("mysql", "mssql")):
         return
-    raise ValueError(f"backend store {redact_uri(uri)!r} is not a database URI; expected sqlite:///PATH or postgresql://USER@HOST/DB")
+    raise ValueError(f"backend store {redact_uri(uri)!r} is not a database URI; "
+                     "expected sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
 def server_command(
@@ -219,11 +220,11 @@ def auth_environment(backend_store_uri: str = DEFAULT_BACKEND, env: dict[str, st
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "basic_auth.db"
     if not db.exists() and not password:
-        raise ValueError(f"--auth creates the user database {db} with an admin user, but {ADMIN_PASSWORD_ENV} is not set;"
-                         f" expected the admin's password in it (export {ADMIN_PASSWORD_ENV}=...)")
+        raise ValueError(f"--auth creates the user database {db} with an admin user, but {ADMIN_PASSWORD_ENV} "
+                         f"is not set; expected the admin's password in it (export {ADMIN_PASSWORD_ENV}=...)")
     if not db.exists() and len(password or "") < 12:  # MLflow's rule for the admin it creates
-        raise ValueError(f"{ADMIN_PASSWORD_ENV} has {len(password or '')} characters; expected at least 12 for the admin"
-                         " user MLflow creates")
+        raise ValueError(f"{ADMIN_PASSWORD_ENV} has {len(password or '')} characters; "
+                         "expected at least 12 for the admin user MLflow creates")
     ini = folder / "basic_auth.ini"
     ini.write_text(
         "# Written by `evoprune server --auth`; set MLFLOW_AUTH_CONFIG_PATH to use your own.\n"

@@ -12,7 +12,8 @@ import pytest
 from conftest import new_mlflow_store
 from evoprune_tf.app import server as server_module
 from evoprune_tf.app.cli import main as cli_main
-from evoprune_tf.app.server import MLflowServer, add_server_arguments, free_port, is_loopback, server_command, server_env
+from evoprune_tf.app.server import (MLflowServer, add_server_arguments, free_port, is_loopback, server_command,
+                                    server_env)
 
 PASSWORD = "pw-in-the-uri-7c1e"
 
