@@ -151,3 +151,27 @@ def test_a_literal_password_in_tracking_uri_is_redacted_in_params_and_dicts(monk
     assert config.tracking.uri == "http://alice:pw-from-env@host:5000"
     assert config.to_dict()["tracking"]["uri"] == "http://alice:${DB_PASSWORD}@host:5000"
     assert config_from_dict(config.to_dict()).tracking.uri == "http://alice:pw-from-env@host:5000"
+
+
+def test_resume_takes_the_redacted_stores_password_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
+    """A checkpoint records its store without the password; `evoprune resume` asks the environment for it."""
+    import types
+
+    import evoprune_tf.search.checkpoint as checkpoint_module
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "checkpoint.pkl"
+    path.write_bytes(b"not read: load_checkpoint is replaced below")
+    stored = types.SimpleNamespace(config={"progress": False}, tracking_uri="http://alice:***@head:5000")
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda p, **kw: stored)
+    resumed: list = []
+    monkeypatch.setattr(run_module, "resume", lambda p, config: resumed.append(config))
+    assert cli_main(["resume", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: the run's tracking store http://alice:***@head:5000 was stored without its password; expected "
+        "MLFLOW_TRACKING_URI set to it with the password, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+    assert cli_main(["resume", str(path)]) == 0
+    assert resumed[0].tracking.uri == "http://head:5000"
