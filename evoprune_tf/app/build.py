@@ -16,7 +16,7 @@ import numpy as np
 
 from operators.cardinality import count_of
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
-from evoprune_tf.backbones import backbone_info
+from evoprune_tf.backbones import backbone_info, feature_dim
 from evoprune_tf.data import load_images
 from evoprune_tf.data.synthetic import synthetic_images
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
@@ -39,6 +39,8 @@ __all__ = [
     "prepare_features",
     "encoding_for",
     "make_evaluator",
+    "genome_length_of",
+    "check_budget",
     "rescoring_evaluator",
     "make_toolbox",
     "initial_population",
@@ -121,6 +123,40 @@ def encoding_for(config: ExperimentConfig, features: FeatureSplits) -> Encoding:
     if config.encoding.name == "connection_pruning":
         options["layer"] = config.encoding.layer
     return make_encoding(config.encoding.name, spec, **options)
+
+
+def genome_length_of(config: ExperimentConfig) -> int | None:
+    """The genome length of a config's head encoding, known before any image is read.
+
+    Feature selection has one gene per backbone feature (`evoprune_tf.backbones.feature_dim`),
+    neuron pruning one per pruned hidden neuron, connection pruning one per weight of a
+    kernel between the features and the hidden layers; the last kernel's length depends
+    on the number of classes, which only the data knows.
+
+    Returns:
+        The number of genes, or None when it depends on the data.
+    """
+    e, hidden = config.encoding, list(config.head.hidden)
+    if e.name == "feature_selection":
+        return feature_dim(config.backbone.name, **(config.backbone.options or {}))
+    if e.name == "neuron_pruning":
+        return sum(hidden[i] for i in (e.layers or range(len(hidden))))
+    if e.name == "connection_pruning" and e.layer < len(hidden):
+        width_in = feature_dim(config.backbone.name, **(config.backbone.options or {})) if e.layer == 0 else hidden[e.layer - 1]
+        return width_in * hidden[e.layer]
+    return None
+
+
+def check_budget(config: ExperimentConfig) -> None:
+    """``encoding.active`` against the genome length, before any image is read (one-line ValueError).
+
+    A count above the number of genes fails here, not after the features are extracted;
+    when the length depends on the data, `evoprune_tf.search.toolbox.build_toolbox` checks it.
+    """
+    active = config.encoding.active
+    genes = genome_length_of(config) if active else None
+    if genes is not None:
+        count_of(active, genes, "encoding.active")
 
 
 def make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:

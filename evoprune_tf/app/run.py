@@ -32,6 +32,7 @@ from evoprune_tf.app.filters_run import run_filter_pruning
 from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.app.tascnet_run import run_tascnet
 from evoprune_tf.app.build import (
+    check_budget,
     initial_population,
     make_evaluator,
     make_toolbox,
@@ -257,6 +258,7 @@ def _check_inputs(config: ExperimentConfig) -> None:
     folder = Path(source).expanduser()
     if ":" not in source and (not folder.exists() or (folder.is_dir() and sum(p.is_dir() for p in folder.iterdir()) < 2)):
         return  # a missing or classless dataset: the loader names it cheaply, and that comes first
+    check_budget(config)  # encoding.active above the genome length, before the features are extracted
     ood = config.objectives.ood
     if ood and not is_named_source(ood) and not Path(ood).expanduser().exists():
         raise ValueError(f"OOD source objectives.ood={ood!r} does not exist; expected a folder, .npz or tfds:NAME")

@@ -120,6 +120,25 @@ def test_a_budget_larger_than_the_genome_fails_before_any_evaluation(tmp_path):
         assert int(a.sum()) == int(b.sum()) == 10
 
 
+def test_a_count_above_the_backbones_features_fails_before_any_image_is_read(tmp_path, capsys, monkeypatch):
+    """MobileNetV2 has 1,280 features: 1,281 fails in one line, and no feature is extracted or cached."""
+    from evoprune_tf.app.build import genome_length_of
+
+    monkeypatch.chdir(tmp_path)
+    code = cli_main(["run", "--data", "builtin:synthetic", "--backbone", "mobilenet_v2", "--weights", "none",
+                     "--image-size", "32", "--active", "1281", "--no-tracking", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip().splitlines() == [
+        "error: encoding.active=1281 is outside (0, 1280]; expected a count of active genes from 1 to the 1280 "
+        "genes of the encoding (or a fraction in (0, 1])"]
+    assert "features" not in captured.out.lower()  # the features summary of an extraction never printed
+    connections = load_config(overrides={"encoding": {"name": "connection_pruning", "layer": 0}, "head": {"hidden": [4]}})
+    assert genome_length_of(connections) == 1280 * 4
+    last = load_config(overrides={"encoding": {"name": "connection_pruning", "layer": 1}, "head": {"hidden": [4]}})
+    assert genome_length_of(last) is None  # the classes decide: checked once the data is loaded
+
+
 @pytest.mark.parametrize("method", ["random_mask", "magnitude", "l1_selection", "random_search"])
 def test_every_head_baseline_takes_the_same_k(tmp_path, method):
     data, informative = make_planted_features(n_features=60, n_informative=5, seed=2)
