@@ -278,43 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checkpoint_for(target: str) -> str:
-    """A checkpoint path from a path, or from an MLflow run id (or unique prefix).
-
-    A run id is looked up next to the current store (``<store folder>/checkpoints/<id>``),
-    in ``./mlruns/checkpoints/<id>``, then through the run's ``evoprune.checkpoint`` tag,
-    so ``evoprune resume RUN_ID`` works from any folder.
-    """
-    if Path(target).exists():
-        return target
-    from evoprune_tf.tracking.store import find_run, resolve_tracking_uri, store_folder
-
-    folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
-    for folder in folders:
-        candidate = folder / "checkpoints" / target / "checkpoint.pkl"
-        if candidate.exists():
-            return str(candidate)
-    uri = resolve_tracking_uri()
-    try:
-        run = find_run(target, uri)
-    except ValueError:
-        run = None
-    except Exception:  # noqa: BLE001 - an unusable store: fall through to the plain message
-        run = None
-    if run is not None:
-        tagged = run.data.tags.get("evoprune.checkpoint")
-        if tagged and Path(tagged).is_file():
-            return tagged
-        raise FileNotFoundError(
-            f"MLflow run {run.info.run_id} in {uri} has no checkpoint on this machine "
-            f"(tag evoprune.checkpoint={tagged!r}); expected a checkpoint file, folder or run id with one"
-        )
-    raise FileNotFoundError(
-        f"no checkpoint file, folder or run id {target!r} (looked in {', '.join(str(f / 'checkpoints') for f in folders)} "
-        f"and the runs of {uri}); expected a checkpoint path or the id of a run that wrote one"
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``evoprune`` console script.
 
@@ -431,19 +394,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "resume":
         from evoprune_tf.app.config import config_from_dict, use_backend_for_dict
         from evoprune_tf.search.checkpoint import load_checkpoint
+        from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
-        path = _checkpoint_for(args.checkpoint)
+        path = find_checkpoint(args.checkpoint)
         checkpoint = load_checkpoint(path)
         budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
         extra: dict = {"algorithm": budget} if budget else {}
         if args.no_progress:
             extra["progress"] = False
-        recorded = getattr(checkpoint, "tracking_uri", None)
-        stored = checkpoint.config.get("tracking", {})
-        if recorded and not stored.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            # No store named now: continue in the one the run lives in (an absolute URI,
-            # so this works from any folder), not in ./mlruns of the current folder.
-            extra["tracking"] = {"uri": recorded}
+        extra.update(recorded_store(checkpoint))  # no store named now: the one the run lives in
         use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
         config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
         resume(path, config=config)

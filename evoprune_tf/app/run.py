@@ -45,8 +45,10 @@ from evoprune_tf.app.config import (
     check_output_locations,
     checkpoint_dir,
     config_from_dict,
+    merge,
     report_files,
     use_backend,
+    use_backend_for_dict,
 )
 from evoprune_tf.data.download import check_download
 from evoprune_tf.data.images import is_named_source
@@ -55,6 +57,7 @@ from evoprune_tf.features.extract import check_imagenet_weights
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 from evoprune_tf.train import TrainConfig
@@ -338,18 +341,28 @@ def summary_metrics(report: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
+def resume(target: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
-        path: the checkpoint file or folder.
-        config: run with this config instead of the checkpoint's.
+        target: the checkpoint file or folder, or the MLflow run id (or a unique prefix)
+            of the run that wrote it, as ``evoprune resume`` takes
+            (`evoprune_tf.tracking.checkpoints.find_checkpoint`).
+        config: run with this config instead of the checkpoint's. Without one, a run whose
+            config names no store continues in the store it was logged to (unless
+            ``$MLFLOW_TRACKING_URI`` names one), as ``evoprune resume`` does.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
 
     Returns:
         The `RunResult`.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
     """
+    path = find_checkpoint(target)
     checkpoint = load_checkpoint(path)
     if config is None:
-        config = config_from_dict(checkpoint.config, source=f"config of {path}")
+        stored = merge(checkpoint.config, recorded_store(checkpoint))
+        use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
+        config = config_from_dict(stored, source=f"config of {path}")
     return run(config, checkpoint=path, **kwargs)
