@@ -45,7 +45,11 @@ def test_quick_benchmark_writes_a_complete_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| encoding | evaluator |" in proc.stdout and "Command: `python benchmarks/fitness.py --quick" in proc.stdout
-    result = json.loads(out.read_text())
+    check_quick_result(json.loads(out.read_text()))
+
+
+def check_quick_result(result: dict) -> None:
+    """The JSON of ``fitness.py --quick --encodings feature_selection``: complete and self-consistent."""
     assert {"command", "workload", "gemm", "encodings", "rss", "machine", "targets", "markdown"} <= set(result)
     assert result["workload"]["n_features"] == 1280 and result["workload"]["quick"] is True
     gemm = result["gemm"]
