@@ -4,7 +4,7 @@
     evoprune resume CHECKPOINT              continue a killed run in the same MLflow run
     evoprune ui [--port 5000]               MLflow UI over the project's store
     evoprune bench [...]                    fitness-evaluation benchmark
-    evoprune explain RUN_ID                 explanation heat maps for a finished run
+    evoprune explain RUN_ID [--model knee]  explanation heat maps for a finished run (best, heavy, knee, light)
     evoprune operators                      list the registered operator names
     evoprune grid GRID.toml                 run a study grid, one MLflow run per cell (resumable)
     evoprune server [--port 5000]           one MLflow tracking server for concurrent runs
@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explanation heat maps for a finished run")
     p.add_argument("run_id")
     p.add_argument("--per-class", type=int, default=2)
+    p.add_argument("--model", default="best",
+                   help="which model: best (default), or for multi-objective runs a trade-off model: heavy, knee, light")
     sub.add_parser("operators", help="list registered operator names by kind")
     p = sub.add_parser("compare", help="compare groups of finished runs over seeds: table, paired tests, plots")
     add_compare_arguments(p)
@@ -385,7 +387,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "explain":
         from evoprune_tf.app.explain import explain_run
 
-        for path in explain_run(args.run_id, per_class=args.per_class):
+        for path in explain_run(args.run_id, per_class=args.per_class, model=args.model):
             print(path)
         return 0
     from evoprune_tf.app.config import merge
