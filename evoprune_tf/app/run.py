@@ -17,7 +17,7 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 
 from evoprune_tf.report.pareto import pareto_report
-from evoprune_tf.report.single import final_report, format_report
+from evoprune_tf.report.single import final_report, format_report, report_recipe
 from evoprune_tf.runners import make_runner, resolve_runner_name
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.baselines import BASELINES
@@ -57,7 +57,6 @@ from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
-from evoprune_tf.train import TrainConfig
 
 __all__ = ["RunResult", "run", "resume", "summary_metrics"]
 
@@ -303,7 +302,7 @@ def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: 
             halloffame: Any, ood: np.ndarray | None, tracker: MLflowTracker | None, out: TextIO,
             images: Any = None) -> tuple[dict, Any]:
     """The single-model report, and for multi-objective runs the Pareto report in `report_folder`."""
-    recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
+    recipe = report_recipe(config.train, config.report.recipe)
     report, model = final_report(
         evaluator.encoding, features, best, recipe, seed=config.seed, seeds=config.report.seeds,
         export=config.report.export_model,
