@@ -31,6 +31,8 @@ __all__ = [
     "absolute_tracking_uri",
     "store_folder",
     "check_tracking_uri",
+    "store_lock",
+    "open_sqlite_store",
     "check_writable_folder",
     "check_artifact_store",
     "check_resumable",
@@ -284,6 +286,50 @@ def _check_sqlite(uri: str, db: Path) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on a SQLite store's ``<db>.lock`` file (nothing for other stores).
+
+    MLflow builds (migrates) a SQLite store's tables the first time a process opens it;
+    two processes doing that at once on a new file broke it for good (``duplicate column
+    name``, then ``_alembic_tmp_experiments already exists`` on every later run). Opening
+    a store inside this lock serialises that. `fcntl.flock` is released by the kernel
+    when its holder dies, so a killed process never leaves the store locked.
+
+    Args:
+        uri: the tracking URI.
+
+    Yields:
+        Nothing; the lock is held for the block.
+    """
+    db = _sqlite_path(uri)
+    if db is None or not db.parent.is_dir():
+        yield
+        return
+    import fcntl
+
+    with open(f"{db}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_sqlite_store(uri: str) -> None:
+    """Create (or open) a SQLite store's tables under `store_lock`; nothing for other stores.
+
+    Args:
+        uri: the tracking URI.
+    """
+    if _sqlite_path(uri) is None:
+        return
+    from mlflow import MlflowClient
+
+    with store_lock(uri):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
 def check_tracking_uri(uri: str = "") -> None:
     """Fail fast when the tracking store cannot be used, before anything long starts.
 
@@ -308,7 +354,7 @@ def check_tracking_uri(uri: str = "") -> None:
     from mlflow import MlflowClient
 
     try:
-        with _env(**settings):
+        with _env(**settings), store_lock(uri):  # a new SQLite store is created here, one process at a time
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - any failure means "unusable store"
         raise ValueError(

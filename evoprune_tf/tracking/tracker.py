@@ -38,7 +38,8 @@ from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, n
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
-from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
+from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, open_sqlite_store, \
+    resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -140,6 +141,7 @@ class MLflowTracker(Callback):
         self.uri = resolve_tracking_uri(self.requested_uri)
         # The global URI too: `mlflow.keras.log_model` and `models:/` URIs resolve through it.
         mlflow.set_tracking_uri(self.uri)
+        open_sqlite_store(self.uri)  # a new SQLite store: its tables built by one process at a time
         client = MlflowClient(tracking_uri=self.uri)
         params = dict(self.params)
         tags = dict(self.tags)
