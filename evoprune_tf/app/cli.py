@@ -305,6 +305,11 @@ def _checkpoint_for(target: str) -> str:
         tagged = run.data.tags.get("evoprune.checkpoint")
         if tagged and Path(tagged).is_file():
             return tagged
+        if not tagged and run.info.status in ("KILLED", "FAILED"):
+            raise FileNotFoundError(
+                f"MLflow run {run.info.run_id} in {uri} is {run.info.status}: it stopped before its first checkpoint, "
+                "so there is nothing to resume; expected a run with a checkpoint: start it again with evoprune run"
+            )
         raise FileNotFoundError(
             f"MLflow run {run.info.run_id} in {uri} has no checkpoint on this machine "
             f"(tag evoprune.checkpoint={tagged!r}); expected a checkpoint file, folder or run id with one"

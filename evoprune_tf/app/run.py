@@ -22,6 +22,7 @@ from evoprune_tf.runners import make_runner, resolve_runner_name
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
+from evoprune_tf.search.run_lock import run_lock
 from evoprune_tf.search.checkpoint import (
     CheckpointCallback,
     load_checkpoint,
@@ -347,8 +348,12 @@ def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs
 
     Returns:
         The `RunResult`.
+
+    Raises:
+        ValueError: another process is resuming the same run (`evoprune_tf.search.run_lock`).
     """
     checkpoint = load_checkpoint(path)
     if config is None:
         config = config_from_dict(checkpoint.config, source=f"config of {path}")
-    return run(config, checkpoint=path, **kwargs)
+    with run_lock(path):  # a second resume of this run is refused in one line
+        return run(config, checkpoint=path, **kwargs)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from evoprune_tf.errors import one_line
+from evoprune_tf.tracking.owner import reap_if_dead
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -366,6 +367,9 @@ def check_tracking_uri(uri: str = "") -> None:
 def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     """The MLflow run with this id, or the only run whose id starts with this prefix.
 
+    A RUNNING run whose process is gone from this host is marked KILLED first
+    (`evoprune_tf.tracking.owner.reap_if_dead`).
+
     Args:
         run_id_or_prefix: a full 32-character run id or a unique prefix of one.
         uri: the tracking URI (``""``: `resolve_tracking_uri`'s choice).
@@ -387,7 +391,7 @@ def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     client = MlflowClient(tracking_uri=uri)
     if _RUN_ID.match(key):
         try:
-            return client.get_run(key)
+            return reap_if_dead(client, client.get_run(key))
         except MlflowException:
             raise ValueError(f"run {key} not found in {uri}; expected the id of an existing run") from None
     experiment_ids = [e.experiment_id for e in all_pages(client.search_experiments, view_type=ViewType.ALL)]
@@ -401,7 +405,7 @@ def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     if len(matches) > 1:
         ids = ", ".join(sorted(r.info.run_id for r in matches)[:5])
         raise ValueError(f"run id prefix {key!r} matches {len(matches)} runs ({ids}); expected a unique prefix")
-    return matches[0]
+    return reap_if_dead(client, matches[0])
 
 
 def all_pages(search: Callable, **kwargs) -> Iterator:

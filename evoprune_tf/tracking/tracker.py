@@ -38,6 +38,7 @@ from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, n
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
+from evoprune_tf.tracking.owner import owner_tags
 from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, open_sqlite_store, \
     resolve_tracking_uri
 
@@ -144,7 +145,7 @@ class MLflowTracker(Callback):
         open_sqlite_store(self.uri)  # a new SQLite store: its tables built by one process at a time
         client = MlflowClient(tracking_uri=self.uri)
         params = dict(self.params)
-        tags = dict(self.tags)
+        tags = {**self.tags, **owner_tags()}  # who runs it: a later command marks it KILLED once that process is gone
         if self._resume:
             run = find_run(self.run_id or "", self.uri)
             self.run_id = run.info.run_id
