@@ -30,7 +30,7 @@ from evoprune_tf.search.checkpoint import (
     restore_rng,
 )
 from evoprune_tf.app.filters_run import run_filter_pruning
-from evoprune_tf.app.tascnet_run import run_tascnet
+from evoprune_tf.app.tascnet_run import results_table, run_tascnet
 from evoprune_tf.app.build import (
     initial_population,
     make_evaluator,
@@ -132,7 +132,12 @@ def run(
     # Before anything imports Keras: its backend is fixed per process at the first import.
     print(use_backend(config).line, file=out or sys.stdout)
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
-        return run_tascnet(config)
+        report = run_tascnet(config)
+        print(results_table([report]), file=out or sys.stdout)  # as the other methods: the report and the run id
+        if report.get("mlflow_run_id"):
+            print(f"MLflow run {report['mlflow_run_id']} in {resolve_tracking_uri(config.tracking.uri)}",
+                  file=out or sys.stdout)
+        return report
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
         return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
     out = out or sys.stdout
