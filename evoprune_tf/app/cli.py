@@ -219,7 +219,8 @@ def load_run_config(path: str | None, overrides: dict, *, base: dict | None = No
     """
     import tomllib
 
-    from evoprune_tf.app.config import config_from_dict, load_config, merge, use_backend_for_dict
+    from evoprune_tf.app.config import check_shadowed_values, config_from_dict, load_config, merge, \
+        use_backend_for_dict
 
     overrides = dict(overrides)
     operator_overrides = overrides.pop("operators", {})
@@ -230,6 +231,7 @@ def load_run_config(path: str | None, overrides: dict, *, base: dict | None = No
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             return load_config(path, overrides)  # its one-line message for a missing or broken file
+        check_shadowed_values(raw, overrides, str(path))  # a bad file value the command line replaces still fails
     merged = merge(merge(base or {}, raw), overrides)
     if operator_overrides:
         section = merged.get("operators", {})
@@ -262,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--uri", default="", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--log-file", default=None, help="write the MLflow server's output here")
     p = sub.add_parser("bench", help="fitness-evaluation benchmark (see benchmarks/fitness.py --help)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("explain", help="explanation heat maps for a finished run")
@@ -287,16 +290,20 @@ def _checkpoint_for(target: str) -> str:
     """
     if Path(target).exists():
         return target
-    from evoprune_tf.tracking.store import find_run, resolve_tracking_uri, store_folder
+    from evoprune_tf.tracking.store import DEFAULT_TRACKING_URI, find_run, resolve_tracking_uri, \
+        sqlite_store_missing, store_folder
 
-    folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
+    uri = resolve_tracking_uri(create_folder=False)  # looking a run up must not leave a new store behind
+    missing = sqlite_store_missing(uri)
+    # store_folder creates ./mlruns for the default store only; that folder is the second candidate anyway
+    near_store = None if missing and uri == DEFAULT_TRACKING_URI else store_folder(uri)
+    folders = list(dict.fromkeys(f for f in (near_store, Path("mlruns").absolute()) if f is not None))
     for folder in folders:
         candidate = folder / "checkpoints" / target / "checkpoint.pkl"
         if candidate.exists():
             return str(candidate)
-    uri = resolve_tracking_uri()
     try:
-        run = find_run(target, uri)
+        run = None if missing else find_run(target, uri)
     except ValueError:
         run = None
     except Exception:  # noqa: BLE001 - an unusable store: fall through to the plain message
@@ -410,7 +417,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from evoprune_tf.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.uri)
-        server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1)
+        server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1,
+                              log_file=args.log_file)
         code, stopped = serve_in_foreground(server, f"MLflow UI for {uri} at {{url}} (Ctrl-C to stop)")
         if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
             return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)

@@ -130,8 +130,10 @@ def run(
         ValueError: bad input, e.g. ``train.backend`` names a backend that is not installed.
     """
     # Before anything imports Keras: its backend is fixed per process at the first import.
-    print(use_backend(config).line, file=out or sys.stdout)
+    # The line saying so is printed once the cheap input checks passed: a bad input is one line.
+    banner = use_backend(config).line
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
+        print(banner, file=out or sys.stdout)
         report = run_tascnet(config)
         print(results_table([report]), file=out or sys.stdout)  # as the other methods: the report and the run id
         if report.get("mlflow_run_id"):
@@ -139,7 +141,7 @@ def run(
                   file=out or sys.stdout)
         return report
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
-        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
+        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out, banner=banner)
     out = out or sys.stdout
     began = time.time()
     resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
@@ -152,6 +154,7 @@ def run(
     check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
     if features is None:
         _check_inputs(config)
+    print(banner, file=out)
     seed_everything(config.seed)
     images = None
     if features is None:

@@ -31,6 +31,7 @@ __all__ = [
     "resolve_tracking_uri",
     "absolute_tracking_uri",
     "store_folder",
+    "sqlite_store_missing",
     "check_tracking_uri",
     "store_lock",
     "open_sqlite_store",
@@ -60,7 +61,7 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(path)
 
 
-def resolve_tracking_uri(uri: str = "") -> str:
+def resolve_tracking_uri(uri: str = "", *, create_folder: bool = True) -> str:
     """The tracking URI to use: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the default.
 
     For the default store the ``mlruns/`` folder is created (relative to the current
@@ -68,12 +69,14 @@ def resolve_tracking_uri(uri: str = "") -> str:
 
     Args:
         uri: an explicit tracking URI (``""`` = not given).
+        create_folder: create ``mlruns/`` for the default store (False: only name it,
+            for commands that read a store and must not leave one behind).
 
     Returns:
         The URI.
     """
     resolved = uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_TRACKING_URI
-    if resolved == DEFAULT_TRACKING_URI:
+    if resolved == DEFAULT_TRACKING_URI and create_folder:
         db = _sqlite_path(resolved)
         assert db is not None
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,21 @@ def absolute_tracking_uri(uri: str = "") -> str:
         return uri
     query = uri.split("?", 1)[1] if "?" in uri else ""
     return f"{_SQLITE_PREFIX}{db.resolve()}" + (f"?{query}" if query else "")
+
+
+def sqlite_store_missing(uri: str) -> bool:
+    """Whether ``uri`` names a SQLite store whose database file does not exist (yet).
+
+    Opening such a store creates it: a command that only looks runs up skips it instead.
+
+    Args:
+        uri: a resolved tracking URI.
+
+    Returns:
+        True for a ``sqlite:///`` file that is not there; False otherwise.
+    """
+    db = _sqlite_path(uri)
+    return db is not None and not db.is_file()
 
 
 def store_folder(uri: str = "") -> Path | None:
