@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from evoprune_tf.errors import one_line
 from evoprune_tf.tracking.owner import reap_if_dead
+from evoprune_tf.tracking.store_lock import open_sqlite_store, sqlite_path as _sqlite_path, store_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -47,18 +48,8 @@ __all__ = [
 #: The project's store: SQLite next to the artifacts in ``./mlruns``.
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
-_SQLITE_PREFIX = "sqlite:///"
+_SQLITE_PREFIX = "sqlite:///"  # also in `store_lock.sqlite_path`
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other schemes and in-memory DBs)."""
-    if not uri.startswith(_SQLITE_PREFIX):
-        return None
-    path = uri[len(_SQLITE_PREFIX):].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
 
 
 def resolve_tracking_uri(uri: str = "", *, create_folder: bool = True) -> str:
@@ -303,50 +294,6 @@ def _check_sqlite(uri: str, db: Path) -> None:
         raise ValueError(
             f"MLflow tracking store {uri}: {db} cannot be opened ({one_line(error)}); expected a SQLite database"
         ) from None
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock on a SQLite store's ``<db>.lock`` file (nothing for other stores).
-
-    MLflow builds (migrates) a SQLite store's tables the first time a process opens it;
-    two processes doing that at once on a new file broke it for good (``duplicate column
-    name``, then ``_alembic_tmp_experiments already exists`` on every later run). Opening
-    a store inside this lock serialises that. `fcntl.flock` is released by the kernel
-    when its holder dies, so a killed process never leaves the store locked.
-
-    Args:
-        uri: the tracking URI.
-
-    Yields:
-        Nothing; the lock is held for the block.
-    """
-    db = _sqlite_path(uri)
-    if db is None or not db.parent.is_dir():
-        yield
-        return
-    import fcntl
-
-    with open(f"{db}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def open_sqlite_store(uri: str) -> None:
-    """Create (or open) a SQLite store's tables under `store_lock`; nothing for other stores.
-
-    Args:
-        uri: the tracking URI.
-    """
-    if _sqlite_path(uri) is None:
-        return
-    from mlflow import MlflowClient
-
-    with store_lock(uri):
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def check_tracking_uri(uri: str = "") -> None:

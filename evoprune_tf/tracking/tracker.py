@@ -39,7 +39,8 @@ from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plot
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
 from evoprune_tf.tracking.owner import owner_tags
-from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, open_sqlite_store, \
+from evoprune_tf.tracking.store_lock import open_sqlite_store
+from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, \
     resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
