@@ -47,7 +47,8 @@ KILLED_EARLY = textwrap.dedent('''
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), *inherited])}
 
 
 def _tiny(tmp_path: Path, **extra) -> dict:
