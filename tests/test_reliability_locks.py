@@ -156,3 +156,26 @@ def test_a_running_run_whose_owner_lives_is_left_alone(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_run_marked_killed_that_is_resumed_runs_again_under_its_new_owner(tmp_path):
+    import socket
+
+    from mlflow import MlflowClient
+
+    from evoprune_tf.tracking import MLflowTracker
+    from evoprune_tf.tracking.store import find_run
+
+    uri = new_mlflow_store(tmp_path)
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("again")).info.run_id
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client.set_tag(run_id, "evoprune.owner", f"{socket.gethostname()} {dead.pid}")
+    assert find_run(run_id, uri).info.status == "KILLED"  # its process is gone
+    tracker = MLflowTracker(uri=uri, experiment="again", run_id=run_id)
+    tracker.on_start()
+    stored = client.get_run(run_id)
+    assert stored.info.status == "RUNNING" and "evoprune.killed_because" not in stored.data.tags
+    assert stored.data.tags["evoprune.owner"].split()[:2] == [socket.gethostname(), str(os.getpid())]
+    tracker.finish()

@@ -38,7 +38,7 @@ from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, n
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
-from evoprune_tf.tracking.owner import owner_tags
+from evoprune_tf.tracking.owner import REAPED_TAG, owner_tags
 from evoprune_tf.tracking.store_lock import open_sqlite_store
 from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, \
     resolve_tracking_uri
@@ -152,6 +152,8 @@ class MLflowTracker(Callback):
             self.run_id = run.info.run_id
             self.experiment_id = run.info.experiment_id
             client.update_run(self.run_id, status="RUNNING")
+            if REAPED_TAG in run.data.tags:  # it was marked KILLED when its process died; it runs again
+                client.delete_tag(self.run_id, REAPED_TAG)
             logged = run.data.params
             changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
             if changed:
