@@ -130,7 +130,7 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
     with pytest.raises(KeyboardInterrupt):
         run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
-    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.pkl"))
+    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
     assert len(checkpoints) == 1
     resumed = resume(checkpoints[0])
     assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]

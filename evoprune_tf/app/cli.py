@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluations", type=int, help="a new (larger) evaluation budget")
     p.add_argument("--generations", type=int, help="a new (larger) generation budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept an old pickle checkpoint (before 0.3); unpickling can run code: only for a file you trust")
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--uri", default="", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
@@ -291,9 +293,10 @@ def _checkpoint_for(target: str) -> str:
 
     folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
     for folder in folders:
-        candidate = folder / "checkpoints" / target / "checkpoint.pkl"
-        if candidate.exists():
-            return str(candidate)
+        for name in ("checkpoint.npz", "checkpoint.pkl"):  # the data-only file, else an old pickle
+            candidate = folder / "checkpoints" / target / name
+            if candidate.exists():
+                return str(candidate)
     uri = resolve_tracking_uri()
     try:
         run = find_run(target, uri)
@@ -433,7 +436,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from evoprune_tf.search.checkpoint import load_checkpoint
 
         path = _checkpoint_for(args.checkpoint)
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, allow_pickle=args.allow_pickle)
         budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
         extra: dict = {"algorithm": budget} if budget else {}
         if args.no_progress:
@@ -446,7 +449,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             extra["tracking"] = {"uri": recorded}
         use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
         config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
-        resume(path, config=config)
+        resume(path, config=config, allow_pickle=args.allow_pickle)
         return 0
     config = load_run_config(args.config, overrides_from_args(args))
     if getattr(args, "dry_run", False):

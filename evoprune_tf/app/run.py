@@ -24,6 +24,7 @@ from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
 from evoprune_tf.search.checkpoint import (
     CheckpointCallback,
+    checkpoint_target,
     load_checkpoint,
     restore_evaluator,
     restore_rng,
@@ -112,6 +113,7 @@ def run(
     features: FeatureSplits | None = None,
     ood_features: np.ndarray | None = None,
     out=None,
+    allow_pickle: bool = False,
 ) -> RunResult:
     """Run one evolution described by ``config``.
 
@@ -122,6 +124,8 @@ def run(
         features: use these features instead of loading images (tests, notebooks).
         ood_features: OOD features to go with ``features``.
         out: stream for the human-readable lines (default stdout).
+        allow_pickle: resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
 
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
@@ -134,16 +138,18 @@ def run(
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
         return run_tascnet(config)
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
-        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
+        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out, allow_pickle=allow_pickle)
     out = out or sys.stdout
     began = time.time()
-    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
+    resumed = (load_checkpoint(checkpoint, config_dict=config.to_dict(), allow_pickle=allow_pickle)
+               if checkpoint else None)
     tracker = None
     if config.tracking.enabled:
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
         if resumed is not None and resumed.run_id:
             check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
-                            generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None))
+                            generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None),
+                            digest=resumed.digest, previous_digest=resumed.previous_digest)
     check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
     if features is None:
         _check_inputs(config)
@@ -188,11 +194,8 @@ def run(
         cbs.append(DatasetInput(tracker, **_dataset_record(config, features, images)))
     ckpt = None
     if config.checkpoint.enabled:
-        ckpt_path = Path(checkpoint) if checkpoint else None
-        if ckpt_path is not None and ckpt_path.is_dir():
-            ckpt_path = ckpt_path / "checkpoint.pkl"
         ckpt = CheckpointCallback(
-            ckpt_path, directory=checkpoint_dir(config),
+            checkpoint_target(checkpoint), directory=checkpoint_dir(config), resumed=resumed,
             config_dict=config.to_dict(), evaluator=evaluator,
             run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
             tracking_uri=lambda: absolute_tracking_uri(tracker.uri) if tracker and tracker.uri else None,
@@ -338,18 +341,26 @@ def summary_metrics(report: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
+def resume(path: str | Path, *, config: ExperimentConfig | None = None, allow_pickle: bool = False,
+           **kwargs) -> RunResult:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
         path: the checkpoint file or folder.
         config: run with this config instead of the checkpoint's.
+        allow_pickle: accept an old pickle checkpoint (formats 1 and 2, before 0.3).
+            Unpickling can run code: only for a file you trust. Data-only checkpoints
+            need no permission.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
 
     Returns:
         The `RunResult`.
+
+    Raises:
+        ValueError: one line: a pickle checkpoint without ``allow_pickle``, a file that does
+            not match its digest or the run's tag, another config, a stale copy...
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
     if config is None:
         config = config_from_dict(checkpoint.config, source=f"config of {path}")
-    return run(config, checkpoint=path, **kwargs)
+    return run(config, checkpoint=path, allow_pickle=allow_pickle, **kwargs)
