@@ -38,6 +38,8 @@ import numpy as np
 from evoprune_tf.errors import one_line
 from evoprune_tf.search import checkpoint_format as fmt
 from evoprune_tf.search.callbacks import Callback, EvolutionState
+from evoprune_tf.search.keras_rng import keras_random_state as _keras_random_state
+from evoprune_tf.search.keras_rng import restore_keras_random as _restore_keras_random
 
 __all__ = [
     "FORMAT_VERSION",
@@ -182,28 +184,6 @@ _HEADER_FIELDS = ("format_version", "config_digest", "run_id", "saved_at", "trac
                   "previous_digest")
 
 
-def _pack_cache(cache: dict) -> dict:
-    """The fitness cache as two arrays (the byte keys, concatenated, and their lengths) and a list of records."""
-    keys = list(cache)
-    if not all(isinstance(k, bytes) for k in keys):
-        raise TypeError("fitness cache keys must be bytes (genome_key); expected an evaluator's cache")
-    return {"keys": np.frombuffer(b"".join(keys), dtype=np.uint8).copy(),
-            "lengths": np.asarray([len(k) for k in keys], dtype=np.int64), "values": list(cache.values())}
-
-
-def _unpack_cache(packed: Any) -> dict:
-    if not isinstance(packed, dict) or set(packed) != {"keys", "lengths", "values"}:
-        raise fmt.MalformedCheckpoint("fitness_cache is not keys/lengths/values")
-    data, lengths, values = packed["keys"], packed["lengths"], packed["values"]
-    if (not isinstance(data, np.ndarray) or not isinstance(lengths, np.ndarray) or not isinstance(values, list)
-            or lengths.ndim != 1 or len(lengths) != len(values) or int(lengths.sum()) != data.size
-            or (lengths < 0).any()):
-        raise fmt.MalformedCheckpoint("fitness_cache keys, lengths and values do not fit together")
-    raw = data.astype(np.uint8).tobytes()
-    ends = np.cumsum(lengths)
-    return {raw[int(end - n):int(end)]: value for n, end, value in zip(lengths, ends, values)}
-
-
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     """Write a checkpoint atomically (temporary file, fsync, rename) in the data-only format.
 
@@ -219,7 +199,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {**checkpoint.header(), **{k: getattr(checkpoint, k, None) for k in _HEADER_FIELDS}}
     body = {k: getattr(checkpoint, k, None) for k in _BODY_FIELDS}
-    body["fitness_cache"] = _pack_cache(checkpoint.fitness_cache)
+    body["fitness_cache"] = fmt.pack_cache(checkpoint.fitness_cache)
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -292,8 +272,10 @@ def _read(path: Path) -> bytes:
 
 
 def _refuse_pickle(path: Path, data: bytes) -> None:
-    kind = "a pickle written by an older evoprune_tf" if data[:1] == b"\x80" else "not a data-only (.npz) checkpoint"
-    raise ValueError(f"checkpoint {path} is {kind}; {_PICKLE_HINT}")
+    if data[:1] == b"\x80":  # what pickle.dump wrote for formats 1 and 2
+        raise ValueError(f"checkpoint {path} is a pickle written by an older evoprune_tf; {_PICKLE_HINT}")
+    raise ValueError(f"checkpoint {path} is unreadable (neither a .npz nor a pickle); "
+                     "expected a checkpoint written by evoprune_tf")
 
 
 def _malformed(path: Path, error: BaseException) -> ValueError:
@@ -391,7 +373,7 @@ def _load_npz(path: Path, data: bytes) -> Checkpoint:
     try:
         fields = {k: header.get(k) for k in _HEADER_FIELDS}
         checkpoint = Checkpoint(**fields, **{k: body.get(k) for k in _BODY_FIELDS},
-                                fitness_cache=_unpack_cache(body.get("fitness_cache")), digest=computed, path=path)
+                                fitness_cache=fmt.unpack_cache(body.get("fitness_cache")), digest=computed, path=path)
         if not isinstance(checkpoint.state, EvolutionState) or not isinstance(checkpoint.config, dict):
             raise fmt.MalformedCheckpoint("it holds no evolution state or config")
         if not isinstance(checkpoint.evaluator_counters, dict):
@@ -401,45 +383,6 @@ def _load_npz(path: Path, data: bytes) -> Checkpoint:
     except (TypeError, ValueError) as error:
         raise _malformed(path, error) from None
     return checkpoint
-
-def _keras_random_state() -> dict | None:
-    """The global Keras seed and seed-generator state, when Keras is loaded."""
-    if "keras" not in sys.modules:
-        return None
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-
-        generator = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
-        state = None
-        if generator is not None:
-            import keras
-
-            state = np.asarray(keras.ops.convert_to_numpy(generator.state)).copy()
-        return {"seed": rng_utils.get_random_seed(), "generator_state": state}
-    except Exception:  # noqa: BLE001 - private Keras API: never let it break a checkpoint
-        return None
-
-
-def _restore_keras_random(saved: dict | None) -> None:
-    if not saved:
-        return
-    try:
-        import keras
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-
-        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, saved.get("seed"))
-        generator = None
-        if saved.get("generator_state") is not None:
-            generator = keras.random.SeedGenerator(seed=0)
-            generator.state.assign(np.asarray(saved["generator_state"]).astype(generator.state.dtype))
-        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, generator)
-    except Exception:  # noqa: BLE001 - private Keras API: best effort
-        pass
-
 
 class CheckpointCallback(Callback):
     """Writes a checkpoint every ``every`` generations and at the clean end of the loop.

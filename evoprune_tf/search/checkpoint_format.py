@@ -40,6 +40,8 @@ __all__ = [
     "read_payload",
     "read_header_only",
     "payload_digest",
+    "pack_cache",
+    "unpack_cache",
     "Packer",
     "Unpacker",
 ]
@@ -366,6 +368,28 @@ def _hashable(key: Any) -> Any:
     except TypeError:
         raise MalformedCheckpoint(f"dict key {key!r:.40} is not hashable") from None
     return key
+
+
+def pack_cache(cache: dict) -> dict:
+    """The fitness cache as two arrays (the byte keys, concatenated, and their lengths) and a list of records."""
+    keys = list(cache)
+    if not all(isinstance(k, bytes) for k in keys):
+        raise TypeError("fitness cache keys must be bytes (genome_key); expected an evaluator's cache")
+    return {"keys": np.frombuffer(b"".join(keys), dtype=np.uint8).copy(),
+            "lengths": np.asarray([len(k) for k in keys], dtype=np.int64), "values": list(cache.values())}
+
+
+def unpack_cache(packed: Any) -> dict:
+    if not isinstance(packed, dict) or set(packed) != {"keys", "lengths", "values"}:
+        raise MalformedCheckpoint("fitness_cache is not keys/lengths/values")
+    data, lengths, values = packed["keys"], packed["lengths"], packed["values"]
+    if (not isinstance(data, np.ndarray) or not isinstance(lengths, np.ndarray) or not isinstance(values, list)
+            or lengths.ndim != 1 or len(lengths) != len(values) or int(lengths.sum()) != data.size
+            or (lengths < 0).any()):
+        raise MalformedCheckpoint("fitness_cache keys, lengths and values do not fit together")
+    raw = data.astype(np.uint8).tobytes()
+    ends = np.cumsum(lengths)
+    return {raw[int(end - n):int(end)]: value for n, end, value in zip(lengths, ends, values)}
 
 
 def payload_digest(header: bytes, body: bytes, arrays: dict[str, np.ndarray]) -> str:

@@ -101,7 +101,7 @@ def test_newer_formats_and_foreign_or_damaged_files_are_refused_in_one_line(fini
         newer: f"has format {FORMAT_VERSION + 1}, written by a newer evoprune_tf",
         damaged: "is unreadable",
         foreign: "is unreadable (MalformedCheckpoint: it has no header.json entry)",
-        text: "is not a data-only (.npz) checkpoint",
+        text: "is unreadable (neither a .npz nor a pickle)",
         tmp_path / "missing.npz": "no checkpoint at",
         tmp_path: "no checkpoint at",  # a folder without checkpoint.npz
     }

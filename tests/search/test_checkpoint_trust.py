@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import pickle
@@ -36,6 +37,16 @@ def _config(tmp_path: Path, **extra) -> dict:
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run `killed` was cut from (no report)."""
+    tmp_path = tmp_path_factory.mktemp("reference")
+    data, _ = make_planted_features(seed=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+        return run_module.run(config_from_dict(_config(tmp_path)), features=data, out=io.StringIO())
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +157,7 @@ def test_a_changed_file_does_not_match_its_digest(killed, tmp_path) -> None:
 
 
 def test_an_old_pickle_loads_with_allow_pickle_and_resumes_in_the_data_only_format(
-    killed, tmp_path, monkeypatch, capsys, no_report
+    killed, reference, tmp_path, monkeypatch, capsys, no_report
 ) -> None:
     saved = load_checkpoint(killed)
     old = tmp_path / "old" / "checkpoint.pkl"
@@ -169,8 +180,52 @@ def test_an_old_pickle_loads_with_allow_pickle_and_resumes_in_the_data_only_form
     capsys.readouterr()
     fresh = old.with_suffix(".npz")  # the resumed run writes data-only checkpoints beside the old file
     assert load_checkpoint(fresh).state.evaluations == 36 and old.read_bytes()[:1] == b"\x80"
-    reference = run_module.run(config_from_dict(_config(tmp_path / "reference")), features=data, out=io.StringIO())
     assert_same(load_checkpoint(fresh).state.logbook, reference.logbook)
+
+
+# ------------------------------------------------------------------ exact resume
+
+
+def _summary(result) -> dict:
+    return {"logbook": [dict(r) for r in result.logbook], "population": [p.tolist() for p in result.population],
+            "fitness": [p.fitness.values for p in result.population],
+            "halloffame": [(h.tolist(), h.fitness.values) for h in result.halloffame]}
+
+
+def test_a_resume_with_a_cold_fitness_cache_ends_where_the_uninterrupted_run_ends(
+    killed, reference, tmp_path, no_report
+) -> None:
+    saved = load_checkpoint(killed)
+    cold = save_checkpoint(tmp_path / "cold" / "checkpoint.npz", dataclasses.replace(saved, fitness_cache={}))
+    data, _ = make_planted_features(seed=2)
+    (tmp_path / "warm").mkdir()
+    warm = run_module.resume(shutil.copy(killed, tmp_path / "warm" / "checkpoint.npz"), features=data,
+                             out=io.StringIO())
+    resumed = run_module.resume(cold, features=data, out=io.StringIO())
+    assert _summary(warm) == _summary(resumed) == _summary(reference)
+    assert warm.evaluator.n_trained == reference.evaluator.n_trained < resumed.evaluator.n_trained
+
+
+MO = {"names": ["accuracy", "active_fraction"]}
+
+
+@pytest.mark.parametrize("name", ["random_search", "nsga3", "unpruned"])
+def test_the_other_methods_resume_exactly_from_a_data_only_checkpoint(tmp_path, name, no_report) -> None:
+    data, _ = make_planted_features(seed=4)
+    extra = {"objectives": MO} if name == "nsga3" else {}
+    at = 0 if name == "unpruned" else 2
+
+    def config(folder: str) -> dict:
+        return _config(tmp_path / folder, algorithm={"name": name, "population": 6, "evaluations": 30}, **extra)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_module.run(config_from_dict(config("cut")), features=data, out=io.StringIO(),
+                       callbacks=[Interrupt(at, KeyboardInterrupt())])
+    [path] = list((tmp_path / "cut" / "ckpt").glob("*/checkpoint.npz"))
+    assert load_checkpoint(path).state.generation == at
+    resumed = run_module.resume(path, features=data, out=io.StringIO())
+    whole = run_module.run(config_from_dict(config("whole")), features=data, out=io.StringIO())
+    assert _summary(resumed) == _summary(whole)
 
 
 # ------------------------------------------------------------------ the run's tag
