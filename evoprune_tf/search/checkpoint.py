@@ -378,6 +378,8 @@ def _load_npz(path: Path, data: bytes) -> Checkpoint:
             raise fmt.MalformedCheckpoint("it holds no evolution state or config")
         if not isinstance(checkpoint.evaluator_counters, dict):
             raise fmt.MalformedCheckpoint("its evaluator counters are not an object")
+        random.Random().setstate(checkpoint.python_random)  # RNG states that fit, checked on scratch generators
+        np.random.RandomState().set_state(checkpoint.numpy_random)
         checkpoint.saved_at = float(checkpoint.saved_at or 0.0)
         checkpoint.keras_loaded = bool(checkpoint.keras_loaded)
     except (TypeError, ValueError) as error:
