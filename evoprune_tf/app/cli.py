@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, help="a new (larger) generation budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--allow-pickle", action="store_true",
-                   help="accept an old pickle checkpoint (before 0.3); unpickling can run code: only for a file you trust")
+                   help="accept an old pickle checkpoint (format 1 or 2); unpickling can run code: only for a file you trust")
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--uri", default="", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")

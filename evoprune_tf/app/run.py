@@ -348,7 +348,7 @@ def resume(path: str | Path, *, config: ExperimentConfig | None = None, allow_pi
     Args:
         path: the checkpoint file or folder.
         config: run with this config instead of the checkpoint's.
-        allow_pickle: accept an old pickle checkpoint (formats 1 and 2, before 0.3).
+        allow_pickle: accept an old pickle checkpoint (formats 1 and 2, older versions).
             Unpickling can run code: only for a file you trust. Data-only checkpoints
             need no permission.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).

@@ -16,7 +16,7 @@ individuals rebuilt with the run's own `deap.creator` classes), a file whose con
 not match its digest is refused, and the run records each checkpoint's digest in its
 MLflow tag ``evoprune.checkpoint_sha256`` so a resume can refuse a swapped file
 (`evoprune_tf.tracking.store.check_resumable`). Pickle checkpoints of formats 1 and 2
-(evoprune_tf before 0.3) load only with ``allow_pickle=True`` (``evoprune resume
+(older evoprune_tf versions) load only with ``allow_pickle=True`` (``evoprune resume
 --allow-pickle``), for a file you trust. docs/checkpoints.md describes the format.
 """
 

@@ -1,4 +1,4 @@
-"""Pickle checkpoints of evoprune_tf before 0.3 (formats 1 and 2), read only when the user allows it.
+"""Pickle checkpoints (formats 1 and 2) written by older evoprune_tf versions, read only when the user allows it.
 
 Format 2 is a pickled header dict followed by the pickled `Checkpoint`; format 1 is the
 `Checkpoint` alone. Unpickling runs whatever code the file names, so

@@ -313,3 +313,21 @@ def test_a_multi_objective_state_with_every_kind_of_value_round_trips_as_a_pickl
     random.setstate(rich.python_random)
     np.random.set_state(rich.numpy_random)
     assert (random.random(), float(np.random.random())) == first
+
+
+def test_a_plugin_record_type_is_stored_once_registered(tmp_path) -> None:
+    from evoprune_tf.search.checkpoint_format import register_record_type
+
+    @dataclasses.dataclass(frozen=True)
+    class LatencyRecord:  # what a plugin evaluator might cache
+        accuracy: float
+        latency_ms: np.float32
+
+    rich = _rich_checkpoint()
+    rich.fitness_cache = {b"\x01\x02": LatencyRecord(0.5, np.float32(3.25))}
+    with pytest.raises(TypeError, match="LatencyRecord cannot be stored .*register_record_type"):
+        save_checkpoint(tmp_path / "plugin.npz", rich)
+    assert not (tmp_path / "plugin.npz").exists()
+    register_record_type(LatencyRecord)
+    save_checkpoint(tmp_path / "plugin.npz", rich)
+    assert_same(load_checkpoint(tmp_path / "plugin.npz").fitness_cache, rich.fitness_cache)
