@@ -31,6 +31,9 @@ import re
 from typing import Any, Callable
 
 import numpy as np
+from deap import base, creator, tools
+
+from evoprune_tf.search.callbacks import EvolutionState
 
 __all__ = [
     "ZIP_MAGIC",
@@ -110,8 +113,6 @@ def _is_record(value: Any) -> bool:
 
 
 def _individual_class(name: Any) -> type:
-    from deap import base, creator
-
     if not isinstance(name, str) or not _NAME.match(name):
         raise MalformedCheckpoint(f"individual class {name!r} is not a class name")
     cls = getattr(creator, name, None)
@@ -144,10 +145,6 @@ class Packer:
         Raises:
             TypeError: a value this format cannot hold.
         """
-        from deap import tools
-
-        from evoprune_tf.search.callbacks import EvolutionState
-
         if value is None or isinstance(value, (bool, str)):
             return value
         if isinstance(value, (int, float)) and type(value) in (int, float):
@@ -187,8 +184,6 @@ class Packer:
         if id(ind) in self._seen:  # the same object twice stays one object (as pickle kept it)
             return self._seen[id(ind)]
         cls = type(ind)
-        from deap import creator
-
         if getattr(creator, cls.__name__, None) is not cls:
             raise TypeError(f"individual class {cls.__qualname__} is not a deap.creator class; expected the "
                             "run's toolbox individuals")
@@ -201,8 +196,6 @@ class Packer:
         return self._seen[id(ind)]
 
     def halloffame(self, hof: Any) -> dict:
-        from deap import tools
-
         similar = getattr(hof.similar, "__name__", None)
         if _SIMILAR.get(similar) is not hof.similar:
             raise TypeError(f"a hall of fame with similar={hof.similar!r} cannot be stored; expected "
@@ -276,8 +269,6 @@ class Unpacker:
         if tag == "$logbook":
             return self.logbook(content)
         if tag == "$state":
-            from evoprune_tf.search.callbacks import EvolutionState
-
             names = {f.name for f in dataclasses.fields(EvolutionState)}
             if not isinstance(content, dict) or not set(content) <= names:
                 raise MalformedCheckpoint("$state holds unknown fields")
@@ -304,8 +295,6 @@ class Unpacker:
         return self.individuals[index]
 
     def halloffame(self, content: Any) -> Any:
-        from deap import tools
-
         if not isinstance(content, dict) or content.get("kind") not in ("HallOfFame", "ParetoFront"):
             raise MalformedCheckpoint("$halloffame is not a HallOfFame or ParetoFront")
         similar = _SIMILAR.get(content.get("similar"))
@@ -322,8 +311,6 @@ class Unpacker:
         return hof
 
     def logbook(self, content: Any) -> Any:
-        from deap import tools
-
         if not isinstance(content, dict) or not set(content) <= {"records", "header", "log_header", "buffindex",
                                                                "columns_len", "chapters"}:
             raise MalformedCheckpoint("$logbook holds unknown fields")
