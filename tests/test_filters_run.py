@@ -130,10 +130,65 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
     with pytest.raises(KeyboardInterrupt):
         run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
-    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.pkl"))
+    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
     assert len(checkpoints) == 1
     resumed = resume(checkpoints[0])
     assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
     key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
     assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
     assert [r["test_accuracy"] for r in resumed.table] == [r["test_accuracy"] for r in whole.table]
+
+
+KILLED = """
+import json, os, signal, sys
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.app.run import run
+from evoprune_tf.search.callbacks import Callback
+
+class Die(Callback):
+    def on_generation(self, state):
+        if state.generation == 1:  # after the checkpoint of generation 1
+            os.kill(os.getpid(), signal.SIGKILL)
+
+run(config_from_dict(json.load(open(sys.argv[1]))), callbacks=[Die()])
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_cache(tracked_run, tmp_path):
+    """SIGKILL after generation 1; the data-only checkpoint resumes to the uninterrupted result.
+
+    Cold: the prefix-activation cache is deleted before the resume; warm: the resume finds it.
+    """
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evoprune_tf.app.run import resume
+
+    whole = tracked_run[0]
+    config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "killed.py").write_text(KILLED)
+    env = {**os.environ, "PYTHONPATH": str(Path(filters_run.__file__).parents[2])}
+    job = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "config.json")], cwd=tmp_path,
+                         capture_output=True, timeout=600, env=env)
+    assert job.returncode == -signal.SIGKILL, job.stderr.decode()[-2000:]
+    [path] = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
+    copies = {}
+    for cache in ("cold", "warm"):
+        copies[cache] = tmp_path / cache / "checkpoint.npz"
+        copies[cache].parent.mkdir()
+        shutil.copy(path, copies[cache])
+    shutil.rmtree(tmp_path / "cut" / "cache")
+    key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
+    for cache in ("cold", "warm"):  # the cold resume computes the activations again, the warm one reads them
+        resumed = resume(copies[cache])
+        assert resumed.evaluator.activations_from_disk == (cache == "warm")
+        assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
+        assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
+        assert [r["test_accuracy"] for r in resumed.table] == [r["test_accuracy"] for r in whole.table]

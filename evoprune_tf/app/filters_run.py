@@ -42,12 +42,18 @@ from evoprune_tf.filter_evaluation import FilterEvaluator
 from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
-from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, restore_evaluator, restore_rng
+from evoprune_tf.search.checkpoint import (
+    CheckpointCallback,
+    checkpoint_target,
+    load_checkpoint,
+    restore_evaluator,
+    restore_rng,
+)
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
 from evoprune_tf.tracking.redact import redact_uri
-from evoprune_tf.tracking.store import absolute_tracking_uri
+from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 from evoprune_tf.train.config import derive_seed
 from operators.selection import heavy_knee_light
@@ -337,6 +343,7 @@ def run_filter_pruning(
     head_epochs: int = HEAD_WARMUP_EPOCHS,
     out: Any = None,
     banner: str = "",
+    allow_pickle: bool = False,
 ) -> FilterRunResult:
     """Run DeepPruningES as ``config`` describes (``algorithm.name = "deep_pruning_es"``).
 
@@ -355,6 +362,8 @@ def run_filter_pruning(
         head_epochs: Epochs of the head warm-up (0: none).
         out: Stream for the human-readable lines (default stdout).
         banner: a line to print once the cheap input checks passed (the Keras backend `evoprune run` chose).
+        allow_pickle: Resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
 
     Returns:
         A `FilterRunResult`.
@@ -373,9 +382,14 @@ def run_filter_pruning(
     if config.algorithm.name != "deep_pruning_es" or config.encoding.name != "filters":
         raise ValueError(f"algorithm {config.algorithm.name!r} / encoding {config.encoding.name!r}: expected "
                          "'deep_pruning_es' with encoding 'filters'")
-    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
+    resumed = (load_checkpoint(checkpoint, config_dict=config.to_dict(), allow_pickle=allow_pickle)
+               if checkpoint else None)
     if config.tracking.enabled:
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
+        if resumed is not None and resumed.run_id:
+            check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
+                            generation=resumed.state.generation, recorded_uri=resumed.tracking_uri,
+                            digest=resumed.digest, previous_digest=resumed.previous_digest)
     check_output_locations(config, features_cached=False)
     size = image_size(config)
     if network is None and config.backbone.weights == "imagenet":
@@ -440,10 +454,8 @@ def run_filter_pruning(
                                       "test": len(images.test_labels), "classes": images.n_classes})]
     ckpt = None
     if config.checkpoint.enabled:
-        path = Path(checkpoint) if checkpoint else None
-        if path is not None and path.is_dir():
-            path = path / "checkpoint.pkl"
-        ckpt = CheckpointCallback(path, directory=checkpoint_dir(config), config_dict=config.to_dict(),
+        ckpt = CheckpointCallback(checkpoint_target(checkpoint), directory=checkpoint_dir(config),
+                                  config_dict=config.to_dict(), resumed=resumed,
                                   evaluator=evaluator, run_id=lambda: tracker.run_id if tracker else None,
                                   every=config.checkpoint.every, tracking_uri=lambda: _absolute_uri(tracker),
                                   on_save=tracker.checkpoint_saved if tracker else None)
