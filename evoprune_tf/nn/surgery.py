@@ -467,7 +467,7 @@ def expected_param_count(model: keras.Model, keep: Mapping[str, np.ndarray]) -> 
             k = int(np.prod(layer.kernel_size))
             m = layer.depth_multiplier
             total += k * cin * m + cin * m * cout + (cout if layer.use_bias else 0)
-        else:
+        else:  # a grouped convolution's channels are never pruned (its groups are fixed)
             k = int(np.prod(layer.kernel_size))
-            total += k * cin * cout + (cout if layer.use_bias else 0)
+            total += k * (cin // getattr(layer, "groups", 1)) * cout + (cout if layer.use_bias else 0)
     return total
