@@ -325,10 +325,11 @@ class Analysis:
             return PERCHANNEL, inp
         return CHANNELWISE, inp
 
-    def _barrier(self, name: str, cls: str, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
+    def _barrier(self, name: str, cls: str, ins: list[_Layout], out_channels: int,
+                 why: str = "which mixes channels") -> tuple[str, _Layout]:
         for lay in ins:
-            self._fix(lay, f"feeds '{name}' ({cls}), which mixes channels")
-        return BARRIER, self._new_fixed(out_channels, f"comes from '{name}' ({cls})")
+            self._fix(lay, f"feeds '{name}' ({cls}), {why}")
+        return BARRIER, self._new_fixed(out_channels, f"comes from '{name}' ({cls}), {why}")
 
     def _tie(self, name: str, cls: str, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
         full = [lay for lay in ins if self._channels(lay) == out_channels]
@@ -340,7 +341,7 @@ class Analysis:
         shape = (tuple(self.uf.size[g] for g in ref.segs), ref.repeats)
         if any((tuple(self.uf.size[g] for g in lay.segs), lay.repeats) != shape for lay in full[1:]):
             # Differently concatenated inputs would need channel-level groups: refuse to prune.
-            return self._barrier(name, cls, ins, out_channels)
+            return self._barrier(name, cls, ins, out_channels, "which merges differently split channels")
         for lay in full[1:]:
             for a, b in zip(ref.segs, lay.segs):
                 self.uf.union(a, b)
