@@ -230,8 +230,6 @@ def _rebuild(
         if wrap_input is not None and len(args) == 1:
             args = [wrap_input(node, args[0])]
         call_args, call_kwargs = node.call.arguments.fill_in({id(t): a for t, a in zip(node.in_tensors, args)})
-        if node.training is not None and getattr(new_layer, "_call_has_training_arg", False):
-            call_kwargs = {**call_kwargs, "training": node.training}
         tensors[node.name] = new_layer(*call_args, **call_kwargs)
         if weights:
             new_layer.set_weights(weights)

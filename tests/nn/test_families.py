@@ -17,7 +17,8 @@ APPS = keras.applications
 
 #: The smallest member of each family and the smallest input side it accepts.
 FAMILIES = [
-    ("VGG16", 32), ("ResNet50", 32), ("ResNet50V2", 32), ("DenseNet121", 32), ("MobileNet", 32),
+    ("VGG16", 32), ("ResNet50", 32), ("ResNet50V2", 32), pytest.param("DenseNet121", 32, marks=pytest.mark.slow),
+    ("MobileNet", 32),
     ("MobileNetV2", 32), ("MobileNetV3Small", 32), ("EfficientNetB0", 32), ("EfficientNetV2B0", 32),
     ("InceptionV3", 75), pytest.param("InceptionResNetV2", 75, marks=pytest.mark.slow), ("Xception", 71),
     pytest.param("NASNetMobile", 32, marks=pytest.mark.slow), ("ConvNeXtTiny", 32),

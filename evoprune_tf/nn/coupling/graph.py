@@ -36,7 +36,6 @@ class Node:
         in_tensors: The call's input tensors (aligned with ``inputs``).
         output: The call's output tensor.
         first_call: Name of the node of the layer's first call, ``None`` on that call.
-        training: The ``training`` argument of the enclosing sub-model call, if one was given.
         kind: How the coupling analysis treats the call (set by the analysis).
     """
 
@@ -48,7 +47,6 @@ class Node:
     in_tensors: list = dataclasses.field(default_factory=list)
     output: Any = None
     first_call: str | None = None
-    training: bool | None = None
     kind: str = ""
     sort_key: tuple = ()
 
@@ -112,7 +110,7 @@ class Graph:
             self._nodes.append(Node(name, op, 0, [], output=tensor, sort_key=(-1, i)))
             source[id(tensor)] = name
             self.input_names.append(name)
-        self._expand(functional, source, (), "", None)
+        self._expand(functional, source, (), "")
         self.output_names = [source[id(t)] for t in functional.outputs]
         self.nodes = _toposort(self._nodes)
         for pos, node in enumerate(self.nodes):
@@ -138,8 +136,7 @@ class Graph:
         self._used.add(name)
         return name
 
-    def _expand(self, functional: keras.Model, source: dict[int, str], key: tuple, scope: str,
-                training: bool | None) -> None:
+    def _expand(self, functional: keras.Model, source: dict[int, str], key: tuple, scope: str) -> None:
         """Add the calls of ``functional``; ``source`` maps its input tensors to node names."""
         order = {id(op): i for i, op in enumerate(functional.operations)}
         for depth in sorted(functional._nodes_by_depth, reverse=True):
@@ -153,7 +150,7 @@ class Graph:
                 call_key = (*key, order[id(op)], op._inbound_nodes.index(call))
                 inner = functional_view(op) if isinstance(op, keras.Model) else None
                 if inner is not None:
-                    self._inline(op, inner, call, source, call_key, training)
+                    self._inline(op, inner, call, source, call_key)
                     continue
                 if len(call.outputs) != 1:
                     raise ValueError(f"cannot analyse layer '{op.name}' ({type(op).__name__}): it has "
@@ -163,20 +160,20 @@ class Graph:
                 self._nodes.append(Node(
                     name, op, 0, [source[id(t)] for t in ins], call=call, in_tensors=ins,
                     output=call.outputs[0], first_call=None if first == name else first,
-                    training=training, sort_key=call_key,
+                    sort_key=call_key,
                 ))
                 source[id(call.outputs[0])] = name
 
-    def _inline(self, op: keras.Model, inner: keras.Model, call: Any, source: dict[int, str], key: tuple,
-                training: bool | None) -> None:
+    def _inline(self, op: keras.Model, inner: keras.Model, call: Any, source: dict[int, str], key: tuple) -> None:
         """Expand one call of a sub-model: its inputs stand for the call's input tensors."""
         ins = list(call.input_tensors)
         if len(ins) != len(inner.inputs) or len(call.outputs) != len(inner.outputs):
             raise ValueError(f"cannot analyse nested model '{op.name}' ({type(op).__name__}): it is called on "
                              f"{len(ins)} tensors but has {len(inner.inputs)} inputs")
         local = {id(t_in): source[id(t)] for t_in, t in zip(inner.inputs, ins)}
-        flag = call.arguments.kwargs.get("training", training)
-        self._expand(inner, local, key, op.name, flag if isinstance(flag, bool) else training)
+        # Keras lets the outer call's ``training`` win over one given to the nested call, so
+        # inlining changes nothing; frozen layers keep ``trainable=False`` in their configs.
+        self._expand(inner, local, key, op.name)
         for t_out, t_in in zip(call.outputs, inner.outputs):
             source[id(t_out)] = local[id(t_in)]
 
