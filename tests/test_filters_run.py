@@ -163,7 +163,7 @@ class Subclassed(keras.Model):
 
 def test_own_model_file_loads_as_saved_and_bad_files_fail_in_one_line(tmp_path, monkeypatch):
     from evoprune_tf.app.config import ConfigError
-    from evoprune_tf.backbones import load_model_file, model_file_image_size
+    from evoprune_tf.model_files import load_model_file, model_file_image_size
     from evoprune_tf.nn import filter_groups
 
     model = own_model()

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
-from evoprune_tf.backbones import backbone_info, is_model_file, model_file_image_size
+from evoprune_tf.backbones import backbone_info
+from evoprune_tf.model_files import is_model_file, model_file_image_size
 from evoprune_tf.data import load_images
 from evoprune_tf.data.synthetic import synthetic_images
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import operators
-from evoprune_tf.backbones import canonical_name, is_model_file
+from evoprune_tf.backbones import canonical_name
+from evoprune_tf.model_files import is_model_file
 from evoprune_tf.encodings import ENCODINGS
 from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
 from evoprune_tf.features.extract import default_cache_dir

@@ -36,7 +36,8 @@ import numpy as np
 
 from evoprune_tf.app.build import image_size, load_run_images, seed_everything, tracker_options, weights_arg
 from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir, operator_specs, report_files
-from evoprune_tf.backbones import backbone_info, build_backbone, is_model_file, load_model_file
+from evoprune_tf.backbones import backbone_info, build_backbone
+from evoprune_tf.model_files import is_model_file, load_model_file
 from evoprune_tf.features.extract import check_imagenet_weights, default_cache_dir, feature_cache_key
 from evoprune_tf.filter_evaluation import FilterEvaluator
 from evoprune_tf.report.text import mean_std, plural

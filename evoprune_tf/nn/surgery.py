@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 import keras
 import numpy as np
 
-from evoprune_tf.nn.coupling import (
-    DEPTHWISE, INPUT, NORM, PERCHANNEL, PRELU, PRODUCER, RESHAPE, SLICED_MEMBERS, Analysis, FilterGroup, Graph,
-    Node, analyse,
+from evoprune_tf.nn.coupling.analysis import (
+    DEPTHWISE, INPUT, NORM, PERCHANNEL, PRELU, PRODUCER, RESHAPE, SLICED_MEMBERS, Analysis, FilterGroup, analyse,
 )
+from evoprune_tf.nn.coupling.graph import Graph, Node
 
 __all__ = [
     "ChannelMask",

@@ -13,7 +13,12 @@ from evoprune_tf.nn.coupling.blocks import Block, block_key, model_blocks, selec
 from evoprune_tf.nn.coupling.graph import Graph, Node
 from evoprune_tf.nn.coupling.rules import ChannelRule, channel_rule, register_channel_rule
 
+# The names the single-module `evoprune_tf.nn.coupling` had, for code written against it.
+_Graph, _Node = Graph, Node
+
 __all__ = [
+    "BARRIER", "CHANNELWISE", "CONCAT", "DEPTHWISE", "FLATTEN", "INPUT", "NORM", "PERCHANNEL", "PRELU", "PRODUCER",
+    "RESHAPE", "SLICED_MEMBERS", "TIE",
     "Analysis", "Block", "ChannelRef", "ChannelRule", "FilterGroup", "Graph", "Node", "analyse", "block_key",
-    "channel_rule", "filter_groups", "model_blocks", "register_channel_rule", "select_groups",
+    "channel_rule", "filter_groups", "is_conv_like", "model_blocks", "register_channel_rule", "select_groups",
 ]

@@ -307,8 +307,9 @@ class Analysis:
         if isinstance(layer, L.PReLU) and not (tuple(layer.alpha.shape)[-1] == out_channels != 1):
             return CHANNELWISE, inp
         self._shared(node, inp)
-        kind = DEPTHWISE if isinstance(layer, _DEPTHWISE) else NORM if isinstance(layer, L.BatchNormalization) else PRELU
-        return kind, inp
+        if isinstance(layer, _DEPTHWISE):
+            return DEPTHWISE, inp
+        return (NORM if isinstance(layer, L.BatchNormalization) else PRELU), inp
 
     def _declared(self, node: Node, rule: ChannelRule, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
         """A registered layer or a ``keras.ops`` operation."""
