@@ -95,7 +95,7 @@ def split_model(
     """
     graph = Graph(model)
     if cut_layer not in graph.by_name:
-        raise ValueError(f"cut_layer={cut_layer!r}: no such layer in model '{graph.model.name}'")
+        raise ValueError(f"cut_layer={cut_layer!r}: no such layer in model '{graph.name}'")
     if cut_layer not in set(_separators(graph)):
         raise ValueError(
             f"cannot cut at layer '{cut_layer}': its output is not a single tensor separating the graph "
@@ -104,8 +104,8 @@ def split_model(
     node = graph.by_name[cut_layer]
     cut_tensor = node.output
     prefix = _rebuild(graph, graph.nodes[:node.position + 1], _fresh_inputs(graph), _same_layer,
-                      outputs=[cut_layer], name=f"{graph.model.name}_to_{cut_layer}")
+                      outputs=[cut_layer], name=f"{graph.name}_to_{cut_layer}")
     new_input = keras.Input(shape=tuple(cut_tensor.shape)[1:], dtype=cut_tensor.dtype, name=f"{cut_layer}_cut")
     suffix = _rebuild(graph, graph.nodes[node.position + 1:], {cut_layer: new_input}, _copy_layer,
-                      outputs=graph.output_names, name=suffix_name or f"{graph.model.name}_from_{cut_layer}")
+                      outputs=graph.output_names, name=suffix_name or f"{graph.name}_from_{cut_layer}")
     return prefix, suffix

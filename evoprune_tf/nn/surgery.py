@@ -339,7 +339,7 @@ def prune_filters(
         return _from_config(node, config), weights
 
     pruned = _rebuild(graph, graph.nodes, _fresh_inputs(graph), factory, outputs=graph.output_names,
-                      name=name or graph.model.name)
+                      name=name or graph.name)
     return (pruned, repairs) if return_repairs else pruned
 
 
@@ -381,7 +381,7 @@ def mask_filters(
         return y
 
     return _rebuild(graph, graph.nodes, _fresh_inputs(graph), _copy_layer, outputs=graph.output_names,
-                    name=name or f"{graph.model.name}_masked", wrap_input=wrap)
+                    name=name or f"{graph.name}_masked", wrap_input=wrap)
 
 
 def set_filter_masks(masked_model: keras.Model, keep: Mapping[str, np.ndarray]) -> int:

@@ -151,6 +151,7 @@ def test_sequential_and_head_on_backbone():
                             L.GlobalAveragePooling2D(), L.Dense(4), L.Dense(2)])
     randomise_bn(seq)
     assert_prune_equals_mask(seq, (10, 10, 3), seed=3)
+    assert prune_filters(seq, {}).name == seq.name
 
 
 def test_mobilenet_suffix_surgery_is_fast():

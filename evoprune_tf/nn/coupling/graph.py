@@ -86,6 +86,7 @@ class Graph:
 
     Attributes:
         model: The functional view of ``model``.
+        name: The model's own name.
         nodes: The nodes in topological order (ties follow the model's layer order).
         by_name: Name -> node.
         consumers: Name -> names of the nodes that read its output.
@@ -97,6 +98,7 @@ class Graph:
         if functional is None:
             raise _not_a_graph(model)
         self.model = functional
+        self.name = model.name  # a Sequential's functional view is named "functional"
         self._nodes: list[Node] = []
         self._used: set[str] = set()
         self._first: dict[int, str] = {}
