@@ -22,7 +22,7 @@ from evoprune_tf.app.run import run
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.search.baselines import random_count_genome
-from evoprune_tf.search.checkpoint import load_checkpoint
+from evoprune_tf.search.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.train import TrainConfig
 
@@ -104,7 +104,7 @@ def test_a_budget_larger_than_the_genome_fails_before_any_evaluation(tmp_path):
     with pytest.raises(ValueError, match=r"^encoding.active=41 is outside \(0, 40\]; expected a count") as error:
         run(config, features=data, out=io.StringIO())
     assert "\n" not in str(error.value)
-    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").rglob("*.pkl"))  # no generation ran
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").rglob("checkpoint.*"))  # no generation ran
     spec = HeadSpec(40, data.n_classes, (8,))
     evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=1, engine="numpy"), seed=0)
     with pytest.raises(ValueError, match=r"encoding.active=0.0 is outside \(0, 1\]"):
@@ -169,7 +169,7 @@ def test_evoprune_run_with_a_budget_evaluates_only_genomes_of_k_genes(tmp_path, 
     assert cli_main(["run", str(config)]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "Final report" in out
-    checkpoint = load_checkpoint(next((tmp_path / "ckpt").rglob("checkpoint.pkl")))
+    checkpoint = load_checkpoint(next((tmp_path / "ckpt").rglob(CHECKPOINT_FILE)))
     evaluated = list(checkpoint.fitness_cache)
     assert len(evaluated) >= 10  # the initial population and the children, without duplicates
     assert {_ones_of_key(key) for key in evaluated} == {13}
