@@ -202,7 +202,7 @@ def extract_in_child(
 
 
 class _ProgressLines:
-    """What `_run_backbone` calls ``bar.update(n)`` on: one ``progress N`` line on stdout per batch."""
+    """What `run_backbone` calls ``bar.update(n)`` on: one ``progress N`` line on stdout per batch."""
 
     def update(self, n: int) -> None:
         print(f"progress {n}", flush=True)
@@ -247,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if keras.backend.backend() != "tensorflow":
             raise _NotOnTensorFlow(f"the child runs Keras on {keras.backend.backend()}; expected tensorflow")
         from evoprune_tf import backbones
-        from evoprune_tf.features.extract import _run_backbone, _write_cache
+        from evoprune_tf.features.cache import write_cache
+        from evoprune_tf.features.forward import run_backbone
 
         with np.load(job["images"], allow_pickle=False) as archive:
             images, digests = archive["images"], archive["digests"]
@@ -257,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = backbones.build_backbone(fields["backbone"], weights=job["weights"], image_size=fields["image_size"],
                                          **fields["options"])
         batch = max(1, min(int(job["batch_size"]), len(images)))
-        table = _run_backbone(model, images, batch, _ProgressLines())
-        _write_cache(pathlib.Path(job["path"]), digests, table, fields, job["key"])
+        table = run_backbone(model, images, batch, _ProgressLines())
+        write_cache(pathlib.Path(job["path"]), digests, table, fields, job["key"])
     except Exception as error:  # noqa: BLE001 - reported to the parent in one line, which decides
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error {type(error).__name__} {message}", flush=True)
