@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import math
 import os
 import pathlib
@@ -28,6 +27,8 @@ import re
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from evoprune_tf.splits import ThreeSplits
 
 __all__ = [
     "PAD",
@@ -72,7 +73,7 @@ _UNKNOWN_VECTOR_SCALE = 0.25
 
 
 @dataclasses.dataclass
-class TextSplits:
+class TextSplits(ThreeSplits):
     """Token-id sequences and labels of the three splits of a text corpus.
 
     Attributes:
@@ -99,11 +100,6 @@ class TextSplits:
     name: str = "corpus"
 
     @property
-    def n_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
-
-    @property
     def max_len(self) -> int:
         """Length of every padded sequence."""
         return int(self.x_train.shape[1])
@@ -113,25 +109,12 @@ class TextSplits:
         """Number of token ids, ``<pad>`` and ``<unk>`` included."""
         return len(self.vocab)
 
-    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{"train": (x, y), "val": ..., "test": ...}`` in that order."""
-        return {
-            "train": (self.x_train, self.y_train),
-            "val": (self.x_val, self.y_val),
-            "test": (self.x_test, self.y_test),
-        }
-
     def content_hash(self) -> str:
         """SHA-256 hex digest of the sequences, labels, vocabulary and class names.
 
         ``name`` is not part of it, so renaming a corpus does not invalidate caches.
         """
-        digest = hashlib.sha256(b"evoprune_tf.TextSplits/1\0")
-        for split, (x, y) in self.splits().items():
-            for kind, array in (("x", x), ("y", y)):
-                array = np.ascontiguousarray(array)
-                digest.update(f"{split}.{kind}:{array.dtype.str}:{array.shape}\0".encode())
-                digest.update(array.tobytes())
+        digest = self._arrays_digest(b"evoprune_tf.TextSplits/1\0", ("x", "y"))
         digest.update("\0".join(self.vocab).encode("utf-8"))
         digest.update(b"\1" + "\0".join(self.class_names).encode("utf-8"))
         return digest.hexdigest()
