@@ -161,12 +161,7 @@ def extract_in_child(
         }
         job_file = pathlib.Path(scratch) / "job.json"
         job_file.write_text(json.dumps(job))
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-        # The child imports this package as the parent did, installed or not.
-        root = str(pathlib.Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # share a GPU with the parent's JAX
+        env = _child_env()
         error_line = None
         with open(pathlib.Path(scratch) / "stderr.txt", "w+") as stderr:
             process = subprocess.Popen(
@@ -189,6 +184,12 @@ def extract_in_child(
                     process.wait()
             stderr.seek(0)
             tail = [line for line in stderr.read().splitlines() if line.strip()][-5:]
+    _raise_for_failure(error_line, code, path, tail)
+    return time.perf_counter() - started
+
+
+def _raise_for_failure(error_line: str | None, code: int, path: pathlib.Path, tail: Sequence[str]) -> None:
+    """Raise the child's reported input error as it was, or `ChildExtractionError` for any other failure."""
     if error_line is not None:
         name, _, message = error_line.partition(" ")
         if name in _INPUT_ERRORS:
@@ -198,7 +199,17 @@ def extract_in_child(
         raise ChildExtractionError(
             f"feature extraction child exited with status {code}" + (f": {' | '.join(tail)}" if tail else "")
         )
-    return time.perf_counter() - started
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment with Keras on TensorFlow and this package importable."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    # The child imports this package as the parent did, installed or not.
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # share a GPU with the parent's JAX
+    return env
 
 
 class _ProgressLines:

@@ -53,7 +53,8 @@ from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.app.run import run
 from evoprune_tf.errors import one_line
 from evoprune_tf.runners.ray_runner import check_cluster_resources, connect_ray, forwarded_env, import_ray
-from evoprune_tf.studies.grid_spec import (
+from evoprune_tf.studies import grid_spec
+from evoprune_tf.studies.grid_spec import (  # noqa: F401 - all re-exported (grid_spec.__all__)
     AXIS_TAG_PREFIX,
     CELL_TAG,
     GRID_TAG,
@@ -70,17 +71,9 @@ from evoprune_tf.tracking.store import artifact_location
 # Reading a grid file lives in `grid_spec`, its MLflow state in `grid_state`; their public
 # names stay importable from here, where users import them.
 __all__ = [
-    "GRID_TAG",
-    "CELL_TAG",
-    "LABEL_TAG",
-    "AXIS_TAG_PREFIX",
-    "Grid",
-    "GridCell",
+    *grid_spec.__all__,
     "CellOutcome",
     "GridResult",
-    "load_grid",
-    "grid_from_dict",
-    "cell_key",
     "grid_status",
     "run_grid",
     "run_cell",
