@@ -217,23 +217,8 @@ def load_text_corpus(
     class_names = tuple(sorted(class_files))
     sentences = {c: _read_sentences(class_files[c]) for c in class_names}
 
-    split_rng = np.random.default_rng([int(seed), _STREAM_SPLIT])
-    parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
-    for label, cls in enumerate(class_names):
-        lines = sentences[cls]
-        order = split_rng.permutation(len(lines))
-        n_test = int(round(len(lines) * test_fraction))
-        n_val = int(round(len(lines) * val_fraction))
-        if len(lines) - n_test - n_val < 1:
-            raise ValueError(
-                f"class '{cls}' has {len(lines)} sentences: val_fraction={val_fraction} and "
-                f"test_fraction={test_fraction} leave none for train; expected at least one"
-            )
-        bounds = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-        for split, idx in bounds.items():
-            parts[split][0].extend(lines[i] for i in idx)
-            parts[split][1].extend([label] * len(idx))
-
+    parts = _split_sentences(sentences, class_names, seed=seed, val_fraction=val_fraction,
+                             test_fraction=test_fraction)
     tokens = {s: [tokenize(t) for t in texts] for s, (texts, _) in parts.items()}
     vocab = _build_vocab(tokens["train"])
     if max_len is None:
@@ -252,6 +237,28 @@ def load_text_corpus(
         *arrays["train"], *arrays["val"], *arrays["test"],
         vocab=vocab, class_names=class_names, name=name or root.resolve().name,
     )
+
+
+def _split_sentences(sentences: dict[str, list[str]], class_names: tuple[str, ...], *, seed: int,
+                     val_fraction: float, test_fraction: float) -> dict[str, tuple[list[str], list[int]]]:
+    """Each class's sentences split (stratified, seeded) into ``{split: (texts, labels)}``."""
+    split_rng = np.random.default_rng([int(seed), _STREAM_SPLIT])
+    parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
+    for label, cls in enumerate(class_names):
+        lines = sentences[cls]
+        order = split_rng.permutation(len(lines))
+        n_test = int(round(len(lines) * test_fraction))
+        n_val = int(round(len(lines) * val_fraction))
+        if len(lines) - n_test - n_val < 1:
+            raise ValueError(
+                f"class '{cls}' has {len(lines)} sentences: val_fraction={val_fraction} and "
+                f"test_fraction={test_fraction} leave none for train; expected at least one"
+            )
+        bounds = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        for split, idx in bounds.items():
+            parts[split][0].extend(lines[i] for i in idx)
+            parts[split][1].extend([label] * len(idx))
+    return parts
 
 
 def load_glove(
