@@ -186,9 +186,11 @@ def run_name(config: ExperimentConfig) -> str:
 def tracker_options(config: ExperimentConfig) -> dict[str, Any]:
     """Keyword arguments of `evoprune_tf.tracking.MLflowTracker` for a config's run."""
     c = config
+    # Params, tags and names are what others see in the store: no secret goes there (`ExperimentConfig.redact`).
     return dict(
-        uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=run_name(c), params=flatten(c),
-        tags=run_tags(c), title=f"{c.name}: {c.algorithm.name} / {c.encoding.name} (seed {c.seed})",
+        uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=c.redact(run_name(c)), params=flatten(c),
+        tags={k: c.redact(v) for k, v in run_tags(c).items()},
+        title=c.redact(f"{c.name}: {c.algorithm.name} / {c.encoding.name} (seed {c.seed})"),
     )
 
 

@@ -26,7 +26,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from evoprune_tf.app.trust import add_trust_arguments
 from evoprune_tf.studies.compare import add_compare_arguments, run_compare
+from evoprune_tf.tracking.redact import redact_text, redact_uri, usable_uri
 
 if TYPE_CHECKING:
     from evoprune_tf.app.backend import BackendChoice
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluations", type=int, help="a new (larger) evaluation budget")
     p.add_argument("--generations", type=int, help="a new (larger) generation budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_trust_arguments(p)
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--uri", default="", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
@@ -267,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explanation heat maps for a finished run")
     p.add_argument("run_id")
     p.add_argument("--per-class", type=int, default=2)
+    add_trust_arguments(p)
     sub.add_parser("operators", help="list registered operator names by kind")
     p = sub.add_parser("compare", help="compare groups of finished runs over seeds: table, paired tests, plots")
     add_compare_arguments(p)
@@ -342,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, RuntimeError) as error:
         # RuntimeError: e.g. ImageNet weights that cannot be downloaded (the message names the file)
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: {redact_text(line)}", file=sys.stderr)  # no URI password on the terminal
         return 2
     finally:
         if previous is not None:
@@ -406,7 +411,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         uri = resolve_tracking_uri(args.uri)
         server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1)
-        code, stopped = serve_in_foreground(server, f"MLflow UI for {uri} at {{url}} (Ctrl-C to stop)")
+        code, stopped = serve_in_foreground(server, f"MLflow UI for {redact_uri(uri)} at {{url}} (Ctrl-C to stop)")
         if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
             return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
         return code
@@ -422,7 +427,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "explain":
         from evoprune_tf.app.explain import explain_run
 
-        for path in explain_run(args.run_id, per_class=args.per_class):
+        for path in explain_run(args.run_id, per_class=args.per_class, plugins=args.plugin,
+                                trust_plugins=args.trust_plugins):
             print(path)
         return 0
     from evoprune_tf.app.config import merge
@@ -430,6 +436,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "resume":
         from evoprune_tf.app.config import config_from_dict, use_backend_for_dict
+        from evoprune_tf.app.trust import check_stored_modules
         from evoprune_tf.search.checkpoint import load_checkpoint
 
         path = _checkpoint_for(args.checkpoint)
@@ -443,7 +450,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if recorded and not stored.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
             # No store named now: continue in the one the run lives in (an absolute URI,
             # so this works from any folder), not in ./mlruns of the current folder.
-            extra["tracking"] = {"uri": recorded}
+            extra["tracking"] = {"uri": usable_uri(recorded, "the run's tracking store")}
+        elif isinstance(stored.get("uri"), str) and stored["uri"]:  # stored without its password: from the environment
+            extra["tracking"] = {"uri": usable_uri(stored["uri"], "tracking.uri")}
+        # The checkpoint's config is stored data: the modules it names are imported only when allowed.
+        check_stored_modules(merge(checkpoint.config, extra), f"config of checkpoint {path}",
+                             allowed=args.plugin, trust=args.trust_plugins)
         use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
         config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
         resume(path, config=config)

@@ -37,6 +37,7 @@ from evoprune_tf.objectives import OBJECTIVES
 from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
 from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.toolbox import with_genome_length
+from evoprune_tf.tracking.redact import is_secret_name, redact_text
 from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri, store_folder
 from evoprune_tf.train.config import BACKENDS
 from evoprune_tf.train.numpy_engine import TrainConfig
@@ -247,14 +248,39 @@ class ExperimentConfig:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     tascnet: TascnetConfig = dataclasses.field(default_factory=TascnetConfig)
 
+    #: ``value -> "${NAME}"`` of the secret-named variables `config_from_dict` expanded.
+    _secrets: typing.ClassVar[dict[str, str]] = {}
+
     @property
     def multi_objective(self) -> bool:
         """True for NSGA-II/III runs."""
         return self.algorithm.name in MULTI_OBJECTIVE
 
+    def redact(self, text: str) -> str:
+        """``text`` safe to print or log: the config's secrets replaced.
+
+        Each value expanded from a secret-named environment variable (``${MY_API_TOKEN}``)
+        goes back to its ``${NAME}`` template, and every URI loses its password
+        (`evoprune_tf.tracking.redact.redact_text`).
+
+        Args:
+            text: a config value, a run name, a tag.
+
+        Returns:
+            The redacted text.
+        """
+        for value in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(value, self._secrets[value])
+        return redact_text(text)
+
     def to_dict(self) -> dict:
-        """Plain nested dict (TOML/JSON-able)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (TOML/JSON-able), safe to print, log and store (`redact` on every string).
+
+        It is what the run's params, its ``config.json`` and its checkpoint hold: a value
+        expanded from a secret-named variable is its ``${NAME}`` template again (expanded
+        anew when the dict is loaded), and URI passwords are ``***``.
+        """
+        return _redact_tree(dataclasses.asdict(self), self.redact)
 
 
 _SECTION_TYPES = {
@@ -299,13 +325,36 @@ _TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "wor
 _ENV = re.compile(r"\$\{(\w+)\}")
 
 
-def _expand(value: Any) -> Any:
+def _expand(value: Any, secrets: dict[str, str] | None = None) -> Any:
+    """``${VAR}`` -> its value, in every string of a raw config.
+
+    Args:
+        value: a raw config value (str, list, dict or other).
+        secrets: filled with ``value -> "${NAME}"`` for every non-empty variable whose
+            name looks like a secret (`is_secret_name`), so it is never logged.
+    """
     if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)
+        def expand(match: re.Match) -> str:
+            found = os.environ.get(match.group(1), "")
+            if secrets is not None and found and is_secret_name(match.group(1)):
+                secrets[found] = match.group(0)
+            return found
+
+        return _ENV.sub(expand, value)
     if isinstance(value, list):
-        return [_expand(v) for v in value]
+        return [_expand(v, secrets) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
+        return {k: _expand(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _redact_tree(value: Any, redact: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_tree(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_tree(v, redact) for k, v in value.items()}
     return value
 
 
@@ -533,7 +582,8 @@ def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
     Raises:
         ConfigError: listing every problem found.
     """
-    raw = _expand(copy.deepcopy(raw))
+    secrets: dict[str, str] = {}
+    raw = _expand(copy.deepcopy(raw), secrets)
     algorithm = raw.get("algorithm", {}).get("name") if isinstance(raw.get("algorithm"), dict) else None
     if isinstance(algorithm, str) and algorithm in MO_OPERATOR_DEFAULTS and isinstance(raw.get("operators", {}), dict):
         defaults = dict(MO_OPERATOR_DEFAULTS[algorithm])
@@ -554,6 +604,7 @@ def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
             known = sorted([*_SECTION_TYPES, *_TOP_LEVEL])
             problems.append(f"unknown key {key!r} (known: {', '.join(known)})")
     config = ExperimentConfig(**kwargs)
+    config._secrets = secrets
     try:
         # Before the operator names are checked: a plugin's operators are valid names.
         operators.registry.load_plugins(config.plugins)

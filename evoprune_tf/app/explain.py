@@ -21,13 +21,14 @@ import ast
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from mlflow import MlflowClient
 
 from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, report_files
+from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.encodings import pack_genome
 from evoprune_tf.records import write_csv
 from evoprune_tf.report.influence import feature_influence
@@ -73,18 +74,24 @@ def _config_from_params(params: dict[str, str]) -> dict:
     return raw
 
 
-def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
+def run_config(run_id: str, uri: str = "", *, plugins: Iterable[str] = (), trust_plugins: bool = False
+               ) -> ExperimentConfig:
     """The `ExperimentConfig` of a logged run (``config.json``, else its params).
+
+    The config comes from the store, so the modules it names (plugins, operator and head
+    import paths) are imported only when allowed (`evoprune_tf.app.trust.check_stored_modules`).
 
     Args:
         run_id: the run's id or a unique prefix of it.
         uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+        plugins: module names the stored config may import.
+        trust_plugins: it may import every module it names.
 
     Returns:
         The validated config.
 
     Raises:
-        ValueError: no such run, or a config that does not validate.
+        ValueError: no such run, a module not allowed, or a config that does not validate.
     """
     with run_artifact(run_id, "config.json", uri) as (run, path):
         if path is not None and path.is_file():
@@ -95,6 +102,7 @@ def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
             source = f"params of run {run.info.run_id}"
     if not raw:
         raise ValueError(f"run {run.info.run_id} has neither config.json nor params; expected an evoprune run")
+    check_stored_modules(raw, source, allowed=plugins, trust=trust_plugins)
     return config_from_dict(raw, source=source)
 
 
@@ -114,7 +122,8 @@ def _pick(genomes: dict[str, np.ndarray], model: str) -> int:
 # ------------------------------------------------------------------ the command
 
 
-def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = "best") -> list[Path]:
+def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = "best", plugins: Iterable[str] = (),
+                trust_plugins: bool = False) -> list[Path]:
     """CAM overlays (and a feature ranking) for a finished run, logged to that run.
 
     Args:
@@ -124,6 +133,8 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
         model: which genome of ``masks/best_genomes.npz``: ``"best"`` (the first: the
             hall of fame's best, or the Pareto front's most accurate), or for
             multi-objective runs the trade-off model ``"heavy"``, ``"knee"`` or ``"light"``.
+        plugins: modules the run's stored config may import (`run_config`).
+        trust_plugins: it may import every module it names.
 
     Returns:
         The local files written: one PNG per class, then ``feature_influence.csv`` (with a
@@ -141,7 +152,7 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     uri = resolve_tracking_uri(uri)
     run = find_run(run_id, uri)
     run_id = run.info.run_id
-    config = run_config(run_id, uri)
+    config = run_config(run_id, uri, plugins=plugins, trust_plugins=trust_plugins)
     genomes = run_genomes(run_id, uri)
     genome = np.asarray(genomes["genomes"][_pick(genomes, model)]).astype(np.int8)
 

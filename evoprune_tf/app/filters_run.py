@@ -46,6 +46,7 @@ from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, r
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 from evoprune_tf.train.config import derive_seed
@@ -490,7 +491,7 @@ def run_filter_pruning(
                 for name in ("heavy", "knee", "light"):
                     tracker.log_keras_model(models[name], name=f"{name}_model")
             tracker.finish()
-            print(f"MLflow run {tracker.run_id} in {tracker.uri}", file=out)
+            print(f"MLflow run {tracker.run_id} in {redact_uri(tracker.uri)}", file=out)
     except BaseException as error:
         if tracker is not None:
             tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -517,4 +518,4 @@ def _activation_cache_key(config: ExperimentConfig, images: Any, size: int) -> s
 def _absolute_uri(tracker: MLflowTracker | None) -> str | None:
     if tracker is None or not tracker.uri:
         return None
-    return absolute_tracking_uri(tracker.uri)
+    return redact_uri(absolute_tracking_uri(tracker.uri))  # what the checkpoint stores: no password

@@ -29,6 +29,7 @@ from evoprune_tf.search.checkpoint import (
     restore_rng,
 )
 from evoprune_tf.app.filters_run import run_filter_pruning
+from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.app.tascnet_run import run_tascnet
 from evoprune_tf.app.build import (
     initial_population,
@@ -55,6 +56,7 @@ from evoprune_tf.features.extract import check_imagenet_weights
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 from evoprune_tf.train import TrainConfig
@@ -195,7 +197,8 @@ def run(
             ckpt_path, directory=checkpoint_dir(config),
             config_dict=config.to_dict(), evaluator=evaluator,
             run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
-            tracking_uri=lambda: absolute_tracking_uri(tracker.uri) if tracker and tracker.uri else None,
+            # the checkpoint keeps the store without its password (`usable_uri` restores it on resume)
+            tracking_uri=lambda: redact_uri(absolute_tracking_uri(tracker.uri)) if tracker and tracker.uri else None,
             on_save=tracker.checkpoint_saved if tracker else None,
         )
         cbs.append(ckpt)
@@ -237,7 +240,7 @@ def run(
             if model is not None:
                 tracker.log_keras_model(model, name="compact_model")
             tracker.finish()
-            print(f"MLflow run {tracker.run_id} in {tracker.uri}", file=out)
+            print(f"MLflow run {tracker.run_id} in {redact_uri(tracker.uri)}", file=out)
     except BaseException as error:
         if tracker is not None:
             tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -338,18 +341,26 @@ def summary_metrics(report: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
+def resume(path: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
+           trust_plugins: bool = False, **kwargs) -> RunResult:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
         path: the checkpoint file or folder.
         config: run with this config instead of the checkpoint's.
+        plugins: modules the checkpoint's stored config may import (`evoprune_tf.app.trust`).
+        trust_plugins: it may import every module it names.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
 
     Returns:
         The `RunResult`.
+
+    Raises:
+        ValueError: the stored config names a module not allowed, or does not validate.
     """
     checkpoint = load_checkpoint(path)
     if config is None:
-        config = config_from_dict(checkpoint.config, source=f"config of {path}")
+        source = f"config of checkpoint {path}"
+        check_stored_modules(checkpoint.config, source, allowed=plugins, trust=trust_plugins)
+        config = config_from_dict(checkpoint.config, source=source)
     return run(config, checkpoint=path, **kwargs)

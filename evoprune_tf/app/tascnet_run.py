@@ -134,8 +134,9 @@ class _Run:
         }
         self.tracker = MLflowTracker(
             uri=self.config.tracking.uri, experiment=self.config.tracking.experiment,
-            run_name=self.config.tracking.run_name or f"tascnet-{dataset}-{backbone}-s{self.config.seed}",
-            params=flatten(self.config), tags=tags,
+            run_name=self.config.redact(
+                self.config.tracking.run_name or f"tascnet-{dataset}-{backbone}-s{self.config.seed}"),
+            params=flatten(self.config), tags={k: self.config.redact(v) for k, v in tags.items()},
         )
         self.tracker.on_start()
 

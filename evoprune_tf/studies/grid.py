@@ -66,6 +66,7 @@ from evoprune_tf.studies.grid_spec import (  # noqa: F401 - all re-exported (gri
     load_grid,
 )
 from evoprune_tf.studies.grid_state import GridTags, cell_runs, grid_status, resumable
+from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import artifact_location
 
 # Reading a grid file lives in `grid_spec`, its MLflow state in `grid_state`; their public
@@ -231,7 +232,7 @@ def run_grid(
         for c in grid.cells if status[c.key][0] == "FINISHED"
     }
     print(f"grid {grid.name!r}: {len(grid.cells)} cells, {len(outcomes)} finished before, {len(todo)} to run "
-          f"({grid.runner}) -> {grid.tracking_uri}, experiment {grid.experiment!r}", file=out)
+          f"({grid.runner}) -> {redact_uri(grid.tracking_uri)}, experiment {grid.experiment!r}", file=out)
     if grid.runner == "ray" and todo:
         outcomes.update(_run_on_ray(grid, todo, features, ood_features, out, ray_init_options or {}, cell_function))
     else:

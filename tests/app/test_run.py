@@ -146,7 +146,7 @@ def test_evoprune_ui_serves_the_project_store_on_localhost(monkeypatch, tmp_path
     cmd = calls[0].command
     assert cmd[1:4] == ["-m", "mlflow", "server"]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
-    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert calls[0].backend == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"  # passed in the environment
     assert cmd[cmd.index("--workers") + 1] == "1"
     assert server_module.server_env({})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert "http://127.0.0.1:5123" in capsys.readouterr().out
