@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 
+from evoprune_tf.tracking.owner import reap_if_dead
+
 if TYPE_CHECKING:
     import pandas
 
@@ -77,6 +79,7 @@ def read_runs(
             [exp.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
         )
         for run in page:
+            run = reap_if_dead(client, run)  # a RUNNING run whose process died is listed as KILLED
             row: dict[str, object] = {
                 "run_id": run.info.run_id,
                 "status": run.info.status,
