@@ -38,6 +38,7 @@ import numpy as np
 from evoprune_tf.errors import one_line
 from evoprune_tf.search import checkpoint_format as fmt
 from evoprune_tf.search.callbacks import Callback, EvolutionState
+from evoprune_tf.search.checkpoint_legacy import load_pickle, read_pickle_header
 from evoprune_tf.search.keras_rng import keras_random_state as _keras_random_state
 from evoprune_tf.search.keras_rng import restore_keras_random as _restore_keras_random
 
@@ -299,9 +300,7 @@ def read_checkpoint_header(path: str | Path, *, allow_pickle: bool = False) -> d
     if not data.startswith(fmt.ZIP_MAGIC):
         if not allow_pickle:
             _refuse_pickle(path, data)
-        from evoprune_tf.search.checkpoint_legacy import read_pickle_header
-
-        return read_pickle_header(path)
+        return read_pickle_header(path, checkpoint_class=Checkpoint, check_version=_check_version)
     try:
         header = fmt.read_header_only(data)
     except Exception as error:  # noqa: BLE001 - a foreign or damaged file
@@ -335,9 +334,7 @@ def load_checkpoint(path: str | Path, *, config_dict: dict | None = None, allow_
     if data.startswith(fmt.ZIP_MAGIC):
         checkpoint = _load_npz(path, data)
     elif allow_pickle:
-        from evoprune_tf.search.checkpoint_legacy import load_pickle
-
-        checkpoint = load_pickle(path)
+        checkpoint = load_pickle(path, checkpoint_class=Checkpoint, check_version=_check_version)
         _check_version(path, checkpoint.format_version)
         checkpoint.digest, checkpoint.path = None, path
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from evoprune_tf.errors import one_line
 
@@ -21,41 +21,48 @@ def _unreadable(path: Path, error: BaseException) -> ValueError:
     return ValueError(f"checkpoint {path} is unreadable ({type(error).__name__}: {one_line(error, 200)})")
 
 
-def read_pickle_header(path: Path) -> dict:
+def read_pickle_header(path: Path, *, checkpoint_class: type, check_version: Callable[[Path, Any], None]) -> dict:
     """The header of a pickle checkpoint (format 1 files are read whole to build one).
+
+    Args:
+        path: the pickle file (the caller was told to allow unpickling).
+        checkpoint_class: the `Checkpoint` class a format-1 file holds.
+        check_version: refuses a format number this version cannot read.
 
     Raises:
         ValueError: unreadable, or not an evoprune_tf checkpoint.
     """
-    from evoprune_tf.search.checkpoint import Checkpoint, _check_version
-
     try:
         with open(path, "rb") as f:
             first = pickle.load(f)  # noqa: S301 - the caller was told to allow it
     except Exception as error:  # noqa: BLE001 - a foreign or damaged file
         raise _unreadable(path, error) from None
     if isinstance(first, dict):
-        _check_version(path, first.get("format_version"))
+        check_version(path, first.get("format_version"))
         return dict(first)
-    if isinstance(first, Checkpoint):
+    if isinstance(first, checkpoint_class):
         return first.header()
     raise ValueError(f"{path} holds a {type(first).__name__}; expected an evoprune_tf checkpoint")
 
 
-def load_pickle(path: Path) -> Any:
+def load_pickle(path: Path, *, checkpoint_class: type, check_version: Callable[[Path, Any], None]) -> Any:
     """The `Checkpoint` of a pickle file (formats 1 and 2).
+
+    Args:
+        path: the pickle file (the caller was told to allow unpickling).
+        checkpoint_class: the `Checkpoint` class the file must hold.
+        check_version: refuses a format number this version cannot read.
 
     Raises:
         ValueError: unreadable, from a newer format, or not an evoprune_tf checkpoint.
     """
     import evoprune_tf.search.toolbox  # noqa: F401 - the creator classes the individuals need
-    from evoprune_tf.search.checkpoint import Checkpoint, _check_version
 
     try:
         with open(path, "rb") as f:
             first = pickle.load(f)  # noqa: S301 - the caller was told to allow it
             if isinstance(first, dict) and "format_version" in first:
-                _check_version(path, first["format_version"])
+                check_version(path, first["format_version"])
                 checkpoint = pickle.load(f)  # noqa: S301
             else:
                 checkpoint = first
@@ -65,6 +72,6 @@ def load_pickle(path: Path) -> Any:
         raise _unreadable(path, error) from None
     except Exception as error:  # noqa: BLE001 - a foreign or damaged file
         raise _unreadable(path, error) from None
-    if not isinstance(checkpoint, Checkpoint):
+    if not isinstance(checkpoint, checkpoint_class):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}; expected an evoprune_tf checkpoint")
     return checkpoint
