@@ -77,7 +77,7 @@ def test_config_wiring_for_the_method():
 def tracked_run(tmp_path_factory):
     """One tiny tracked DeepPruningES run: the end-to-end test reads it, the resume test compares with it."""
     from conftest import new_mlflow_store
-    from evoprune_tf.app.run import run
+    from evoprune_tf.methods.head.run import run
 
     tmp_path = tmp_path_factory.mktemp("dpes")
     uri = new_mlflow_store(tmp_path)
@@ -124,7 +124,7 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     """
     from helpers_runs import Interrupt
 
-    from evoprune_tf.app.run import resume, run
+    from evoprune_tf.methods.head.run import resume, run
 
     whole = tracked_run[0]
     config = tiny_config(tmp_path / "cut", algorithm={"population": 3})

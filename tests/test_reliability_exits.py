@@ -17,7 +17,7 @@ import pytest
 from conftest import make_planted_features, new_mlflow_store
 from helpers_runs import run_toml
 
-import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as run_module
 from evoprune_tf.app.cli import load_run_config, main as cli_main, parse_operator
 from evoprune_tf.app.config import ConfigError, config_from_dict
 from evoprune_tf.search.callbacks import EvolutionState, ProgressBar
@@ -26,7 +26,7 @@ from evoprune_tf.search.callbacks import EvolutionState, ProgressBar
 SERVED = textwrap.dedent('''
     import functools, sys, time
     import numpy as np
-    import evoprune_tf.app.run as run_module
+    import evoprune_tf.methods.head.run as run_module
     from evoprune_tf.app.cli import main
     from evoprune_tf.features.splits import FeatureSplits
     from evoprune_tf.search.callbacks import Callback
@@ -222,7 +222,7 @@ def test_the_feature_cache_is_shared_by_every_split_of_the_same_images(tmp_path,
 def test_missing_ood_and_unreachable_imagenet_weights_fail_before_images_are_read(tmp_path, monkeypatch, capsys) -> None:
     import socket
 
-    import evoprune_tf.app.build as build_module
+    import evoprune_tf.methods.head.build as build_module
 
     def never(*args, **kwargs):
         raise AssertionError("images were read before the inputs were checked")

@@ -17,7 +17,7 @@ import pytest
 from conftest import make_planted_features, new_mlflow_store
 from helpers_runs import Interrupt
 
-import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as run_module
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.search.checkpoint import load_checkpoint
@@ -28,7 +28,7 @@ KILLED = textwrap.dedent('''
     if sys.argv[2] == "keras":
         import keras  # as a first run's feature extraction does
     import numpy as np
-    import evoprune_tf.app.run as run_module
+    import evoprune_tf.methods.head.run as run_module
     from evoprune_tf.app.config import config_from_dict
     from evoprune_tf.features.splits import FeatureSplits
     from evoprune_tf.search.callbacks import Callback
@@ -53,7 +53,7 @@ RESUMED = textwrap.dedent('''
     if sys.argv[3] == "keras":
         import keras
     import numpy as np
-    import evoprune_tf.app.run as run_module
+    import evoprune_tf.methods.head.run as run_module
     from evoprune_tf.features.splits import FeatureSplits
     from evoprune_tf.search.callbacks import Callback
 

@@ -426,7 +426,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(path)
         return 0
     from evoprune_tf.app.config import merge
-    from evoprune_tf.app.run import resume, run
+    from evoprune_tf.methods.head.run import resume, run
 
     if args.command == "resume":
         from evoprune_tf.app.config import config_from_dict, use_backend_for_dict

@@ -35,7 +35,7 @@ from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
 from evoprune_tf.features.extract import default_cache_dir
 from evoprune_tf.objectives import OBJECTIVES
 from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
-from evoprune_tf.search.baselines import BASELINES
+from evoprune_tf.methods.head.baselines import BASELINES
 from evoprune_tf.search.toolbox import with_genome_length
 from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri, store_folder
 from evoprune_tf.train.config import BACKENDS
@@ -279,7 +279,7 @@ FILTER_DEFAULTS = {
     "train": {"epochs": 3},
     "algorithm": {"population": 30, "generations": 11},
 }
-#: The config name of the filter encoding (`evoprune_tf.filter_encoding.FILTER_ENCODING`).
+#: The config name of the filter encoding (`evoprune_tf.methods.deep_pruning_es.encoding.FILTER_ENCODING`).
 FILTER_ENCODING = "filters"
 
 
@@ -292,8 +292,8 @@ def _filter_defaults(raw: dict) -> None:
 
 
 #: Every `algorithm.name`: the search loops and the baselines, spelled out once each
-#: (`evoprune_tf.search.algorithms.ALGORITHMS`, `evoprune_tf.search.baselines.BASELINES`).
-METHODS = frozenset(ALGORITHMS) | frozenset(BASELINES) | {"tascnet"}  # tascnet: evoprune_tf.app.tascnet_run
+#: (`evoprune_tf.search.algorithms.ALGORITHMS`, `evoprune_tf.methods.head.baselines.BASELINES`).
+METHODS = frozenset(ALGORITHMS) | frozenset(BASELINES) | {"tascnet"}  # tascnet: evoprune_tf.methods.tascnet.run
 _TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int, "plugins": list,
               "runner": str, "ray_address": str, "num_gpus": float}
 _ENV = re.compile(r"\$\{(\w+)\}")
@@ -457,7 +457,7 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
 
 def _check_filters(config: ExperimentConfig, problems: list[str]) -> None:
     """Checks of a filter-pruning run (``deep_pruning_es`` with encoding ``filters``)."""
-    from evoprune_tf.filter_evaluation import validate_filter_objectives
+    from evoprune_tf.methods.deep_pruning_es.evaluation import validate_filter_objectives
 
     if config.algorithm.name != "deep_pruning_es" or config.encoding.name != FILTER_ENCODING:
         problems.append(f"algorithm {config.algorithm.name!r} with encoding {config.encoding.name!r}; "

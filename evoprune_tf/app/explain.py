@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 
-from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
+from evoprune_tf.methods.head.build import backbone_spec, encoding_for, prepare_features, seed_everything
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, report_files
 from evoprune_tf.encodings import pack_genome
 from evoprune_tf.records import write_csv

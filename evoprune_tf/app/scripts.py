@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 from evoprune_tf.app.cli import EPILOG, add_run_options, load_run_config, overrides_from_args, quiet_startup
 from evoprune_tf.app.config import merge
-from evoprune_tf.app.run import run
-from evoprune_tf.app.tascnet_run import tascnet_main
+from evoprune_tf.methods.head.run import run
+from evoprune_tf.methods.tascnet.run import tascnet_main
 
 __all__ = ["Dataset", "experiment_main", "assets_path", "REFERENCE_SETUP", "TascnetImageSet",
            "TASCNET_IMAGE_RECIPE", "TASCNET_WEIGHTS_HELP"]

@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from evoprune_tf.app.build import run_tags
+from evoprune_tf.methods.head.build import run_tags
 from evoprune_tf.app.backend import choose_backend
 from evoprune_tf.app.config import ConfigError, load_config
 from evoprune_tf.train import TrainConfig
@@ -117,8 +117,8 @@ RUN_SCRIPT = textwrap.dedent(
     spec.loader.exec_module(conftest)
     os.environ.pop("KERAS_BACKEND", None)  # conftest sets it for the test session; this process chooses
 
-    import evoprune_tf.app.run as app_run
-    from evoprune_tf.app.build import run_tags
+    import evoprune_tf.methods.head.run as app_run
+    from evoprune_tf.methods.head.build import run_tags
     from evoprune_tf.app.config import load_config
 
     out = {"keras_before": "keras" in sys.modules}

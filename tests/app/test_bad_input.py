@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import evoprune_tf.app.build as build_module
-import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.build as build_module
+import evoprune_tf.methods.head.run as run_module
 from evoprune_tf.search.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import _SECTION_TYPES, _TOP_LEVEL, ConfigError, config_from_dict, load_config

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_planted_features
 from helpers_runs import run_toml
 
-import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as run_module
 from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint
 from evoprune_tf.app.cli import main as cli_main

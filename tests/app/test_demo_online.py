@@ -146,7 +146,7 @@ def test_shared_assets_still_win(tmp_path, user_machine, monkeypatch):
 def test_a_run_reads_the_download_source(server, tmp_path, monkeypatch):
     """The whole pipeline (input checks, loading, features, search, report) on ``download:rock_paper_scissors``."""
     from evoprune_tf.app.config import load_config
-    from evoprune_tf.app.run import run
+    from evoprune_tf.methods.head.run import run
 
     base, requests = server
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
@@ -178,7 +178,7 @@ def test_a_run_on_an_unreachable_download_fails_in_one_line_before_any_work(tmp_
     def no_work(*args, **kwargs):
         raise AssertionError("features were prepared before the download was checked")
 
-    monkeypatch.setattr("evoprune_tf.app.run.prepare_features", no_work)
+    monkeypatch.setattr("evoprune_tf.methods.head.run.prepare_features", no_work)
     errors = io.StringIO()
     monkeypatch.setattr("sys.stderr", errors)
     status = main(["run", "--data", "download:rock_paper_scissors", "--weights", "none", "--no-tracking",

@@ -17,7 +17,7 @@ import pytest
 from conftest import make_planted_features
 from helpers_runs import Interrupt
 
-import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as run_module
 from evoprune_tf.search.checkpoint import load_checkpoint, read_checkpoint_header
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
@@ -26,7 +26,7 @@ from evoprune_tf.app.config import config_from_dict
 JOB = textwrap.dedent('''
     import json, sys, time
     import numpy as np
-    import evoprune_tf.app.run as run_module
+    import evoprune_tf.methods.head.run as run_module
     from evoprune_tf.search.callbacks import Callback
     from evoprune_tf.app.config import config_from_dict
     from evoprune_tf.features.splits import FeatureSplits

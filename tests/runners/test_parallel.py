@@ -19,7 +19,7 @@ from evoprune_tf.encodings import genome_key
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.resampling import ResampledEvaluator
 from evoprune_tf.runners.processes import EvaluatorRecipe, ProcessPoolMap
-from evoprune_tf.app.run import run
+from evoprune_tf.methods.head.run import run
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.train.numpy_engine import TrainConfig
 
@@ -181,7 +181,7 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes_exactly(tmp_p
     import multiprocessing
 
     from evoprune_tf.search.callbacks import Callback
-    from evoprune_tf.app.run import resume
+    from evoprune_tf.methods.head.run import resume
 
     class CtrlC(Callback):
         def on_generation(self, state) -> None:

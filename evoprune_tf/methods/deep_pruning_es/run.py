@@ -1,6 +1,6 @@
 """`run_filter_pruning(config)`: DeepPruningES from images to three tracked, exported compact models.
 
-``algorithm.name = "deep_pruning_es"`` with ``encoding.name = "filters"``: `evoprune_tf.app.run.run`
+``algorithm.name = "deep_pruning_es"`` with ``encoding.name = "filters"``: `evoprune_tf.methods.head.run.run`
 hands such configs here. The steps:
 
 1. cheap checks (tracking store, output folders, ImageNet weights), then the network:
@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from evoprune_tf.app.build import image_size, load_run_images, seed_everything, tracker_options, weights_arg
+from evoprune_tf.methods.head.build import image_size, load_run_images, seed_everything, tracker_options, weights_arg
 from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir, operator_specs, report_files
 from evoprune_tf.backbones import backbone_info, build_backbone
 from evoprune_tf.features.extract import check_imagenet_weights, default_cache_dir, feature_cache_key
-from evoprune_tf.filter_evaluation import FilterEvaluator
+from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator
 from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
@@ -363,7 +363,7 @@ def run_filter_pruning(
     import keras
 
     # Loads Keras (its coupling analysis works on Keras graphs): only when a filter run starts.
-    from evoprune_tf.filter_encoding import FilterPruning
+    from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
 
     out = out or sys.stdout
     began = time.time()

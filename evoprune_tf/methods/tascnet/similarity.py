@@ -4,7 +4,7 @@ Steps 2-4 of TASCNet's filter pruning, as pure functions over NumPy arrays (plus
 Keras model wrapper for the loss term):
 
 2. `select_pairs`: per layer, the cosine similarity between the filters' flattened
-   weight trajectories (`evoprune_tf.tascnet.trajectories`), and the ``prune_percent``
+   weight trajectories (`evoprune_tf.methods.tascnet.trajectories`), and the ``prune_percent``
    most similar *disjoint* pairs, chosen greedily from the most similar one
    (``order="least_similar"`` reproduces the authors' code, which sorts ascending).
 3. `PairSimilarityModel`: wraps a model so that ``fit`` minimises
@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
-from evoprune_tf.tascnet.trajectories import find_conv_layers
+from evoprune_tf.methods.tascnet.trajectories import find_conv_layers
 
 __all__ = [
     "ORDERS",

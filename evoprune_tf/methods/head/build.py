@@ -25,7 +25,7 @@ from evoprune_tf.features.extract import extract_features
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.pareto import BackboneSpec, ParetoReportOptions
 from evoprune_tf.resampling import ResampledEvaluator
-from evoprune_tf.search.baselines import BASELINES, baseline_genome
+from evoprune_tf.methods.head.baselines import BASELINES, baseline_genome
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.tracking.store import run_genomes
 from evoprune_tf.train import derive_seed

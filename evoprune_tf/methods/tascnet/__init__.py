@@ -1,6 +1,6 @@
 """TASCNet: structure learning of the deeper layers (stage 1) and trajectory-similarity filter pruning (stage 2)."""
 
-from evoprune_tf.tascnet.similarity import (
+from evoprune_tf.methods.tascnet.similarity import (
     ORDERS,
     PairPruning,
     PairSimilarityModel,
@@ -13,7 +13,7 @@ from evoprune_tf.tascnet.similarity import (
     select_layer_pairs,
     select_pairs,
 )
-from evoprune_tf.tascnet.trajectories import (
+from evoprune_tf.methods.tascnet.trajectories import (
     KernelTrajectoryRecorder,
     conv_kernels,
     filter_matrix,

@@ -186,8 +186,8 @@ class _Run:
 
     def settings(self):
         # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
-        from evoprune_tf.tascnet.models import TrainRecipe
-        from evoprune_tf.tascnet.stage2 import PruneSettings
+        from evoprune_tf.methods.tascnet.models import TrainRecipe
+        from evoprune_tf.methods.tascnet.stage2 import PruneSettings
 
         t = self.t
         recipe = TrainRecipe(lr=t.lr, momentum=t.momentum, halve_every=t.lr_halve_every, batch_size=t.batch_size)
@@ -202,7 +202,7 @@ class _Run:
                          export: Callable[[Any], Any]) -> dict[str, Any]:
         """Stage 2 (or only the unpruned scores for stage 1) and the common report part."""
         # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
-        from evoprune_tf.tascnet.stage2 import _record, plot_tradeoff, tascnet_prune
+        from evoprune_tf.methods.tascnet.stage2 import _record, plot_tradeoff, tascnet_prune
 
         if self.t.stage == 1:
             unpruned = _record(model, 0, data["val"], 0, True, time.perf_counter(), data["test"])
@@ -246,11 +246,11 @@ class _Run:
         import keras
 
         # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
-        from evoprune_tf.tascnet.models import (
+        from evoprune_tf.methods.tascnet.models import (
             Configuration, PrefixFeatures, build_base, build_candidate, export_model, fine_tune,
             make_search_space,
         )
-        from evoprune_tf.tascnet.stage1 import CandidateEvaluator, search_configuration
+        from evoprune_tf.methods.tascnet.stage1 import CandidateEvaluator, search_configuration
 
         c, t = self.config, self.t
         name = canonical_name(c.backbone.name)
@@ -307,7 +307,7 @@ class _Run:
     def text(self) -> dict[str, Any]:
         # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
         from evoprune_tf.nn.text_cnn import build_text_cnn
-        from evoprune_tf.tascnet.models import fine_tune
+        from evoprune_tf.methods.tascnet.models import fine_tune
 
         c, t = self.config, self.t
         splits = load_text_corpus(t.text_corpus, val_fraction=c.data.val_fraction, test_fraction=c.data.test_fraction,

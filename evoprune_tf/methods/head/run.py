@@ -20,7 +20,7 @@ from evoprune_tf.report.pareto import pareto_report
 from evoprune_tf.report.single import final_report, format_report
 from evoprune_tf.runners import make_runner, resolve_runner_name
 from evoprune_tf.search import algorithms
-from evoprune_tf.search.baselines import BASELINES
+from evoprune_tf.methods.head.baselines import BASELINES
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
 from evoprune_tf.search.checkpoint import (
     CheckpointCallback,
@@ -28,9 +28,9 @@ from evoprune_tf.search.checkpoint import (
     restore_evaluator,
     restore_rng,
 )
-from evoprune_tf.app.filters_run import run_filter_pruning
-from evoprune_tf.app.tascnet_run import run_tascnet
-from evoprune_tf.app.build import (
+from evoprune_tf.methods.deep_pruning_es.run import run_filter_pruning
+from evoprune_tf.methods.tascnet.run import run_tascnet
+from evoprune_tf.methods.head.build import (
     initial_population,
     make_evaluator,
     make_toolbox,

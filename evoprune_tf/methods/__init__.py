@@ -1,0 +1,1 @@
+"""Pruning methods: one contract (`Method`), one registry, one package or module per method."""
