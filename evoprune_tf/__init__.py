@@ -27,9 +27,9 @@ __version__ = "0.2.0"
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # application: configs and runs
-    "run": "evoprune_tf.methods.head.run",
-    "resume": "evoprune_tf.methods.head.run",
-    "RunResult": "evoprune_tf.methods.head.run",
+    "run": "evoprune_tf.app.run",
+    "resume": "evoprune_tf.app.run",
+    "RunResult": "evoprune_tf.app.run",
     "load_config": "evoprune_tf.app.config",
     "config_from_dict": "evoprune_tf.app.config",
     "ConfigError": "evoprune_tf.app.config",

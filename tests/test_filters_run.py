@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.app import filters_run
+from evoprune_tf.methods.deep_pruning_es import report as filters_report
+from evoprune_tf.methods.deep_pruning_es import run as filters_run
 from evoprune_tf.app.config import load_config
 
 L = keras.layers
@@ -77,7 +78,7 @@ def test_config_wiring_for_the_method():
 def tracked_run(tmp_path_factory):
     """One tiny tracked DeepPruningES run: the end-to-end test reads it, the resume test compares with it."""
     from conftest import new_mlflow_store
-    from evoprune_tf.methods.head.run import run
+    from evoprune_tf.app.run import run
 
     tmp_path = tmp_path_factory.mktemp("dpes")
     uri = new_mlflow_store(tmp_path)
@@ -93,7 +94,7 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
     result, uri, tmp_path = tracked_run
     assert isinstance(result, filters_run.FilterRunResult)
     assert result.logbook[0]["nevals"] == 1 and len(result.logbook) == 3
-    assert [r["model"] for r in result.table] == list(filters_run.MODEL_NAMES)
+    assert [r["model"] for r in result.table] == list(filters_report.MODEL_NAMES)
     base, knee = result.table[0], result.table[2]
     assert base["flops_searched_reduction_pct"] == 0.0 and knee["flops_searched"] <= base["flops_searched"]
     assert knee["flops_network"] - knee["flops_searched"] == base["flops_network"] - base["flops_searched"]
@@ -124,7 +125,7 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     """
     from helpers_runs import Interrupt
 
-    from evoprune_tf.methods.head.run import resume, run
+    from evoprune_tf.app.run import resume, run
 
     whole = tracked_run[0]
     config = tiny_config(tmp_path / "cut", algorithm={"population": 3})

@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent(
     make_planted_features = conftest.make_planted_features
 
     from evoprune_tf.app.config import load_config
-    from evoprune_tf.methods.head.run import run
+    from evoprune_tf.app.run import run
 
     data, informative = make_planted_features(n_features=32, n_train=200, n_val=100, n_test=100)
     out = {}

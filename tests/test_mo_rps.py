@@ -27,7 +27,7 @@ import pytest
 from mlflow import MlflowClient
 
 from evoprune_tf.app.config import load_config
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from conftest import new_mlflow_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.assets]

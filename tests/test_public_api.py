@@ -10,7 +10,7 @@ def test_every_exported_name_resolves_to_its_module_object():
     for name in evoprune_tf.__all__:
         value = getattr(evoprune_tf, name)
         assert value is not None, name
-    assert evoprune_tf.run.__module__ == "evoprune_tf.methods.head.run"
+    assert evoprune_tf.run.__module__ == "evoprune_tf.app.run"
     assert evoprune_tf.PopulationEvaluator.__module__ == "evoprune_tf.evaluation"
     assert isinstance(evoprune_tf.__version__, str) and evoprune_tf.__version__.count(".") == 2
 

@@ -17,7 +17,7 @@ from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.runners.processes import ProcessPoolMap
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from evoprune_tf.train.numpy_engine import TrainConfig
 
 # A run in a fresh interpreter: features from an .npz, config from JSON, result to a pickle.
@@ -25,7 +25,7 @@ JOB = textwrap.dedent('''
     import json, pickle, sys
     import numpy as np
     from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.methods.head.run import run
+    from evoprune_tf.app.run import run
     from evoprune_tf.features.splits import FeatureSplits
 
     spec = json.load(open(sys.argv[1]))

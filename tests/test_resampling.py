@@ -7,7 +7,7 @@ import pytest
 
 from conftest import make_planted_features
 from evoprune_tf.app.config import ConfigError, load_config
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.resampling import ResampledEvaluator, partition_splits, partitions

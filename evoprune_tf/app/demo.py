@@ -145,7 +145,7 @@ def _probe_weights() -> None:
 def main() -> int:
     """Run the demo and say where its results are."""
     quiet_startup()
-    from evoprune_tf.methods.head.run import run  # after quiet_startup: the run's first Keras import is filtered
+    from evoprune_tf.app.run import run  # after quiet_startup: the run's first Keras import is filtered
 
 
     config, source = demo_config()

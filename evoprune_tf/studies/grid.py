@@ -58,7 +58,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from evoprune_tf.app import config as app_config
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, load_config, merge
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from evoprune_tf.errors import one_line
 from evoprune_tf.runners.ray_runner import (
     check_cluster_resources,

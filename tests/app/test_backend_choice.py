@@ -117,7 +117,8 @@ RUN_SCRIPT = textwrap.dedent(
     spec.loader.exec_module(conftest)
     os.environ.pop("KERAS_BACKEND", None)  # conftest sets it for the test session; this process chooses
 
-    import evoprune_tf.methods.head.run as app_run
+    import evoprune_tf.app.run as app_run
+    from evoprune_tf.methods.deep_pruning_es.method import DeepPruningES
     from evoprune_tf.methods.head.build import run_tags
     from evoprune_tf.app.config import load_config
 
@@ -140,7 +141,8 @@ RUN_SCRIPT = textwrap.dedent(
         seen["backend"] = keras.backend.backend()
         return "stub"
 
-    app_run.run_filter_pruning = fake_filter_run
+    DeepPruningES.check = lambda self, session: None
+    DeepPruningES.run = lambda self, session: fake_filter_run(session.config)
     text = io.StringIO()
     app_run.run(load_config(None, {**common, "algorithm": {"name": "deep_pruning_es"}}), out=text)
     out["filter_line"] = text.getvalue().splitlines()[0]

@@ -146,7 +146,7 @@ def test_shared_assets_still_win(tmp_path, user_machine, monkeypatch):
 def test_a_run_reads_the_download_source(server, tmp_path, monkeypatch):
     """The whole pipeline (input checks, loading, features, search, report) on ``download:rock_paper_scissors``."""
     from evoprune_tf.app.config import load_config
-    from evoprune_tf.methods.head.run import run
+    from evoprune_tf.app.run import run
 
     base, requests = server
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

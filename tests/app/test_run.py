@@ -7,7 +7,7 @@ import pytest
 
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import load_config
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 
 
 def _config(tmp_path, **overrides):

@@ -20,7 +20,7 @@ from evoprune_tf.methods.head.build import pareto_options
 from evoprune_tf.app.config import load_config
 from evoprune_tf.report.pareto import TRADE_OFFS, distinct_trade_offs, pareto_report
 from evoprune_tf.report.single import retrain
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from evoprune_tf.encodings import unpack_genome
 from conftest import new_mlflow_store
 

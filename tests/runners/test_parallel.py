@@ -13,13 +13,14 @@ import pytest
 from conftest import make_planted_features
 
 from evoprune_tf.search.checkpoint import load_checkpoint
-from evoprune_tf.app.config import config_from_dict, operator_specs
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.methods.inputs import operator_specs
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.encodings import genome_key
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.resampling import ResampledEvaluator
 from evoprune_tf.runners.processes import EvaluatorRecipe, ProcessPoolMap
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.train.numpy_engine import TrainConfig
 
@@ -181,7 +182,7 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes_exactly(tmp_p
     import multiprocessing
 
     from evoprune_tf.search.callbacks import Callback
-    from evoprune_tf.methods.head.run import resume
+    from evoprune_tf.app.run import resume
 
     class CtrlC(Callback):
         def on_generation(self, state) -> None:

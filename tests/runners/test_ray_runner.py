@@ -122,7 +122,7 @@ def test_gpus_or_workers_beyond_the_cluster_fail_before_any_actor_starts(ray_clu
 
 def test_a_run_with_runner_ray_ends_exactly_like_the_serial_run(ray_cluster) -> None:
     from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.methods.head.run import run
+    from evoprune_tf.app.run import run
 
     features, _ = make_planted_features()
     base = {"progress": False, "head": {"hidden": [8]}, "train": {"epochs": 2}, "tracking": {"enabled": False},

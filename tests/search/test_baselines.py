@@ -5,7 +5,7 @@ import pytest
 
 from conftest import make_planted_features
 from evoprune_tf.app.config import ConfigError, load_config
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 from evoprune_tf.encodings import ConnectionPruning, FeatureSelection, HeadSpec, NeuronPruning
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.methods.head.baselines import baseline_genome, magnitude_scores, n_active, random_mask_genome, top_k_genome

@@ -26,7 +26,7 @@ from evoprune_tf.search.checkpoint import (
     save_checkpoint,
 )
 from evoprune_tf.app.config import config_from_dict
-from evoprune_tf.methods.head.run import run
+from evoprune_tf.app.run import run
 
 
 def _config(tmp_path, **algorithm) -> dict:

@@ -196,7 +196,8 @@ def test_config_section_surfaces_bad_tascnet_values() -> None:
 def test_run_tascnet_text_own_corpus_and_glove_file(tmp_path) -> None:
     """A corpus of one .txt file per class and a GloVe text file go through the app runner."""
     from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.methods.tascnet.run import results_table, run_tascnet
+    from evoprune_tf.methods.tascnet.report import results_table
+    from evoprune_tf.methods.tascnet.run import run_tascnet
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

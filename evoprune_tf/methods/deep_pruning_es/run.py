@@ -1,7 +1,8 @@
 """`run_filter_pruning(config)`: DeepPruningES from images to three tracked, exported compact models.
 
-``algorithm.name = "deep_pruning_es"`` with ``encoding.name = "filters"``: `evoprune_tf.methods.head.run.run`
-hands such configs here. The steps:
+``algorithm.name = "deep_pruning_es"`` with ``encoding.name = "filters"``: the method's
+``run(session)`` is `run_deep_pruning_es`; the session (`evoprune_tf.session.RunSession`)
+does the preflight, seeding, MLflow run, checkpoint/resume and callbacks. The steps:
 
 1. cheap checks (tracking store, output folders, ImageNet weights), then the network:
    the flat Keras Applications backbone (``include_top=False``, average pooling) with a
@@ -22,48 +23,31 @@ hands such configs here. The steps:
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
 import json
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evoprune_tf.methods.head.build import image_size, load_run_images, seed_everything, tracker_options, weights_arg
-from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir, operator_specs, report_files
 from evoprune_tf.backbones import backbone_info, build_backbone
-from evoprune_tf.features.extract import check_imagenet_weights, default_cache_dir, feature_cache_key
+from evoprune_tf.features.extract import default_cache_dir, feature_cache_key
 from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator
-from evoprune_tf.report.text import mean_std, plural
+from evoprune_tf.methods.deep_pruning_es.report import final_report, markdown_table
+from evoprune_tf.methods.inputs import head_title, image_size, load_run_images, operator_specs, weights_arg
 from evoprune_tf.search import algorithms
-from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
-from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, restore_evaluator, restore_rng
+from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.search.toolbox import build_toolbox
-from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
-from evoprune_tf.tracking.store import absolute_tracking_uri
-from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
+from evoprune_tf.session import run_method
 from evoprune_tf.train.config import derive_seed
-from operators.selection import heavy_knee_light
 
-__all__ = [
-    "FilterRunResult",
-    "HEAD_WARMUP_EPOCHS",
-    "build_filter_network",
-    "measure_latency",
-    "run_filter_pruning",
-    "trade_off_table",
-]
+__all__ = ["FilterRunResult", "HEAD_WARMUP_EPOCHS", "build_filter_network", "run_deep_pruning_es",
+           "run_filter_pruning"]
 
 #: Epochs of the head warm-up on the unpruned network's pooled features (Adam, lr 1e-3).
 HEAD_WARMUP_EPOCHS = 30
-#: Names of the models of the final table, in order.
-MODEL_NAMES = ("unpruned", "heavy", "knee", "light")
 
 
 @dataclasses.dataclass
@@ -86,7 +70,7 @@ class FilterRunResult:
         seconds: Wall time of the whole run.
     """
 
-    config: ExperimentConfig
+    config: Any
     evaluator: Any
     population: list
     logbook: Any
@@ -168,165 +152,8 @@ def _warm_up_head(evaluator: Any, *, epochs: int, seed: int) -> float:
     return float(np.mean(val == evaluator.activations["val"][1]))
 
 
-def measure_latency(model: Any, input_shape: Sequence[int], *, batch_sizes: Sequence[int] = (1, 32),
-                    repeats: int = 20, seed: int = 0) -> dict[int, float]:
-    """Median inference latency of a model in milliseconds per batch.
-
-    Uses the model's compiled ``predict_on_batch`` (traced once, warmed up twice) on
-    random inputs, so the numbers time the network, not Python's per-layer dispatch.
-
-    Args:
-        model: A Keras model.
-        input_shape: One sample's shape.
-        batch_sizes: Batch sizes to time.
-        repeats: Timed calls per batch size.
-        seed: Seed of the random inputs.
-
-    Returns:
-        Batch size -> median milliseconds per call.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for batch in batch_sizes:
-        x = rng.uniform(0, 255, size=(int(batch), *input_shape)).astype(np.float32)
-        for _ in range(2):
-            model.predict_on_batch(x)
-        times = []
-        for _ in range(int(repeats)):
-            began = time.perf_counter()
-            model.predict_on_batch(x)
-            times.append(time.perf_counter() - began)
-        out[int(batch)] = float(np.median(times) * 1000.0)
-    return out
-
-
-def _deployable(evaluator: Any, pruned_suffix: Any, module: str, name: str) -> Any:
-    """Images in 0..255 -> preprocessing -> frozen prefix -> pruned suffix, one saveable model."""
-    import keras
-
-    # Defined on first use (it is a Keras layer): `evoprune_tf.backbones` loads without Keras.
-    from evoprune_tf.backbones import BackbonePreprocessing
-
-    compact = evaluator.compact_model(pruned_suffix, name=f"{name}_core")
-    inputs = keras.Input(shape=tuple(evaluator.model.inputs[0].shape[1:]), name="image")
-    return keras.Model(inputs, compact(BackbonePreprocessing(module, name="preprocess")(inputs)), name=name)
-
-
-def trade_off_table(rows: list[dict]) -> list[dict]:
-    """Add reductions in % relative to the ``unpruned`` row.
-
-    Args:
-        rows: Dicts with ``model``, ``flops_searched``, ``flops_network``, ``params_network``
-            (the first is the unpruned model).
-
-    Returns:
-        The rows with ``*_reduction_pct`` columns added.
-    """
-    base = next(r for r in rows if r["model"] == "unpruned")
-    for row in rows:
-        for key in ("flops_searched", "flops_network", "params_searched", "params_network"):
-            row[f"{key}_reduction_pct"] = round(100.0 * (1.0 - row[key] / base[key]), 2) if base[key] else 0.0
-    return rows
-
-
-_COLUMNS = ("model", "test_accuracy", "test_accuracy_std", "val_accuracy", "flops_searched", "flops_network",
-            "params_searched", "params_network", "latency_ms_b1", "latency_ms_b32", "flops_searched_reduction_pct",
-            "flops_network_reduction_pct", "params_network_reduction_pct", "kept_filters", "repairs")
-
-
-def _markdown(rows: list[dict], seeds: int = 1) -> str:
-    """The trade-off table as Markdown; test accuracy with ``± std`` over ``seeds`` retrains when more than one."""
-    head = ["model", "test acc" if seeds == 1 else f"test acc (mean ± std, {plural(seeds, 'seed')})",
-            "FLOPs searched (M)", "FLOPs network (M)", "params (k)", "latency b1 (ms)",
-            "latency b32 (ms)", "FLOPs searched -%", "FLOPs network -%", "params -%"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join([
-            r["model"], mean_std(r["test_accuracy"], r.get("test_accuracy_std"), seeds),
-            f"{r['flops_searched'] / 1e6:.2f}", f"{r['flops_network'] / 1e6:.2f}",
-            f"{r['params_network'] / 1e3:.1f}", f"{r['latency_ms_b1']:.2f}", f"{r['latency_ms_b32']:.2f}",
-            f"{r['flops_searched_reduction_pct']:.1f}", f"{r['flops_network_reduction_pct']:.1f}",
-            f"{r['params_network_reduction_pct']:.1f}"]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _plot(rows: list[dict], front: list[tuple[float, float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    if front:
-        f = np.asarray(front)
-        ax.scatter(f[:, 1] / 1e6, 1.0 - f[:, 0], s=14, c="0.7", label="archive (validation)")
-    colors = {"unpruned": "black", "heavy": "tab:blue", "knee": "tab:red", "light": "tab:green"}
-    for r in rows:
-        ax.scatter(r["flops_network"] / 1e6, r["test_accuracy"], s=60, c=colors.get(r["model"], "tab:purple"),
-                   label=f"{r['model']} (test)", zorder=3)
-    ax.set_xlabel("network FLOPs (M, 2 x MACs)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _final_report(config: ExperimentConfig, evaluator: Any, halloffame: Any, module: str, folder: Path,
-                  out: Any) -> tuple[dict[str, np.ndarray], list[dict], dict[str, Any], dict[str, Path]]:
-    archive = list(halloffame)
-    error_col = list(evaluator.objectives).index("error")
-    cpx_col = 1 if error_col == 0 else 0
-    heavy, knee, light = heavy_knee_light(archive, 3, accuracy_index=error_col, complexity_index=cpx_col)
-    genomes = {"unpruned": evaluator.encoding.unpruned(), "heavy": np.asarray(heavy), "knee": np.asarray(knee),
-               "light": np.asarray(light)}
-    shape = tuple(int(d) for d in evaluator.model.inputs[0].shape[1:])
-    rows, models = [], {}
-    for name, genome in genomes.items():
-        keep, repairs = evaluator.encoding.decode_with_repairs(genome)
-        accs, vals, model = [], [], None
-        for r in range(config.report.seeds):
-            trained = evaluator.fine_tune(keep, epochs=config.report.epochs, seed=derive_seed(config.seed, "final", r))
-            accs.append(evaluator.score(trained, "test")[0])
-            vals.append(evaluator.score(trained, "val")[0])
-            if r == 0:
-                model = trained
-        record = evaluator.describe(model, keep, repairs, vals[0], float("nan"), config.report.epochs)
-        deploy = _deployable(evaluator, model, module, name=f"{name}_model")
-        latency = measure_latency(deploy, shape, seed=config.seed)
-        models[name] = deploy
-        rows.append({
-            "model": name, "test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)),
-            "val_accuracy": float(np.mean(vals)), "flops_searched": record.flops, "flops_network": record.network_flops,
-            "params_searched": record.params, "params_network": record.network_params,
-            "latency_ms_b1": round(latency[1], 3), "latency_ms_b32": round(latency[32], 3),
-            "kept_filters": record.kept_filters, "repairs": record.repairs,
-        })
-        print(f"final {name}: test accuracy {mean_std(float(np.mean(accs)), float(np.std(accs)), len(accs))}"
-              f", network FLOPs {record.network_flops / 1e6:.2f} M, "
-              f"latency b1 {latency[1]:.2f} ms", file=out)
-    rows = trade_off_table(rows)
-    files = {"csv": folder / "trade_off_models.csv", "markdown": folder / "trade_off_models.md",
-             "plot": folder / "flops_vs_accuracy.png"}
-    with open(files["csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(_COLUMNS) + ["params_searched_reduction_pct"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    files["markdown"].write_text(_markdown(rows, config.report.seeds))
-    front = []
-    for ind in archive:
-        e = evaluator.lookup(ind)
-        if e is not None:
-            front.append((e.error, e.network_flops))
-    _plot(rows, front, files["plot"], f"{config.name}: DeepPruningES (seed {config.seed})")
-    return genomes, rows, models, files
-
-
 def run_filter_pruning(
-    config: ExperimentConfig,
+    config: Any,
     *,
     callbacks: Sequence[Callback] = (),
     checkpoint: str | Path | None = None,
@@ -336,7 +163,7 @@ def run_filter_pruning(
     head_epochs: int = HEAD_WARMUP_EPOCHS,
     out: Any = None,
 ) -> FilterRunResult:
-    """Run DeepPruningES as ``config`` describes (``algorithm.name = "deep_pruning_es"``).
+    """Run DeepPruningES as ``config`` describes (``algorithm.name = "deep_pruning_es"``) in a run session.
 
     Args:
         config: A validated config with encoding ``filters``.
@@ -347,7 +174,7 @@ def run_filter_pruning(
             backbone (a flat functional model taking preprocessed images, softmax Dense
             named ``"predictions"`` last).
         output_dir: Where the table, markdown and plot are written (default:
-            `evoprune_tf.app.config.report_folder`, i.e. ``report.dir`` or
+            `evoprune_tf.session.report_folder`, i.e. ``report.dir`` or
             ``<store folder>/reports/<run id>``; with a tracking server a temporary folder,
             logged to MLflow and then removed, and ``files`` is then empty).
         head_epochs: Epochs of the head warm-up (0: none).
@@ -360,29 +187,26 @@ def run_filter_pruning(
         ValueError: One line, before images are read, for a layer the coupling analysis
             cannot handle, ``encoding.blocks`` larger than the network, a bad config.
     """
+    from evoprune_tf.methods.deep_pruning_es.method import DeepPruningES
+
+    return run_method(config, DeepPruningES(), callbacks=callbacks, checkpoint=checkpoint, out=out, images=images,
+                      network=network, output_dir=output_dir, head_epochs=head_epochs)
+
+
+def _network_and_images(session: Any) -> tuple[Any, str, Any]:
+    """The network to prune (checked by the coupling analysis before any image is read) and the images."""
     import keras
 
     # Loads Keras (its coupling analysis works on Keras graphs): only when a filter run starts.
     from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
 
-    out = out or sys.stdout
-    began = time.time()
-    if config.algorithm.name != "deep_pruning_es" or config.encoding.name != "filters":
-        raise ValueError(f"algorithm {config.algorithm.name!r} / encoding {config.encoding.name!r}: expected "
-                         "'deep_pruning_es' with encoding 'filters'")
-    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
-    if config.tracking.enabled:
-        check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
-    check_output_locations(config, features_cached=False)
-    size = image_size(config)
-    if network is None and config.backbone.weights == "imagenet":
-        check_imagenet_weights(config.backbone.name, image_size=size, options=config.backbone.options)
-    seed_everything(config.seed)
+    config, images, network = session.config, session.inputs.get("images"), session.inputs.get("network")
     keras.utils.set_random_seed(config.seed % 2**32)
     if network is None:
         # The class count is only known from the images: a placeholder head lets a graph the
         # coupling analysis cannot handle, or too many blocks, fail before any image is read.
-        model, module = build_filter_network(config.backbone.name, weights=weights_arg(config), image_size=size,
+        model, module = build_filter_network(config.backbone.name, weights=weights_arg(config),
+                                             image_size=image_size(config),
                                              n_classes=images.n_classes if images is not None else 2,
                                              options=config.backbone.options or None)
     else:
@@ -395,10 +219,18 @@ def run_filter_pruning(
         pooled = model.get_layer("predictions").input
         head = keras.layers.Dense(images.n_classes, activation="softmax", name="predictions")(pooled)
         model = keras.Model(model.inputs[0], head, name=model.name)
+    return model, module, images
+
+
+def _evaluator(session: Any, model: Any, module: str, images: Any) -> Any:
+    """The `FilterEvaluator` (prefix activations computed once, cached), the head warmed up."""
+    from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
+
+    config, out = session.config, session.out
     encoding = FilterPruning(model, config.encoding.blocks)
     print(images.summary(), file=out)
     print(encoding.describe() + f"; cut after '{encoding.cut_layer}'", file=out)
-    cache_key = _activation_cache_key(config, images, size) if network is None else None
+    cache_key = _activation_cache_key(config, images, image_size(config)) if session.inputs.get("network") is None else None
     evaluator = FilterEvaluator(
         encoding, _preprocessed_splits(images, module), config.train, seed=config.seed,
         objectives=tuple(config.objectives.names), batch_size=config.backbone.batch_size,
@@ -406,105 +238,81 @@ def run_filter_pruning(
     )
     print(f"prefix activations {'from cache' if evaluator.activations_from_disk else 'computed'} "
           f"({evaluator.prefix_seconds:.1f} s): train {evaluator.activations['train'][0].shape}", file=out)
+    head_epochs = session.inputs.get("head_epochs", HEAD_WARMUP_EPOCHS)
     if head_epochs > 0:
         head_acc = _warm_up_head(evaluator, epochs=head_epochs, seed=config.seed)
         print(f"head warm-up: {head_epochs} epochs, validation accuracy {head_acc:.4f}", file=out)
+    return evaluator
+
+
+def run_deep_pruning_es(session: Any) -> FilterRunResult:
+    """DeepPruningES inside a prepared `RunSession` (the method's ``run``).
+
+    Session inputs: ``images``, ``network``, ``output_dir``, ``head_epochs`` (see `run_filter_pruning`).
+    """
+    config, out = session.config, session.out
+    model, module, images = _network_and_images(session)
+    evaluator = _evaluator(session, model, module, images)
     toolbox = build_toolbox(evaluator, operator_specs(config.operators))
-    seed_everything(config.seed)
-    state, population = None, None
-    if resumed is not None:
-        restore_evaluator(resumed, evaluator)
-        state = resumed.state
-        state.stop = bool(state.stop and state.info.get("stopped_early") is not None and config.algorithm.early_stop)
-    else:
+    session.seed()
+    state = session.restore(evaluator)
+    population = None
+    if state is None:
         first = toolbox.individual()
         first[:] = 1  # generation 0 is the unpruned network alone, whatever the initialiser
         population = [first]
-    cbs: list[Callback] = []
-    if config.algorithm.early_stop:
-        cbs.append(EarlyStop(config.algorithm.early_stop, key="hypervolume"))
-    tracker = None
-    if config.tracking.enabled:
-        tracker = MLflowTracker(**tracker_options(config), stats=evaluator.stats,
-                                run_id=resumed.run_id if resumed else None, log_fronts=True,
-                                objective_names=list(config.objectives.names))
-        cbs += [tracker, ConfigArtifact(tracker, config.to_dict()),
-                DatasetInput(tracker, name=config.data.name or images.name, digest=images.content_hash(),
-                             source=config.data.source,
-                             profile={"train": len(images.train_labels), "val": len(images.val_labels),
-                                      "test": len(images.test_labels), "classes": images.n_classes})]
-    ckpt = None
-    if config.checkpoint.enabled:
-        path = Path(checkpoint) if checkpoint else None
-        if path is not None and path.is_dir():
-            path = path / "checkpoint.pkl"
-        ckpt = CheckpointCallback(path, directory=checkpoint_dir(config), config_dict=config.to_dict(),
-                                  evaluator=evaluator, run_id=lambda: tracker.run_id if tracker else None,
-                                  every=config.checkpoint.every, tracking_uri=lambda: _absolute_uri(tracker),
-                                  on_save=tracker.checkpoint_saved if tracker else None)
-        cbs.append(ckpt)
-    cbs.append(ProgressBar(stats=evaluator.stats, disable=not config.progress))
-    cbs.extend(callbacks)
-    if resumed is not None:
-        restore_rng(resumed)
+    dataset = dict(name=config.data.name or images.name, digest=images.content_hash(), source=config.data.source,
+                   profile={"train": len(images.train_labels), "val": len(images.val_labels),
+                            "test": len(images.test_labels), "classes": images.n_classes})
+    cbs = session.callbacks(evaluator, early_stop_key="hypervolume", dataset=dataset, log_fronts=True,
+                            objective_names=list(config.objectives.names), title=head_title(config))
+    session.restore_rng()
     halloffame = state.halloffame if state else algorithms.new_halloffame(True)
-    try:
+    with session.guard("Run"):
         population, logbook = algorithms.deep_pruning_es(
             population, toolbox, generations=config.algorithm.generations,
             population_size=config.algorithm.population, halloffame=halloffame, callbacks=cbs,
             record=make_front_record(), state=state)
-    except BaseException as error:
-        if tracker is not None:
-            tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        if ckpt is not None and ckpt.path is not None and ckpt.path.exists():
-            print(f"\nRun stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
-        raise
-    search_seconds = time.time() - began
-    location = contextlib.ExitStack()
-    folder = (Path(output_dir) if output_dir is not None
-              else location.enter_context(report_files(config, tracker.run_id if tracker else None)))
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        genomes, table, models, files = _final_report(config, evaluator, halloffame, module, folder, out)
-        knee = next(r for r in table if r["model"] == "knee")
-        report = {
-            "method": "deep_pruning_es", "encoding": encoding.config(), "table": table,
-            "search": {"generations": int(logbook[-1]["gen"]), "evaluations": int(logbook[-1]["evaluations"]),
-                       **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in evaluator.stats().items()},
-                       "rss_trace_mb": evaluator.rss_trace, "search_seconds": round(search_seconds, 2),
-                       "hypervolume": float(logbook[-1].get("hypervolume", 0.0))},
-            "test_accuracy_mean": knee["test_accuracy"],
-            "wall_seconds": round(time.time() - began, 2),
-        }
-        (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
-        print(_markdown(table, config.report.seeds), file=out)
-        if tracker is not None:
+    search_seconds = session.elapsed
+    output_dir = session.inputs.get("output_dir")
+    with session.report_folder(output_dir) as folder:
+        try:
+            genomes, table, models, files = final_report(config, evaluator, halloffame, module, folder, out)
+            report = _report(config, evaluator, logbook, table, search_seconds, session.elapsed)
+            (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
+            print(markdown_table(table, config.report.seeds), file=out)
             summary = {f"{r['model']}_{k}": r[k] for r in table for k in
                        ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
                         "params_network_reduction_pct", "latency_ms_b1", "latency_ms_b32")}
-            tracker.log_metrics({**summary, "test_accuracy_mean": knee["test_accuracy"]}, step=int(logbook[-1]["gen"]))
-            for key in ("csv", "markdown", "plot"):
-                tracker.log_artifact(files[key], "report")
-            tracker.log_report(report)
-            if config.report.export_model:
-                for name in ("heavy", "knee", "light"):
-                    tracker.log_keras_model(models[name], name=f"{name}_model")
-            tracker.finish()
-            print(f"MLflow run {tracker.run_id} in {tracker.uri}", file=out)
-    except BaseException as error:
-        if tracker is not None:
-            tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        raise
-    finally:
-        location.close()  # removes a temporary folder (tracking server), after its files were logged
-        if not folder.exists():
-            files = {}
+            exported = {f"{n}_model": models[n] for n in ("heavy", "knee", "light")} if config.report.export_model else {}
+            session.finish(report, metrics={**summary, "test_accuracy_mean": report["test_accuracy_mean"]},
+                           step=int(logbook[-1]["gen"]),
+                           artifacts=[(files[key], "report") for key in ("csv", "markdown", "plot")], models=exported)
+        except BaseException as error:
+            session.fail(error)
+            raise
+    if not folder.exists():  # a temporary folder (tracking server): its files were logged, then removed
+        files = {}
     return FilterRunResult(config, evaluator, population, logbook, halloffame, genomes, table, report, models,
-                           files, tracker.run_id if tracker else None, ckpt.path if ckpt else None,
-                           time.time() - began)
+                           files, session.run_id, session.checkpoint_file, session.elapsed)
 
 
-def _activation_cache_key(config: ExperimentConfig, images: Any, size: int) -> str:
+def _report(config: Any, evaluator: Any, logbook: Any, table: list[dict], search_seconds: float,
+            wall_seconds: float) -> dict:
+    """The JSON report of a DeepPruningES run (``report.json``)."""
+    knee = next(r for r in table if r["model"] == "knee")
+    return {
+        "method": "deep_pruning_es", "encoding": evaluator.encoding.config(), "table": table,
+        "search": {"generations": int(logbook[-1]["gen"]), "evaluations": int(logbook[-1]["evaluations"]),
+                   **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in evaluator.stats().items()},
+                   "rss_trace_mb": evaluator.rss_trace, "search_seconds": round(search_seconds, 2),
+                   "hypervolume": float(logbook[-1].get("hypervolume", 0.0))},
+        "test_accuracy_mean": knee["test_accuracy"],
+        "wall_seconds": round(wall_seconds, 2),
+    }
+
+
+def _activation_cache_key(config: Any, images: Any, size: int) -> str:
     """What identifies the prefix activations besides the cut: backbone, options, weights, size, images.
 
     The images enter through `ImageSplits.content_hash` (splits, order and labels), not the
@@ -512,9 +320,3 @@ def _activation_cache_key(config: ExperimentConfig, images: Any, size: int) -> s
     """
     return feature_cache_key(images.content_hash(), backbone=config.backbone.name, weights=weights_arg(config),
                              image_size=size, backbone_kwargs=config.backbone.options or None)
-
-
-def _absolute_uri(tracker: MLflowTracker | None) -> str | None:
-    if tracker is None or not tracker.uri:
-        return None
-    return absolute_tracking_uri(tracker.uri)

@@ -1,72 +1,50 @@
-"""`run(config)`: one evolution from images to a tracked, reported, exported result.
+"""EvoPruneDeepTL's pipeline, shared by every head method: images to a tracked, reported, exported result.
 
-data -> backbone features (cached) -> evaluator -> toolbox -> algorithm with callbacks
-(progress, MLflow, checkpoint, early stop) -> final report on test -> MLflow artifacts.
-Checks that cost nothing (config, tracking store) run before anything long starts.
+data -> backbone features (cached) -> evaluator -> toolbox -> the method's loop with the
+session's callbacks (progress, MLflow, checkpoint, early stop) -> final report on test ->
+MLflow artifacts. The cheap input checks (`check_inputs`) run in the session's preflight.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
-from evoprune_tf.report.pareto import pareto_report
-from evoprune_tf.report.single import final_report, format_report
-from evoprune_tf.runners import make_runner, resolve_runner_name
-from evoprune_tf.search import algorithms
-from evoprune_tf.methods.head.baselines import BASELINES
-from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
-from evoprune_tf.search.checkpoint import (
-    CheckpointCallback,
-    load_checkpoint,
-    restore_evaluator,
-    restore_rng,
-)
-from evoprune_tf.methods.deep_pruning_es.run import run_filter_pruning
-from evoprune_tf.methods.tascnet.run import run_tascnet
+from evoprune_tf.data.download import check_download
+from evoprune_tf.data.images import is_named_source
+from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.features.extract import check_imagenet_weights
+from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.methods.head.build import (
+    head_title,
     initial_population,
     make_evaluator,
     make_toolbox,
     pareto_options,
     prepare_features,
     rescoring_evaluator,
-    seed_everything,
-    tracker_options,
 )
-from evoprune_tf.app.config import (
-    ExperimentConfig,
-    check_output_locations,
-    checkpoint_dir,
-    config_from_dict,
-    report_files,
-    use_backend,
-)
-from evoprune_tf.data.download import check_download
-from evoprune_tf.data.images import is_named_source
-from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.features.extract import check_imagenet_weights
-from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.report.pareto import pareto_report
+from evoprune_tf.report.single import final_report, format_report
+from evoprune_tf.runners import make_runner, resolve_runner_name
+from evoprune_tf.search import algorithms
 from evoprune_tf.search.statistics import make_front_record
-from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
-from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
-from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
+from evoprune_tf.session import report_files
+from evoprune_tf.tracking.tracker import MLflowTracker
 from evoprune_tf.train import TrainConfig
 
-__all__ = ["RunResult", "run", "resume", "summary_metrics"]
+__all__ = ["RunResult", "check_inputs", "run_head", "summary_metrics"]
 
 
 @dataclasses.dataclass
 class RunResult:
     """What a run returns (and logs to MLflow)."""
 
-    config: ExperimentConfig
+    config: Any
     features: FeatureSplits
     evaluator: PopulationEvaluator
     population: list
@@ -83,71 +61,17 @@ class RunResult:
         return np.asarray(self.halloffame[0])
 
 
-def _run_algorithm(config: ExperimentConfig, toolbox, population, hof, callbacks, record, state):
-    a = config.algorithm
-    common = dict(halloffame=hof, callbacks=callbacks, record=record, state=state)
-    if a.name == "steady_state":
-        return algorithms.steady_state_ga(
-            population, toolbox, evaluations=a.evaluations, children_per_step=a.children_per_step, cxpb=a.cxpb,
-            mutpb=a.mutpb, report_every=a.report_every or None, **common)
-    if a.name in ("nsga2", "nsga3"):
-        return algorithms.nsga2(
-            population, toolbox, evaluations=a.evaluations, children_per_step=a.children_per_step, cxpb=a.cxpb,
-            mutpb=a.mutpb, report_every=a.report_every or None, **common)
-    if a.name == "random_search":
-        return algorithms.random_search(population, toolbox, evaluations=a.evaluations, **common)
-    if a.name in BASELINES:
-        return algorithms.evaluate_genomes(population, toolbox, **common)
-    if a.name == "ea_simple":
-        return algorithms.ea_simple(population, toolbox, a.cxpb, a.mutpb, a.generations, **common)
-    mu, lambda_ = a.mu or a.population, a.lambda_ or a.population
-    return algorithms.mu_plus_lambda(population, toolbox, mu, lambda_, a.cxpb, a.mutpb, a.generations, **common)
+def run_head(session: Any) -> RunResult:
+    """EvoPruneDeepTL on the head, inside a prepared `RunSession` (the head methods' ``run``).
 
-
-def run(
-    config: ExperimentConfig,
-    *,
-    callbacks: Sequence[Callback] = (),
-    checkpoint: str | Path | None = None,
-    features: FeatureSplits | None = None,
-    ood_features: np.ndarray | None = None,
-    out=None,
-) -> RunResult:
-    """Run one evolution described by ``config``.
-
-    Args:
-        config: a validated `ExperimentConfig` (see `evoprune_tf.app.config.load_config`).
-        callbacks: extra callbacks, called after the built-in ones.
-        checkpoint: resume from this checkpoint (file or folder) instead of starting.
-        features: use these features instead of loading images (tests, notebooks).
-        ood_features: OOD features to go with ``features``.
-        out: stream for the human-readable lines (default stdout).
+    Session inputs: ``features`` (a `FeatureSplits` to use instead of loading images)
+    and ``ood_features``.
 
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
-
-    Raises:
-        ValueError: bad input, e.g. ``train.backend`` names a backend that is not installed.
     """
-    # Before anything imports Keras: its backend is fixed per process at the first import.
-    print(use_backend(config).line, file=out or sys.stdout)
-    if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
-        return run_tascnet(config)
-    if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
-        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
-    out = out or sys.stdout
-    began = time.time()
-    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
-    tracker = None
-    if config.tracking.enabled:
-        check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
-        if resumed is not None and resumed.run_id:
-            check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
-                            generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None))
-    check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
-    if features is None:
-        _check_inputs(config)
-    seed_everything(config.seed)
+    config, method, out = session.config, session.method, session.out
+    features, ood_features = session.inputs.get("features"), session.inputs.get("ood_features")
     images = None
     if features is None:
         features, ood_features, images = prepare_features(config)
@@ -161,94 +85,45 @@ def run(
         pool = make_runner(config.runner, evaluator, workers=config.workers, address=config.ray_address or None,
                            num_gpus=config.num_gpus)
         toolbox.register("map", pool.map)
-    seed_everything(config.seed)  # extraction may have drawn random numbers
-    state = None
-    population = None
-    if resumed is not None:
-        restore_evaluator(resumed, evaluator)
-        state = resumed.state
-        # A run that stopped early (and was killed in its report) stays stopped, as the
-        # uninterrupted run did; with early stopping turned off it may continue.
-        state.stop = bool(state.stop and state.info.get("stopped_early") is not None and config.algorithm.early_stop)
-    else:
-        population = initial_population(config, toolbox, evaluator)
-    record = algorithms.default_record
-    if config.multi_objective:
-        record = make_front_record()
-    cbs: list[Callback] = []
-    if config.algorithm.early_stop:
-        cbs.append(EarlyStop(config.algorithm.early_stop))
-    if config.tracking.enabled:
-        tracker = MLflowTracker(
-            **tracker_options(config), stats=evaluator.stats, run_id=resumed.run_id if resumed else None,
-            log_fronts=config.multi_objective, objective_names=list(config.objectives.names),
-        )
-        cbs.append(tracker)
-        cbs.append(ConfigArtifact(tracker, config.to_dict()))  # config.json: `evoprune explain` rebuilds the run from it
-        cbs.append(DatasetInput(tracker, **_dataset_record(config, features, images)))
-    ckpt = None
-    if config.checkpoint.enabled:
-        ckpt_path = Path(checkpoint) if checkpoint else None
-        if ckpt_path is not None and ckpt_path.is_dir():
-            ckpt_path = ckpt_path / "checkpoint.pkl"
-        ckpt = CheckpointCallback(
-            ckpt_path, directory=checkpoint_dir(config),
-            config_dict=config.to_dict(), evaluator=evaluator,
-            run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
-            tracking_uri=lambda: absolute_tracking_uri(tracker.uri) if tracker and tracker.uri else None,
-            on_save=tracker.checkpoint_saved if tracker else None,
-        )
-        cbs.append(ckpt)
-    cbs.append(ProgressBar(stats=evaluator.stats, disable=not config.progress))
-    cbs.extend(callbacks)
-    if resumed is not None:
-        restore_rng(resumed)
+    session.seed()  # extraction may have drawn random numbers
+    state = session.restore(evaluator)
+    population = initial_population(config, toolbox, evaluator) if state is None else None
+    record = make_front_record() if config.multi_objective else algorithms.default_record
+    cbs = session.callbacks(evaluator, dataset=_dataset_record(config, features, images),
+                            log_fronts=config.multi_objective, objective_names=list(config.objectives.names),
+                            title=head_title(config))
+    session.restore_rng()
     halloffame = state.halloffame if state else algorithms.new_halloffame(
         config.multi_objective, config.algorithm.hall_of_fame)
     try:
-        population, logbook = _run_algorithm(config, toolbox, population, halloffame, cbs, record, state)
-    except BaseException as error:
-        if tracker is not None:  # a failure before the loop's own on_end must not leave the run RUNNING
-            tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        if ckpt is not None and ckpt.path is not None and ckpt.path.exists():
-            print(f"\nRun stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
-        raise
+        with session.guard("Run"):
+            population, logbook = method.loop(config, toolbox, population, halloffame, cbs, record, state)
     finally:
         if pool is not None:
             pool.close()
     best = np.asarray(halloffame[0])
     report: dict = {}
-    try:
+    with session.guard("Report"):  # the search is saved: a stopped report is redone on resume
         rescore = None
         if config.report.rescore_folds and not config.multi_objective:
             best, rescore = _rescore(config, evaluator, halloffame, out)
-        report, model = _report(config, evaluator, features, best, halloffame, ood_features, tracker, out, images)
+        report, model = _report(config, evaluator, features, best, halloffame, ood_features, session.tracker, out,
+                                images)
         if rescore is not None:
             report["rescore"] = rescore
         report["search"] = {
             "evaluations": int(logbook[-1]["evaluations"]), "generations": int(logbook[-1]["gen"]),
             "trained": evaluator.n_trained, "cache_hits": evaluator.n_cache_hits,
-            "train_seconds": round(evaluator.train_seconds, 2), "wall_seconds": round(time.time() - began, 2),
+            "train_seconds": round(evaluator.train_seconds, 2), "wall_seconds": round(session.elapsed, 2),
             "best_fitness": list(map(float, halloffame[0].fitness.values)),
         }
-        if tracker is not None:
-            tracker.log_report(report)
-            tracker.log_metrics(summary_metrics(report))
-            if model is not None:
-                tracker.log_keras_model(model, name="compact_model")
-            tracker.finish()
-            print(f"MLflow run {tracker.run_id} in {tracker.uri}", file=out)
-    except BaseException as error:
-        if tracker is not None:
-            tracker.finish(status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        if ckpt is not None and ckpt.path is not None and ckpt.path.exists():  # the search is saved: redo the report
-            print(f"\nReport stopped ({type(error).__name__}). Resume with: evoprune resume {ckpt.path}", file=out)
-        raise
+        session.finish(report, metrics=summary_metrics(report),
+                       models={"compact_model": model} if model is not None else None)
     return RunResult(config, features, evaluator, population, logbook, halloffame, report,
-                     tracker.run_id if tracker else None, ckpt.path if ckpt else None, time.time() - began)
+                     session.run_id, session.checkpoint_file, session.elapsed)
 
 
-def _check_inputs(config: ExperimentConfig) -> None:
+def check_inputs(config: Any) -> None:
     """Input checks that cost little, before any image is read (each a one-line ValueError)."""
     source = config.data.source
     folder = Path(source).expanduser()
@@ -265,7 +140,7 @@ def _check_inputs(config: ExperimentConfig) -> None:
                                options=config.backbone.options)
 
 
-def _dataset_record(config: ExperimentConfig, features: FeatureSplits, images: Any) -> dict:
+def _dataset_record(config: Any, features: FeatureSplits, images: Any) -> dict:
     """What the MLflow dataset input of a run holds: name, content digest, source, split sizes."""
     if images is not None and hasattr(images, "content_hash"):
         digest = images.content_hash()
@@ -280,7 +155,7 @@ def _dataset_record(config: ExperimentConfig, features: FeatureSplits, images: A
                 source=config.data.source, profile=profile)
 
 
-def _rescore(config: ExperimentConfig, evaluator: PopulationEvaluator, halloffame, out) -> tuple[np.ndarray, dict]:
+def _rescore(config: Any, evaluator: PopulationEvaluator, halloffame, out) -> tuple[np.ndarray, dict]:
     """Re-score the hall of fame by k-fold CV on partitions the search never used; the best becomes the winner.
 
     Test stays untouched: the partitions cover train+validation only.
@@ -299,7 +174,7 @@ def _rescore(config: ExperimentConfig, evaluator: PopulationEvaluator, halloffam
     }
 
 
-def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: FeatureSplits, best: np.ndarray,
+def _report(config: Any, evaluator: PopulationEvaluator, features: FeatureSplits, best: np.ndarray,
             halloffame: Any, ood: np.ndarray | None, tracker: MLflowTracker | None, out: TextIO,
             images: Any = None) -> tuple[dict, Any]:
     """The single-model report, and for multi-objective runs the Pareto report in `report_folder`."""
@@ -336,20 +211,3 @@ def summary_metrics(report: dict) -> dict[str, float]:
         "wall_seconds": report.get("search", {}).get("wall_seconds"),
     }
     return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs) -> RunResult:
-    """Continue a run from its checkpoint (the config stored in it unless one is given).
-
-    Args:
-        path: the checkpoint file or folder.
-        config: run with this config instead of the checkpoint's.
-        **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
-
-    Returns:
-        The `RunResult`.
-    """
-    checkpoint = load_checkpoint(path)
-    if config is None:
-        config = config_from_dict(checkpoint.config, source=f"config of {path}")
-    return run(config, checkpoint=path, **kwargs)

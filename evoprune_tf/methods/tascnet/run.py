@@ -14,50 +14,44 @@ FLOPs, validation accuracy, ``filters.<layer>``) with ``step`` = iteration; arti
 ``stage1_candidates.csv``, ``stage2_history.csv``, ``plots/stage2_tradeoff.png``,
 ``models/tascnet.keras`` (the compact model, preprocessing and frozen prefix included)
 and ``report.json``; with ``report.export_model`` also the MLflow Keras model. The local
-copies go to `evoprune_tf.app.config.report_folder` (``report.dir``, else
+copies go to `evoprune_tf.session.report_folder` (``report.dir``, else
 ``<store folder>/reports/<run id>``; a temporary folder, removed once logged, with a
 tracking server) unless ``out_dir`` names a folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
 import math
 import random
-import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from evoprune_tf.app.config import ConfigError, ExperimentConfig, config_from_dict, flatten, merge, report_files
 from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
-from evoprune_tf.data.images import is_named_source, load_images
+from evoprune_tf.data.images import load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus
-from evoprune_tf.features.child import process_backend
-from evoprune_tf.report.text import plural
-from evoprune_tf.tracking import MLflowTracker
+from evoprune_tf.session import run_method
 
-__all__ = ["results_table", "run_tascnet", "tascnet_main"]
+__all__ = ["run_in_session", "run_tascnet"]
 
 
 def run_tascnet(
-    config: ExperimentConfig,
+    config: Any,
     *,
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run TASCNet as the config says and return its report.
+    """Run TASCNet as the config says, in a run session, and return its report.
 
     Args:
         config: a validated config with ``algorithm.name == "tascnet"``.
         out_dir: folder for the local copies of the artifacts (CSV, plot, ``.keras``,
-            ``report.json``); default `evoprune_tf.app.config.report_folder` (with a
+            ``report.json``); default `evoprune_tf.session.report_folder` (with a
             tracking server a temporary folder, removed once its files are logged).
         progress: called with one-line progress messages (default: print when
             ``config.progress``).
@@ -71,22 +65,32 @@ def run_tascnet(
     Raises:
         ValueError: a config for another algorithm, or bad data/backbone settings.
     """
-    if config.algorithm.name != "tascnet":
-        raise ValueError(f"algorithm.name={config.algorithm.name!r}; expected 'tascnet' for run_tascnet")
-    say = progress or (print if config.progress else (lambda message: None))
+    from evoprune_tf.methods.tascnet.method import Tascnet
+
+    return run_method(config, Tascnet(), out_dir=out_dir, progress=progress)
+
+
+def run_in_session(session: Any) -> dict[str, Any]:
+    """TASCNet inside a prepared `RunSession` (the method's ``run``); returns the report.
+
+    Session inputs: ``out_dir`` and ``progress`` (see `run_tascnet`).
+    """
+    config = session.config
+    say = session.inputs.get("progress") or (print if config.progress else (lambda message: None))
     started = time.perf_counter()
     import keras
 
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     keras.utils.set_random_seed(config.seed)
-    run = _Run(config, Path(out_dir) if out_dir is not None else None, say)
+    out_dir = session.inputs.get("out_dir")
+    run = _Run(session, Path(out_dir) if out_dir is not None else None, say)
     try:
         report = run.text() if config.tascnet.text_corpus else run.images()
         report["wall_seconds"] = round(time.perf_counter() - started, 2)
         run.finish(report)
     except BaseException as error:
-        run.fail(error)
+        session.fail(error)
         raise
     finally:
         run.close()
@@ -94,19 +98,20 @@ def run_tascnet(
 
 
 class _Run:
-    """State of one run: the tracker, the output folder and the logging helpers.
+    """State of one run: the session, the output folder and the logging helpers.
 
-    The folder is known once the run has an id (`start`): `report_folder` names it after
-    the MLflow run, unless ``out_dir`` was given.
+    The folder is known once the run has an id (`start`): the session's report folder is
+    named after the MLflow run, unless ``out_dir`` was given.
     """
 
-    def __init__(self, config: ExperimentConfig, out_dir: Path | None, say: Callable[[str], None]) -> None:
-        self.config = config
-        self.t = config.tascnet
+    def __init__(self, session: Any, out_dir: Path | None, say: Callable[[str], None]) -> None:
+        self.session = session
+        self.config = session.config
+        self.t = session.config.tascnet
         self.out_dir = out_dir
         self.folder = out_dir or Path()  # set in start(), before anything is written
         self.say = say
-        self.tracker: MLflowTracker | None = None
+        self.tracker: Any = None
         self._location = contextlib.ExitStack()
         self.stage1_rows: list[dict[str, Any]] = []
         self.stage2_rows: list[dict[str, Any]] = []
@@ -116,28 +121,16 @@ class _Run:
     def start(self, dataset: str, backbone: str) -> None:
         """Open the MLflow run (with tracking) and the output folder."""
         self.dataset, self.backbone = dataset, backbone
-        if self.config.tracking.enabled:
-            self._open_tracker(dataset, backbone)
-        run_id = self.tracker.run_id if self.tracker is not None else None
-        self.folder = self.out_dir or self._location.enter_context(report_files(self.config, run_id))
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.tracker = self.session.open_tracker(
+            name=self.config.tracking.run_name or f"tascnet-{dataset}-{backbone}-s{self.config.seed}",
+            tags={"evoprune.dataset": dataset, "evoprune.backbone": backbone})
+        if self.tracker is not None:
+            self.tracker.on_start()
+        self.folder = self._location.enter_context(self.session.report_folder(self.out_dir))
 
     def close(self) -> None:
         """Remove a temporary output folder (its files were logged by `finish`)."""
         self._location.close()
-
-    def _open_tracker(self, dataset: str, backbone: str) -> None:
-        tags = {
-            "evoprune.algorithm": "tascnet", "evoprune.dataset": dataset, "evoprune.backbone": backbone,
-            "evoprune.seed": str(self.config.seed), "evoprune.tascnet.stage": str(self.t.stage),
-            "evoprune.keras_backend": process_backend(),
-        }
-        self.tracker = MLflowTracker(
-            uri=self.config.tracking.uri, experiment=self.config.tracking.experiment,
-            run_name=self.config.tracking.run_name or f"tascnet-{dataset}-{backbone}-s{self.config.seed}",
-            params=flatten(self.config), tags=tags,
-        )
-        self.tracker.on_start()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker is not None:
@@ -166,21 +159,12 @@ class _Run:
                 _write_csv(self.folder / name, rows)
         if self.tracker is None:
             return
-        for name in ("stage1_candidates.csv", "stage2_history.csv"):
-            if (self.folder / name).exists():
-                self.tracker.log_artifact(self.folder / name)
-        for sub in ("plots", "models"):
-            if (self.folder / sub).exists():
-                self.tracker.log_artifact(self.folder / sub, sub)
+        artifacts = [(self.folder / name, None) for name in ("stage1_candidates.csv", "stage2_history.csv")
+                     if (self.folder / name).exists()]
+        artifacts += [(self.folder / sub, sub) for sub in ("plots", "models") if (self.folder / sub).exists()]
         final = {f"final.{k}": v for k, v in _numeric(report).items()}
-        self.tracker.log_metrics(final, step=0)
-        self.tracker.log_report(report)
-        self.tracker.finish()
+        self.session.finish(report, metrics=final, step=0, artifacts=artifacts)
         report["mlflow_run_id"] = self.tracker.run_id
-
-    def fail(self, error: BaseException) -> None:
-        if self.tracker is not None:
-            self.tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
     # -------------------------------------------------------------- shared steps
 
@@ -369,128 +353,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-# ------------------------------------------------------------------ command line
-
-def _parse_value(text: str) -> Any:
-    """A ``--set`` value: TOML-like literal (int, float, bool, list) or a plain string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def tascnet_main(
-    argv: list[str] | None = None,
-    *,
-    defaults: dict[str, Any] | None = None,
-    description: str = "Run TASCNet over one or more seeds and print a results table.",
-    download: str = "",
-) -> int:
-    """Command line of the TASCNet experiment scripts (``experiments/*.py``).
-
-    ``--data``/``--text`` pick the dataset, ``--seeds`` the seeds, ``--set key=value``
-    any config value (``--set tascnet.evaluations=6``); one MLflow run per seed, then a
-    table (params/FLOPs/filters of the searched layers, test accuracy, wall time) and
-    its mean over the seeds.
-
-    Args:
-        argv: arguments (default ``sys.argv[1:]``).
-        defaults: nested config dict the arguments override (the dataset's recipe).
-        description: the ``--help`` text.
-        download: what to download and where (shown in ``--help`` and when the data is missing).
-
-    Returns:
-        The exit status.
-    """
-    parser = argparse.ArgumentParser(description=description, epilog=download or None)
-    parser.add_argument("--data", help="image dataset folder (class folders, train/test[/val])")
-    parser.add_argument("--text", help="text corpus folder (<class>.txt files or rt-polarity.pos/.neg)")
-    parser.add_argument("--backbone", help="backbone name (MobileNetV2, VGG16, ResNet50, DenseNet121...)")
-    parser.add_argument("--weights", help="'imagenet', 'none' or a weights file")
-    parser.add_argument("--image-size", type=int, help="input side in pixels")
-    parser.add_argument("--stage", choices=("1", "2", "both"), help="TASCNet stage(s) to run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (one run each)")
-    parser.add_argument("--out", default="", help="folder for each seed's artifacts (default: temporary)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any config value, e.g. tascnet.evaluations=6 (repeatable)")
-    args = parser.parse_args(argv)
-    raw = merge({"algorithm": {"name": "tascnet"}}, defaults or {})
-    overrides: dict[str, Any] = {}
-    if args.data:
-        overrides.setdefault("data", {})["source"] = args.data
-    if args.text:
-        overrides.setdefault("tascnet", {})["text_corpus"] = args.text
-    if args.backbone:
-        overrides.setdefault("backbone", {})["name"] = args.backbone
-    if args.weights:
-        overrides.setdefault("backbone", {})["weights"] = args.weights
-    if args.image_size:
-        overrides.setdefault("data", {})["image_size"] = args.image_size
-    if args.stage:
-        overrides.setdefault("tascnet", {})["stage"] = args.stage if args.stage == "both" else int(args.stage)
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--set {item!r}; expected KEY=VALUE, e.g. tascnet.evaluations=6")
-        node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _parse_value(value)
-    raw = merge(raw, overrides)
-    source = raw.get("data", {}).get("source", "") if not raw.get("tascnet", {}).get("text_corpus") else raw["tascnet"]["text_corpus"]
-    if not source or (not is_named_source(source) and not Path(source).exists()):
-        print(f"dataset {source!r} not found. {download}", file=sys.stderr)
-        return 2
-    rows = []
-    for seed in args.seeds:
-        try:
-            config = config_from_dict(merge(raw, {"seed": seed}))
-        except ConfigError as error:
-            print(str(error), file=sys.stderr)
-            return 2
-        out = Path(args.out) / f"seed{seed}" if args.out else None
-        rows.append(run_tascnet(config, out_dir=out))
-    print(results_table(rows))
-    return 0
-
-
-def results_table(reports: list[dict[str, Any]]) -> str:
-    """A Markdown table of TASCNet reports (one row per seed, then their mean when there are several).
-
-    Args:
-        reports: outputs of `run_tascnet`.
-
-    Returns:
-        The table text.
-    """
-    head = ("| seed | params unpruned -> pruned | FLOPs unpruned -> pruned | conv filters | "
-            "test acc unpruned | test acc pruned | drop (pts) | iterations | wall s |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]  # one per column
-    keys = ("params", "flops", "conv_filters", "drop", "wall")
-    sums = {k: [] for k in keys}
-    for r in reports:
-        u, p = r["unpruned"], r.get("pruned", r["unpruned"])
-        red = r.get("reduction", {"params": 0.0, "flops": 0.0, "conv_filters": 0.0})
-        drop = 100 * (u["test_accuracy"] - p["test_accuracy"])
-        lines.append(
-            f"| {r['seed']} | {u['params']:,} -> {p['params']:,} (-{100 * red['params']:.1f}%) | "
-            f"{u['flops']:,} -> {p['flops']:,} (-{100 * red['flops']:.1f}%) | "
-            f"{u['conv_filters']} -> {p['conv_filters']} (-{100 * red['conv_filters']:.1f}%) | "
-            f"{u['test_accuracy']:.4f} | {p['test_accuracy']:.4f} | {drop:+.2f} | {r.get('iterations', 0)} | "
-            f"{r.get('wall_seconds', 0):.0f} |"
-        )
-        for k, v in zip(keys, (red["params"], red["flops"], red["conv_filters"], drop, r.get("wall_seconds", 0))):
-            sums[k].append(v)
-    if len(reports) < 2:
-        return "\n".join(lines)  # the mean of one seed is that seed's row
-    mean = {k: float(np.mean(v)) if v else 0.0 for k, v in sums.items()}
-    lines.append(f"| mean of {plural(len(reports), 'seed')} | -{100 * mean['params']:.1f}% | -{100 * mean['flops']:.1f}% | "
-                 f"-{100 * mean['conv_filters']:.1f}% | | | {mean['drop']:+.2f} | | {mean['wall']:.0f} |")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.exit(tascnet_main())

@@ -1,0 +1,73 @@
+"""`run(config)` and `resume(path)`: the method that ``algorithm.name`` selects, in a run session.
+
+Every method runs the same way: the Keras backend is chosen first (before Keras is
+imported), the method is looked up in the registry (`evoprune_tf.methods.get_method`),
+and `evoprune_tf.session.run_method` opens the session (preflight, seeding, MLflow run,
+SIGTERM, checkpoint/resume, callbacks) and calls the method's ``run``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from evoprune_tf.app.config import ExperimentConfig, config_from_dict, use_backend
+from evoprune_tf.methods import get_method
+from evoprune_tf.methods.head.run import RunResult, summary_metrics
+from evoprune_tf.search.callbacks import Callback
+from evoprune_tf.search.checkpoint import load_checkpoint
+from evoprune_tf.session import run_method
+
+__all__ = ["RunResult", "run", "resume", "summary_metrics"]
+
+
+def run(
+    config: ExperimentConfig,
+    *,
+    callbacks: Sequence[Callback] = (),
+    checkpoint: str | Path | None = None,
+    out: Any = None,
+    **inputs: Any,
+) -> Any:
+    """Run the method ``config.algorithm.name`` selects.
+
+    Args:
+        config: a validated `ExperimentConfig` (see `evoprune_tf.app.config.load_config`).
+        callbacks: extra callbacks, called after the built-in ones.
+        checkpoint: resume from this checkpoint (file or folder) instead of starting.
+        out: stream for the human-readable lines (default stdout).
+        **inputs: what the method takes instead of loading it: ``features`` and
+            ``ood_features`` for the head methods (tests, notebooks); ``images``,
+            ``network``, ``output_dir``, ``head_epochs`` for DeepPruningES; ``out_dir``,
+            ``progress`` for TASCNet.
+
+    Returns:
+        The method's result: a `RunResult` for the head methods, a `FilterRunResult` for
+        DeepPruningES, the report dict for TASCNet; with tracking on, everything is also in
+        the MLflow run.
+
+    Raises:
+        ValueError: bad input, e.g. ``train.backend`` names a backend that is not installed.
+    """
+    # Before anything imports Keras: its backend is fixed per process at the first import.
+    print(use_backend(config).line, file=out or sys.stdout)
+    return run_method(config, get_method(config.algorithm.name), callbacks=callbacks, checkpoint=checkpoint, out=out,
+                      **inputs)
+
+
+def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs: Any) -> Any:
+    """Continue a run from its checkpoint (the config stored in it unless one is given).
+
+    Args:
+        path: the checkpoint file or folder.
+        config: run with this config instead of the checkpoint's.
+        **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
+
+    Returns:
+        What `run` returns.
+    """
+    checkpoint = load_checkpoint(path)
+    if config is None:
+        config = config_from_dict(checkpoint.config, source=f"config of {path}")
+    return run(config, checkpoint=path, **kwargs)
