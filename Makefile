@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Each creates .venv when it is missing.
+# `make docs` serves the documentation site (mkdocs serve) on 127.0.0.1:8000.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ export EVOPRUNE_ASSETS ?= $(if $(wildcard $(SHARED_ASSETS)/MANIFEST.txt),$(SHARE
 export MLFLOW_DISABLE_TELEMETRY := true
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test install install-dev bench ui clean
+.PHONY: demo test docs install install-dev bench ui clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(VPY) -m pytest -q -rs -n 2 --dist loadfile
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: $(VENV)/.installed
 	$(VPY) benchmarks/fitness.py

@@ -301,8 +301,9 @@ class PopulationEvaluator(CachedEvaluator):
         Args:
             head: the trained head.
             genes: its genome.
-            x_val, y_val: the samples to score on (default: the validation split; a
+            x_val: the samples to score on (default: the validation split; a
                 resampled fitness passes each partition's validation rows).
+            y_val: their labels (default: the validation split's).
 
         Returns:
             The head's `Evaluation`.

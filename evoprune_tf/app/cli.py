@@ -4,7 +4,7 @@
     evoprune resume CHECKPOINT              continue a killed run in the same MLflow run
     evoprune ui [--port 5000]               MLflow UI over the project's store
     evoprune bench [...]                    fitness-evaluation benchmark
-    evoprune explain RUN_ID                 explanation heat maps for a finished run
+    evoprune explain RUN_ID [--model knee]  explanation heat maps for a finished run (best, heavy, knee, light)
     evoprune operators                      list the registered operator names
     evoprune methods                        list the registered methods and the config sections they read
     evoprune grid GRID.toml                 run a study grid, one MLflow run per cell (resumable)
@@ -27,8 +27,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from evoprune_tf.app.trust import add_trust_arguments
 from evoprune_tf.session.signals import Terminated, _raise_terminated
 from evoprune_tf.studies.compare import add_compare_arguments, run_compare
+from evoprune_tf.tracking.redact import redact_text, redact_uri
 
 if TYPE_CHECKING:
     from evoprune_tf.app.backend import BackendChoice
@@ -251,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluations", type=int, help="a new (larger) evaluation budget")
     p.add_argument("--generations", type=int, help="a new (larger) generation budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_trust_arguments(p)
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--uri", default="", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
@@ -259,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explanation heat maps for a finished run")
     p.add_argument("run_id")
     p.add_argument("--per-class", type=int, default=2)
+    p.add_argument("--model", default="best",
+                   help="which model: best (default), or for multi-objective runs a trade-off model: heavy, knee, light")
+    add_trust_arguments(p)
     sub.add_parser("operators", help="list registered operator names by kind")
     p = sub.add_parser("methods", help="list the registered methods (algorithm.name) and the config keys each reads")
     p.add_argument("--plugin", action="append", metavar="MODULE", help="import MODULE first (its @register methods)")
@@ -270,43 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_grid_arguments(sub.add_parser("grid", help="run a study grid (cross product of config keys), resumable"))
     add_server_arguments(sub.add_parser("server", help="start one MLflow tracking server for concurrent runs"))
     return parser
-
-
-def _checkpoint_for(target: str) -> str:
-    """A checkpoint path from a path, or from an MLflow run id (or unique prefix).
-
-    A run id is looked up next to the current store (``<store folder>/checkpoints/<id>``),
-    in ``./mlruns/checkpoints/<id>``, then through the run's ``evoprune.checkpoint`` tag,
-    so ``evoprune resume RUN_ID`` works from any folder.
-    """
-    if Path(target).exists():
-        return target
-    from evoprune_tf.tracking.store import find_run, resolve_tracking_uri, store_folder
-
-    folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
-    for folder in folders:
-        candidate = folder / "checkpoints" / target / "checkpoint.pkl"
-        if candidate.exists():
-            return str(candidate)
-    uri = resolve_tracking_uri()
-    try:
-        run = find_run(target, uri)
-    except ValueError:
-        run = None
-    except Exception:  # noqa: BLE001 - an unusable store: fall through to the plain message
-        run = None
-    if run is not None:
-        tagged = run.data.tags.get("evoprune.checkpoint")
-        if tagged and Path(tagged).is_file():
-            return tagged
-        raise FileNotFoundError(
-            f"MLflow run {run.info.run_id} in {uri} has no checkpoint on this machine "
-            f"(tag evoprune.checkpoint={tagged!r}); expected a checkpoint file, folder or run id with one"
-        )
-    raise FileNotFoundError(
-        f"no checkpoint file, folder or run id {target!r} (looked in {', '.join(str(f / 'checkpoints') for f in folders)} "
-        f"and the runs of {uri}); expected a checkpoint path or the id of a run that wrote one"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, RuntimeError) as error:
         # RuntimeError: e.g. ImageNet weights that cannot be downloaded (the message names the file)
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: {redact_text(line)}", file=sys.stderr)  # no URI password on the terminal
         return 2
     finally:
         if previous is not None:
@@ -424,7 +394,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         uri = resolve_tracking_uri(args.uri)
         server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1)
-        code, stopped = serve_in_foreground(server, f"MLflow UI for {uri} at {{url}} (Ctrl-C to stop)")
+        code, stopped = serve_in_foreground(server, f"MLflow UI for {redact_uri(uri)} at {{url}} (Ctrl-C to stop)")
         if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
             return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
         return code
@@ -440,7 +410,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "explain":
         from evoprune_tf.app.explain import explain_run
 
-        for path in explain_run(args.run_id, per_class=args.per_class):
+        for path in explain_run(args.run_id, per_class=args.per_class, model=args.model, plugins=args.plugin,
+                                trust_plugins=args.trust_plugins):
             print(path)
         return 0
     from evoprune_tf.app.config import merge
@@ -448,20 +419,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "resume":
         from evoprune_tf.app.config import config_from_dict, use_backend_for_dict
+        from evoprune_tf.app.trust import check_stored_modules
         from evoprune_tf.search.checkpoint import load_checkpoint
+        from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
-        path = _checkpoint_for(args.checkpoint)
+        path = find_checkpoint(args.checkpoint)
         checkpoint = load_checkpoint(path)
         budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
         extra: dict = {"algorithm": budget} if budget else {}
         if args.no_progress:
             extra["progress"] = False
-        recorded = getattr(checkpoint, "tracking_uri", None)
-        stored = checkpoint.config.get("tracking", {})
-        if recorded and not stored.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            # No store named now: continue in the one the run lives in (an absolute URI,
-            # so this works from any folder), not in ./mlruns of the current folder.
-            extra["tracking"] = {"uri": recorded}
+        extra.update(recorded_store(checkpoint))  # no store named now: the one the run lives in
+        # The checkpoint's config is stored data: the modules it names are imported only when allowed.
+        check_stored_modules(merge(checkpoint.config, extra), f"config of checkpoint {path}",
+                             allowed=args.plugin, trust=args.trust_plugins)
         use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
         config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
         resume(path, config=config)

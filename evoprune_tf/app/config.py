@@ -31,6 +31,7 @@ from evoprune_tf.methods import get_method, method_sections
 from evoprune_tf.search.toolbox import with_genome_length
 from evoprune_tf.session import checkpoint_dir, report_files, report_folder
 from evoprune_tf.session import check_output_locations as _check_output_locations
+from evoprune_tf.tracking.redact import is_secret_name, redact_text
 from evoprune_tf.train.config import BACKENDS
 from evoprune_tf.train.numpy_engine import TrainConfig
 
@@ -218,6 +219,9 @@ class ExperimentConfig:
         """The `evoprune_tf.methods.Method` that ``algorithm.name`` selects."""
         return get_method(self.algorithm.name)
 
+    #: ``value -> "${NAME}"`` of the secret-named variables `config_from_dict` expanded.
+    _secrets: typing.ClassVar[dict[str, str]] = {}
+
     @property
     def multi_objective(self) -> bool:
         """True for runs that keep a Pareto front (NSGA-II/III)."""
@@ -226,11 +230,34 @@ class ExperimentConfig:
         except ValueError:  # an unknown name: validation reports it
             return False
 
+    def redact(self, text: str) -> str:
+        """``text`` safe to print or log: the config's secrets replaced.
+
+        Each value expanded from a secret-named environment variable (``${MY_API_TOKEN}``)
+        goes back to its ``${NAME}`` template, and every URI loses its password
+        (`evoprune_tf.tracking.redact.redact_text`).
+
+        Args:
+            text: a config value, a run name, a tag.
+
+        Returns:
+            The redacted text.
+        """
+        for value in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(value, self._secrets[value])
+        return redact_text(text)
+
     def to_dict(self) -> dict:
-        """Plain nested dict (TOML/JSON-able); the methods' sections are top-level tables."""
+        """Plain nested dict (TOML/JSON-able), safe to print, log and store (`redact` on every string).
+
+        The methods' sections are top-level tables. It is what the run's params, its
+        ``config.json`` and its checkpoint hold: a value expanded from a secret-named
+        variable is its ``${NAME}`` template again (expanded anew when the dict is loaded),
+        and URI passwords are ``***``.
+        """
         out = dataclasses.asdict(self)
         sections = out.pop("sections")
-        return {**out, **sections}
+        return _redact_tree({**out, **sections}, self.redact)
 
 
 #: The shared sections; the methods' own sections come from the registry (`section_types`).
@@ -256,13 +283,36 @@ _TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "wor
 _ENV = re.compile(r"\$\{(\w+)\}")
 
 
-def _expand(value: Any) -> Any:
+def _expand(value: Any, secrets: dict[str, str] | None = None) -> Any:
+    """``${VAR}`` -> its value, in every string of a raw config.
+
+    Args:
+        value: a raw config value (str, list, dict or other).
+        secrets: filled with ``value -> "${NAME}"`` for every non-empty variable whose
+            name looks like a secret (`is_secret_name`), so it is never logged.
+    """
     if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value)
+        def expand(match: re.Match) -> str:
+            found = os.environ.get(match.group(1), "")
+            if secrets is not None and found and is_secret_name(match.group(1)):
+                secrets[found] = match.group(0)
+            return found
+
+        return _ENV.sub(expand, value)
     if isinstance(value, list):
-        return [_expand(v) for v in value]
+        return [_expand(v, secrets) for v in value]
     if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
+        return {k: _expand(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _redact_tree(value: Any, redact: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_tree(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_tree(v, redact) for k, v in value.items()}
     return value
 
 
@@ -455,8 +505,9 @@ def config_from_dict(raw: dict, source: str = "config", *, given: dict | None = 
     Raises:
         ConfigError: listing every problem found.
     """
-    raw = _expand(copy.deepcopy(raw))
-    user = raw if given is None else _expand(copy.deepcopy(given))
+    secrets: dict[str, str] = {}
+    raw = _expand(copy.deepcopy(raw), secrets)
+    user = raw if given is None else _expand(copy.deepcopy(given), {})
     plugin_error = None
     plugins = raw.get("plugins", [])
     try:
@@ -470,9 +521,9 @@ def config_from_dict(raw: dict, source: str = "config", *, given: dict | None = 
     except ValueError:  # reported with every other problem
         method = None
     for section, values in (method.defaults if method is not None else {}).items():
-        given = raw.get(section, {})
-        if isinstance(given, dict):  # the method's defaults under the config's values
-            raw[section] = {**values, **given}
+        present = raw.get(section, {})
+        if isinstance(present, dict):  # the method's defaults under the config's values
+            raw[section] = {**values, **present}
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
     sections = section_types()
@@ -492,6 +543,7 @@ def config_from_dict(raw: dict, source: str = "config", *, given: dict | None = 
             problems.append(f"unknown key {key!r} (known: {', '.join(known)})")
     config = ExperimentConfig(**kwargs)
     config.sections.update(own)
+    config._secrets = secrets
     if plugin_error is not None:
         problems.append(f"plugins: {plugin_error}")
     _check(config, problems)

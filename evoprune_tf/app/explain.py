@@ -1,4 +1,4 @@
-"""Explanations for a finished run: ``evoprune explain RUN_ID``.
+"""Explanations for a finished run: ``evoprune explain RUN_ID [--model best|heavy|knee|light]``.
 
 `explain_run` rebuilds what a run needs from MLflow alone: its config (the
 ``config.json`` artifact that `ConfigArtifact` logs when the evolution starts; for
@@ -21,7 +21,7 @@ import ast
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from mlflow import MlflowClient
@@ -29,6 +29,7 @@ from mlflow import MlflowClient
 from evoprune_tf.methods.head.build import backbone_spec, encoding_for, prepare_features
 from evoprune_tf.session import seed_everything
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, report_files
+from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.encodings import pack_genome
 from evoprune_tf.records import write_csv
 from evoprune_tf.report.influence import feature_influence
@@ -39,7 +40,7 @@ from evoprune_tf.tracking import find_run, resolve_tracking_uri
 from evoprune_tf.tracking.store import run_artifact, run_genomes
 from evoprune_tf.train.numpy_engine import TrainConfig
 
-__all__ = ["explain_run", "run_config", "MODELS"]
+__all__ = ["explain_run", "run_config", "check_model", "MODELS"]
 
 #: Which genome of the run to explain.
 MODELS = ("best", "heavy", "knee", "light")
@@ -74,18 +75,24 @@ def _config_from_params(params: dict[str, str]) -> dict:
     return raw
 
 
-def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
+def run_config(run_id: str, uri: str = "", *, plugins: Iterable[str] = (), trust_plugins: bool = False
+               ) -> ExperimentConfig:
     """The `ExperimentConfig` of a logged run (``config.json``, else its params).
+
+    The config comes from the store, so the modules it names (plugins, operator and head
+    import paths) are imported only when allowed (`evoprune_tf.app.trust.check_stored_modules`).
 
     Args:
         run_id: the run's id or a unique prefix of it.
         uri: tracking URI (``""``: ``$MLFLOW_TRACKING_URI`` or the project's store).
+        plugins: module names the stored config may import.
+        trust_plugins: it may import every module it names.
 
     Returns:
         The validated config.
 
     Raises:
-        ValueError: no such run, or a config that does not validate.
+        ValueError: no such run, a module not allowed, or a config that does not validate.
     """
     with run_artifact(run_id, "config.json", uri) as (run, path):
         if path is not None and path.is_file():
@@ -96,7 +103,36 @@ def run_config(run_id: str, uri: str = "") -> ExperimentConfig:
             source = f"params of run {run.info.run_id}"
     if not raw:
         raise ValueError(f"run {run.info.run_id} has neither config.json nor params; expected an evoprune run")
+    check_stored_modules(raw, source, allowed=plugins, trust=trust_plugins)
     return config_from_dict(raw, source=source)
+
+
+def check_model(config: ExperimentConfig, model: str, run_id: str = "") -> None:
+    """Refuse, in one line, a model the run does not have (before anything slow).
+
+    Single-objective runs have one model, ``best``; multi-objective runs (NSGA-II,
+    NSGA-III) also ``heavy``, ``knee`` and ``light``. DeepPruningES and TASCNet prune
+    filters inside the network, not a head: their models are the run's exported
+    ``.keras`` artifacts, and the CAM overlays here explain heads only.
+
+    Args:
+        config: the run's config.
+        model: one of `MODELS`.
+        run_id: the run's id, for the message.
+
+    Raises:
+        ValueError: the model is unknown or not one of this run's.
+    """
+    which = f"run {run_id}" if run_id else "this run"
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}; expected one of {', '.join(MODELS)}")
+    method = config.algorithm.name
+    if method in ("deep_pruning_es", "tascnet"):
+        raise ValueError(f"{which} is a {method} run (filters pruned inside the network); explain draws the CAMs "
+                         "of pruned heads: expected a head-pruning run (its models are the run's .keras artifacts)")
+    if model != "best" and not config.multi_objective:
+        raise ValueError(f"model={model!r}: {which} is single-objective ({method}); expected 'best' "
+                         "(heavy, knee and light are the trade-off models of multi-objective runs)")
 
 
 def _pick(genomes: dict[str, np.ndarray], model: str) -> int:
@@ -115,7 +151,8 @@ def _pick(genomes: dict[str, np.ndarray], model: str) -> int:
 # ------------------------------------------------------------------ the command
 
 
-def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = "best") -> list[Path]:
+def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = "best", plugins: Iterable[str] = (),
+                trust_plugins: bool = False) -> list[Path]:
     """CAM overlays (and a feature ranking) for a finished run, logged to that run.
 
     Args:
@@ -125,6 +162,8 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
         model: which genome of ``masks/best_genomes.npz``: ``"best"`` (the first: the
             hall of fame's best, or the Pareto front's most accurate), or for
             multi-objective runs the trade-off model ``"heavy"``, ``"knee"`` or ``"light"``.
+        plugins: modules the run's stored config may import (`run_config`).
+        trust_plugins: it may import every module it names.
 
     Returns:
         The local files written: one PNG per class, then ``feature_influence.csv`` (with a
@@ -142,7 +181,8 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     uri = resolve_tracking_uri(uri)
     run = find_run(run_id, uri)
     run_id = run.info.run_id
-    config = run_config(run_id, uri)
+    config = run_config(run_id, uri, plugins=plugins, trust_plugins=trust_plugins)
+    check_model(config, model, run_id)
     genomes = run_genomes(run_id, uri)
     genome = np.asarray(genomes["genomes"][_pick(genomes, model)]).astype(np.int8)
 

@@ -1,4 +1,4 @@
-"""`run(config)` and `resume(path)`: the method that ``algorithm.name`` selects, in a run session.
+"""`run(config)` and `resume(target)`: the method that ``algorithm.name`` selects, in a run session.
 
 Every method runs the same way: the Keras backend is chosen first (before Keras is
 imported), the method is looked up in the registry (`evoprune_tf.methods.get_method`),
@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from evoprune_tf.app.config import ExperimentConfig, config_from_dict, use_backend
+from evoprune_tf.app.config import ExperimentConfig, config_from_dict, merge, use_backend, use_backend_for_dict
+from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.methods import get_method
 from evoprune_tf.methods.head.run import RunResult, summary_metrics
 from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint
 from evoprune_tf.session import run_method
+from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
 __all__ = ["RunResult", "run", "resume", "summary_metrics"]
 
@@ -56,18 +58,34 @@ def run(
                       **inputs)
 
 
-def resume(path: str | Path, *, config: ExperimentConfig | None = None, **kwargs: Any) -> Any:
+def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
+           trust_plugins: bool = False, **kwargs: Any) -> Any:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
-        path: the checkpoint file or folder.
-        config: run with this config instead of the checkpoint's.
+        target: the checkpoint file or folder, or the MLflow run id (or a unique prefix)
+            of the run that wrote it, as ``evoprune resume`` takes
+            (`evoprune_tf.tracking.checkpoints.find_checkpoint`).
+        config: run with this config instead of the checkpoint's. Without one, a run whose
+            config names no store continues in the store it was logged to (unless
+            ``$MLFLOW_TRACKING_URI`` names one), as ``evoprune resume`` does.
+        plugins: modules the checkpoint's stored config may import (`evoprune_tf.app.trust`).
+        trust_plugins: it may import every module it names.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
 
     Returns:
         What `run` returns.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
+        ValueError: the stored config names a module not allowed, or does not validate.
     """
+    path = find_checkpoint(target)
     checkpoint = load_checkpoint(path)
     if config is None:
-        config = config_from_dict(checkpoint.config, source=f"config of {path}")
+        source = f"config of checkpoint {path}"
+        stored = merge(checkpoint.config, recorded_store(checkpoint))
+        check_stored_modules(stored, source, allowed=plugins, trust=trust_plugins)
+        use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
+        config = config_from_dict(stored, source=source)
     return run(config, checkpoint=path, **kwargs)

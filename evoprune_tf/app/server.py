@@ -13,7 +13,15 @@ writes, so no metric step is lost to a locked database. `MLflowServer` starts
   an S3-compatible store every client writes to directly;
 * ``--workers 1`` and ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: two processes and
   about 0.5 GB instead of about fifteen and 3 GB;
-* host ``127.0.0.1`` unless asked otherwise (``--host 0.0.0.0`` for other machines).
+* host ``127.0.0.1`` unless asked otherwise (``--host 0.0.0.0`` for other machines);
+  a host other machines can reach without ``--auth`` gets a one-line warning;
+* ``--auth``: MLflow's basic-auth app (``--app-name basic-auth``), every request needs a
+  user and password; the admin's password comes from ``EVOPRUNE_ADMIN_PASSWORD`` (or
+  ``MLFLOW_AUTH_ADMIN_PASSWORD``) when the auth database is created (`auth_environment`);
+* secrets never go on the command line, where every user of the machine sees them in
+  the process list: the backend store URI reaches the child as
+  ``MLFLOW_BACKEND_STORE_URI``, the admin password as ``MLFLOW_AUTH_ADMIN_PASSWORD``, and
+  what is printed shows the URI without its password.
 
 The server runs in its own process group: `MLflowServer.stop` (and ``evoprune server``
 on SIGINT, SIGTERM or SIGHUP) ends the whole group, so no worker is left behind.
@@ -22,7 +30,9 @@ on SIGINT, SIGTERM or SIGHUP) ends the whole group, so no worker is left behind.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,8 +43,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_BACKEND", "MLflowServer", "server_command", "server_env", "free_port", "add_server_arguments",
-           "serve"]
+from evoprune_tf.tracking.redact import redact_uri
+
+__all__ = ["DEFAULT_BACKEND", "MLflowServer", "server_command", "server_env", "auth_environment", "is_loopback",
+           "free_port", "add_server_arguments", "serve", "ADMIN_PASSWORD_ENV"]
+
+#: Where ``evoprune server --auth`` reads the admin's password (MLflow's own name works too).
+ADMIN_PASSWORD_ENV = "EVOPRUNE_ADMIN_PASSWORD"
 
 #: The project's store; the server makes the path absolute.
 DEFAULT_BACKEND = "sqlite:///mlruns/mlflow.db"
@@ -77,7 +92,8 @@ def _check_backend(uri: str) -> None:
         return
     if uri.startswith(("mysql", "mssql")):
         return
-    raise ValueError(f"backend store {uri!r} is not a database URI; expected sqlite:///PATH or postgresql://USER@HOST/DB")
+    raise ValueError(f"backend store {redact_uri(uri)!r} is not a database URI; "
+                     "expected sqlite:///PATH or postgresql://USER@HOST/DB")
 
 
 def server_command(
@@ -89,9 +105,10 @@ def server_command(
     artifacts_destination: str | None = None,
     default_artifact_root: str | None = None,
     serve_artifacts: bool = True,
+    auth: bool = False,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``mlflow server`` command line.
+    """The ``mlflow server`` command line (without the backend store, which `server_env` passes).
 
     Args:
         backend_store_uri: SQLite or PostgreSQL URI (a relative SQLite path is made absolute).
@@ -103,6 +120,7 @@ def server_command(
         default_artifact_root: the artifact URI new experiments get (e.g. ``s3://bucket/mlflow``
             with ``serve_artifacts=False``).
         serve_artifacts: proxy artifact uploads and downloads through the server.
+        auth: MLflow's basic-auth app (see `auth_environment` for its settings).
         extra: more ``mlflow server`` options, passed as they are.
 
     Returns:
@@ -117,8 +135,10 @@ def server_command(
         raise ValueError(f"workers={workers}; expected at least 1 server worker")
     backend = _absolute_backend(backend_store_uri)
     _check_backend(backend)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-           "--host", host, "--port", str(port), "--workers", str(workers)]
+    # The backend store URI (it may hold a password) goes in the environment: `server_env`.
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers)]
+    if auth:
+        cmd += ["--app-name", "basic-auth"]
     if serve_artifacts:
         if artifacts_destination is None and backend.startswith(_SQLITE):
             artifacts_destination = str(Path(backend[len(_SQLITE):]).parent / "artifacts")
@@ -132,11 +152,15 @@ def server_command(
     return cmd + list(extra)
 
 
-def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: no job runner, no telemetry.
+def server_env(base: dict[str, str] | None = None, *, backend_store_uri: str | None = None,
+               auth: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: no job runner, no telemetry, and the secrets argv must not show.
 
     Args:
         base: the environment to start from (default: this process's).
+        backend_store_uri: passed as ``MLFLOW_BACKEND_STORE_URI`` (``mlflow server`` reads
+            its ``--backend-store-uri`` from it), made absolute like `server_command` does.
+        auth: `auth_environment`'s settings, for a server started with ``auth=True``.
 
     Returns:
         A new dict.
@@ -144,7 +168,92 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if backend_store_uri is not None:
+        env["MLFLOW_BACKEND_STORE_URI"] = _absolute_backend(backend_store_uri)
+    env.update(auth or {})
     return env
+
+
+def auth_environment(backend_store_uri: str = DEFAULT_BACKEND, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The settings of MLflow's basic-auth app for a server over this store.
+
+    Unless ``MLFLOW_AUTH_CONFIG_PATH`` names the user's own ``basic_auth.ini``, one is
+    written next to the SQLite store (``./mlruns`` for other backends), keeping the
+    users in ``basic_auth.db`` beside it, with MLflow's defaults: user ``admin``, and
+    every other user may READ what they did not create; a checked password is cached
+    for 60 s (``auth_cache_ttl_seconds``: each check is a slow hash, and a run sends many
+    requests), so a changed password may still work for a minute. The admin's password comes from
+    ``EVOPRUNE_ADMIN_PASSWORD`` (or ``MLFLOW_AUTH_ADMIN_PASSWORD``) and is needed when the
+    auth database is new; MLflow ignores it once the admin exists. The CSRF key the app
+    needs is ``MLFLOW_FLASK_SERVER_SECRET_KEY``, or a new random one for this server.
+
+    Args:
+        backend_store_uri: the server's backend store.
+        env: the environment to read (default: this process's).
+
+    Returns:
+        Environment variables for the server process (nothing goes on its command line).
+
+    Raises:
+        ValueError: Flask-WTF missing, an MLflow too old to take the password from the
+            environment, or no password for a new auth database.
+    """
+    import importlib.util
+
+    env = dict(os.environ if env is None else env)
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise ValueError("--auth needs Flask-WTF (MLflow's auth extra), which is not installed; "
+                         "expected `pip install 'evoprune-tf[auth]'` or `pip install Flask-WTF`")
+    from mlflow import environment_variables
+
+    if not hasattr(environment_variables, "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        raise ValueError("--auth needs an MLflow that reads the admin password from MLFLOW_AUTH_ADMIN_PASSWORD; "
+                         "expected a newer mlflow (pip install -U mlflow)")
+    out = {"MLFLOW_FLASK_SERVER_SECRET_KEY": env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)}
+    password = env.get(ADMIN_PASSWORD_ENV) or env.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+    if password:
+        out["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+    if env.get("MLFLOW_AUTH_CONFIG_PATH"):
+        return out
+    backend = _absolute_backend(backend_store_uri)
+    folder = Path(backend[len(_SQLITE):]).parent if backend.startswith(_SQLITE) else Path("mlruns").absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "basic_auth.db"
+    if not db.exists() and not password:
+        raise ValueError(f"--auth creates the user database {db} with an admin user, but {ADMIN_PASSWORD_ENV} "
+                         f"is not set; expected the admin's password in it (export {ADMIN_PASSWORD_ENV}=...)")
+    if not db.exists() and len(password or "") < 12:  # MLflow's rule for the admin it creates
+        raise ValueError(f"{ADMIN_PASSWORD_ENV} has {len(password or '')} characters; "
+                         "expected at least 12 for the admin user MLflow creates")
+    ini = folder / "basic_auth.ini"
+    ini.write_text(
+        "# Written by `evoprune server --auth`; set MLFLOW_AUTH_CONFIG_PATH to use your own.\n"
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = {_SQLITE}{db}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "# A checked password is remembered this long (a run logs many requests; each check is a slow hash).\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    out["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+    return out
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server listening on ``host``.
+
+    Args:
+        host: an interface address or name (``127.0.0.1``, ``::1``, ``localhost``, ``0.0.0.0``...).
+
+    Returns:
+        True for loopback addresses and ``localhost``; False for everything else, names included.
+    """
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class MLflowServer:
@@ -170,6 +279,8 @@ class MLflowServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 5000, log_file: str | Path | None = None,
                  **options: Any) -> None:
         self.command = server_command(host=host, port=port, **options)
+        self.backend = _absolute_backend(options.get("backend_store_uri", DEFAULT_BACKEND))
+        self.auth = auth_environment(self.backend) if options.get("auth") else None
         client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         self.url = f"http://{client_host}:{port}"
         self.log_file = Path(log_file) if log_file else None
@@ -191,7 +302,8 @@ class MLflowServer:
         try:
             # Its own session: signals to our terminal group do not reach it half-way,
             # and stop() can end its workers with one killpg.
-            self.process = subprocess.Popen(self.command, env=server_env(), stdout=sink, stderr=subprocess.STDOUT,
+            env = server_env(backend_store_uri=self.backend, auth=self.auth)
+            self.process = subprocess.Popen(self.command, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
                                             preexec_fn=_die_with_parent)
         finally:
@@ -267,8 +379,9 @@ def add_server_arguments(parser: Any) -> Any:
     Returns:
         The parser.
     """
-    parser.add_argument("--backend-store-uri", default=DEFAULT_BACKEND,
-                        help="sqlite:///PATH (default sqlite:///mlruns/mlflow.db) or postgresql://USER:PW@HOST:5432/DB")
+    parser.add_argument("--backend-store-uri", default=None,
+                        help="sqlite:///PATH or postgresql://USER:PW@HOST:5432/DB (default: $MLFLOW_BACKEND_STORE_URI, "
+                             "else sqlite:///mlruns/mlflow.db)")
     parser.add_argument("--artifacts-destination", default=None,
                         help="where the server stores proxied artifacts (default: artifacts/ next to the SQLite file;"
                              " s3://bucket/prefix for S3-compatible storage)")
@@ -279,6 +392,9 @@ def add_server_arguments(parser: Any) -> Any:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     parser.add_argument("--log-file", default=None, help="write the server's output here")
+    parser.add_argument("--auth", action="store_true",
+                        help=f"require a user and password (MLflow's basic-auth app); the admin's password comes from "
+                             f"${ADMIN_PASSWORD_ENV}, clients set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
     parser.add_argument("mlflow_args", nargs="*", help="more `mlflow server` options, after --")
     return parser
 
@@ -335,14 +451,21 @@ def serve(args: Any) -> int:
     Returns:
         0 after a signal, else the server's exit status.
     """
+    auth = bool(getattr(args, "auth", False))
+    # A password-holding URI may stay out of the shell history too: MLFLOW_BACKEND_STORE_URI.
+    backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or DEFAULT_BACKEND
     server = MLflowServer(
-        host=args.host, port=args.port, log_file=args.log_file, backend_store_uri=args.backend_store_uri,
+        host=args.host, port=args.port, log_file=args.log_file, backend_store_uri=backend,
         workers=args.workers, artifacts_destination=args.artifacts_destination,
         default_artifact_root=args.default_artifact_root, serve_artifacts=not args.no_serve_artifacts,
-        extra=args.mlflow_args,
+        auth=auth, extra=args.mlflow_args,
     )
+    if not auth and not is_loopback(args.host):
+        print(f"warning: --host {args.host} lets every machine that reaches port {args.port} read and change the store"
+              f" without a password; pass --auth (admin password from ${ADMIN_PASSWORD_ENV})", file=sys.stderr)
+    login = (" with basic auth (clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)" if auth else "")
     code, stopped = serve_in_foreground(
-        server, f"MLflow tracking server at {{url}} (backend {server.command[5]}); "
+        server, f"MLflow tracking server at {{url}}{login} (backend {redact_uri(server.backend)}); "
                 "set MLFLOW_TRACKING_URI={url} in every run. Ctrl-C stops it.")
     return 0 if stopped else code
 

@@ -50,7 +50,9 @@ __all__ = ["RayMap", "RAY_EXTRA", "import_ray", "check_ray_address", "check_clus
 RAY_EXTRA = 'pip install "evoprune-tf[ray]"'
 #: Environment variables forwarded to Ray workers: the Keras backend decides the numbers,
 #: and grid runs must log where the driver logs. (Paths local to the driver are not sent.)
-_FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_TRACKING_URI")
+# The tracking server's credentials too: grid cells log from the workers (an `evoprune server --auth`).
+_FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "MLFLOW_DISABLE_TELEMETRY", "MLFLOW_TRACKING_URI",
+                  "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def ray_available() -> bool:

@@ -69,6 +69,8 @@ def tracker_options(config: Any, *, tags: Mapping[str, str] | None = None, name:
                     title: str | None = None) -> dict[str, Any]:
     """Keyword arguments of `evoprune_tf.tracking.MLflowTracker` for a config's run.
 
+    Names, tags and the title go through ``config.redact`` (no secret in the store).
+
     Args:
         config: the run's config.
         tags: the method's tags (added to `run_tags`).
@@ -76,7 +78,9 @@ def tracker_options(config: Any, *, tags: Mapping[str, str] | None = None, name:
         title: the title of the run's plots (default ``<name>: <algorithm> (seed N)``).
     """
     c = config
+    # Params, tags and names are what others see in the store: no secret goes there (`ExperimentConfig.redact`).
     return dict(
-        uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=name or run_name(c), params=flatten(c),
-        tags=run_tags(c, tags), title=title or f"{c.name}: {c.algorithm.name} (seed {c.seed})",
+        uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=c.redact(name or run_name(c)),
+        params=flatten(c), tags={k: c.redact(v) for k, v in run_tags(c, tags).items()},
+        title=c.redact(title or f"{c.name}: {c.algorithm.name} (seed {c.seed})"),
     )

@@ -22,6 +22,7 @@ from evoprune_tf.session.options import seed_everything, tracker_options
 from evoprune_tf.session.outputs import check_output_locations, checkpoint_dir, report_files
 from evoprune_tf.session.signals import sigterm_raises
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 
@@ -115,10 +116,11 @@ class RunSession:
         return self.tracker.run_id if self.tracker is not None else None
 
     def tracking_uri(self) -> str | None:
-        """The absolute URI of the tracker's store (checkpoints record it)."""
+        """The absolute URI of the tracker's store, without password (checkpoints record it)."""
         if self.tracker is None or not self.tracker.uri:
             return None
-        return absolute_tracking_uri(self.tracker.uri)
+        # the checkpoint keeps the store without its password (`usable_uri` restores it on resume)
+        return redact_uri(absolute_tracking_uri(self.tracker.uri))
 
     # ------------------------------------------------------------------ callbacks
 
@@ -240,7 +242,7 @@ class RunSession:
         for name, model in (models or {}).items():
             self.tracker.log_keras_model(model, name=name)
         self.tracker.finish()
-        self.say(f"MLflow run {self.tracker.run_id} in {self.tracker.uri}")
+        self.say(f"MLflow run {self.tracker.run_id} in {redact_uri(self.tracker.uri)}")
 
     @property
     def elapsed(self) -> float:

@@ -67,6 +67,7 @@ from evoprune_tf.runners.ray_runner import (
     forwarded_env,
     import_ray,
 )
+from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri, artifact_location
 
 __all__ = [
@@ -577,7 +578,7 @@ def run_grid(
         for c in grid.cells if status[c.key][0] == "FINISHED"
     }
     print(f"grid {grid.name!r}: {len(grid.cells)} cells, {len(outcomes)} finished before, {len(todo)} to run "
-          f"({grid.runner}) -> {grid.tracking_uri}, experiment {grid.experiment!r}", file=out)
+          f"({grid.runner}) -> {redact_uri(grid.tracking_uri)}, experiment {grid.experiment!r}", file=out)
     if grid.runner == "ray" and todo:
         outcomes.update(_run_on_ray(grid, todo, features, ood_features, out, ray_init_options or {}, cell_function))
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from evoprune_tf.errors import one_line
+from evoprune_tf.tracking.redact import redact_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -214,10 +215,10 @@ def check_resumable(run_id: str, uri: str, *, generation: int, recorded_uri: str
     except MlflowException:
         where = (
             f"it lives in {recorded_uri}: set MLFLOW_TRACKING_URI={recorded_uri} (or tracking.uri) to resume it"
-            if recorded_uri and recorded_uri != uri
+            if recorded_uri and recorded_uri != redact_uri(uri)
             else "expected the store the run was started in (MLFLOW_TRACKING_URI or tracking.uri)"
         )
-        raise ValueError(f"MLflow run {run_id} is not in the store {uri}; {where}") from None
+        raise ValueError(f"MLflow run {run_id} is not in the store {redact_uri(uri)}; {where}") from None
     if run.info.status == "FINISHED":
         raise ValueError(
             f"MLflow run {run_id} is FINISHED: nothing to resume; start a new run (evoprune run) to search again"

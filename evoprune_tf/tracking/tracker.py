@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, n
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
+from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -138,6 +140,10 @@ class MLflowTracker(Callback):
         from mlflow.entities import Param, RunTag
 
         self.uri = resolve_tracking_uri(self.requested_uri)
+        if redact_uri(self.uri) != self.uri:
+            # MLflow prints "View run ... at: <the URI>" when a run ends, password included;
+            # the application prints the run's URI without it (`redact_uri`).
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         # The global URI too: `mlflow.keras.log_model` and `models:/` URIs resolve through it.
         mlflow.set_tracking_uri(self.uri)
         client = MlflowClient(tracking_uri=self.uri)

@@ -22,7 +22,9 @@ def test_the_command_is_lean_local_and_sqlite_by_default(tmp_path, monkeypatch) 
     cmd = server_command()
     assert cmd[1:4] == ["-m", "mlflow", "server"]
     options = dict(zip(cmd[4::2], cmd[5::2]))
-    assert options["--backend-store-uri"] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert "--backend-store-uri" not in cmd  # in the environment, where the process list does not show it
+    assert server_env({}, backend_store_uri="sqlite:///mlruns/mlflow.db")["MLFLOW_BACKEND_STORE_URI"] == \
+        f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     assert options["--host"] == "127.0.0.1" and options["--workers"] == "1" and options["--port"] == "5000"
     assert "--serve-artifacts" in cmd and cmd[cmd.index("--artifacts-destination") + 1] == str(tmp_path / "mlruns" / "artifacts")
     assert server_env({})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
