@@ -70,6 +70,12 @@ _EXPORTS: dict[str, str] = {
     "TrainedHead": "evoprune_tf.train",
     "PopulationEvaluator": "evoprune_tf.evaluation",
     "MaskedDense": "evoprune_tf.nn.layers",
+    # methods: the contract, the registry, the run session every method runs in
+    "Method": "evoprune_tf.methods",
+    "register_method": "evoprune_tf.methods",
+    "get_method": "evoprune_tf.methods",
+    "available_methods": "evoprune_tf.methods",
+    "RunSession": "evoprune_tf.session",
     # search
     "build_toolbox": "evoprune_tf.search.toolbox",
     # filter pruning inside a network (DeepPruningES' building blocks; load Keras when used)

@@ -16,5 +16,8 @@ from evoprune_tf.methods.registry import (
     unregister,
 )
 
+#: `register` under the name ``evoprune_tf`` exports it as (``ep.register_method``).
+register_method = register
+
 __all__ = ["ENTRY_POINT_GROUP", "Method", "available_methods", "get_method", "method_sections", "register",
-           "unregister"]
+           "register_method", "unregister"]

@@ -152,6 +152,14 @@ def test_a_key_the_method_does_not_read_is_refused_in_one_line(capsys) -> None:
     assert "train.epochs=5 is not read by method 'tascnet'" in capsys.readouterr().err
 
 
+def test_the_registry_and_the_session_are_public() -> None:
+    import evoprune_tf as ep
+    from evoprune_tf.session import RunSession
+
+    assert ep.register_method is register and ep.get_method is get_method and ep.Method is Method
+    assert ep.RunSession is RunSession and "tascnet" in ep.available_methods()
+
+
 def test_a_method_needs_a_name_and_a_dataclass_for_its_section() -> None:
     class Nameless(Method):
         pass
