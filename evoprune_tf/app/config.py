@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "load_config",
     "config_from_dict",
+    "check_shadowed_values",
     "checkpoint_dir",
     "report_folder",
     "report_files",
@@ -587,6 +588,36 @@ def merge(base: dict, overrides: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def check_shadowed_values(raw: dict, overrides: dict, source: str = "config") -> None:
+    """Check the file's values of the keys the command line overrides (they would vanish unseen otherwise).
+
+    ``epochs = "five"`` in a file run with ``--epochs 5`` used to run without a word: the
+    override replaced the bad value before validation saw it. Each such value is checked
+    alone, as `config_from_dict` checks it (type, then the section's own checks).
+
+    Args:
+        raw: the file's nested dict.
+        overrides: the command line's nested dict.
+        source: the file, for the message.
+
+    Raises:
+        ConfigError: listing every bad value the overrides would have hidden.
+    """
+    problems: list[str] = []
+    sections = section_types()
+    for key, value in overrides.items():
+        if key not in raw:
+            continue
+        if key in sections and isinstance(value, dict) and isinstance(raw[key], dict):
+            shadowed = {k: raw[key][k] for k in value if k in raw[key]}
+            if shadowed:
+                _build_section(key, sections[key], _expand(shadowed), problems)
+        elif key in _TOP_LEVEL and not _type_ok(_expand(raw[key]), _TOP_LEVEL[key]):
+            problems.append(f"{key}={raw[key]!r} has the wrong type; expected {_TOP_LEVEL[key].__name__}")
+    if problems:
+        raise ConfigError(problems, source)
 
 
 def check_output_locations(config: ExperimentConfig, *, features_cached: bool = False) -> None:

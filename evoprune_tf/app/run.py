@@ -18,6 +18,7 @@ from evoprune_tf.methods import get_method
 from evoprune_tf.methods.head.run import RunResult, summary_metrics
 from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint
+from evoprune_tf.search.run_lock import run_lock
 from evoprune_tf.session import run_method
 from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
@@ -52,10 +53,11 @@ def run(
     Raises:
         ValueError: bad input, e.g. ``train.backend`` names a backend that is not installed.
     """
-    # Before anything imports Keras: its backend is fixed per process at the first import.
-    print(use_backend(config).line, file=out or sys.stdout)
-    return run_method(config, get_method(config.algorithm.name), callbacks=callbacks, checkpoint=checkpoint, out=out,
-                      **inputs)
+    # Before anything imports Keras: its backend is fixed per process at the first import. The
+    # line saying so is printed once the cheap input checks passed: a bad input is one line.
+    banner = use_backend(config).line
+    return run_method(config, get_method(config.algorithm.name), callbacks=callbacks, checkpoint=checkpoint,
+                      out=out or sys.stdout, banner=banner, **inputs)
 
 
 def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
@@ -78,7 +80,8 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
 
     Raises:
         FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
-        ValueError: the stored config names a module not allowed, or does not validate.
+        ValueError: the stored config names a module not allowed, or does not validate, or
+            another process is resuming the same run (`evoprune_tf.search.run_lock`).
     """
     path = find_checkpoint(target)
     checkpoint = load_checkpoint(path)
@@ -88,4 +91,5 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
         check_stored_modules(stored, source, allowed=plugins, trust=trust_plugins)
         use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
         config = config_from_dict(stored, source=source)
-    return run(config, checkpoint=path, **kwargs)
+    with run_lock(path):  # a second resume of this run is refused in one line
+        return run(config, checkpoint=path, **kwargs)

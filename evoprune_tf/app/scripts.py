@@ -299,7 +299,8 @@ def tascnet_main(
         for config in configs:
             print(json.dumps(config.to_dict(), indent=2, default=str))
         return 0
-    rows = [run(config, out_dir=Path(args.out) / f"seed{config.seed}" if args.out else None) for config in configs]
+    rows = [run(config, out_dir=Path(args.out) / f"seed{config.seed}" if args.out else None, print_table=False)
+            if config.algorithm.name == "tascnet" else run(config) for config in configs]
     if all(isinstance(r, dict) and "unpruned" in r for r in rows):  # TASCNet reports (--algorithm may name another)
         print(results_table(rows))
     return 0

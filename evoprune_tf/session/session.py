@@ -45,13 +45,15 @@ class RunSession:
     """
 
     def __init__(self, config: Any, method: Any, *, callbacks: Sequence[Callback] = (),
-                 checkpoint: str | Path | None = None, out: Any = None, inputs: Mapping[str, Any] | None = None) -> None:
+                 checkpoint: str | Path | None = None, out: Any = None, inputs: Mapping[str, Any] | None = None,
+                 banner: str = "") -> None:
         self.config = config
         self.method = method
         self.extra_callbacks = list(callbacks)
         self.checkpoint_path = checkpoint
         self.out = out or sys.stdout
         self.inputs = dict(inputs or {})
+        self.banner = banner
         self.began = time.time()
         self.resumed: Any = None
         self.tracker: MLflowTracker | None = None
@@ -63,7 +65,8 @@ class RunSession:
         """Everything that can fail cheaply, before slow work; then seed.
 
         The checkpoint to resume (it must fit the config), the tracking store (and that the
-        resumed MLflow run can continue), every output folder, then the method's `check`.
+        resumed MLflow run can continue), every output folder, then the method's `check`;
+        then the banner (the Keras backend line) is printed.
         """
         c = self.config
         if self.checkpoint_path:
@@ -79,6 +82,8 @@ class RunSession:
             checkpoints=self.method.checkpoints,
             writes_report_files=self.method.writes_report_files or self.method.multi_objective)
         self.method.check(self)
+        if self.banner:  # after the cheap checks: a bad input is one line
+            self.say(self.banner)
         self.seed()
 
     def seed(self) -> None:
@@ -251,7 +256,7 @@ class RunSession:
 
 
 def run_method(config: Any, method: Any, *, callbacks: Sequence[Callback] = (), checkpoint: str | Path | None = None,
-               out: Any = None, **inputs: Any) -> Any:
+               out: Any = None, banner: str = "", **inputs: Any) -> Any:
     """Run ``method`` on ``config`` in a new `RunSession`: preflight, then ``method.run(session)``.
 
     SIGTERM raises `evoprune_tf.session.signals.Terminated` (a KeyboardInterrupt) while it
@@ -263,12 +268,14 @@ def run_method(config: Any, method: Any, *, callbacks: Sequence[Callback] = (), 
         callbacks: extra callbacks, called after the built-in ones.
         checkpoint: resume from this checkpoint (file or folder) instead of starting.
         out: stream for the human-readable lines (default stdout).
+        banner: a line printed once the preflight checks passed (the Keras backend line).
         **inputs: what the method may take instead of loading it (see the method).
 
     Returns:
         What the method returns.
     """
-    session = RunSession(config, method, callbacks=callbacks, checkpoint=checkpoint, out=out, inputs=inputs)
+    session = RunSession(config, method, callbacks=callbacks, checkpoint=checkpoint, out=out, inputs=inputs,
+                         banner=banner)
     with sigterm_raises():
         session.preflight()
         return method.run(session)

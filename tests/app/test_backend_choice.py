@@ -139,10 +139,11 @@ RUN_SCRIPT = textwrap.dedent(
     def fake_filter_run(config, **kwargs):  # DeepPruningES itself is not what is tested here
         import keras
         seen["backend"] = keras.backend.backend()
+        print(kwargs["banner"], file=kwargs["out"])  # the real one prints it after its cheap input checks
         return "stub"
 
     DeepPruningES.check = lambda self, session: None
-    DeepPruningES.run = lambda self, session: fake_filter_run(session.config)
+    DeepPruningES.run = lambda self, session: fake_filter_run(session.config, banner=session.banner, out=io.StringIO())
     text = io.StringIO()
     app_run.run(load_config(None, {**common, "algorithm": {"name": "deep_pruning_es"}}), out=text)
     out["filter_line"] = text.getvalue().splitlines()[0]

@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 import evoprune_tf.app.run as run_module
 from conftest import make_planted_features, new_mlflow_store
 from evoprune_tf.app.cli import main as cli_main
-from evoprune_tf.app.config import config_from_dict, flatten
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.session import flatten
 from evoprune_tf.app.server import MLflowServer, free_port
 from evoprune_tf.search.checkpoint import load_checkpoint
 from evoprune_tf.tracking.redact import is_secret_name, redact_text, redact_uri, usable_uri

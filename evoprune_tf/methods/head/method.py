@@ -54,7 +54,8 @@ class HeadMethod(Method):
             problems.append(f"algorithm {a.name!r} with encoding 'filters'; expected algorithm 'deep_pruning_es' "
                             "with encoding 'filters'")
         elif e.name not in ENCODINGS:
-            problems.append(f"unknown encoding {e.name!r}; expected one of {sorted(ENCODINGS)}")
+            problems.append(f"unknown encoding {e.name!r}; expected one of {sorted(ENCODINGS)}, "
+                            "or 'filters' with algorithm 'deep_pruning_es'")
         if not config.head.hidden or not all(isinstance(h, int) and h > 0 for h in config.head.hidden):
             problems.append(f"head.hidden={config.head.hidden}; expected a non-empty list of positive integers")
         if e.name == "neuron_pruning" and e.layers and (

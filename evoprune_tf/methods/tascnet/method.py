@@ -40,7 +40,15 @@ class Tascnet(Method):
         return {"evoprune.tascnet.stage": str(config.tascnet.stage)}
 
     def run(self, session: Any) -> Any:
-        """`evoprune_tf.methods.tascnet.run.run_in_session`; returns the report dict."""
+        """`evoprune_tf.methods.tascnet.run.run_in_session`; prints the results table, returns the report dict.
+
+        Session input ``print_table`` (default True): False leaves the table to the caller
+        (the experiment scripts print one over all seeds).
+        """
+        from evoprune_tf.methods.tascnet.report import results_table
         from evoprune_tf.methods.tascnet.run import run_in_session
 
-        return run_in_session(session)
+        report = run_in_session(session)
+        if session.inputs.get("print_table", True):
+            session.say(results_table([report]))  # as the other methods: the report and the run id
+        return report
