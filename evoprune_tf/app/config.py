@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import operators
 from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
 from evoprune_tf.backbones import canonical_name
+from evoprune_tf.model_files import is_model_file
 from evoprune_tf.methods import get_method, method_sections
 from evoprune_tf.search.toolbox import with_genome_length
 from evoprune_tf.session import checkpoint_dir, report_files, report_folder
@@ -393,10 +394,17 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(str(error))
     if method is not None:
         problems.extend(method.validate(config))
-    try:
-        canonical_name(config.backbone.name)
-    except ValueError as error:
-        problems.append(str(error))
+    if is_model_file(config.backbone.name):  # a user's own model, pruned whole by deep_pruning_es
+        if not Path(config.backbone.name).expanduser().is_file():
+            problems.append(f"backbone.name={config.backbone.name!r} is not a file; expected a saved .keras model")
+        elif method is not None and not method.prunes_model_files:
+            problems.append(f"backbone.name={config.backbone.name!r} is a model file: only algorithm "
+                            f"'deep_pruning_es' prunes a whole model; got {a.name!r}")
+    else:
+        try:
+            canonical_name(config.backbone.name)
+        except ValueError as error:
+            problems.append(str(error))
     weights = config.backbone.weights
     if weights != "imagenet" and weights.lower() not in ("none", "") and not Path(weights).expanduser().is_file():
         problems.append(f"backbone.weights={weights!r} is not a file; expected 'imagenet', 'none' or a weights file")

@@ -31,6 +31,7 @@ def run(
     callbacks: Sequence[Callback] = (),
     checkpoint: str | Path | None = None,
     out: Any = None,
+    allow_pickle: bool = False,
     **inputs: Any,
 ) -> Any:
     """Run the method ``config.algorithm.name`` selects.
@@ -40,6 +41,8 @@ def run(
         callbacks: extra callbacks, called after the built-in ones.
         checkpoint: resume from this checkpoint (file or folder) instead of starting.
         out: stream for the human-readable lines (default stdout).
+        allow_pickle: resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
         **inputs: what the method takes instead of loading it: ``features`` and
             ``ood_features`` for the head methods (tests, notebooks); ``images``,
             ``network``, ``output_dir``, ``head_epochs`` for DeepPruningES; ``out_dir``,
@@ -57,11 +60,11 @@ def run(
     # line saying so is printed once the cheap input checks passed: a bad input is one line.
     banner = use_backend(config).line
     return run_method(config, get_method(config.algorithm.name), callbacks=callbacks, checkpoint=checkpoint,
-                      out=out or sys.stdout, banner=banner, **inputs)
+                      out=out or sys.stdout, banner=banner, allow_pickle=allow_pickle, **inputs)
 
 
 def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
-           trust_plugins: bool = False, **kwargs: Any) -> Any:
+           trust_plugins: bool = False, allow_pickle: bool = False, **kwargs: Any) -> Any:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
@@ -73,6 +76,9 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
             ``$MLFLOW_TRACKING_URI`` names one), as ``evoprune resume`` does.
         plugins: modules the checkpoint's stored config may import (`evoprune_tf.app.trust`).
         trust_plugins: it may import every module it names.
+        allow_pickle: accept an old pickle checkpoint (formats 1 and 2, older versions).
+            Unpickling can run code: only for a file you trust. Data-only checkpoints
+            need no permission.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
 
     Returns:
@@ -80,11 +86,13 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
 
     Raises:
         FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
-        ValueError: the stored config names a module not allowed, or does not validate, or
-            another process is resuming the same run (`evoprune_tf.search.run_lock`).
+        ValueError: one line: the stored config names a module not allowed, or does not
+            validate; a pickle checkpoint without ``allow_pickle``; a file that does not
+            match its digest or the run's tag; another process is resuming the same run
+            (`evoprune_tf.search.run_lock`).
     """
     path = find_checkpoint(target)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
     if config is None:
         source = f"config of checkpoint {path}"
         stored = merge(checkpoint.config, recorded_store(checkpoint))
@@ -92,4 +100,4 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
         use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
         config = config_from_dict(stored, source=source)
     with run_lock(path):  # a second resume of this run is refused in one line
-        return run(config, checkpoint=path, **kwargs)
+        return run(config, checkpoint=path, allow_pickle=allow_pickle, **kwargs)

@@ -46,6 +46,7 @@ class Method:
         checkpoints: True when it checkpoints through the session (``[checkpoint]`` is
             read; `evoprune resume` continues it).
         uses_feature_cache: True when it writes the feature (or activation) cache.
+        prunes_model_files: True when ``backbone.name`` may be a saved ``.keras`` model it prunes whole.
     """
 
     name: ClassVar[str] = ""
@@ -59,6 +60,7 @@ class Method:
     writes_report_files: ClassVar[bool] = False
     checkpoints: ClassVar[bool] = True
     uses_feature_cache: ClassVar[bool] = True
+    prunes_model_files: ClassVar[bool] = False
 
     def validate(self, config: Any) -> list[str]:
         """Problems of the method's config values, one line each (no I/O, nothing slow).

@@ -10,12 +10,21 @@ from typing import Any, Mapping
 from evoprune_tf.backbones import backbone_info
 from evoprune_tf.data import load_images
 from evoprune_tf.data.synthetic import synthetic_images
+from evoprune_tf.model_files import is_model_file, model_file_image_size
 
 __all__ = ["head_tags", "head_title", "image_size", "load_run_images", "operator_specs", "weights_arg"]
 
 def image_size(config: Any) -> int:
-    """The input size of the backbone: ``data.image_size``, else the backbone's default."""
-    return config.data.image_size or backbone_info(config.backbone.name).default_size
+    """The input size of the backbone: ``data.image_size``, else the backbone's default (a model file's input)."""
+    if config.data.image_size:
+        return config.data.image_size
+    if is_model_file(config.backbone.name):
+        size = model_file_image_size(config.backbone.name)
+        if size is None:
+            raise ValueError(f"backbone.name={config.backbone.name!r}: its input is not a square image; "
+                             "expected data.image_size to be set")
+        return size
+    return backbone_info(config.backbone.name).default_size
 
 
 def weights_arg(config: Any) -> str | None:

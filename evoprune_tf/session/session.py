@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from evoprune_tf.search.callbacks import Callback, EarlyStop, EvolutionState, ProgressBar
-from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, restore_evaluator, restore_rng
+from evoprune_tf.search.checkpoint import (
+    CheckpointCallback,
+    checkpoint_target,
+    load_checkpoint,
+    restore_evaluator,
+    restore_rng,
+)
 from evoprune_tf.session.options import seed_everything, tracker_options
 from evoprune_tf.session.outputs import check_output_locations, checkpoint_dir, report_files
 from evoprune_tf.session.signals import sigterm_raises
@@ -46,7 +52,7 @@ class RunSession:
 
     def __init__(self, config: Any, method: Any, *, callbacks: Sequence[Callback] = (),
                  checkpoint: str | Path | None = None, out: Any = None, inputs: Mapping[str, Any] | None = None,
-                 banner: str = "") -> None:
+                 banner: str = "", allow_pickle: bool = False) -> None:
         self.config = config
         self.method = method
         self.extra_callbacks = list(callbacks)
@@ -54,6 +60,7 @@ class RunSession:
         self.out = out or sys.stdout
         self.inputs = dict(inputs or {})
         self.banner = banner
+        self.allow_pickle = allow_pickle
         self.began = time.time()
         self.resumed: Any = None
         self.tracker: MLflowTracker | None = None
@@ -70,13 +77,14 @@ class RunSession:
         """
         c = self.config
         if self.checkpoint_path:
-            self.resumed = load_checkpoint(self.checkpoint_path, config_dict=c.to_dict())
+            self.resumed = load_checkpoint(self.checkpoint_path, config_dict=c.to_dict(), allow_pickle=self.allow_pickle)
         if c.tracking.enabled:
             uri = resolve_tracking_uri(c.tracking.uri)
             check_tracking_uri(uri)
             if self.resumed is not None and self.resumed.run_id:
                 check_resumable(self.resumed.run_id, uri, generation=self.resumed.state.generation,
-                                recorded_uri=getattr(self.resumed, "tracking_uri", None))
+                                recorded_uri=getattr(self.resumed, "tracking_uri", None),
+                                digest=self.resumed.digest, previous_digest=self.resumed.previous_digest)
         check_output_locations(
             c, features_cached=not self.method.uses_feature_cache or self.inputs.get("features") is not None,
             checkpoints=self.method.checkpoints,
@@ -150,11 +158,9 @@ class RunSession:
             if dataset is not None:
                 cbs.append(DatasetInput(tracker, **dataset))
         if c.checkpoint.enabled and self.method.checkpoints:
-            path = Path(self.checkpoint_path) if self.checkpoint_path else None
-            if path is not None and path.is_dir():
-                path = path / "checkpoint.pkl"
             self.checkpointer = CheckpointCallback(
-                path, directory=checkpoint_dir(c), config_dict=c.to_dict(), evaluator=evaluator,
+                checkpoint_target(self.checkpoint_path), directory=checkpoint_dir(c), resumed=self.resumed,
+                config_dict=c.to_dict(), evaluator=evaluator,
                 run_id=lambda: self.run_id, every=c.checkpoint.every, tracking_uri=self.tracking_uri,
                 on_save=tracker.checkpoint_saved if tracker else None,
             )
@@ -256,7 +262,7 @@ class RunSession:
 
 
 def run_method(config: Any, method: Any, *, callbacks: Sequence[Callback] = (), checkpoint: str | Path | None = None,
-               out: Any = None, banner: str = "", **inputs: Any) -> Any:
+               out: Any = None, banner: str = "", allow_pickle: bool = False, **inputs: Any) -> Any:
     """Run ``method`` on ``config`` in a new `RunSession`: preflight, then ``method.run(session)``.
 
     SIGTERM raises `evoprune_tf.session.signals.Terminated` (a KeyboardInterrupt) while it
@@ -269,13 +275,15 @@ def run_method(config: Any, method: Any, *, callbacks: Sequence[Callback] = (), 
         checkpoint: resume from this checkpoint (file or folder) instead of starting.
         out: stream for the human-readable lines (default stdout).
         banner: a line printed once the preflight checks passed (the Keras backend line).
+        allow_pickle: resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
         **inputs: what the method may take instead of loading it (see the method).
 
     Returns:
         What the method returns.
     """
     session = RunSession(config, method, callbacks=callbacks, checkpoint=checkpoint, out=out, inputs=inputs,
-                         banner=banner)
+                         banner=banner, allow_pickle=allow_pickle)
     with sigterm_raises():
         session.preflight()
         return method.run(session)

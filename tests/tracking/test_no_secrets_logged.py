@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from conftest import make_planted_features, new_mlflow_store
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
@@ -31,8 +32,8 @@ from helpers_runs import run_toml
 def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """`evoprune run` on planted features (no images, no backbone), from ``tmp_path``."""
     data, _ = make_planted_features(seed=4)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     monkeypatch.chdir(tmp_path)
     return data
 
@@ -167,7 +168,7 @@ def test_resume_takes_the_redacted_stores_password_from_the_environment(tmp_path
     stored = types.SimpleNamespace(config={"progress": False}, tracking_uri="http://alice:***@head:5000")
     monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda p, **kw: stored)
     resumed: list = []
-    monkeypatch.setattr(run_module, "resume", lambda p, config: resumed.append(config))
+    monkeypatch.setattr(run_module, "resume", lambda p, config, **kw: resumed.append(config))
     assert cli_main(["resume", str(path)]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: the run's tracking store http://alice:***@head:5000 was stored without its password; expected "

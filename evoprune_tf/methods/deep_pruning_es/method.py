@@ -34,6 +34,7 @@ class DeepPruningES(Method):
     defaults = FILTER_DEFAULTS
     fine_tunes_convolutions = True
     writes_report_files = True
+    prunes_model_files = True
 
     def validate(self, config: Any) -> list[str]:
         """Encoding, blocks, objectives, population and report checks of a filter-pruning run."""
@@ -71,7 +72,10 @@ class DeepPruningES(Method):
         if config.algorithm.name != self.name or config.encoding.name != FILTER_ENCODING:
             raise ValueError(f"algorithm {config.algorithm.name!r} / encoding {config.encoding.name!r}: expected "
                              "'deep_pruning_es' with encoding 'filters'")
-        if session.inputs.get("network") is None and config.backbone.weights == "imagenet":
+        from evoprune_tf.model_files import is_model_file
+
+        own_file = is_model_file(config.backbone.name)
+        if session.inputs.get("network") is None and not own_file and config.backbone.weights == "imagenet":
             check_imagenet_weights(config.backbone.name, image_size=image_size(config), options=config.backbone.options)
 
     def run(self, session: Any) -> Any:

@@ -57,7 +57,7 @@ def measure_latency(model: Any, input_shape: Sequence[int], *, batch_sizes: Sequ
     return out
 
 
-def _deployable(evaluator: Any, pruned_suffix: Any, module: str, name: str) -> Any:
+def _deployable(evaluator: Any, pruned_suffix: Any, module: str | None, name: str) -> Any:
     """Images in 0..255 -> preprocessing -> frozen prefix -> pruned suffix, one saveable model."""
     import keras
 
@@ -66,7 +66,8 @@ def _deployable(evaluator: Any, pruned_suffix: Any, module: str, name: str) -> A
 
     compact = evaluator.compact_model(pruned_suffix, name=f"{name}_core")
     inputs = keras.Input(shape=tuple(evaluator.model.inputs[0].shape[1:]), name="image")
-    return keras.Model(inputs, compact(BackbonePreprocessing(module, name="preprocess")(inputs)), name=name)
+    x = inputs if module is None else BackbonePreprocessing(module, name="preprocess")(inputs)
+    return keras.Model(inputs, compact(x), name=name)
 
 
 def trade_off_table(rows: list[dict]) -> list[dict]:
@@ -131,7 +132,7 @@ def _plot(rows: list[dict], front: list[tuple[float, float]], path: Path, title:
     plt.close(fig)
 
 
-def final_report(config: Any, evaluator: Any, halloffame: Any, module: str, folder: Path,
+def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | None, folder: Path,
                   out: Any) -> tuple[dict[str, np.ndarray], list[dict], dict[str, Any], dict[str, Path]]:
     archive = list(halloffame)
     error_col = list(evaluator.objectives).index("error")

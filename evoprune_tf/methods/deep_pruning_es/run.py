@@ -34,6 +34,7 @@ import numpy as np
 from evoprune_tf.backbones import backbone_info, build_backbone
 from evoprune_tf.features.extract import default_cache_dir, feature_cache_key
 from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator
+from evoprune_tf.model_files import is_model_file, load_model_file
 from evoprune_tf.methods.deep_pruning_es.report import final_report, markdown_table
 from evoprune_tf.methods.inputs import head_title, image_size, load_run_images, operator_specs, weights_arg
 from evoprune_tf.search import algorithms
@@ -108,11 +109,15 @@ def build_filter_network(
         options: Backbone options (``alpha``...).
 
     Returns:
-        ``(model, preprocess_module)``: a functional model without nested models (what
-        coupling analysis and surgery need) taking *preprocessed* images, and the
-        ``keras.applications`` module whose ``preprocess_input`` prepares them.
+        ``(model, preprocess_module)``: a functional model taking *preprocessed* images, and
+        the ``keras.applications`` module whose ``preprocess_input`` prepares them. For a
+        ``.keras`` file (a user's own model) the model as saved, head included, and ``None``:
+        its input gets the raw pixels (0..255), any preprocessing is the model's own.
     """
     import keras
+
+    if is_model_file(backbone):
+        return load_model_file(backbone), None
 
     wrapper = build_backbone(backbone, weights=weights, image_size=image_size, **(options or {}))
     application = wrapper.layers[-1]  # image -> preprocessing -> application: the application is flat
@@ -122,8 +127,11 @@ def build_filter_network(
     return model, backbone_info(backbone).preprocess_module
 
 
-def _preprocessed_splits(images: Any, module: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _preprocessed_splits(images: Any, module: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     import keras
+
+    if module is None:  # a user's own model: raw pixels, as it was trained
+        return {s: (np.asarray(x, np.float32), np.asarray(y)) for s, (x, y) in images.splits().items()}
 
     preprocess = getattr(keras.applications, module).preprocess_input
     # preprocess_input edits float arrays in place: give it a fresh copy per split.
@@ -162,6 +170,7 @@ def run_filter_pruning(
     output_dir: str | Path | None = None,
     head_epochs: int = HEAD_WARMUP_EPOCHS,
     out: Any = None,
+    allow_pickle: bool = False,
 ) -> FilterRunResult:
     """Run DeepPruningES as ``config`` describes (``algorithm.name = "deep_pruning_es"``) in a run session.
 
@@ -171,14 +180,18 @@ def run_filter_pruning(
         checkpoint: Resume from this checkpoint (file or folder) instead of starting.
         images: Use these `ImageSplits` instead of loading ``data.source`` (tests, notebooks).
         network: ``(model, preprocess_module)`` to prune instead of the configured
-            backbone (a flat functional model taking preprocessed images, softmax Dense
-            named ``"predictions"`` last).
+            backbone (a functional model taking preprocessed images, softmax Dense named
+            ``"predictions"`` last, warmed up on the images), or a user's own trained
+            ``keras.Model`` (functional or Sequential, softmax output, raw 0..255 pixels in),
+            pruned whole as it is.
         output_dir: Where the table, markdown and plot are written (default:
             `evoprune_tf.session.report_folder`, i.e. ``report.dir`` or
             ``<store folder>/reports/<run id>``; with a tracking server a temporary folder,
             logged to MLflow and then removed, and ``files`` is then empty).
         head_epochs: Epochs of the head warm-up (0: none).
         out: Stream for the human-readable lines (default stdout).
+        allow_pickle: Resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
 
     Returns:
         A `FilterRunResult`.
@@ -189,8 +202,9 @@ def run_filter_pruning(
     """
     from evoprune_tf.methods.deep_pruning_es.method import DeepPruningES
 
-    return run_method(config, DeepPruningES(), callbacks=callbacks, checkpoint=checkpoint, out=out, images=images,
-                      network=network, output_dir=output_dir, head_epochs=head_epochs)
+    return run_method(config, DeepPruningES(), callbacks=callbacks, checkpoint=checkpoint, out=out,
+                      allow_pickle=allow_pickle, images=images, network=network, output_dir=output_dir,
+                      head_epochs=head_epochs)
 
 
 def _network_and_images(session: Any) -> tuple[Any, str, Any]:
@@ -201,19 +215,29 @@ def _network_and_images(session: Any) -> tuple[Any, str, Any]:
     from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
 
     config, images, network = session.config, session.inputs.get("images"), session.inputs.get("network")
+    if isinstance(network, keras.Model):  # a user's own trained model, pruned whole
+        network = (network, None)
+    size = image_size(config)
     keras.utils.set_random_seed(config.seed % 2**32)
     if network is None:
         # The class count is only known from the images: a placeholder head lets a graph the
         # coupling analysis cannot handle, or too many blocks, fail before any image is read.
         model, module = build_filter_network(config.backbone.name, weights=weights_arg(config),
-                                             image_size=image_size(config),
+                                             image_size=size,
                                              n_classes=images.n_classes if images is not None else 2,
                                              options=config.backbone.options or None)
     else:
         model, module = network
+    side = tuple(model.inputs[0].shape)[1:3]
+    if module is None and side != (size, size):
+        raise ValueError(f"model '{model.name}' takes {side[0]}x{side[1]} images; data.image_size={size}: "
+                         f"expected data.image_size = {side[0]}")
     FilterPruning(model, config.encoding.blocks)  # the one-line errors, before long work
     if images is None:
         images = load_run_images(config.data.source, config, name=config.data.name or None)
+    if module is None and int(model.outputs[0].shape[-1]) != images.n_classes:
+        raise ValueError(f"model '{model.name}' outputs {int(model.outputs[0].shape[-1])} classes; "
+                         f"expected {images.n_classes}, the classes of {images.name or config.data.source!r}")
     if network is None and int(model.outputs[0].shape[-1]) != images.n_classes:
         keras.utils.set_random_seed(derive_seed(config.seed, "head") % 2**32)
         pooled = model.get_layer("predictions").input
@@ -230,7 +254,8 @@ def _evaluator(session: Any, model: Any, module: str, images: Any) -> Any:
     encoding = FilterPruning(model, config.encoding.blocks)
     print(images.summary(), file=out)
     print(encoding.describe() + f"; cut after '{encoding.cut_layer}'", file=out)
-    cache_key = _activation_cache_key(config, images, image_size(config)) if session.inputs.get("network") is None else None
+    own = session.inputs.get("network") is not None or is_model_file(config.backbone.name)
+    cache_key = None if own else _activation_cache_key(config, images, image_size(config))
     evaluator = FilterEvaluator(
         encoding, _preprocessed_splits(images, module), config.train, seed=config.seed,
         objectives=tuple(config.objectives.names), batch_size=config.backbone.batch_size,
@@ -239,7 +264,7 @@ def _evaluator(session: Any, model: Any, module: str, images: Any) -> Any:
     print(f"prefix activations {'from cache' if evaluator.activations_from_disk else 'computed'} "
           f"({evaluator.prefix_seconds:.1f} s): train {evaluator.activations['train'][0].shape}", file=out)
     head_epochs = session.inputs.get("head_epochs", HEAD_WARMUP_EPOCHS)
-    if head_epochs > 0:
+    if head_epochs > 0 and module is not None:  # a user's own model comes trained
         head_acc = _warm_up_head(evaluator, epochs=head_epochs, seed=config.seed)
         print(f"head warm-up: {head_epochs} epochs, validation accuracy {head_acc:.4f}", file=out)
     return evaluator
