@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from evoprune_tf.app.filters_run import build_filter_network
-    from evoprune_tf.filter_encoding import FilterPruning
-    from evoprune_tf.filter_evaluation import FilterEvaluator, make_optimizer
+    from evoprune_tf.methods.deep_pruning_es.run import build_filter_network
+    from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
+    from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator, make_optimizer
     from evoprune_tf.nn.surgery import prune_filters
     from evoprune_tf.train.config import TrainConfig
 

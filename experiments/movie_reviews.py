@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from evoprune_tf.app.scripts import Dataset
-from evoprune_tf.app.tascnet_run import tascnet_main
+from evoprune_tf.app.scripts import tascnet_main
 
 DOWNLOAD = (
     "Pass --text <folder with rt-polarity.pos/.neg or <class>.txt files>; the corpus is "

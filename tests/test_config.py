@@ -4,7 +4,8 @@ import pathlib
 
 import pytest
 
-from evoprune_tf.app.config import ConfigError, ExperimentConfig, flatten, load_config
+from evoprune_tf.app.config import ConfigError, ExperimentConfig, load_config
+from evoprune_tf.session import flatten
 
 DEFAULT = pathlib.Path(__file__).parent.parent / "evoprune_tf" / "configs" / "default.toml"
 

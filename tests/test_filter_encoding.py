@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.filter_encoding import FilterPruning, searchable_blocks
+from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning, searchable_blocks
 from evoprune_tf.nn.coupling import filter_groups
 from evoprune_tf.search.toolbox import build_toolbox
 

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.filter_encoding import FilterPruning
-from evoprune_tf.filter_evaluation import FilterEvaluator, validate_filter_objectives
+from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
+from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator, validate_filter_objectives
 from evoprune_tf.nn.flops import count_flops
 from evoprune_tf.nn.surgery import expected_param_count, prune_filters
 from evoprune_tf.train.config import TrainConfig

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.app import filters_run
+from evoprune_tf.methods.deep_pruning_es import report as filters_report
+from evoprune_tf.methods.deep_pruning_es import run as filters_run
 from evoprune_tf.app.config import load_config
 
 L = keras.layers
@@ -93,7 +94,7 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
     result, uri, tmp_path = tracked_run
     assert isinstance(result, filters_run.FilterRunResult)
     assert result.logbook[0]["nevals"] == 1 and len(result.logbook) == 3
-    assert [r["model"] for r in result.table] == list(filters_run.MODEL_NAMES)
+    assert [r["model"] for r in result.table] == list(filters_report.MODEL_NAMES)
     base, knee = result.table[0], result.table[2]
     assert base["flops_searched_reduction_pct"] == 0.0 and knee["flops_searched"] <= base["flops_searched"]
     assert knee["flops_network"] - knee["flops_searched"] == base["flops_network"] - base["flops_searched"]
@@ -174,7 +175,7 @@ def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_c
     config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     (tmp_path / "killed.py").write_text(KILLED)
-    env = {**os.environ, "PYTHONPATH": str(Path(filters_run.__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(filters_run.__file__).parents[3])}
     job = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "config.json")], cwd=tmp_path,
                          capture_output=True, timeout=600, env=env)
     assert job.returncode == -signal.SIGKILL, job.stderr.decode()[-2000:]

@@ -38,14 +38,14 @@ def test_the_installed_version_is_the_package_version():
 
 
 def test_filter_pruning_and_tascnet_entry_points_are_exported_from_their_modules():
-    from evoprune_tf.app.filters_run import run_filter_pruning
-    from evoprune_tf.app.tascnet_run import run_tascnet
-    from evoprune_tf.filter_encoding import FilterPruning
+    from evoprune_tf.methods.deep_pruning_es.run import run_filter_pruning
+    from evoprune_tf.methods.tascnet.run import run_tascnet
+    from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
     from evoprune_tf.nn.coupling import filter_groups
     from evoprune_tf.nn.flops import count_flops
     from evoprune_tf.nn.surgery import mask_filters, prune_filters
-    from evoprune_tf.tascnet.stage1 import search_configuration
-    from evoprune_tf.tascnet.stage2 import PruneSettings, tascnet_prune
+    from evoprune_tf.methods.tascnet.stage1 import search_configuration
+    from evoprune_tf.methods.tascnet.stage2 import PruneSettings, tascnet_prune
 
     expected = {"filter_groups": filter_groups, "prune_filters": prune_filters, "mask_filters": mask_filters,
                 "count_flops": count_flops, "FilterPruning": FilterPruning, "run_filter_pruning": run_filter_pruning,

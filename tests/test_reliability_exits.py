@@ -18,6 +18,7 @@ from conftest import make_planted_features, new_mlflow_store
 from helpers_runs import run_toml
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.app.cli import load_run_config, main as cli_main, parse_operator
 from evoprune_tf.app.config import ConfigError, config_from_dict
 from evoprune_tf.search.callbacks import EvolutionState, ProgressBar
@@ -38,8 +39,9 @@ SERVED = textwrap.dedent('''
     with np.load(sys.argv[2]) as z:
         data = FeatureSplits(*(z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
                              class_names=("c0", "c1", "c2"), name="planted")
-    run_module.prepare_features = lambda config: (data, None, None)
-    run_module._check_inputs = lambda config: None
+    import evoprune_tf.methods.head.run as head_run
+    head_run.prepare_features = lambda config: (data, None, None)
+    head_run.check_inputs = lambda config: None
     run_module.run = functools.partial(run_module.run, callbacks=[Pace()])
     sys.exit(main(["run", sys.argv[1]]))
 ''')
@@ -96,7 +98,7 @@ def test_an_unwritable_output_location_fails_before_any_work_naming_it(
     def never(config):
         raise AssertionError("the dataset was read before the output locations were checked")
 
-    monkeypatch.setattr(run_module, "prepare_features", never)
+    monkeypatch.setattr(head_run, "prepare_features", never)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     config = _toml(tmp_path, store, f"unwritable-{where}", blocker / "ck" if where == "checkpoint" else tmp_path / "ck")
@@ -120,7 +122,7 @@ def test_a_failure_before_the_loop_can_end_the_run_never_leaves_it_running(tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module, "save_checkpoint", full_disk)
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
     data, _ = make_planted_features(seed=2)
     raw = {"seed": 1, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 2, "engine": "numpy"},
            "algorithm": {"population": 6, "evaluations": 30},
@@ -222,7 +224,7 @@ def test_the_feature_cache_is_shared_by_every_split_of_the_same_images(tmp_path,
 def test_missing_ood_and_unreachable_imagenet_weights_fail_before_images_are_read(tmp_path, monkeypatch, capsys) -> None:
     import socket
 
-    import evoprune_tf.app.build as build_module
+    import evoprune_tf.methods.head.build as build_module
 
     def never(*args, **kwargs):
         raise AssertionError("images were read before the inputs were checked")
@@ -270,7 +272,7 @@ def test_progress_writes_a_line_per_generation_when_not_on_a_terminal() -> None:
 def test_tracked_runs_log_the_dataset_and_one_active_fraction_column(tmp_path, store, monkeypatch) -> None:
     from mlflow import MlflowClient
 
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
     data, _ = make_planted_features(seed=5)
     raw = {"seed": 1, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 2, "engine": "numpy"},
            "algorithm": {"name": "nsga2", "population": 6, "evaluations": 18},

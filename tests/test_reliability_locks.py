@@ -14,6 +14,7 @@ import pytest
 from conftest import make_planted_features, new_mlflow_store
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
 
@@ -62,8 +63,8 @@ def _tiny(tmp_path: Path, **extra) -> dict:
 @pytest.fixture
 def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
     data, _ = make_planted_features(n_features=16, n_train=60, n_val=30, n_test=30, seed=2)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     monkeypatch.chdir(tmp_path)
     return data
 

@@ -18,6 +18,7 @@ from conftest import make_planted_features, new_mlflow_store
 from helpers_runs import Interrupt
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.search.checkpoint import load_checkpoint
@@ -42,7 +43,8 @@ KILLED = textwrap.dedent('''
     with np.load(spec["features"]) as z:
         data = FeatureSplits(*(z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
                              class_names=("c0", "c1", "c2"), name="planted")
-    run_module._report = lambda *args, **kwargs: ({}, None)
+    import evoprune_tf.methods.head.run as head_run
+    head_run._report = lambda *args, **kwargs: ({}, None)
     run_module.run(config_from_dict(spec["config"]), features=data, callbacks=[Die()], out=sys.stderr)
 ''')
 
@@ -65,7 +67,8 @@ RESUMED = textwrap.dedent('''
     with np.load(spec["features"]) as z:
         data = FeatureSplits(*(z[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
                              class_names=("c0", "c1", "c2"), name="planted")
-    run_module._report = lambda *args, **kwargs: ({}, None)
+    import evoprune_tf.methods.head.run as head_run
+    head_run._report = lambda *args, **kwargs: ({}, None)
     result = run_module.resume(sys.argv[2], features=data, callbacks=[LazyKeras()], out=sys.stderr)
     print(json.dumps({"logbook": [{k: float(v) for k, v in r.items()} for r in result.logbook],
                       "population": [p.tolist() for p in result.population]}))
@@ -86,7 +89,7 @@ def _config(tmp_path: Path, folder: str, **extra) -> dict:
 
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
 
 
 @pytest.mark.parametrize("at_checkpoint, at_resume", [("keras", "lazy"), ("plain", "keras")])
@@ -180,7 +183,7 @@ def test_evoprune_resume_run_id_works_from_another_folder(tmp_path, store, monke
     data, _ = make_planted_features(seed=4)
     raw = _tracked(tmp_path, store, "anywhere")
     del raw["checkpoint"]  # the default: next to the store, not in ./mlruns of the current folder
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run_module.run(config_from_dict(raw), features=data, out=io.StringIO(),
@@ -193,8 +196,8 @@ def test_evoprune_resume_run_id_works_from_another_folder(tmp_path, store, monke
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     (store_folder / "checkpoints" / run_id).rename(store_folder / "moved")  # found through the run's tag
     client = MlflowClient(store)
     client.set_tag(run_id, "evoprune.checkpoint", str(store_folder / "moved" / "checkpoint.npz"))
@@ -213,7 +216,7 @@ def test_ep_resume_takes_a_run_id_like_the_cli(tmp_path, store, monkeypatch) -> 
     data, _ = make_planted_features(seed=4)
     raw = _tracked(tmp_path, store, "python-resume")
     del raw["checkpoint"]  # the default: next to the store
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
     with pytest.raises(KeyboardInterrupt):
         run_module.run(config_from_dict(raw), features=data, out=io.StringIO(),
                        callbacks=[Interrupt(2, KeyboardInterrupt())])

@@ -21,11 +21,8 @@ from typing import Any, Mapping
 from evoprune_tf.features.child import backend_installed, process_backend
 from evoprune_tf.train.config import BACKENDS
 
-__all__ = ["BackendChoice", "FILTER_METHODS", "apply_backend", "choose_backend"]
+__all__ = ["BackendChoice", "apply_backend", "choose_backend", "fine_tunes_convolutions"]
 
-#: Methods that fine-tune convolutions inside the backbone (DeepPruningES, TASCNet):
-#: TensorFlow runs them faster here; every other method trains heads on cached features.
-FILTER_METHODS = frozenset({"deep_pruning_es", "tascnet"})
 #: What installs each backend, for the one-line error of an explicit choice.
 _BACKEND_INSTALL = {"jax": 'pip install "evoprune-tf[jax]"', "tensorflow": "pip install tensorflow (the core install)"}
 _BACKEND_TITLE = {"jax": "JAX", "tensorflow": "TensorFlow"}
@@ -59,6 +56,21 @@ class BackendChoice:
         return f"Keras backend: {self.backend} ({self.reason})"
 
 
+def fine_tunes_convolutions(method: str) -> bool:
+    """True when the method ``algorithm.name`` selects fine-tunes convolutions inside the backbone.
+
+    Those (DeepPruningES, TASCNet: `evoprune_tf.methods.Method.fine_tunes_convolutions`)
+    run faster on TensorFlow here; every other method trains heads on cached features.
+    An unknown name is False (validation reports it).
+    """
+    from evoprune_tf.methods import get_method
+
+    try:
+        return get_method(method).fine_tunes_convolutions
+    except ValueError:
+        return False
+
+
 def _wanted_backend(method: str, requested: str, engine: str, installed: Any) -> tuple[str, str]:
     """What ``train.backend`` picks for a method, and why (an explicit missing backend is a ValueError)."""
     if requested not in BACKENDS:
@@ -69,13 +81,13 @@ def _wanted_backend(method: str, requested: str, engine: str, installed: Any) ->
                              f"expected it installed: {_BACKEND_INSTALL[requested]}")
         return requested, f"train.backend={requested!r}"
     if installed("tensorflow") or not installed("jax"):
-        if method in FILTER_METHODS:
+        if fine_tunes_convolutions(method):
             return "tensorflow", f"auto: {method} fine-tunes convolutions, faster on TensorFlow"
         if engine == "numpy":  # heads train in NumPy: Keras only extracts features and exports
             return "tensorflow", "auto: the NumPy engine trains the heads; TensorFlow extracts features fastest"
         return "tensorflow", ("auto: on CPU heads train as fast on TensorFlow as on JAX or faster, and features "
                               "extract faster; train.backend='jax' for a GPU with JAX")
-    if method in FILTER_METHODS:
+    if fine_tunes_convolutions(method):
         return "jax", f"auto: {method} runs on JAX because TensorFlow is not installed"
     return "jax", "auto: TensorFlow is not installed; features are extracted on JAX"
 

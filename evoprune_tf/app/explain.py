@@ -7,7 +7,7 @@ and features (the feature cache makes the features cheap). It retrains the chose
 with the run's report recipe and seed (the same head as the run's own report), ranks
 its input features by occlusion and writes CAM overlays of a few test images per class,
 saved locally under ``<report folder>/explanations/<model>/`` (the run's
-`evoprune_tf.app.config.report_folder`: ``report.dir``, else
+`evoprune_tf.session.report_folder`: ``report.dir``, else
 ``<store folder>/reports/<run id>``; with a tracking server a temporary folder, removed
 once logged) and logged to the same run under ``explanations/<model>/``.
 
@@ -26,7 +26,8 @@ from typing import Any, Iterable
 import numpy as np
 from mlflow import MlflowClient
 
-from evoprune_tf.app.build import backbone_spec, encoding_for, prepare_features, seed_everything
+from evoprune_tf.methods.head.build import backbone_spec, encoding_for, prepare_features
+from evoprune_tf.session import seed_everything
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, report_files
 from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.encodings import pack_genome

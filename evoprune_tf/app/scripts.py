@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evoprune_tf.app.cli import EPILOG, add_run_options, load_run_config, overrides_from_args, quiet_startup
-from evoprune_tf.app.config import merge
+from evoprune_tf.app.config import ConfigError, merge
 from evoprune_tf.app.run import run
-from evoprune_tf.app.tascnet_run import tascnet_main
+from evoprune_tf.data.images import is_named_source
 
 __all__ = ["Dataset", "experiment_main", "assets_path", "REFERENCE_SETUP", "TascnetImageSet",
-           "TASCNET_IMAGE_RECIPE", "TASCNET_WEIGHTS_HELP"]
+           "TASCNET_IMAGE_RECIPE", "TASCNET_WEIGHTS_HELP", "tascnet_main"]
 
 #: EvoPruneDeepTL's reference head: ResNet50 (ImageNet, average pooling, 2048 features)
 #: -> Dense 512 -> Dense 512 -> softmax, at 224 px.
@@ -197,3 +197,110 @@ class TascnetImageSet:
         """
         return tascnet_main(None if argv is None else list(argv), defaults=self.defaults,
                             description=self.description, download=self.download)
+
+
+# ------------------------------------------------------------------ TASCNet scripts
+
+def _tascnet_parser(description: str, download: str) -> argparse.ArgumentParser:
+    """Every ``evoprune run`` option, ``--config``, ``--dry-run``, and TASCNet's own."""
+    parser = argparse.ArgumentParser(description=description, epilog=f"{download}\n\n{EPILOG}" if download else EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve")
+    parser.add_argument("--config", help="a TOML config; this script's recipe applies under it")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print each seed's config, run nothing")
+    add_run_options(parser)
+    t = parser.add_argument_group("TASCNet")
+    t.add_argument("--text", help="text corpus folder (<class>.txt files or rt-polarity.pos/.neg)")
+    t.add_argument("--stage", choices=("1", "2", "both"), help="TASCNet stage(s) to run")
+    # Replaces `evoprune run`'s --seeds (report retrains, which TASCNet does not do): the run seeds.
+    t.add_argument("--seeds", type=int, nargs="+", dest="run_seeds", metavar="SEED",
+                   help="run seeds, one MLflow run each (default: --seed, else 0)")
+    t.add_argument("--out", default="", help="folder for each seed's artifacts (default: the report folder)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config value, e.g. tascnet.evaluations=6 (repeatable)")
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML-like literal (int, float, bool, list) or a plain string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _tascnet_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """``evoprune run``'s overrides plus ``--text``, ``--stage`` and each ``--set KEY=VALUE``."""
+    overrides = overrides_from_args(args)
+    overrides.setdefault("algorithm", {})["name"] = overrides.get("algorithm", {}).get("name", "tascnet")
+    if args.text:
+        overrides.setdefault("tascnet", {})["text_corpus"] = args.text
+    if args.stage:
+        overrides.setdefault("tascnet", {})["stage"] = args.stage if args.stage == "both" else int(args.stage)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}; expected KEY=VALUE, e.g. tascnet.evaluations=6")
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _parse_value(value)
+    return overrides
+
+
+def tascnet_main(
+    argv: Sequence[str] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    description: str = "Run TASCNet over one or more seeds and print a results table.",
+    download: str = "",
+) -> int:
+    """Command line of the TASCNet experiment scripts (``experiments/*.py``).
+
+    Takes every ``evoprune run`` option, ``--config`` and ``--dry-run`` (the config is
+    built as ``evoprune run`` builds it, over ``defaults``), plus ``--text`` (a text
+    corpus), ``--stage``, ``--seeds`` (run seeds, one MLflow run each), ``--out`` and
+    ``--set key=value`` (any config value, ``--set tascnet.evaluations=6``); then a table
+    (params/FLOPs/filters of the searched layers, test accuracy, wall time) and its mean
+    over the seeds. A key TASCNet does not read is refused in one line.
+
+    Args:
+        argv: arguments (default ``sys.argv[1:]``).
+        defaults: nested config dict the arguments override (the dataset's recipe).
+        description: the ``--help`` text.
+        download: what to download and where (shown in ``--help`` and when the data is missing).
+
+    Returns:
+        The exit status (2 for bad input, with one line on stderr).
+    """
+    from evoprune_tf.methods.tascnet.report import results_table
+
+    parser = _tascnet_parser(description, download)
+    args = parser.parse_args(None if argv is None else list(argv))
+    quiet_startup()
+    overrides = _tascnet_overrides(parser, args)
+    base = merge({"algorithm": {"name": "tascnet"}}, defaults or {})
+    seeds = args.run_seeds or [args.seed if args.seed is not None else 0]
+    configs = []
+    try:
+        for seed in seeds:
+            configs.append(load_run_config(args.config, merge(overrides, {"seed": seed}), base=base))
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    c = configs[0]
+    source = c.tascnet.text_corpus or c.data.source
+    if not source or (not is_named_source(source) and not source.startswith("builtin:") and not Path(source).exists()):
+        print(f"dataset {source!r} not found. {download}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for config in configs:
+            print(json.dumps(config.to_dict(), indent=2, default=str))
+        return 0
+    rows = [run(config, out_dir=Path(args.out) / f"seed{config.seed}" if args.out else None, print_table=False)
+            if config.algorithm.name == "tascnet" else run(config) for config in configs]
+    if all(isinstance(r, dict) and "unpruned" in r for r in rows):  # TASCNet reports (--algorithm may name another)
+        print(results_table(rows))
+    return 0

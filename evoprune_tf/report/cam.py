@@ -8,8 +8,8 @@ them. The weights come from `evoprune_tf.report.influence`: `explanation_weights
 ranking). `save_explanations` writes overlays per class.
 
 Keras is imported inside the functions that run a backbone, not at module level:
-`evoprune_tf.report.pareto` imports this module at its top, and `evoprune_tf.app.build`
-/ `evoprune_tf.app.run` (hence the CLI) import that one, so a module-level Keras import
+`evoprune_tf.report.pareto` imports this module at its top, and `evoprune_tf.methods.head.build`
+/ `evoprune_tf.methods.head.run` (hence the CLI) import that one, so a module-level Keras import
 would load TensorFlow (seconds) on every start and fix the Keras backend early.
 """
 

@@ -29,7 +29,7 @@ each a function importable from this module (defined in ``front``, ``trade_offs`
 9. `ArtifactLog`: every file goes to the MLflow run when a tracker is given.
 
 The files are written to the folder the caller names (``local_dir``; the application
-passes `evoprune_tf.app.config.report_folder`) and then logged, so they exist with or
+passes `evoprune_tf.session.report_folder`) and then logged, so they exist with or
 without MLflow. The returned dict is JSON-able and lands in ``report.json`` under
 ``"pareto"``.
 """
@@ -159,7 +159,7 @@ def pareto_report(
         tracker: an open `evoprune_tf.tracking.MLflowTracker` to log the files to.
         out: stream for the summary (default stdout).
         local_dir: folder for the files (the application passes
-            `evoprune_tf.app.config.report_folder`); None: a new temporary folder, which is
+            `evoprune_tf.session.report_folder`); None: a new temporary folder, which is
             kept (the returned paths point into it), so nothing lands in the current folder.
 
     Returns:

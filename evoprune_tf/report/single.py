@@ -89,7 +89,7 @@ def head_to_keras(head: TrainedHead) -> keras.Model:
     Returns:
         The masked Keras model (full width, masks applied).
     """
-    # Imported here: the Keras layers load TensorFlow, and `evoprune_tf.app.build` imports
+    # Imported here: the Keras layers load TensorFlow, and `evoprune_tf.methods.head.build` imports
     # this module (through the Pareto report's options) without needing a model.
     from evoprune_tf.nn.layers import build_masked_head, set_head_weights
 

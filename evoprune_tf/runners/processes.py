@@ -15,7 +15,7 @@ the batch it is trained in (see `evoprune_tf.train.numpy_engine`), so a run with
 ends exactly like the serial run. Workers import NumPy, SciPy and the numpy trainer
 only: never TensorFlow or Keras (`worker_reports` says what each one loaded).
 
-Typical use (`evoprune_tf.app.run.run` does this when ``config.workers > 1``)::
+Typical use (`evoprune_tf.methods.head.run.run_head` does this when ``config.workers > 1``)::
 
     pool = ProcessPoolMap(evaluator, workers=2)
     toolbox.register("map", pool.map)

@@ -59,7 +59,7 @@ _SIMILAR: dict[str, Callable] = {"array_equal": np.array_equal, "eq": operator.e
 #: fixed table (never from a name in a file) on first use. `register_record_type` adds more.
 _RECORD_TYPES: dict[str, tuple[str, str] | type] = {
     "Evaluation": ("evoprune_tf.objectives", "Evaluation"),
-    "FilterEvaluation": ("evoprune_tf.filter_evaluation", "FilterEvaluation"),
+    "FilterEvaluation": ("evoprune_tf.methods.deep_pruning_es.evaluation", "FilterEvaluation"),
 }
 
 

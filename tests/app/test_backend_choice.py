@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from evoprune_tf.app.build import run_tags
+from evoprune_tf.methods.head.build import run_tags
 from evoprune_tf.app.backend import choose_backend
 from evoprune_tf.app.config import ConfigError, load_config
 from evoprune_tf.train import TrainConfig
@@ -118,7 +118,8 @@ RUN_SCRIPT = textwrap.dedent(
     os.environ.pop("KERAS_BACKEND", None)  # conftest sets it for the test session; this process chooses
 
     import evoprune_tf.app.run as app_run
-    from evoprune_tf.app.build import run_tags
+    from evoprune_tf.methods.deep_pruning_es.method import DeepPruningES
+    from evoprune_tf.methods.head.build import run_tags
     from evoprune_tf.app.config import load_config
 
     out = {"keras_before": "keras" in sys.modules}
@@ -141,7 +142,8 @@ RUN_SCRIPT = textwrap.dedent(
         print(kwargs["banner"], file=kwargs["out"])  # the real one prints it after its cheap input checks
         return "stub"
 
-    app_run.run_filter_pruning = fake_filter_run
+    DeepPruningES.check = lambda self, session: None
+    DeepPruningES.run = lambda self, session: fake_filter_run(session.config, banner=session.banner, out=io.StringIO())
     text = io.StringIO()
     app_run.run(load_config(None, {**common, "algorithm": {"name": "deep_pruning_es"}}), out=text)
     out["filter_line"] = text.getvalue().splitlines()[0]

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import evoprune_tf.app.build as build_module
+import evoprune_tf.methods.head.build as build_module
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.search.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import _SECTION_TYPES, _TOP_LEVEL, ConfigError, config_from_dict, load_config
@@ -237,7 +238,7 @@ def test_an_unreachable_tracking_server_fails_fast_before_any_data_is_read(tmp_p
     def never(*args, **kwargs):
         raise AssertionError("the dataset was read before the tracking store was checked")
 
-    monkeypatch.setattr(run_module, "prepare_features", never)
+    monkeypatch.setattr(head_run, "prepare_features", never)
     monkeypatch.setattr(build_module, "load_run_images", never)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     began = time.monotonic()

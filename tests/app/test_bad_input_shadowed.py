@@ -9,6 +9,7 @@ import pytest
 from conftest import make_planted_features
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.app.cli import build_parser
 from evoprune_tf.app.cli import main as cli_main
 
@@ -17,8 +18,8 @@ from evoprune_tf.app.cli import main as cli_main
 def no_long_work(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """Planted features instead of images; a run that gets past validation is cheap."""
     data, _ = make_planted_features(n_features=16, n_train=60, n_val=30, n_test=30, seed=1)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 

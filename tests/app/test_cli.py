@@ -10,6 +10,8 @@ from conftest import make_planted_features
 from helpers_runs import run_toml
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
+import evoprune_tf.session.session as session_module
 from evoprune_tf.search.callbacks import Callback
 from evoprune_tf.search.checkpoint import load_checkpoint
 from evoprune_tf.app.cli import main as cli_main
@@ -19,8 +21,8 @@ from evoprune_tf.app.config import config_from_dict
 def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """The CLI on planted features (no images, no backbone), run from ``tmp_path``."""
     data, _ = make_planted_features(seed=4)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)  # no ImageNet weights needed
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)  # no ImageNet weights needed
     monkeypatch.chdir(tmp_path)
     return data
 
@@ -54,7 +56,7 @@ def test_ctrl_c_prints_how_to_resume_and_evoprune_resume_finishes_the_run(tmp_pa
                 raise KeyboardInterrupt
 
     config = _write_config(tmp_path)
-    monkeypatch.setattr(run_module, "ProgressBar", CtrlC)  # the last built-in callback: Ctrl-C after the checkpoint
+    monkeypatch.setattr(session_module, "ProgressBar", CtrlC)  # the last built-in callback: Ctrl-C after the checkpoint
     assert cli_main(["run", config]) == 130
     captured = capsys.readouterr()
     path = next((tmp_path / "ckpt").glob("*/checkpoint.npz"))
@@ -63,8 +65,8 @@ def test_ctrl_c_prints_how_to_resume_and_evoprune_resume_finishes_the_run(tmp_pa
     assert load_checkpoint(path).state.generation == 2
 
     monkeypatch.undo()
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (planted_cli, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (planted_cli, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     assert cli_main(["resume", str(path), "--no-progress"]) == 0
     assert "Final report" in capsys.readouterr().out
     _same(load_checkpoint(path).state, _reference(tmp_path, planted_cli))

@@ -178,7 +178,7 @@ def test_a_run_on_an_unreachable_download_fails_in_one_line_before_any_work(tmp_
     def no_work(*args, **kwargs):
         raise AssertionError("features were prepared before the download was checked")
 
-    monkeypatch.setattr("evoprune_tf.app.run.prepare_features", no_work)
+    monkeypatch.setattr("evoprune_tf.methods.head.run.prepare_features", no_work)
     errors = io.StringIO()
     monkeypatch.setattr("sys.stderr", errors)
     status = main(["run", "--data", "download:rock_paper_scissors", "--weights", "none", "--no-tracking",

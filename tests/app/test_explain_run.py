@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from evoprune_tf.app.config import config_from_dict, flatten, load_config
+from evoprune_tf.app.config import config_from_dict, load_config
+from evoprune_tf.session import flatten
 from evoprune_tf.app.explain import _config_from_params, explain_run, run_config
 from evoprune_tf.tracking.store import run_genomes
 from evoprune_tf.app.run import run

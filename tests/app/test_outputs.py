@@ -10,8 +10,8 @@ import mlflow
 import pytest
 
 from conftest import make_planted_features, new_mlflow_store
-from evoprune_tf.app.config import check_output_locations, load_config, report_folder
-from evoprune_tf.app.run import report_files, run
+from evoprune_tf.app.config import check_output_locations, load_config, report_files, report_folder
+from evoprune_tf.app.run import run
 
 
 def _mo_config(uri: str = "", **sections):

@@ -18,6 +18,7 @@ from conftest import make_planted_features
 from helpers_runs import Interrupt
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.search.checkpoint import load_checkpoint, read_checkpoint_header
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
@@ -40,7 +41,8 @@ JOB = textwrap.dedent('''
     with np.load(spec["features"]) as z:
         data = FeatureSplits(z["x_train"], z["y_train"], z["x_val"], z["y_val"], z["x_test"], z["y_test"],
                              class_names=tuple(str(c) for c in z["class_names"]), name="planted")
-    run_module._report = lambda *args, **kwargs: ({}, None)
+    import evoprune_tf.methods.head.run as head_run
+    head_run._report = lambda *args, **kwargs: ({}, None)
     print("started", flush=True)
     run_module.run(config_from_dict(spec["config"]), features=data, callbacks=[Pace()], out=sys.stderr)
 ''')
@@ -76,7 +78,7 @@ def _summary(result) -> dict:
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """The final report is not under test here (and the MO one builds Keras models)."""
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
 
 
 def _only_checkpoint(folder: Path) -> Path:
@@ -175,7 +177,7 @@ def test_a_run_that_stopped_early_and_died_in_its_report_resumes_to_the_same_sto
     def killed_in_report(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "_report", killed_in_report)
+    monkeypatch.setattr(head_run, "_report", killed_in_report)
     out = io.StringIO()
     with pytest.raises(KeyboardInterrupt):
         run_module.run(config_from_dict(config), features=data, out=out)
@@ -231,8 +233,8 @@ def test_ctrl_c_marks_the_run_killed_and_evoprune_resume_continues_the_same_mlfl
     assert [m.step for m in client.get_metric_history(run_id, "best")] == [0, 1, 2]
 
     # `evoprune resume <checkpoint>`: the CLI rebuilds the config from the checkpoint.
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)  # no ImageNet weights needed
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)  # no ImageNet weights needed
     assert cli_main(["resume", str(path), "--no-progress"]) == 0
     capsys.readouterr()
     finished = client.get_run(run_id)

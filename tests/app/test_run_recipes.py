@@ -12,6 +12,7 @@ import pytest
 from conftest import make_planted_features
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.report.single import retrain
@@ -37,8 +38,8 @@ KERAS_OPTIONS = {
 def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """The CLI on small planted features (no images, no backbone), run from ``tmp_path``."""
     data, _ = make_planted_features(n_features=24, n_train=120, n_val=60, n_test=60, seed=4)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     monkeypatch.chdir(tmp_path)
     return data
 

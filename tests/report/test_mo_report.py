@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import make_planted_features
-from evoprune_tf.app.build import pareto_options
+from evoprune_tf.methods.head.build import pareto_options
 from evoprune_tf.app.config import load_config
 from evoprune_tf.report.pareto import TRADE_OFFS, distinct_trade_offs, pareto_report
 from evoprune_tf.report.single import retrain

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from evoprune_tf.app.filters_run import _markdown
-from evoprune_tf.app.tascnet_run import results_table
+from evoprune_tf.methods.deep_pruning_es.report import markdown_table as _markdown
+from evoprune_tf.methods.tascnet.report import results_table
 from evoprune_tf.report.pareto import format_pareto_report
 from evoprune_tf.report.single import format_report
 from evoprune_tf.report.text import count, mean_std, plural

@@ -13,7 +13,8 @@ import pytest
 from conftest import make_planted_features
 
 from evoprune_tf.search.checkpoint import load_checkpoint
-from evoprune_tf.app.config import config_from_dict, operator_specs
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.methods.inputs import operator_specs
 from evoprune_tf.encodings import HeadSpec, make_encoding
 from evoprune_tf.encodings import genome_key
 from evoprune_tf.evaluation import PopulationEvaluator

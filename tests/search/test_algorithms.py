@@ -7,7 +7,8 @@ import pytest
 
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback, EarlyStop
-from evoprune_tf.app.config import OperatorsConfig, operator_specs
+from evoprune_tf.app.config import OperatorsConfig
+from evoprune_tf.methods.inputs import operator_specs
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
 from evoprune_tf.search.toolbox import build_toolbox

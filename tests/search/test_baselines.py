@@ -8,8 +8,8 @@ from evoprune_tf.app.config import ConfigError, load_config
 from evoprune_tf.app.run import run
 from evoprune_tf.encodings import ConnectionPruning, FeatureSelection, HeadSpec, NeuronPruning
 from evoprune_tf.evaluation import PopulationEvaluator
+from evoprune_tf.methods.head.baselines import baseline_genome, magnitude_scores, n_active, random_mask_genome, top_k_genome
 from evoprune_tf.report.single import retrain
-from evoprune_tf.search.baselines import baseline_genome, magnitude_scores, n_active, random_mask_genome, top_k_genome
 from evoprune_tf.train import TrainConfig
 
 

@@ -261,7 +261,7 @@ def _rich_checkpoint() -> Checkpoint:
     """A checkpoint holding every kind of value a method stores (MO individuals, aliases, records...)."""
     from deap import tools
 
-    from evoprune_tf.filter_evaluation import FilterEvaluation
+    from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluation
     from evoprune_tf.objectives import Evaluation
     from evoprune_tf.search.callbacks import EvolutionState
     from evoprune_tf.search.toolbox import individual_class

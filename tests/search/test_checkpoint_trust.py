@@ -16,6 +16,7 @@ from helpers_runs import Interrupt
 from test_checkpoint import assert_same
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.search import checkpoint_format as fmt
@@ -36,7 +37,7 @@ def _config(tmp_path: Path, **extra) -> dict:
 
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    monkeypatch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def reference(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("reference")
     data, _ = make_planted_features(seed=2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+        patch.setattr(head_run, "_report", lambda *args, **kwargs: ({}, None))
         return run_module.run(config_from_dict(_config(tmp_path)), features=data, out=io.StringIO())
 
 
@@ -175,8 +176,8 @@ def test_an_old_pickle_loads_with_allow_pickle_and_resumes_in_the_data_only_form
         assert_same(load_checkpoint(path, allow_pickle=True).state, saved.state)
     assert read_checkpoint_header(old, allow_pickle=True)["generation"] == 2
     data, _ = make_planted_features(seed=2)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     assert cli_main(["resume", str(old), "--no-progress"]) == 2
     assert "--allow-pickle" in capsys.readouterr().err
     assert cli_main(["resume", str(old), "--no-progress", "--allow-pickle"]) == 0

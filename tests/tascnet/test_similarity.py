@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.tascnet.similarity import (
+from evoprune_tf.methods.tascnet.similarity import (
     PairSimilarityModel,
     PairSimilarityRegularizer,
     assign_pruned_weights,
@@ -22,7 +22,7 @@ from evoprune_tf.tascnet.similarity import (
     select_layer_pairs,
     select_pairs,
 )
-from evoprune_tf.tascnet.trajectories import conv_kernels
+from evoprune_tf.methods.tascnet.trajectories import conv_kernels
 
 
 def _planted(n: int = 40, length: int = 30, seed: int = 0) -> np.ndarray:
@@ -243,8 +243,8 @@ _JAX_SCRIPT = textwrap.dedent(
     """
     import numpy as np, keras
     assert keras.backend.backend() == "jax"
-    from evoprune_tf.tascnet.similarity import PairSimilarityModel, pair_similarities
-    from evoprune_tf.tascnet.trajectories import KernelTrajectoryRecorder, conv_kernels
+    from evoprune_tf.methods.tascnet.similarity import PairSimilarityModel, pair_similarities
+    from evoprune_tf.methods.tascnet.trajectories import KernelTrajectoryRecorder, conv_kernels
     pairs = {"c": [(0, 1), (2, 3)]}
     x = np.random.default_rng(0).normal(size=(64, 16, 3)).astype("float32")
     y = (x[:, 0, 0] > 0).astype("int64")

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.tascnet.models import (
+from evoprune_tf.methods.tascnet.models import (
     Configuration,
     PrefixFeatures,
     SearchSpace,
@@ -16,7 +16,7 @@ from evoprune_tf.tascnet.models import (
     build_candidate,
     make_search_space,
 )
-from evoprune_tf.tascnet.stage1 import CandidateEvaluator, _encode, make_toolbox, search_configuration
+from evoprune_tf.methods.tascnet.stage1 import CandidateEvaluator, _encode, make_toolbox, search_configuration
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_run_tascnet_images_end_to_end(tmp_path) -> None:
     import mlflow
 
     from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.app.tascnet_run import run_tascnet
+    from evoprune_tf.methods.tascnet.run import run_tascnet
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(48, 32, 32, 3), dtype=np.uint8)

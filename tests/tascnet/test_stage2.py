@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from evoprune_tf.nn.text_cnn import build_text_cnn
-from evoprune_tf.tascnet import stage2
-from evoprune_tf.tascnet.models import TrainRecipe
-from evoprune_tf.tascnet.stage2 import PruneSettings, plot_tradeoff, prunable_layers, tascnet_prune
+from evoprune_tf.methods.tascnet import stage2
+from evoprune_tf.methods.tascnet.models import TrainRecipe
+from evoprune_tf.methods.tascnet.stage2 import PruneSettings, plot_tradeoff, prunable_layers, tascnet_prune
 
 
 def _conv_net(width: int = 16) -> keras.Model:
@@ -198,7 +198,8 @@ def test_config_section_surfaces_bad_tascnet_values() -> None:
 def test_run_tascnet_text_own_corpus_and_glove_file(tmp_path) -> None:
     """A corpus of one .txt file per class and a GloVe text file go through the app runner."""
     from evoprune_tf.app.config import config_from_dict
-    from evoprune_tf.app.tascnet_run import results_table, run_tascnet
+    from evoprune_tf.methods.tascnet.report import results_table
+    from evoprune_tf.methods.tascnet.run import run_tascnet
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

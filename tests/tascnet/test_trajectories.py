@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from evoprune_tf.tascnet.trajectories import (
+from evoprune_tf.methods.tascnet.trajectories import (
     KernelTrajectoryRecorder,
     conv_kernels,
     filter_matrix,

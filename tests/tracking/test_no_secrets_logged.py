@@ -17,9 +17,11 @@ import pytest
 from mlflow import MlflowClient
 
 import evoprune_tf.app.run as run_module
+import evoprune_tf.methods.head.run as head_run
 from conftest import make_planted_features, new_mlflow_store
 from evoprune_tf.app.cli import main as cli_main
-from evoprune_tf.app.config import config_from_dict, flatten
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.session import flatten
 from evoprune_tf.app.server import MLflowServer, free_port
 from evoprune_tf.search.checkpoint import load_checkpoint
 from evoprune_tf.tracking.redact import is_secret_name, redact_text, redact_uri, usable_uri
@@ -30,8 +32,8 @@ from helpers_runs import run_toml
 def planted_cli(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """`evoprune run` on planted features (no images, no backbone), from ``tmp_path``."""
     data, _ = make_planted_features(seed=4)
-    monkeypatch.setattr(run_module, "prepare_features", lambda config: (data, None, None))
-    monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
+    monkeypatch.setattr(head_run, "prepare_features", lambda config: (data, None, None))
+    monkeypatch.setattr(head_run, "check_inputs", lambda config: None)
     monkeypatch.chdir(tmp_path)
     return data
 

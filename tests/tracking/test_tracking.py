@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback, EvolutionState
-from evoprune_tf.app.build import tracker_options
+from evoprune_tf.methods.head.build import tracker_options
 from evoprune_tf.app.config import ExperimentConfig
 from evoprune_tf.encodings import pack_genome, unpack_genome
 from evoprune_tf.tracking import (

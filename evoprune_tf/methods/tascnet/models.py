@@ -24,8 +24,8 @@ directly. `PrefixFeatures` computes (and caches) the prefix outputs once per cut
 candidate trains on cached activations. "The searched layers" of the reports are the
 trainable model's layers.
 
-The configuration space lives in `evoprune_tf.tascnet.search_space` and the SGD recipe in
-`evoprune_tf.tascnet.recipe`; their names stay importable from here.
+The configuration space lives in `evoprune_tf.methods.tascnet.search_space` and the SGD recipe in
+`evoprune_tf.methods.tascnet.recipe`; their names stay importable from here.
 
 Kept pretrained layers keep their ImageNet weights; their BatchNormalization layers stay
 in inference mode (``trainable = False``) because batches of 32 would overwrite the
@@ -41,8 +41,8 @@ import keras
 import numpy as np
 
 from evoprune_tf.nn.cut import split_model
-from evoprune_tf.tascnet.recipe import TrainRecipe, compile_sgd, evaluate_model, fine_tune
-from evoprune_tf.tascnet.search_space import (
+from evoprune_tf.methods.tascnet.recipe import TrainRecipe, compile_sgd, evaluate_model, fine_tune
+from evoprune_tf.methods.tascnet.search_space import (
     DROPOUT_CHOICES,
     FILTER_CHOICES,
     KERNEL_CHOICES,

@@ -1,4 +1,4 @@
-"""Config -> parts: the one place that turns an `ExperimentConfig` into resolved objects.
+"""Config -> parts: the one place that turns an `Any` into resolved objects.
 
 `run`, `resume`, `explain` and the experiment scripts all build their parts here:
 images and cached features, the encoding, the evaluator, the toolbox with resolved
@@ -8,35 +8,28 @@ receives these objects, never the config.
 
 from __future__ import annotations
 
-import random
-import sys
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from operators.cardinality import count_of
-from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
-from evoprune_tf.backbones import backbone_info, feature_dim
-from evoprune_tf.model_files import is_model_file, model_file_image_size
-from evoprune_tf.data import load_images
-from evoprune_tf.data.synthetic import synthetic_images
+from evoprune_tf.backbones import feature_dim
+from evoprune_tf.model_files import is_model_file
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.features.child import process_backend
 from evoprune_tf.features.extract import extract_features
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.pareto import BackboneSpec, ParetoReportOptions
 from evoprune_tf.resampling import ResampledEvaluator
-from evoprune_tf.search.baselines import BASELINES, baseline_genome
+from evoprune_tf.methods.head.baselines import BASELINES, baseline_genome
+from evoprune_tf.methods.inputs import head_tags, head_title, image_size, load_run_images, operator_specs, weights_arg
 from evoprune_tf.search.toolbox import build_toolbox
+from evoprune_tf.session.options import run_tags as session_run_tags
+from evoprune_tf.session.options import tracker_options as session_tracker_options
 from evoprune_tf.tracking.store import run_genomes
 from evoprune_tf.train import derive_seed
 
 __all__ = [
-    "seed_everything",
-    "image_size",
-    "weights_arg",
-    "load_run_images",
     "prepare_features",
     "encoding_for",
     "make_evaluator",
@@ -46,59 +39,16 @@ __all__ = [
     "make_toolbox",
     "initial_population",
     "baseline_density",
+    "head_tags",
+    "head_title",
     "run_tags",
-    "run_name",
     "tracker_options",
     "backbone_spec",
     "pareto_options",
 ]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's and NumPy's global RNGs, and Keras' when Keras is loaded."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    if "keras" in sys.modules:
-        import keras
-
-        keras.utils.set_random_seed(seed % 2**32)
-
-
-def image_size(config: ExperimentConfig) -> int:
-    """The input size of the backbone: ``data.image_size``, else the backbone's default (a model file's input)."""
-    if config.data.image_size:
-        return config.data.image_size
-    if is_model_file(config.backbone.name):
-        size = model_file_image_size(config.backbone.name)
-        if size is None:
-            raise ValueError(f"backbone.name={config.backbone.name!r}: its input is not a square image; "
-                             "expected data.image_size to be set")
-        return size
-    return backbone_info(config.backbone.name).default_size
-
-
-def weights_arg(config: ExperimentConfig) -> str | None:
-    """``backbone.weights`` as `build_backbone` takes it (``None`` for random weights)."""
-    weights = config.backbone.weights
-    return None if weights.lower() in ("none", "") else weights
-
-
-def load_run_images(source: str, config: ExperimentConfig, name: str | None = None, max_images: int = 0):
-    """Images of a source (folder, ``.npz``, ``tfds:NAME``, ``builtin:synthetic``) split as the config says."""
-    size = image_size(config)
-    if source.startswith("builtin:"):
-        if source != "builtin:synthetic":
-            raise ValueError(f"unknown built-in dataset {source!r}; expected 'builtin:synthetic'")
-        return synthetic_images(image_size=size, seed=config.seed)
-    d = config.data
-    per_class = d.max_per_class or None
-    return load_images(
-        source, image_size=size, val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=config.seed,
-        skip_bad_images=d.skip_bad_images, max_per_class=per_class, name=name, progress=config.progress,
-    )
-
-
-def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarray | None, Any]:
+def prepare_features(config: Any) -> tuple[FeatureSplits, np.ndarray | None, Any]:
     """Images -> cached backbone features, and OOD features when configured.
 
     Returns:
@@ -123,7 +73,7 @@ def prepare_features(config: ExperimentConfig) -> tuple[FeatureSplits, np.ndarra
     return features, ood, images
 
 
-def encoding_for(config: ExperimentConfig, features: FeatureSplits) -> Encoding:
+def encoding_for(config: Any, features: FeatureSplits) -> Encoding:
     """The run's `Encoding` over a head sized for these features."""
     spec = HeadSpec(features.n_features, features.n_classes, tuple(config.head.hidden), config.head.use_bias)
     options: dict[str, Any] = {}
@@ -134,7 +84,7 @@ def encoding_for(config: ExperimentConfig, features: FeatureSplits) -> Encoding:
     return make_encoding(config.encoding.name, spec, **options)
 
 
-def genome_length_of(config: ExperimentConfig) -> int | None:
+def genome_length_of(config: Any) -> int | None:
     """The genome length of a config's head encoding, known before any image is read.
 
     Feature selection has one gene per backbone feature (`evoprune_tf.backbones.feature_dim`),
@@ -158,7 +108,7 @@ def genome_length_of(config: ExperimentConfig) -> int | None:
     return None
 
 
-def check_budget(config: ExperimentConfig) -> None:
+def check_budget(config: Any) -> None:
     """``encoding.active`` against the genome length, before any image is read (one-line ValueError).
 
     A count above the number of genes fails here, not after the features are extracted;
@@ -170,7 +120,7 @@ def check_budget(config: ExperimentConfig) -> None:
         count_of(active, genes, "encoding.active")
 
 
-def make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
+def make_evaluator(config: Any, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
     """The run's evaluator on these features (and OOD features, for robustness).
 
     ``objectives.resampling`` = ``cv`` or ``repeated`` gives a `ResampledEvaluator`
@@ -186,7 +136,7 @@ def make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.nd
                               repeats=o.repeats, **options)
 
 
-def rescoring_evaluator(config: ExperimentConfig, evaluator: PopulationEvaluator) -> ResampledEvaluator:
+def rescoring_evaluator(config: Any, evaluator: PopulationEvaluator) -> ResampledEvaluator:
     """k-fold CV (``report.rescore_folds``) over partitions the search never used, to pick the winner."""
     o = config.objectives
     return ResampledEvaluator(
@@ -196,53 +146,22 @@ def rescoring_evaluator(config: ExperimentConfig, evaluator: PopulationEvaluator
     )
 
 
-def make_toolbox(config: ExperimentConfig, evaluator: PopulationEvaluator):
+def make_toolbox(config: Any, evaluator: PopulationEvaluator):
     """The run's DEAP toolbox: the config's operators resolved on the evaluator's encoding."""
     return build_toolbox(evaluator, operator_specs(config.operators), active=config.encoding.active or None)
 
 
-def _operator_spec(spec: Any) -> str:
-    if isinstance(spec, Mapping):
-        options = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-        return f"{spec.get('name', '?')}({options})" if options else str(spec.get("name", "?"))
-    return str(spec)
+def run_tags(config: Any) -> dict[str, str]:
+    """The MLflow tags of a head run (`evoprune_tf.session.run_tags` and `head_tags`)."""
+    return session_run_tags(config, head_tags(config))
 
 
-def run_tags(config: ExperimentConfig) -> dict[str, str]:
-    """The MLflow tags that group and compare runs: algorithm, encoding, dataset, backbone, seed, operators.
-
-    ``evoprune.keras_backend`` is the Keras backend the run actually uses (after
-    ``train.backend`` and ``KERAS_BACKEND`` were resolved; ``train.backend`` itself is a param).
-    """
-    aliases = ["init", "select", "mate", "mutate"] + (["survive"] if config.multi_objective else [])
-    return {
-        "evoprune.algorithm": config.algorithm.name,
-        "evoprune.encoding": config.encoding.name,
-        "evoprune.dataset": config.data.name or config.data.source,
-        "evoprune.backbone": config.backbone.name,
-        "evoprune.seed": str(config.seed),
-        "evoprune.operators": " ".join(f"{a}={_operator_spec(getattr(config.operators, a))}" for a in aliases),
-        "evoprune.keras_backend": process_backend(),
-    }
+def tracker_options(config: Any) -> dict[str, Any]:
+    """Keyword arguments of `evoprune_tf.tracking.MLflowTracker` for a head run's config."""
+    return session_tracker_options(config, tags=head_tags(config), title=head_title(config))
 
 
-def run_name(config: ExperimentConfig) -> str:
-    """The MLflow run name: ``tracking.run_name``, else ``<name>-<algorithm>-seed<seed>``."""
-    return config.tracking.run_name or f"{config.name}-{config.algorithm.name}-seed{config.seed}"
-
-
-def tracker_options(config: ExperimentConfig) -> dict[str, Any]:
-    """Keyword arguments of `evoprune_tf.tracking.MLflowTracker` for a config's run."""
-    c = config
-    # Params, tags and names are what others see in the store: no secret goes there (`ExperimentConfig.redact`).
-    return dict(
-        uri=c.tracking.uri, experiment=c.tracking.experiment, run_name=c.redact(run_name(c)), params=flatten(c),
-        tags={k: c.redact(v) for k, v in run_tags(c).items()},
-        title=c.redact(f"{c.name}: {c.algorithm.name} / {c.encoding.name} (seed {c.seed})"),
-    )
-
-
-def baseline_density(config: ExperimentConfig) -> float:
+def baseline_density(config: Any) -> float:
     """``algorithm.density``, or the active fraction of the best genome of the run ``algorithm.density_of``.
 
     Raises:
@@ -258,7 +177,7 @@ def baseline_density(config: ExperimentConfig) -> float:
     return float(np.mean(np.asarray(best[0]) != 0))
 
 
-def initial_population(config: ExperimentConfig, toolbox: Any, evaluator: PopulationEvaluator) -> list:
+def initial_population(config: Any, toolbox: Any, evaluator: PopulationEvaluator) -> list:
     """Generation 0: the baseline's one genome, or ``algorithm.population`` genomes from the initialiser.
 
     With ``operators.seed_unpruned`` the first genome is the unpruned one. With a fixed
@@ -278,14 +197,14 @@ def initial_population(config: ExperimentConfig, toolbox: Any, evaluator: Popula
     return population
 
 
-def backbone_spec(config: ExperimentConfig) -> BackboneSpec:
+def backbone_spec(config: Any) -> BackboneSpec:
     """The run's backbone as the reports rebuild it (explanations)."""
     b = config.backbone
     return BackboneSpec(name=b.name, weights=weights_arg(config), options=dict(b.options or {}),
                         batch_size=int(b.batch_size))
 
 
-def pareto_options(config: ExperimentConfig) -> ParetoReportOptions:
+def pareto_options(config: Any) -> ParetoReportOptions:
     """What `evoprune_tf.report.pareto.pareto_report` needs to know of a config's run."""
     return ParetoReportOptions(
         run_name=config.name, objective_names=tuple(config.objectives.names),

@@ -2,7 +2,7 @@
 
 Step 2 of TASCNet's filter pruning, as pure functions over NumPy arrays: per layer, the
 cosine similarity between the filters' flattened weight trajectories
-(`evoprune_tf.tascnet.trajectories`), and the ``prune_percent`` most similar *disjoint*
+(`evoprune_tf.methods.tascnet.trajectories`), and the ``prune_percent`` most similar *disjoint*
 pairs, chosen greedily from the most similar one (``order="least_similar"`` reproduces
 the authors' code, which sorts ascending).
 """

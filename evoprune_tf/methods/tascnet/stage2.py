@@ -46,8 +46,8 @@ import numpy as np
 from evoprune_tf.nn.coupling import filter_groups
 from evoprune_tf.nn.flops import count_flops
 from evoprune_tf.nn.surgery import prune_filters
-from evoprune_tf.tascnet.models import TrainRecipe, compile_sgd, evaluate_model, fine_tune
-from evoprune_tf.tascnet.similarity import (
+from evoprune_tf.methods.tascnet.models import TrainRecipe, compile_sgd, evaluate_model, fine_tune
+from evoprune_tf.methods.tascnet.similarity import (
     ORDERS,
     PairSimilarityModel,
     assign_pruned_weights,
@@ -55,7 +55,7 @@ from evoprune_tf.tascnet.similarity import (
     n_pairs,
     select_pairs,
 )
-from evoprune_tf.tascnet.trajectories import KernelTrajectoryRecorder, conv_kernels, find_conv_layers
+from evoprune_tf.methods.tascnet.trajectories import KernelTrajectoryRecorder, conv_kernels, find_conv_layers
 
 __all__ = [
     "IterationRecord",

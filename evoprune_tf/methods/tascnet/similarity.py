@@ -4,7 +4,7 @@ Steps 2-4 of TASCNet's filter pruning, as pure functions over NumPy arrays (plus
 Keras model wrapper for the loss term):
 
 2. `select_pairs`: per layer, the cosine similarity between the filters' flattened
-   weight trajectories (`evoprune_tf.tascnet.trajectories`), and the ``prune_percent``
+   weight trajectories (`evoprune_tf.methods.tascnet.trajectories`), and the ``prune_percent``
    most similar *disjoint* pairs, chosen greedily from the most similar one
    (``order="least_similar"`` reproduces the authors' code, which sorts ascending).
 3. `PairSimilarityModel`: wraps a model so that ``fit`` minimises
@@ -15,7 +15,7 @@ Keras model wrapper for the loss term):
    (``mode="delete"``), or the pair is merged into the kept filter by an L1-weighted
    average (``mode="merge"``). The result's ``keep`` masks are what filter surgery takes.
 
-Steps 2 and 3 live in `evoprune_tf.tascnet.pairs` and `evoprune_tf.tascnet.pair_model`;
+Steps 2 and 3 live in `evoprune_tf.methods.tascnet.pairs` and `evoprune_tf.methods.tascnet.pair_model`;
 their names stay importable from here, where users import them. The outer loop (fine-tune, prune, repeat while validation accuracy stays close to the
 best) is then::
 
@@ -38,8 +38,8 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from evoprune_tf.tascnet.pair_model import PairSimilarityModel, PairSimilarityRegularizer
-from evoprune_tf.tascnet.pairs import (
+from evoprune_tf.methods.tascnet.pair_model import PairSimilarityModel, PairSimilarityRegularizer
+from evoprune_tf.methods.tascnet.pairs import (
     ORDERS,
     Pairs,
     check_pairs,
@@ -49,7 +49,7 @@ from evoprune_tf.tascnet.pairs import (
     select_layer_pairs,
     select_pairs,
 )
-from evoprune_tf.tascnet.trajectories import find_conv_layers
+from evoprune_tf.methods.tascnet.trajectories import find_conv_layers
 
 __all__ = [
     "ORDERS",

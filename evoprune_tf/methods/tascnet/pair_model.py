@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from evoprune_tf.tascnet.pairs import EPS, Pairs, check_pairs
-from evoprune_tf.tascnet.trajectories import find_conv_layers
+from evoprune_tf.methods.tascnet.pairs import EPS, Pairs, check_pairs
+from evoprune_tf.methods.tascnet.trajectories import find_conv_layers
 
 __all__ = ["PairSimilarityRegularizer", "PairSimilarityModel"]
 

@@ -1,7 +1,7 @@
 """TASCNet stage 1: evolutionary search of the deeper layers' configuration.
 
 The authors use Bayesian optimisation (AutoTune); here the integer genome of
-`evoprune_tf.tascnet.models.SearchSpace` is searched with the suite's own DEAP-contract
+`evoprune_tf.methods.tascnet.models.SearchSpace` is searched with the suite's own DEAP-contract
 operators (`operators`): ``uniform_int`` initialisation, gene-wise ``uniform``
 crossover, ``mutate_categorical`` (or ``mutate_step``) mutation and tournament
 selection, in a (mu + lambda) loop with a budget of *distinct trained configurations*.
@@ -26,7 +26,7 @@ import numpy as np
 from deap import base, creator
 
 import operators
-from evoprune_tf.tascnet.models import (
+from evoprune_tf.methods.tascnet.models import (
     Configuration,
     PrefixFeatures,
     SearchSpace,

@@ -142,7 +142,7 @@ class FilterEvaluator(CachedEvaluator):
     """Scores filter genomes by pruning, fine-tuning and validating the searched suffix.
 
     Args:
-        encoding: A `evoprune_tf.filter_encoding.FilterPruning` over ``encoding.model``
+        encoding: A `evoprune_tf.methods.deep_pruning_es.encoding.FilterPruning` over ``encoding.model``
             (the whole network: backbone and head, taking preprocessed images).
         splits: ``{"train": (x, y), "val": (x, y), "test": (x, y)}`` with preprocessed
             float images (what ``encoding.model`` takes) and integer labels; ``test`` may

@@ -3,7 +3,7 @@
 A configuration says, from the top of the backbone down, how many *levels* are replaced
 by new conv layers (each with its own filter count and kernel size), how many
 pretrained levels below are fine-tuned, and the head's Dense layers and dropout (see
-`evoprune_tf.tascnet.models`). `SearchSpace` maps integer genomes to configurations.
+`evoprune_tf.methods.tascnet.models`). `SearchSpace` maps integer genomes to configurations.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""DeepPruningES: evolution-strategy filter pruning inside the backbone (encoding, evaluation, loop, report)."""

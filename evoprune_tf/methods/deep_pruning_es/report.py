@@ -1,0 +1,183 @@
+"""DeepPruningES' final report: heavy, knee and light of the archive and the unpruned network, retrained and measured.
+
+Each model is retrained for ``report.epochs`` (same seeds), scored on test; its FLOPs,
+parameters and latency (batch 1 and 32, median) measured; a table (CSV + Markdown), a
+FLOPs-vs-accuracy plot and the compact deployable ``.keras`` models come out.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evoprune_tf.report.text import mean_std, plural
+from evoprune_tf.train.config import derive_seed
+from operators.selection import heavy_knee_light
+
+__all__ = ["MODEL_NAMES", "final_report", "markdown_table", "measure_latency", "trade_off_table"]
+
+#: Names of the models of the final table, in order.
+MODEL_NAMES = ("unpruned", "heavy", "knee", "light")
+
+
+def measure_latency(model: Any, input_shape: Sequence[int], *, batch_sizes: Sequence[int] = (1, 32),
+                    repeats: int = 20, seed: int = 0) -> dict[int, float]:
+    """Median inference latency of a model in milliseconds per batch.
+
+    Uses the model's compiled ``predict_on_batch`` (traced once, warmed up twice) on
+    random inputs, so the numbers time the network, not Python's per-layer dispatch.
+
+    Args:
+        model: A Keras model.
+        input_shape: One sample's shape.
+        batch_sizes: Batch sizes to time.
+        repeats: Timed calls per batch size.
+        seed: Seed of the random inputs.
+
+    Returns:
+        Batch size -> median milliseconds per call.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for batch in batch_sizes:
+        x = rng.uniform(0, 255, size=(int(batch), *input_shape)).astype(np.float32)
+        for _ in range(2):
+            model.predict_on_batch(x)
+        times = []
+        for _ in range(int(repeats)):
+            began = time.perf_counter()
+            model.predict_on_batch(x)
+            times.append(time.perf_counter() - began)
+        out[int(batch)] = float(np.median(times) * 1000.0)
+    return out
+
+
+def _deployable(evaluator: Any, pruned_suffix: Any, module: str | None, name: str) -> Any:
+    """Images in 0..255 -> preprocessing -> frozen prefix -> pruned suffix, one saveable model."""
+    import keras
+
+    # Defined on first use (it is a Keras layer): `evoprune_tf.backbones` loads without Keras.
+    from evoprune_tf.backbones import BackbonePreprocessing
+
+    compact = evaluator.compact_model(pruned_suffix, name=f"{name}_core")
+    inputs = keras.Input(shape=tuple(evaluator.model.inputs[0].shape[1:]), name="image")
+    x = inputs if module is None else BackbonePreprocessing(module, name="preprocess")(inputs)
+    return keras.Model(inputs, compact(x), name=name)
+
+
+def trade_off_table(rows: list[dict]) -> list[dict]:
+    """Add reductions in % relative to the ``unpruned`` row.
+
+    Args:
+        rows: Dicts with ``model``, ``flops_searched``, ``flops_network``, ``params_network``
+            (the first is the unpruned model).
+
+    Returns:
+        The rows with ``*_reduction_pct`` columns added.
+    """
+    base = next(r for r in rows if r["model"] == "unpruned")
+    for row in rows:
+        for key in ("flops_searched", "flops_network", "params_searched", "params_network"):
+            row[f"{key}_reduction_pct"] = round(100.0 * (1.0 - row[key] / base[key]), 2) if base[key] else 0.0
+    return rows
+
+
+_COLUMNS = ("model", "test_accuracy", "test_accuracy_std", "val_accuracy", "flops_searched", "flops_network",
+            "params_searched", "params_network", "latency_ms_b1", "latency_ms_b32", "flops_searched_reduction_pct",
+            "flops_network_reduction_pct", "params_network_reduction_pct", "kept_filters", "repairs")
+
+
+def markdown_table(rows: list[dict], seeds: int = 1) -> str:
+    """The trade-off table as Markdown; test accuracy with ``± std`` over ``seeds`` retrains when more than one."""
+    head = ["model", "test acc" if seeds == 1 else f"test acc (mean ± std, {plural(seeds, 'seed')})",
+            "FLOPs searched (M)", "FLOPs network (M)", "params (k)", "latency b1 (ms)",
+            "latency b32 (ms)", "FLOPs searched -%", "FLOPs network -%", "params -%"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["model"], mean_std(r["test_accuracy"], r.get("test_accuracy_std"), seeds),
+            f"{r['flops_searched'] / 1e6:.2f}", f"{r['flops_network'] / 1e6:.2f}",
+            f"{r['params_network'] / 1e3:.1f}", f"{r['latency_ms_b1']:.2f}", f"{r['latency_ms_b32']:.2f}",
+            f"{r['flops_searched_reduction_pct']:.1f}", f"{r['flops_network_reduction_pct']:.1f}",
+            f"{r['params_network_reduction_pct']:.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], front: list[tuple[float, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if front:
+        f = np.asarray(front)
+        ax.scatter(f[:, 1] / 1e6, 1.0 - f[:, 0], s=14, c="0.7", label="archive (validation)")
+    colors = {"unpruned": "black", "heavy": "tab:blue", "knee": "tab:red", "light": "tab:green"}
+    for r in rows:
+        ax.scatter(r["flops_network"] / 1e6, r["test_accuracy"], s=60, c=colors.get(r["model"], "tab:purple"),
+                   label=f"{r['model']} (test)", zorder=3)
+    ax.set_xlabel("network FLOPs (M, 2 x MACs)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | None, folder: Path,
+                  out: Any) -> tuple[dict[str, np.ndarray], list[dict], dict[str, Any], dict[str, Path]]:
+    archive = list(halloffame)
+    error_col = list(evaluator.objectives).index("error")
+    cpx_col = 1 if error_col == 0 else 0
+    heavy, knee, light = heavy_knee_light(archive, 3, accuracy_index=error_col, complexity_index=cpx_col)
+    genomes = {"unpruned": evaluator.encoding.unpruned(), "heavy": np.asarray(heavy), "knee": np.asarray(knee),
+               "light": np.asarray(light)}
+    shape = tuple(int(d) for d in evaluator.model.inputs[0].shape[1:])
+    rows, models = [], {}
+    for name, genome in genomes.items():
+        keep, repairs = evaluator.encoding.decode_with_repairs(genome)
+        accs, vals, model = [], [], None
+        for r in range(config.report.seeds):
+            trained = evaluator.fine_tune(keep, epochs=config.report.epochs, seed=derive_seed(config.seed, "final", r))
+            accs.append(evaluator.score(trained, "test")[0])
+            vals.append(evaluator.score(trained, "val")[0])
+            if r == 0:
+                model = trained
+        record = evaluator.describe(model, keep, repairs, vals[0], float("nan"), config.report.epochs)
+        deploy = _deployable(evaluator, model, module, name=f"{name}_model")
+        latency = measure_latency(deploy, shape, seed=config.seed)
+        models[name] = deploy
+        rows.append({
+            "model": name, "test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)),
+            "val_accuracy": float(np.mean(vals)), "flops_searched": record.flops, "flops_network": record.network_flops,
+            "params_searched": record.params, "params_network": record.network_params,
+            "latency_ms_b1": round(latency[1], 3), "latency_ms_b32": round(latency[32], 3),
+            "kept_filters": record.kept_filters, "repairs": record.repairs,
+        })
+        print(f"final {name}: test accuracy {mean_std(float(np.mean(accs)), float(np.std(accs)), len(accs))}"
+              f", network FLOPs {record.network_flops / 1e6:.2f} M, "
+              f"latency b1 {latency[1]:.2f} ms", file=out)
+    rows = trade_off_table(rows)
+    files = {"csv": folder / "trade_off_models.csv", "markdown": folder / "trade_off_models.md",
+             "plot": folder / "flops_vs_accuracy.png"}
+    with open(files["csv"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(_COLUMNS) + ["params_searched_reduction_pct"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    files["markdown"].write_text(markdown_table(rows, config.report.seeds))
+    front = []
+    for ind in archive:
+        e = evaluator.lookup(ind)
+        if e is not None:
+            front.append((e.error, e.network_flops))
+    _plot(rows, front, files["plot"], f"{config.name}: DeepPruningES (seed {config.seed})")
+    return genomes, rows, models, files

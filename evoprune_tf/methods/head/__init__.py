@@ -1,0 +1,1 @@
+"""EvoPruneDeepTL on the transfer-learning head: the GA loops, NSGA-II/III, random search and the head baselines."""
