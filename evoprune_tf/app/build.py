@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from evoprune_tf.app import run_names
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
 from evoprune_tf.backbones import backbone_info
 from evoprune_tf.data import load_images
@@ -179,8 +180,8 @@ def run_tags(config: ExperimentConfig) -> dict[str, str]:
 
 
 def run_name(config: ExperimentConfig) -> str:
-    """The MLflow run name: ``tracking.run_name``, else ``<name>-<algorithm>-seed<seed>``."""
-    return config.tracking.run_name or f"{config.name}-{config.algorithm.name}-seed{config.seed}"
+    """The MLflow run name: ``tracking.run_name``, else ``<method>-s<seed>-<dataset>...`` (`run_names`)."""
+    return run_names.run_name(config)
 
 
 def tracker_options(config: ExperimentConfig) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evoprune_tf.app.config import ConfigError, ExperimentConfig, config_from_dict, flatten, merge, report_files
+from evoprune_tf.app.run_names import run_name
 from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
 from evoprune_tf.data.images import is_named_source, load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus
@@ -134,8 +135,7 @@ class _Run:
         }
         self.tracker = MLflowTracker(
             uri=self.config.tracking.uri, experiment=self.config.tracking.experiment,
-            run_name=self.config.redact(
-                self.config.tracking.run_name or f"tascnet-{dataset}-{backbone}-s{self.config.seed}"),
+            run_name=self.config.redact(run_name(self.config, dataset=dataset)),
             params=flatten(self.config), tags={k: self.config.redact(v) for k, v in tags.items()},
         )
         self.tracker.on_start()

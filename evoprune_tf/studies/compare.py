@@ -11,8 +11,10 @@ tag and says whether one group beats another:
   with Vargha-Delaney effect sizes (`evoprune_tf.studies.stats`);
 * a critical-difference diagram (three or more groups) and the convergence curves of the
   per-generation ``best`` metric, mean ± std per group;
-* a comparison run in the same experiment (tag ``evoprune.kind = comparison``) holding
-  all of the above as artifacts. Comparison runs are never read back as study runs.
+* a comparison run (tag ``evoprune.kind = comparison``) holding all of the above as
+  artifacts, in the experiment ``<study>-comparisons``: its statistics stay out of the
+  study's metric charts. Comparison runs are never read back as study runs (older
+  stores kept them in the study experiment).
 
 Runs are read through `mlflow.MlflowClient` with an explicit tracking URI rather than the
 fluent `mlflow.search_runs`, which only reads the process-wide URI: setting that would
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Hashable, Mapping, Sequence
 import numpy as np
 
 from evoprune_tf.report.text import plural
+from evoprune_tf.studies.convergence import convergence_plot
 from evoprune_tf.studies.stats import (
     FriedmanResult,
     WilcoxonResult,
@@ -45,6 +48,7 @@ from evoprune_tf.studies.stats import (
     friedman,
     wilcoxon_paired,
 )
+from evoprune_tf.tracking.experiments import comparisons_experiment, ensure_experiment
 
 if TYPE_CHECKING:
     import pandas
@@ -65,6 +69,10 @@ __all__ = [
 SEED_TAG = "evoprune.seed"
 KIND_TAG = "evoprune.kind"
 COMPARISON_KIND = "comparison"
+#: Tag of a comparison run: the study experiment it compares.
+COMPARED_EXPERIMENT_TAG = "evoprune.compare.experiment"
+#: Tag of a study experiment: the experiment its comparison runs go to.
+COMPARISONS_TAG = "evoprune.comparisons"
 
 #: Final metrics tabulated by default; those no selected run has are left out.
 DEFAULT_METRICS: tuple[str, ...] = (
@@ -367,56 +375,25 @@ def _group_runs(
     return members, keys
 
 
-def _convergence_plot(
-    client: "MlflowClient",
-    run_ids: Mapping[str, Sequence[str]],
-    curve_metric: str,
-    path: Path,
-    title: str,
-) -> Path | None:
-    """Mean ± std of a per-generation metric per group; None when no run logged it."""
-    from matplotlib.figure import Figure
+def _log_comparison_run(client: "MlflowClient", uri: str, result: ComparisonResult, seed_tag: str) -> str:
+    """A FINISHED run tagged ``evoprune.kind = comparison`` holding the outputs.
 
-    curves = {}
-    for name, ids in run_ids.items():
-        by_step: dict[int, list[float]] = {}
-        for run_id in ids:
-            for point in client.get_metric_history(run_id, curve_metric):
-                by_step.setdefault(int(point.step), []).append(float(point.value))
-        if by_step:
-            steps = np.asarray(sorted(by_step))
-            mean = np.asarray([np.mean(by_step[s]) for s in steps])
-            std = np.asarray([np.std(by_step[s], ddof=1) if len(by_step[s]) > 1 else 0.0 for s in steps])
-            curves[name] = (steps, mean, std)
-    if not curves:
-        return None
-    fig = Figure(figsize=(7.0, 4.5))
-    ax = fig.subplots()
-    for name, (steps, mean, std) in curves.items():
-        (line,) = ax.plot(steps, mean, lw=1.8, label=f"{name} (n={len(run_ids[name])})")
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlabel("generation")
-    ax.set_ylabel(f"{curve_metric} (mean ± std over seeds)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
-def _log_comparison_run(
-    client: "MlflowClient", experiment_id: str, result: ComparisonResult, seed_tag: str
-) -> str:
-    """A FINISHED run tagged ``evoprune.kind = comparison`` holding the outputs."""
+    It goes to the experiment ``<study>-comparisons``, not to the study's: its statistics
+    (``p_value``, ``critical_difference``...) would otherwise join the runs' metric charts.
+    The study experiment gets the tag ``evoprune.comparisons`` naming where they are.
+    """
     from mlflow.entities import Metric, Param
 
+    study = client.get_experiment_by_name(result.experiment)
+    target = comparisons_experiment(result.experiment)
+    client.set_experiment_tag(study.experiment_id, COMPARISONS_TAG, target)
     by = ",".join(result.group_by)
     run = client.create_run(
-        experiment_id,
-        run_name=f"compare {result.metric} by {by}",
+        ensure_experiment(client, target, uri),
+        run_name=f"compare-{result.metric}-by-{by}"[:100],
         tags={
             KIND_TAG: COMPARISON_KIND,
+            COMPARED_EXPERIMENT_TAG: result.experiment,
             "evoprune.compare.group_by": by,
             "evoprune.compare.metric": result.metric,
             # Tags, not params: not write-once and longer; cut well below MLflow's 8000-char limit.
@@ -495,7 +472,8 @@ def compare(
         alpha: Significance level.
         drop_incomplete: Test on the seeds every group has instead of raising when a
             group lacks some.
-        log_to_mlflow: Log a comparison run with the outputs as artifacts.
+        log_to_mlflow: Log a comparison run with the outputs as artifacts, in the
+            experiment ``<experiment>-comparisons``.
 
     Returns:
         The table, the test, the paths written and the comparison run id.
@@ -615,7 +593,7 @@ def compare(
             title=f"{metric}: average ranks over {test.n} seeds (Nemenyi, alpha={alpha})",
         )
     client = MlflowClient(tracking_uri=tracking_uri)
-    curve = _convergence_plot(
+    curve = convergence_plot(
         client,
         run_ids,
         curve_metric,
@@ -629,8 +607,7 @@ def compare(
     files["markdown"] = out / "comparison.md"
 
     if log_to_mlflow:
-        exp = client.get_experiment_by_name(experiment)
-        result.run_id = _log_comparison_run(client, exp.experiment_id, result, seed_tag)
+        result.run_id = _log_comparison_run(client, tracking_uri, result, seed_tag)
     return result
 
 
@@ -705,7 +682,8 @@ def run_compare(args: argparse.Namespace) -> ComparisonResult:
         log_to_mlflow=not args.no_log,
     )
     print(format_markdown(result))
-    print(f"Saved to {out}" + (f"; comparison run {result.run_id}" if result.run_id else ""))
+    logged = f"; comparison run {result.run_id} in experiment {comparisons_experiment(result.experiment)!r}"
+    print(f"Saved to {out}" + (logged if result.run_id else ""))
     return result
 
 

@@ -59,6 +59,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 from evoprune_tf.app import config as app_config
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, load_config, merge
 from evoprune_tf.app.run import run
+from evoprune_tf.app.run_names import run_name
 from evoprune_tf.errors import one_line
 from evoprune_tf.runners.ray_runner import (
     check_cluster_resources,
@@ -67,8 +68,9 @@ from evoprune_tf.runners.ray_runner import (
     forwarded_env,
     import_ray,
 )
+from evoprune_tf.tracking.experiments import ensure_experiment
 from evoprune_tf.tracking.redact import redact_uri
-from evoprune_tf.tracking.store import absolute_tracking_uri, artifact_location
+from evoprune_tf.tracking.store import absolute_tracking_uri
 
 __all__ = [
     "GRID_TAG",
@@ -377,7 +379,7 @@ def grid_from_dict(raw: Mapping[str, Any], *, source: str = "grid", base_dir: st
         config_dict = config.to_dict()
         # Absolute locations: Ray workers (and later resumes) may run in another folder.
         config_dict["tracking"]["uri"] = absolute_tracking_uri(config.tracking.uri)
-        config_dict["tracking"]["run_name"] = f"{spec.get('name', 'grid')}[{label}]"[:250]
+        config_dict["tracking"]["run_name"] = run_name(config, values)
         config_dict["checkpoint"]["dir"] = str(_checkpoint_dir(config))
         if runner == "ray":
             config_dict["progress"] = False  # bars of concurrent runs would interleave
@@ -594,15 +596,8 @@ def run_grid(
 def _ensure_experiment(uri: str, name: str) -> None:
     """Create the experiment once, here: concurrent runs creating it at once collide (UNIQUE name)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        try:  # where the tracker would put it: next to a SQLite file, the server's choice otherwise
-            client.create_experiment(name, artifact_location=artifact_location(uri))
-        except MlflowException:  # created meanwhile by someone else: fine
-            if client.get_experiment_by_name(name) is None:
-                raise
+    ensure_experiment(MlflowClient(tracking_uri=uri), name, uri)
 
 
 def _print_outcome(out: TextIO, n: int, total: int, o: CellOutcome) -> None:

@@ -39,8 +39,9 @@ from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, n
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
+from evoprune_tf.tracking.experiments import ensure_experiment, mark_training
 from evoprune_tf.tracking.redact import redact_uri
-from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
+from evoprune_tf.tracking.store import find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -153,6 +154,7 @@ class MLflowTracker(Callback):
             run = find_run(self.run_id or "", self.uri)
             self.run_id = run.info.run_id
             self.experiment_id = run.info.experiment_id
+            mark_training(client, self.experiment_id)
             client.update_run(self.run_id, status="RUNNING")
             logged = run.data.params
             changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
@@ -165,7 +167,7 @@ class MLflowTracker(Callback):
             if state is not None:
                 tags["evoprune.resumed_at_generation"] = str(state.generation)
         else:
-            self.experiment_id = self._experiment(client)
+            self.experiment_id = ensure_experiment(client, self.experiment, self.uri)
             run = client.create_run(self.experiment_id, run_name=self.run_name)
             self.run_id = run.info.run_id
         client.log_batch(
@@ -389,15 +391,6 @@ class MLflowTracker(Callback):
         self._ended = True
 
     # ------------------------------------------------------------ internals
-
-    def _experiment(self, client: MlflowClient) -> str:
-        name = self.experiment
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return client.create_experiment(name, artifact_location=artifact_location(self.uri or ""))
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
 
     def _names(self, k: int) -> list[str]:
         if self.objective_names is not None and len(self.objective_names) == k:
