@@ -47,3 +47,10 @@ def test_a_grid_creates_and_marks_its_experiment(tmp_path) -> None:
     old = client.create_experiment("grid-old", artifact_location=(tmp_path / "a").as_uri())
     _ensure_experiment(uri, "grid-old")
     assert client.get_experiment(old).tags[KIND] == "custom_model_development"
+
+
+def test_printed_links_open_mlflow_3_17_in_its_model_training_view() -> None:
+    from evoprune_tf.tracking.experiments import ui_link
+
+    assert ui_link("http://127.0.0.1:5000/") == "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+    assert ui_link("http://h:5000", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
