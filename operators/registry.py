@@ -13,7 +13,10 @@ kind           called by the algorithm as                     DEAP fallback pref
 
 A name is looked up among the registered operators of its kind first, then among the
 ``deap.tools`` functions with the kind's prefix, so every DEAP operator is reachable by
-name too; ``"package.module:function"`` imports a function from anywhere.
+name too; ``"package.module:function"`` imports a function from anywhere. The built-in
+operators register themselves with the `register` decorator where they are defined
+(``crossover``, ``mutation``, ``selection``, ``init``, ``integer``), as a plugin would:
+this module imports none of them.
 
 Options are checked when a spec is resolved, where a config value enters the program,
 not deep inside a run: an unknown option, a missing required one, a probability outside
@@ -40,6 +43,7 @@ __all__ = [
     "available",
     "load_plugins",
     "ENTRY_POINT_GROUP",
+    "is_cardinality",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,6 +68,7 @@ class _Entry:
     function: Callable[..., Any]
     probabilities: frozenset[str]
     counts: frozenset[str]
+    cardinality: bool = False
 
 
 _REGISTRY: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
@@ -88,6 +93,7 @@ def register(
     overwrite: bool = False,
     probabilities: Iterable[str] | None = None,
     counts: Iterable[str] | None = None,
+    cardinality: bool = False,
 ) -> Callable[[F], F]:
     """Decorator that registers an operator under a name, returning it unchanged.
 
@@ -108,6 +114,10 @@ def register(
             function's parameters named in `PROBABILITY_OPTIONS`.
         counts: options that must be integers >= 1; by default its parameters named
             ``tournsize`` or ``candidates``.
+        cardinality: the operator keeps the count of active genes (fixed-budget search,
+            ``encoding.active``): an initialiser taking the count as ``k``, a mutation
+            or crossover whose children have their parents' counts. A config accepts
+            such operators only with a budget, and only such operators with one.
 
     Returns:
         The decorator.
@@ -135,6 +145,7 @@ def register(
             function,
             frozenset(params & PROBABILITY_OPTIONS if probabilities is None else probabilities),
             frozenset(params & _COUNT_OPTIONS if counts is None else counts),
+            bool(cardinality),
         )
         return function
 
@@ -366,8 +377,36 @@ def register_on(toolbox: Any, alias: str, kind: str, spec: Any, *args: Any) -> N
     toolbox.register(alias, function, *args, **options)
 
 
+def is_cardinality(spec: Any, kind: str) -> bool:
+    """Whether an operator spec names a count-keeping (cardinality) operator.
+
+    Registered operators say so with ``register(..., cardinality=True)``; a callable or
+    an import path may carry the attribute ``cardinality = True``.
+
+    Args:
+        spec: as for `resolve`.
+        kind: one of `KINDS`.
+
+    Returns:
+        True for a count-keeping operator.
+
+    Raises:
+        ValueError: as `resolve`, for an unknown kind or name.
+    """
+    _check_kind(kind)
+    target, _ = _split_spec(spec)
+    if callable(target):
+        return bool(getattr(target, "cardinality", False))
+    entry = _REGISTRY[kind].get(target)
+    if entry is not None:
+        return entry.cardinality
+    return bool(getattr(_lookup(kind, target).function, "cardinality", False))
+
+
 @overload
 def available(kind: str) -> list[str]: ...
+
+
 @overload
 def available(kind: None = None) -> dict[str, list[str]]: ...
 
@@ -447,23 +486,3 @@ def load_plugins(modules: Iterable[str] = (), *, entry_points: bool = True) -> l
             loaded.append(point.value)
     return loaded
 
-
-def _register_builtins() -> None:
-    from . import crossover, init, mutation, selection
-
-    for function in (crossover.one_point, crossover.two_point, crossover.uniform):
-        register("crossover")(function)
-    for function in (mutation.flip_bit, mutation.flip_one):
-        register("mutation")(function)
-    for function in (selection.tournament, selection.roulette, selection.hamming_farthest,
-                     selection.nsga2, selection.best):
-        register("selection")(function)
-    register("selection", "random")(selection.random_choice)
-    # nsga3's ``p`` counts divisions of the reference simplex: not a probability.
-    register("selection", probabilities=(), counts=("p",))(selection.nsga3)
-    register("init", probabilities=("low", "high"))(init.random_density)
-    for function in (init.bernoulli, init.ones):
-        register("init")(function)
-
-
-_register_builtins()
