@@ -405,12 +405,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "ui":
         from evoprune_tf.app.server import MLflowServer, serve_in_foreground
+        from evoprune_tf.tracking.experiments import ui_link
         from evoprune_tf.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.uri)
         server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1,
                               log_file=args.log_file)
-        code, stopped = serve_in_foreground(server, f"MLflow UI for {redact_uri(uri)} at {{url}} (Ctrl-C to stop)")
+        # The link opens MLflow 3.17's "Model training" view (runs first), not its GenAI overview.
+        banner = f"MLflow UI for {redact_uri(uri)} at " + ui_link("{url}") + " (Ctrl-C to stop)"
+        code, stopped = serve_in_foreground(server, banner)
         if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
             return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
         return code

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from evoprune_tf.session.run_names import run_name as _pattern_name
 from evoprune_tf.features.child import process_backend
 
 __all__ = ["flatten", "run_name", "run_tags", "seed_everything", "tracker_options"]
@@ -60,9 +61,9 @@ def run_tags(config: Any, extra: Mapping[str, str] | None = None) -> dict[str, s
     }
 
 
-def run_name(config: Any) -> str:
-    """The MLflow run name: ``tracking.run_name``, else ``<name>-<algorithm>-seed<seed>``."""
-    return config.tracking.run_name or f"{config.name}-{config.algorithm.name}-seed{config.seed}"
+def run_name(config: Any, *, dataset: str = "") -> str:
+    """The MLflow run name: ``tracking.run_name``, else ``<method>-s<seed>-<dataset>...`` (`run_names`)."""
+    return _pattern_name(config, dataset=dataset)
 
 
 def tracker_options(config: Any, *, tags: Mapping[str, str] | None = None, name: str | None = None,

@@ -11,13 +11,16 @@ tag and says whether one group beats another:
   with Vargha-Delaney effect sizes (`evoprune_tf.studies.stats`);
 * a critical-difference diagram (three or more groups) and the convergence curves of the
   per-generation ``best`` metric, mean ± std per group;
-* a comparison run in the same experiment (tag ``evoprune.kind = comparison``) holding
-  all of the above as artifacts. Comparison runs are never read back as study runs.
+* a comparison run (tag ``evoprune.kind = comparison``) holding all of the above as
+  artifacts, in the experiment ``<study>-comparisons``: its statistics stay out of the
+  study's metric charts. Comparison runs are never read back as study runs (older
+  stores kept them in the study experiment).
 
 The steps live in their own modules, re-exported here: reading and pairing the runs
 (`evoprune_tf.studies.runs`), the result and metric directions
 (`evoprune_tf.studies.comparison`), the markdown (`evoprune_tf.studies.markdown`), the
-convergence plot and the comparison run (`evoprune_tf.studies.comparison_run`).
+convergence plot (`evoprune_tf.studies.convergence`) and the comparison run
+(`evoprune_tf.studies.comparison_run`).
 
 CLI: `compare_main` parses ``--experiment``, ``--filter``, ``--group-by tag1,tag2``,
 ``--metric``, ``--out``, ``--tracking-uri`` and more (see `add_compare_arguments`).
@@ -31,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Hashable, Sequence
 
 from evoprune_tf.studies.comparison import DEFAULT_METRICS, ComparisonResult, metric_direction
-from evoprune_tf.studies.comparison_run import convergence_plot, log_comparison_run
+from evoprune_tf.studies.comparison_run import log_comparison_run
+from evoprune_tf.studies.convergence import convergence_plot
 from evoprune_tf.studies.markdown import format_markdown
 from evoprune_tf.studies.runs import SEED_TAG, group_runs, mean_std, missing, read_runs, seed_order, seed_value
 from evoprune_tf.studies.stats import (
@@ -42,6 +46,7 @@ from evoprune_tf.studies.stats import (
     friedman,
     wilcoxon_paired,
 )
+from evoprune_tf.tracking.experiments import comparisons_experiment
 
 if TYPE_CHECKING:
     import pandas
@@ -97,7 +102,8 @@ def compare(
         alpha: Significance level.
         drop_incomplete: Test on the seeds every group has instead of raising when a
             group lacks some.
-        log_to_mlflow: Log a comparison run with the outputs as artifacts.
+        log_to_mlflow: Log a comparison run with the outputs as artifacts, in the
+            experiment ``<experiment>-comparisons``.
 
     Returns:
         The table, the test, the paths written and the comparison run id.
@@ -136,8 +142,7 @@ def compare(
     client = MlflowClient(tracking_uri=tracking_uri)
     result.files = _write_files(result, Path(out_dir), client, curve_metric, seed_tag)
     if log_to_mlflow:
-        exp = client.get_experiment_by_name(experiment)
-        result.run_id = log_comparison_run(client, exp.experiment_id, result, seed_tag)
+        result.run_id = log_comparison_run(client, tracking_uri, result, seed_tag)
     return result
 
 
@@ -343,7 +348,8 @@ def run_compare(args: argparse.Namespace) -> ComparisonResult:
         log_to_mlflow=not args.no_log,
     )
     print(format_markdown(result))
-    print(f"Saved to {out}" + (f"; comparison run {result.run_id}" if result.run_id else ""))
+    logged = f"; comparison run {result.run_id} in experiment {comparisons_experiment(result.experiment)!r}"
+    print(f"Saved to {out}" + (logged if result.run_id else ""))
     return result
 
 

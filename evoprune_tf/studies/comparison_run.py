@@ -1,73 +1,45 @@
-"""What a comparison leaves behind besides its tables: the convergence plot and the comparison run."""
+"""What a comparison leaves behind besides its tables: the comparison run (the plot: `convergence`)."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from evoprune_tf.studies.comparison import ComparisonResult
 from evoprune_tf.studies.runs import COMPARISON_KIND, KIND_TAG, missing
 from evoprune_tf.studies.stats import FriedmanResult, WilcoxonResult
+from evoprune_tf.tracking.experiments import comparisons_experiment, ensure_experiment
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["convergence_plot", "log_comparison_run"]
+__all__ = ["COMPARED_EXPERIMENT_TAG", "COMPARISONS_TAG", "log_comparison_run"]
+
+#: Tag of a comparison run: the study experiment it compares.
+COMPARED_EXPERIMENT_TAG = "evoprune.compare.experiment"
+#: Tag of a study experiment: the experiment its comparison runs go to.
+COMPARISONS_TAG = "evoprune.comparisons"
 
 
-def convergence_plot(
-    client: "MlflowClient",
-    run_ids: Mapping[str, Sequence[str]],
-    curve_metric: str,
-    path: Path,
-    title: str,
-) -> Path | None:
-    """Mean ± std of a per-generation metric per group; None when no run logged it."""
-    from matplotlib.figure import Figure
+def log_comparison_run(client: "MlflowClient", uri: str, result: ComparisonResult, seed_tag: str) -> str:
+    """A FINISHED run tagged ``evoprune.kind = comparison`` holding the outputs.
 
-    curves = {}
-    for name, ids in run_ids.items():
-        by_step: dict[int, list[float]] = {}
-        for run_id in ids:
-            for point in client.get_metric_history(run_id, curve_metric):
-                by_step.setdefault(int(point.step), []).append(float(point.value))
-        if by_step:
-            steps = np.asarray(sorted(by_step))
-            mean = np.asarray([np.mean(by_step[s]) for s in steps])
-            std = np.asarray([np.std(by_step[s], ddof=1) if len(by_step[s]) > 1 else 0.0 for s in steps])
-            curves[name] = (steps, mean, std)
-    if not curves:
-        return None
-    fig = Figure(figsize=(7.0, 4.5))
-    ax = fig.subplots()
-    for name, (steps, mean, std) in curves.items():
-        (line,) = ax.plot(steps, mean, lw=1.8, label=f"{name} (n={len(run_ids[name])})")
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlabel("generation")
-    ax.set_ylabel(f"{curve_metric} (mean ± std over seeds)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
-def log_comparison_run(
-    client: "MlflowClient", experiment_id: str, result: ComparisonResult, seed_tag: str
-) -> str:
-    """A FINISHED run tagged ``evoprune.kind = comparison`` holding the outputs."""
+    It goes to the experiment ``<study>-comparisons``, not to the study's: its statistics
+    (``p_value``, ``critical_difference``...) would otherwise join the runs' metric charts.
+    The study experiment gets the tag ``evoprune.comparisons`` naming where they are.
+    """
     from mlflow.entities import Metric, Param
 
+    study = client.get_experiment_by_name(result.experiment)
+    target = comparisons_experiment(result.experiment)
+    client.set_experiment_tag(study.experiment_id, COMPARISONS_TAG, target)
     by = ",".join(result.group_by)
     run = client.create_run(
-        experiment_id,
-        run_name=f"compare {result.metric} by {by}",
+        ensure_experiment(client, target, uri),
+        run_name=f"compare-{result.metric}-by-{by}"[:100],
         tags={
             KIND_TAG: COMPARISON_KIND,
+            COMPARED_EXPERIMENT_TAG: result.experiment,
             "evoprune.compare.group_by": by,
             "evoprune.compare.metric": result.metric,
             # Tags, not params: not write-once and longer; cut well below MLflow's 8000-char limit.

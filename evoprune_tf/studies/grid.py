@@ -66,8 +66,8 @@ from evoprune_tf.studies.grid_spec import (  # noqa: F401 - all re-exported (gri
     load_grid,
 )
 from evoprune_tf.studies.grid_state import GridTags, cell_runs, grid_status, resumable
+from evoprune_tf.tracking.experiments import ensure_experiment
 from evoprune_tf.tracking.redact import redact_uri
-from evoprune_tf.tracking.store import artifact_location
 
 # Reading a grid file lives in `grid_spec`, its MLflow state in `grid_state`; their public
 # names stay importable from here, where users import them.
@@ -248,15 +248,8 @@ def run_grid(
 def _ensure_experiment(uri: str, name: str) -> None:
     """Create the experiment once, here: concurrent runs creating it at once collide (UNIQUE name)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=uri)
-    if client.get_experiment_by_name(name) is None:
-        try:  # where the tracker would put it: next to a SQLite file, the server's choice otherwise
-            client.create_experiment(name, artifact_location=artifact_location(uri))
-        except MlflowException:  # created meanwhile by someone else: fine
-            if client.get_experiment_by_name(name) is None:
-                raise
+    ensure_experiment(MlflowClient(tracking_uri=uri), name, uri)
 
 
 def _print_outcome(out: TextIO, n: int, total: int, o: CellOutcome) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from evoprune_tf.app import config as app_config
 from evoprune_tf.app.config import ExperimentConfig, config_from_dict, load_config, merge
+from evoprune_tf.session.run_names import run_name
 from evoprune_tf.errors import one_line
 from evoprune_tf.runners.ray_runner import check_ray_address, import_ray
 from evoprune_tf.tracking.store import absolute_tracking_uri
@@ -285,7 +286,7 @@ def _cells(spec: Mapping[str, Any], axes: dict, base: dict, runner: str, source:
         config_dict = config.to_dict()
         # Absolute locations: Ray workers (and later resumes) may run in another folder.
         config_dict["tracking"]["uri"] = absolute_tracking_uri(config.tracking.uri)
-        config_dict["tracking"]["run_name"] = f"{spec.get('name', 'grid')}[{label}]"[:250]
+        config_dict["tracking"]["run_name"] = run_name(config, values)
         config_dict["checkpoint"]["dir"] = str(_checkpoint_dir(config))
         if runner == "ray":
             config_dict["progress"] = False  # bars of concurrent runs would interleave

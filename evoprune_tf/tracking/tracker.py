@@ -37,11 +37,12 @@ from evoprune_tf.errors import one_line
 from evoprune_tf.records import json_default, numeric_items
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.tracking.artifacts import EvolutionArtifacts
+from evoprune_tf.tracking.experiments import ensure_experiment, mark_training
 from evoprune_tf.tracking.extras import ConfigArtifact, DatasetInput
 from evoprune_tf.tracking.owner import REAPED_TAG, owner_tags
 from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store_lock import open_sqlite_store
-from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
+from evoprune_tf.tracking.store import find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -157,6 +158,7 @@ class MLflowTracker(EvolutionArtifacts, Callback):
             run = find_run(self.run_id or "", self.uri)
             self.run_id = run.info.run_id
             self.experiment_id = run.info.experiment_id
+            mark_training(client, self.experiment_id)
             client.update_run(self.run_id, status="RUNNING")
             if REAPED_TAG in run.data.tags:  # it was marked KILLED when its process died; it runs again
                 client.delete_tag(self.run_id, REAPED_TAG)
@@ -171,7 +173,7 @@ class MLflowTracker(EvolutionArtifacts, Callback):
             if state is not None:
                 tags["evoprune.resumed_at_generation"] = str(state.generation)
         else:
-            self.experiment_id = self._experiment(client)
+            self.experiment_id = ensure_experiment(client, self.experiment, self.uri)
             run = client.create_run(self.experiment_id, run_name=self.run_name)
             self.run_id = run.info.run_id
         client.log_batch(
@@ -398,17 +400,6 @@ class MLflowTracker(EvolutionArtifacts, Callback):
             return
         self._client.set_terminated(self.run_id, status)
         self._ended = True
-
-    # ------------------------------------------------------------ internals
-
-    def _experiment(self, client: MlflowClient) -> str:
-        name = self.experiment
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return client.create_experiment(name, artifact_location=artifact_location(self.uri or ""))
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
 
 
 def _signature(model: "keras.Model") -> "ModelSignature | None":

@@ -12,7 +12,7 @@ from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.app.run import run, summary_metrics
 from evoprune_tf.encodings import FeatureSelection, HeadSpec, unpack_genome
 from evoprune_tf.report.single import final_report, format_report, retrain
-from evoprune_tf.search.baselines import random_count_genome
+from evoprune_tf.methods.head.baselines import random_count_genome
 from evoprune_tf.train import TrainConfig, derive_seed
 
 

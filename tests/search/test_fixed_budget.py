@@ -21,7 +21,7 @@ from evoprune_tf.app.config import ConfigError, config_from_dict, load_config
 from evoprune_tf.app.run import run
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.evaluation import PopulationEvaluator
-from evoprune_tf.search.baselines import random_count_genome
+from evoprune_tf.methods.head.baselines import random_count_genome
 from evoprune_tf.search.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.train import TrainConfig
@@ -122,7 +122,7 @@ def test_a_budget_larger_than_the_genome_fails_before_any_evaluation(tmp_path):
 
 def test_a_count_above_the_backbones_features_fails_before_any_image_is_read(tmp_path, capsys, monkeypatch):
     """MobileNetV2 has 1,280 features: 1,281 fails in one line, and no feature is extracted or cached."""
-    from evoprune_tf.app.build import genome_length_of
+    from evoprune_tf.methods.head.build import genome_length_of
 
     monkeypatch.chdir(tmp_path)
     code = cli_main(["run", "--data", "builtin:synthetic", "--backbone", "mobilenet_v2", "--weights", "none",

@@ -43,7 +43,7 @@ def test_cells_are_the_cross_product_with_tags_per_axis(tmp_path) -> None:
     assert tags[GRID_TAG] == "g" and tags[CELL_TAG] == cell.key and tags[LABEL_TAG] == cell.label
     assert tags[AXIS_TAG_PREFIX + "seed"] == "0" and tags[AXIS_TAG_PREFIX + "operators.mate"].startswith("{")
     assert len({c.key for c in grid.cells}) == 6
-    assert cell.config["tracking"]["run_name"].startswith("g[seed=0")
+    assert cell.config["tracking"]["run_name"] == "steady_state-s0-synthetic-mate=uniform-indpb=0.3"
 
 
 def test_a_section_axis_merges_tables_and_the_key_ignores_display_and_tracking() -> None:

@@ -176,7 +176,7 @@ def test_tracked_run_logs_params_tags_metrics_artifacts_and_model(store, tmp_pat
     assert row["tags.evoprune.seed"] == "7"
     assert "mutate=flip_one(indpb=0.07)" in row["tags.evoprune.operators"]
     assert row["tags.purpose"] == "test"
-    assert row["tags.mlflow.runName"] == "tracking-test-ea_simple-seed7"
+    assert row["tags.mlflow.runName"] == "ea_simple-s7-synthetic"
 
     client = MlflowClient(store)
     history = client.get_metric_history(tracker.run_id, "best")

@@ -36,6 +36,7 @@ from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
 from evoprune_tf.data.images import load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus
 from evoprune_tf.session import run_method
+from evoprune_tf.session.options import run_name
 
 __all__ = ["run_in_session", "run_tascnet"]
 
@@ -122,7 +123,7 @@ class _Run:
         """Open the MLflow run (with tracking) and the output folder."""
         self.dataset, self.backbone = dataset, backbone
         self.tracker = self.session.open_tracker(
-            name=self.config.tracking.run_name or f"tascnet-{dataset}-{backbone}-s{self.config.seed}",
+            name=run_name(self.config, dataset=dataset),
             tags={"evoprune.dataset": dataset, "evoprune.backbone": backbone})
         if self.tracker is not None:
             self.tracker.on_start()
