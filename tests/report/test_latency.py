@@ -1,0 +1,99 @@
+"""The one latency helper: LiteRT export is correct, latency follows the work, the table's reductions, the extra."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from evoprune_tf.report import latency
+from evoprune_tf.report.latency import (
+    LITERT_INSTALL, LiteRTNotInstalled, export_litert, keras_latency_ms, keras_model_outputs, latency_markdown,
+    latency_table, litert_latency_ms, litert_predict, require_litert, write_latency_table,
+)
+
+pytest.importorskip("ai_edge_litert", reason="the LiteRT extra is not installed")
+
+L = keras.layers
+
+
+def conv_net(filters: int, size: int = 32, name: str = "net") -> keras.Model:
+    """Two convolutions and a linear head: outputs of order 1 (no saturated softmax to hide errors)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    x = L.Conv2D(filters, 3, padding="same")(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    x = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(5)(x), name=name)
+
+
+def test_the_tflite_file_computes_what_the_keras_model_computes(tmp_path):
+    model = conv_net(16)
+    path = export_litert(model, tmp_path / "sub" / "net.tflite")
+    assert path.is_file() and path.stat().st_size > 1000
+    x = np.random.default_rng(1).standard_normal((6, 32, 32, 3)).astype(np.float32)
+    reference = keras_model_outputs(model, x)
+    assert np.abs(reference).max() > 1e-2  # a real signal, not vanishing activations
+    np.testing.assert_allclose(litert_predict(path, x), reference, atol=1e-4)
+    # ...and the comparison can fail: another network's file does not match.
+    other = export_litert(conv_net(8), tmp_path / "other.tflite")
+    assert np.abs(litert_predict(other, x) - reference).max() > 1e-3
+
+
+def test_a_network_with_far_more_work_is_clearly_slower(tmp_path):
+    small = export_litert(conv_net(4, size=64), tmp_path / "small.tflite")
+    big = export_litert(conv_net(96, size=64), tmp_path / "big.tflite")  # ~500x the MACs of the second conv
+    t_small, t_big = litert_latency_ms(small, runs=50), litert_latency_ms(big, runs=50)
+    assert t_big > 4 * t_small, (t_small, t_big)
+    k_small = keras_latency_ms(conv_net(4, size=64), batch=8, runs=5)
+    k_big = keras_latency_ms(conv_net(96, size=64), batch=8, runs=5)
+    assert k_big > 2 * k_small, (k_small, k_big)
+
+
+def test_the_table_reports_every_column_and_its_reduction_against_the_unpruned_row(tmp_path):
+    models = {"unpruned": conv_net(32, name="full"), "half": conv_net(16, name="half")}
+    rows = latency_table(models, export_dir=tmp_path, runs=50, keras_runs=3)
+    assert [r["model"] for r in rows] == ["unpruned", "half"]
+    base, half = rows
+    assert half["params"] == models["half"].count_params() and half["flops"] < base["flops"]
+    for key in ("flops", "params", "litert_ms_b1_t1", "litert_ms_b1_t2", "keras_ms_b32"):
+        assert base[key] > 0 and base[f"{key}_reduction_pct"] == 0.0
+        assert half[f"{key}_reduction_pct"] == pytest.approx(100 * (1 - half[key] / base[key]), abs=0.006)
+    assert all(r["litert_max_abs_diff"] < 1e-4 for r in rows)
+    assert (tmp_path / "unpruned.tflite").is_file() and half["tflite"] == str(tmp_path / "half.tflite")
+    files = write_latency_table(rows, tmp_path, stem="t")
+    assert files["csv"].read_text().splitlines()[0].startswith("model,flops,params,litert_ms_b1_t1")
+    markdown = latency_markdown(rows)
+    assert "| half |" in markdown and "LiteRT b1 2 threads (ms)" in markdown
+    assert files["markdown"].read_text() == markdown
+
+
+def test_without_litert_the_table_has_the_keras_columns_only(tmp_path):
+    rows = latency_table({"unpruned": conv_net(8), "b": conv_net(4)}, litert=False, keras_runs=2)
+    assert "litert_ms_b1_t1" not in rows[0] and "keras_ms_b32_reduction_pct" in rows[1]
+    assert not list(tmp_path.iterdir())
+
+
+def test_litert_asked_for_but_missing_names_the_extra_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a model was exported or timed before the missing extra was reported")
+
+    monkeypatch.setattr(latency, "export_litert", no_work)
+    monkeypatch.setattr(latency, "keras_latency_ms", no_work)
+    assert not latency.litert_available()
+    with pytest.raises(LiteRTNotInstalled) as info:
+        latency_table({"unpruned": object()}, export_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and LITERT_INSTALL in message and "ai-edge-litert" in message
+    with pytest.raises(ImportError, match=r"evoprune-tf\[litert\]"):
+        require_litert("the benchmark")
+
+
+def test_a_missing_baseline_is_named():
+    with pytest.raises(ValueError, match=r"baseline 'unpruned' is not among the models \['a'\]"):
+        latency_table({"a": object()}, litert=False)
