@@ -97,3 +97,24 @@ def test_litert_asked_for_but_missing_names_the_extra_before_any_work(tmp_path, 
 def test_a_missing_baseline_is_named():
     with pytest.raises(ValueError, match=r"baseline 'unpruned' is not among the models \['a'\]"):
         latency_table({"a": object()}, litert=False)
+
+
+def test_the_single_objective_report_times_its_heads_with_the_shared_helper(planted, monkeypatch):
+    from evoprune_tf.encodings import FeatureSelection, HeadSpec
+    from evoprune_tf.report import single
+    from evoprune_tf.train.numpy_engine import TrainConfig
+
+    data, _ = planted
+    encoding = FeatureSelection(HeadSpec(data.n_features, data.n_classes, hidden=(8,)))
+    timed = []
+
+    def recorder(model, x, **kwargs):
+        timed.append((model.name, len(x)))
+        return 1.25
+
+    monkeypatch.setattr(single, "keras_latency_ms", recorder)
+    genome = np.zeros(encoding.genome_length, np.int8)
+    genome[: encoding.genome_length // 2] = 1
+    report, model = single.final_report(encoding, data, genome, TrainConfig(epochs=2), seed=0, seeds=1)
+    assert report["inference_ms"] == {"compact": 1.25, "full": 1.25, "samples": len(data.y_test)}
+    assert [n for n, _ in timed] == [model.name, timed[1][0]] and {s for _, s in timed} == {len(data.y_test)}
