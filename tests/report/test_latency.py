@@ -118,3 +118,21 @@ def test_the_single_objective_report_times_its_heads_with_the_shared_helper(plan
     report, model = single.final_report(encoding, data, genome, TrainConfig(epochs=2), seed=0, seeds=1)
     assert report["inference_ms"] == {"compact": 1.25, "full": 1.25, "samples": len(data.y_test)}
     assert [n for n, _ in timed] == [model.name, timed[1][0]] and {s for _, s in timed} == {len(data.y_test)}
+
+
+def test_report_litert_true_without_the_extra_fails_when_the_config_loads(monkeypatch):
+    from evoprune_tf.app.config import ConfigError, load_config
+
+    assert load_config(overrides={"report": {"litert": True}}).report.litert is True  # installed here
+    assert load_config().report.litert == "auto"
+    with pytest.raises(ConfigError, match=r"report.litert='yes' has the wrong type; expected 'auto' \| True"):
+        load_config(overrides={"report": {"litert": "yes"}})
+    with pytest.raises(ConfigError, match=r"report.litert=1; expected \"auto\", true or false"):
+        load_config(overrides={"report": {"litert": 1}})
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides={"report": {"litert": True}})
+    assert "\n" not in str(info.value) and f"report.litert=true but ai-edge-litert is not installed: {LITERT_INSTALL}" \
+        in str(info.value)
+    assert load_config(overrides={"report": {"litert": "auto"}}).report.litert == "auto"  # auto: no error
