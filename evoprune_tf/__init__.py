@@ -6,10 +6,18 @@ The entry points a user needs are importable from here::
 
     config = ep.load_config("my_experiment.toml", overrides={"seed": 3})
     result = ep.run(config)                 # one tracked evolution, reported on test
-    ep.resume("mlruns/checkpoints/<run id>")
+    ep.resume("<run id>")                  # or a checkpoint path, as `evoprune resume` takes
 
     evaluator = ep.PopulationEvaluator(ep.FeatureSelection(spec), features, ep.TrainConfig(epochs=10))
     toolbox = ep.build_toolbox(evaluator)   # a deap.base.Toolbox: eaSimple runs on it
+
+    # filter pruning of a Keras model (DeepPruningES' building blocks)
+    groups = ep.filter_groups(model)        # filters coupled by residual adds, pruned together
+    keep = ep.FilterPruning(model, blocks=2).decode(genome)  # layer name -> kept filters
+    compact = ep.prune_filters(model, keep) # a smaller model; ep.mask_filters masks in place
+    ep.count_flops(compact).total_flops
+
+    report = ep.run_tascnet(config)         # TASCNet (algorithm.name = "tascnet")
 
 Names resolve lazily, so ``import evoprune_tf`` stays cheap (no TensorFlow, no MLflow)
 until a name that needs them is used. The modules behind them are the implementation;
@@ -64,6 +72,21 @@ _EXPORTS: dict[str, str] = {
     "MaskedDense": "evoprune_tf.nn.layers",
     # search
     "build_toolbox": "evoprune_tf.search.toolbox",
+    # filter pruning inside a network (DeepPruningES' building blocks; load Keras when used)
+    "filter_groups": "evoprune_tf.nn.coupling",
+    "FilterGroup": "evoprune_tf.nn.coupling",
+    "prune_filters": "evoprune_tf.nn.surgery",
+    "mask_filters": "evoprune_tf.nn.surgery",
+    "count_flops": "evoprune_tf.nn.flops",
+    "FlopCount": "evoprune_tf.nn.flops",
+    "FilterPruning": "evoprune_tf.filter_encoding",
+    "FilterEvaluator": "evoprune_tf.filter_evaluation",
+    "run_filter_pruning": "evoprune_tf.app.filters_run",
+    # TASCNet: the whole method, and its two stages
+    "run_tascnet": "evoprune_tf.app.tascnet_run",
+    "search_configuration": "evoprune_tf.tascnet.stage1",
+    "tascnet_prune": "evoprune_tf.tascnet.stage2",
+    "PruneSettings": "evoprune_tf.tascnet.stage2",
     "Callback": "evoprune_tf.search.callbacks",
     "EvolutionState": "evoprune_tf.search.callbacks",
     "steady_state_ga": "evoprune_tf.search.algorithms",

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "fitness.py"
@@ -13,6 +14,18 @@ SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "fitnes
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
+
+
+def _assert_consistent(e: dict, evaluations: int, gflop: float, naive_spe: float | None) -> None:
+    """One timing entry: its rates follow from its seconds, evaluations and work (to the JSON's rounding)."""
+    seconds = e["seconds"]
+    rel = 5e-5 / seconds + 2e-3  # "seconds" is rounded to 4 decimals
+    assert e["evaluations"] == evaluations, e
+    assert e["seconds_per_eval"] == pytest.approx(seconds / evaluations, rel=rel, abs=1e-5), e
+    assert e["evals_per_second"] == pytest.approx(evaluations / seconds, rel=rel, abs=1e-3), e
+    assert e["gflops"] == pytest.approx(gflop / seconds, rel=rel, abs=0.01), e
+    if naive_spe is not None:
+        assert e["speedup_vs_naive"] == pytest.approx(naive_spe / e["seconds_per_eval"], rel=rel, abs=0.01), e
 
 
 @pytest.mark.slow
@@ -32,7 +45,11 @@ def test_quick_benchmark_writes_a_complete_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| encoding | evaluator |" in proc.stdout and "Command: `python benchmarks/fitness.py --quick" in proc.stdout
-    result = json.loads(out.read_text())
+    check_quick_result(json.loads(out.read_text()))
+
+
+def check_quick_result(result: dict) -> None:
+    """The JSON of ``fitness.py --quick --encodings feature_selection``: complete and self-consistent."""
     assert {"command", "workload", "gemm", "encodings", "rss", "machine", "targets", "markdown"} <= set(result)
     assert result["workload"]["n_features"] == 1280 and result["workload"]["quick"] is True
     gemm = result["gemm"]
@@ -40,23 +57,41 @@ def test_quick_benchmark_writes_a_complete_json(tmp_path):
     for rate in gemm["rates"].values():
         assert _positive(rate["head_shape"]) and _positive(rate["large"])
     assert set(result["encodings"]) == {"feature_selection"}
+    workload = result["workload"]
+    # --quick: 400 / 100 samples, 1 epoch, 4 genomes, 1 naive genome (benchmarks/fitness.py:resolve)
+    assert (workload["n_train"], workload["n_val"], workload["epochs"], workload["genomes"],
+            workload["naive_genomes"]) == (400, 100, 1, 4, 1)
     for name, r in result["encodings"].items():
-        assert _positive(r["naive"]["seconds_per_eval"]), name
+        naive = r["naive"]
+        assert naive["genomes"] == len(naive["seconds_each"]) == workload["naive_genomes"], name
+        assert naive["seconds_per_eval"] == pytest.approx(np.mean(naive["seconds_each"]), abs=1e-3), name
         assert "numpy_group1" in r["population"] and "numpy" in r["alone"]
+        # every genome of the population is evaluated once, by every path
         entries = [r["one_at_a_time"], *r["population"].values()]
-        for alone in r["alone"].values():
-            entries += [alone["all_ones"], alone["density_20"]]
-            assert _positive(alone["sparsity_speedup"])
         for e in entries:
             for key in ("seconds_per_eval", "evals_per_second", "gflops", "gemm_fraction", "speedup_vs_naive"):
                 assert _positive(e[key]), (name, key, e)
+            _assert_consistent(e, workload["genomes"], r["population_gflop"], naive["seconds_per_eval"])
+        # every entry's GEMM fraction is its GFLOP/s over the same reference rate
+        ratios = [e["gemm_fraction"] / e["gflops"] for e in entries if e["gflops"] >= 1]
+        assert max(ratios) == pytest.approx(min(ratios), rel=0.05), (name, ratios)
+        for alone in r["alone"].values():
+            ones, sparse = alone["all_ones"], alone["density_20"]
+            assert ones["density"] == 1.0 and sparse["density"] == pytest.approx(0.2, abs=0.01)
+            for e in (ones, sparse):
+                assert e["evaluations"] == 1 and e["seconds_per_eval"] == pytest.approx(e["seconds"], abs=1e-4)
+            assert alone["sparsity_speedup"] == pytest.approx(ones["seconds"] / sparse["seconds"], rel=0.02)
+            assert _positive(alone["sparsity_speedup"])
+            # the work done (GFLOP/s x s): 20% of the features is well under half the all-ones head's
+            assert ones["gflops"] * ones["seconds"] > 2 * sparse["gflops"] * sparse["seconds"]
         jax_runs = [e for label, e in r["population"].items() if label.startswith("jax")]
         for e in jax_runs:  # same fitness as the NumPy engine (at most one borderline sample may flip)
             assert e["max_accuracy_diff_vs_numpy"] <= 1.0 / result["workload"]["n_val"] + 1e-9
             assert e["max_loss_diff_vs_numpy"] < 1e-4
     rss = result["rss"]["numpy"]
     assert "error" not in rss, rss
-    assert rss["evaluations"] > 0 and rss["peak_rss_growth_mb"] >= 0 and _positive(rss["rss_before_mb"])
+    # --quick: 40 memory evaluations
+    assert rss["evaluations"] == 40 and rss["peak_rss_growth_mb"] >= 0 and _positive(rss["rss_before_mb"])
     assert result["machine"]["load_average_before"] and result["machine"]["cpu_count"] >= 1
     targets = result["targets"]
     assert {"feature_selection", "peak_rss_growth_mb < 100"} <= set(targets)

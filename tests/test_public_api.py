@@ -35,3 +35,45 @@ def test_the_installed_version_is_the_package_version():
     from importlib.metadata import version
 
     assert version("evoprune-tf") == evoprune_tf.__version__
+
+
+def test_filter_pruning_and_tascnet_entry_points_are_exported_from_their_modules():
+    from evoprune_tf.app.filters_run import run_filter_pruning
+    from evoprune_tf.app.tascnet_run import run_tascnet
+    from evoprune_tf.filter_encoding import FilterPruning
+    from evoprune_tf.nn.coupling import filter_groups
+    from evoprune_tf.nn.flops import count_flops
+    from evoprune_tf.nn.surgery import mask_filters, prune_filters
+    from evoprune_tf.tascnet.stage1 import search_configuration
+    from evoprune_tf.tascnet.stage2 import PruneSettings, tascnet_prune
+
+    expected = {"filter_groups": filter_groups, "prune_filters": prune_filters, "mask_filters": mask_filters,
+                "count_flops": count_flops, "FilterPruning": FilterPruning, "run_filter_pruning": run_filter_pruning,
+                "run_tascnet": run_tascnet, "search_configuration": search_configuration,
+                "tascnet_prune": tascnet_prune, "PruneSettings": PruneSettings}
+    for name, value in expected.items():
+        assert name in evoprune_tf.__all__ and name in dir(evoprune_tf), name
+        assert getattr(evoprune_tf, name) is value, name
+
+
+def test_the_exported_filter_pruning_blocks_prune_a_small_network():
+    import keras
+    import numpy as np
+
+    import evoprune_tf as ep
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="predictions")(x))
+    groups = {g.name: g for g in ep.filter_groups(model)}
+    assert groups["conv1"].size == 8 and groups["conv1"].prunable
+    assert groups["conv2"].size == 6 and groups["conv2"].prunable
+    keep = {"conv1": np.arange(8) < 4, "conv2": np.arange(6) < 3}
+    compact = ep.prune_filters(model, keep)
+    assert compact.get_layer("conv1").filters == 4 and compact.get_layer("conv2").filters == 3
+    assert ep.count_flops(compact).total_flops < ep.count_flops(model).total_flops
+    masked = ep.mask_filters(model, keep)
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(masked(x)), np.asarray(compact(x)), atol=1e-5)

@@ -202,3 +202,33 @@ def test_evoprune_resume_run_id_works_from_another_folder(tmp_path, store, monke
     capsys.readouterr()
     assert client.get_run(run_id).info.status == "FINISHED"
     assert not (elsewhere / "mlruns").exists()
+
+
+def test_ep_resume_takes_a_run_id_like_the_cli(tmp_path, store, monkeypatch) -> None:
+    """`evoprune_tf.resume(RUN_ID)` finds the checkpoint as `evoprune resume RUN_ID` does, from any folder."""
+    from mlflow import MlflowClient
+
+    import evoprune_tf as ep
+
+    data, _ = make_planted_features(seed=4)
+    raw = _tracked(tmp_path, store, "python-resume")
+    del raw["checkpoint"]  # the default: next to the store
+    monkeypatch.setattr(run_module, "_report", lambda *args, **kwargs: ({}, None))
+    with pytest.raises(KeyboardInterrupt):
+        run_module.run(config_from_dict(raw), features=data, out=io.StringIO(),
+                       callbacks=[Interrupt(2, KeyboardInterrupt())])
+    client = MlflowClient(store)
+    [killed] = client.search_runs([client.get_experiment_by_name("python-resume").experiment_id])
+    run_id = killed.info.run_id
+    assert killed.info.status == "KILLED"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file, folder or run id 'ffffffff'"):
+        ep.resume("ffffffff", features=data, out=io.StringIO())
+    result = ep.resume(run_id[:10], features=data, out=io.StringIO())
+    assert result.run_id == run_id
+    assert [r["gen"] for r in result.logbook][:3] == [0, 1, 2] and len(result.logbook) > 3
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert not (elsewhere / "mlruns").exists()

@@ -4,7 +4,7 @@
     evoprune resume CHECKPOINT              continue a killed run in the same MLflow run
     evoprune ui [--port 5000]               MLflow UI over the project's store
     evoprune bench [...]                    fitness-evaluation benchmark
-    evoprune explain RUN_ID                 explanation heat maps for a finished run
+    evoprune explain RUN_ID [--model knee]  explanation heat maps for a finished run (best, heavy, knee, light)
     evoprune operators                      list the registered operator names
     evoprune grid GRID.toml                 run a study grid, one MLflow run per cell (resumable)
     evoprune server [--port 5000]           one MLflow tracking server for concurrent runs
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from evoprune_tf.app.trust import add_trust_arguments
 from evoprune_tf.studies.compare import add_compare_arguments, run_compare
-from evoprune_tf.tracking.redact import redact_text, redact_uri, usable_uri
+from evoprune_tf.tracking.redact import redact_text, redact_uri
 
 if TYPE_CHECKING:
     from evoprune_tf.app.backend import BackendChoice
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explanation heat maps for a finished run")
     p.add_argument("run_id")
     p.add_argument("--per-class", type=int, default=2)
+    p.add_argument("--model", default="best",
+                   help="which model: best (default), or for multi-objective runs a trade-off model: heavy, knee, light")
     add_trust_arguments(p)
     sub.add_parser("operators", help="list registered operator names by kind")
     p = sub.add_parser("compare", help="compare groups of finished runs over seeds: table, paired tests, plots")
@@ -280,43 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_grid_arguments(sub.add_parser("grid", help="run a study grid (cross product of config keys), resumable"))
     add_server_arguments(sub.add_parser("server", help="start one MLflow tracking server for concurrent runs"))
     return parser
-
-
-def _checkpoint_for(target: str) -> str:
-    """A checkpoint path from a path, or from an MLflow run id (or unique prefix).
-
-    A run id is looked up next to the current store (``<store folder>/checkpoints/<id>``),
-    in ``./mlruns/checkpoints/<id>``, then through the run's ``evoprune.checkpoint`` tag,
-    so ``evoprune resume RUN_ID`` works from any folder.
-    """
-    if Path(target).exists():
-        return target
-    from evoprune_tf.tracking.store import find_run, resolve_tracking_uri, store_folder
-
-    folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
-    for folder in folders:
-        candidate = folder / "checkpoints" / target / "checkpoint.pkl"
-        if candidate.exists():
-            return str(candidate)
-    uri = resolve_tracking_uri()
-    try:
-        run = find_run(target, uri)
-    except ValueError:
-        run = None
-    except Exception:  # noqa: BLE001 - an unusable store: fall through to the plain message
-        run = None
-    if run is not None:
-        tagged = run.data.tags.get("evoprune.checkpoint")
-        if tagged and Path(tagged).is_file():
-            return tagged
-        raise FileNotFoundError(
-            f"MLflow run {run.info.run_id} in {uri} has no checkpoint on this machine "
-            f"(tag evoprune.checkpoint={tagged!r}); expected a checkpoint file, folder or run id with one"
-        )
-    raise FileNotFoundError(
-        f"no checkpoint file, folder or run id {target!r} (looked in {', '.join(str(f / 'checkpoints') for f in folders)} "
-        f"and the runs of {uri}); expected a checkpoint path or the id of a run that wrote one"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -427,7 +392,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "explain":
         from evoprune_tf.app.explain import explain_run
 
-        for path in explain_run(args.run_id, per_class=args.per_class, plugins=args.plugin,
+        for path in explain_run(args.run_id, per_class=args.per_class, model=args.model, plugins=args.plugin,
                                 trust_plugins=args.trust_plugins):
             print(path)
         return 0
@@ -438,21 +403,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from evoprune_tf.app.config import config_from_dict, use_backend_for_dict
         from evoprune_tf.app.trust import check_stored_modules
         from evoprune_tf.search.checkpoint import load_checkpoint
+        from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
-        path = _checkpoint_for(args.checkpoint)
+        path = find_checkpoint(args.checkpoint)
         checkpoint = load_checkpoint(path)
         budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
         extra: dict = {"algorithm": budget} if budget else {}
         if args.no_progress:
             extra["progress"] = False
-        recorded = getattr(checkpoint, "tracking_uri", None)
-        stored = checkpoint.config.get("tracking", {})
-        if recorded and not stored.get("uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            # No store named now: continue in the one the run lives in (an absolute URI,
-            # so this works from any folder), not in ./mlruns of the current folder.
-            extra["tracking"] = {"uri": usable_uri(recorded, "the run's tracking store")}
-        elif isinstance(stored.get("uri"), str) and stored["uri"]:  # stored without its password: from the environment
-            extra["tracking"] = {"uri": usable_uri(stored["uri"], "tracking.uri")}
+        extra.update(recorded_store(checkpoint))  # no store named now: the one the run lives in
         # The checkpoint's config is stored data: the modules it names are imported only when allowed.
         check_stored_modules(merge(checkpoint.config, extra), f"config of checkpoint {path}",
                              allowed=args.plugin, trust=args.trust_plugins)

@@ -1,4 +1,4 @@
-"""Explanations for a finished run: ``evoprune explain RUN_ID``.
+"""Explanations for a finished run: ``evoprune explain RUN_ID [--model best|heavy|knee|light]``.
 
 `explain_run` rebuilds what a run needs from MLflow alone: its config (the
 ``config.json`` artifact that `ConfigArtifact` logs when the evolution starts; for
@@ -39,7 +39,7 @@ from evoprune_tf.tracking import find_run, resolve_tracking_uri
 from evoprune_tf.tracking.store import run_artifact, run_genomes
 from evoprune_tf.train.numpy_engine import TrainConfig
 
-__all__ = ["explain_run", "run_config", "MODELS"]
+__all__ = ["explain_run", "run_config", "check_model", "MODELS"]
 
 #: Which genome of the run to explain.
 MODELS = ("best", "heavy", "knee", "light")
@@ -106,6 +106,34 @@ def run_config(run_id: str, uri: str = "", *, plugins: Iterable[str] = (), trust
     return config_from_dict(raw, source=source)
 
 
+def check_model(config: ExperimentConfig, model: str, run_id: str = "") -> None:
+    """Refuse, in one line, a model the run does not have (before anything slow).
+
+    Single-objective runs have one model, ``best``; multi-objective runs (NSGA-II,
+    NSGA-III) also ``heavy``, ``knee`` and ``light``. DeepPruningES and TASCNet prune
+    filters inside the network, not a head: their models are the run's exported
+    ``.keras`` artifacts, and the CAM overlays here explain heads only.
+
+    Args:
+        config: the run's config.
+        model: one of `MODELS`.
+        run_id: the run's id, for the message.
+
+    Raises:
+        ValueError: the model is unknown or not one of this run's.
+    """
+    which = f"run {run_id}" if run_id else "this run"
+    if model not in MODELS:
+        raise ValueError(f"model={model!r}; expected one of {', '.join(MODELS)}")
+    method = config.algorithm.name
+    if method in ("deep_pruning_es", "tascnet"):
+        raise ValueError(f"{which} is a {method} run (filters pruned inside the network); explain draws the CAMs "
+                         "of pruned heads: expected a head-pruning run (its models are the run's .keras artifacts)")
+    if model != "best" and not config.multi_objective:
+        raise ValueError(f"model={model!r}: {which} is single-objective ({method}); expected 'best' "
+                         "(heavy, knee and light are the trade-off models of multi-objective runs)")
+
+
 def _pick(genomes: dict[str, np.ndarray], model: str) -> int:
     if model == "best" or len(genomes["genomes"]) == 1:
         return 0
@@ -153,6 +181,7 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
     run = find_run(run_id, uri)
     run_id = run.info.run_id
     config = run_config(run_id, uri, plugins=plugins, trust_plugins=trust_plugins)
+    check_model(config, model, run_id)
     genomes = run_genomes(run_id, uri)
     genome = np.asarray(genomes["genomes"][_pick(genomes, model)]).astype(np.int8)
 

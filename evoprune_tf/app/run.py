@@ -46,8 +46,10 @@ from evoprune_tf.app.config import (
     check_output_locations,
     checkpoint_dir,
     config_from_dict,
+    merge,
     report_files,
     use_backend,
+    use_backend_for_dict,
 )
 from evoprune_tf.data.download import check_download
 from evoprune_tf.data.images import is_named_source
@@ -56,6 +58,7 @@ from evoprune_tf.features.extract import check_imagenet_weights
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
+from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
@@ -341,13 +344,17 @@ def summary_metrics(report: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def resume(path: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
+def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
            trust_plugins: bool = False, **kwargs) -> RunResult:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
-        path: the checkpoint file or folder.
-        config: run with this config instead of the checkpoint's.
+        target: the checkpoint file or folder, or the MLflow run id (or a unique prefix)
+            of the run that wrote it, as ``evoprune resume`` takes
+            (`evoprune_tf.tracking.checkpoints.find_checkpoint`).
+        config: run with this config instead of the checkpoint's. Without one, a run whose
+            config names no store continues in the store it was logged to (unless
+            ``$MLFLOW_TRACKING_URI`` names one), as ``evoprune resume`` does.
         plugins: modules the checkpoint's stored config may import (`evoprune_tf.app.trust`).
         trust_plugins: it may import every module it names.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
@@ -356,11 +363,15 @@ def resume(path: str | Path, *, config: ExperimentConfig | None = None, plugins:
         The `RunResult`.
 
     Raises:
+        FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
         ValueError: the stored config names a module not allowed, or does not validate.
     """
+    path = find_checkpoint(target)
     checkpoint = load_checkpoint(path)
     if config is None:
         source = f"config of checkpoint {path}"
-        check_stored_modules(checkpoint.config, source, allowed=plugins, trust=trust_plugins)
-        config = config_from_dict(checkpoint.config, source=source)
+        stored = merge(checkpoint.config, recorded_store(checkpoint))
+        check_stored_modules(stored, source, allowed=plugins, trust=trust_plugins)
+        use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
+        config = config_from_dict(stored, source=source)
     return run(config, checkpoint=path, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -100,17 +101,66 @@ def test_the_cli_explains_a_run_and_rejects_unknown_ones(finished, monkeypatch, 
         explain_run(result.run_id, uri=uri, model="median")
 
 
-def test_trade_off_models_of_a_multi_objective_run(tmp_path, monkeypatch):
+def _error_line(capsys) -> str:
+    """The one ``error:`` line on stderr, last (MLflow's download progress bars may precede it)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and err[-1] == errors[0], err
+    return errors[0]
+
+
+def test_explain_model_from_the_cli_single_objective_runs_have_only_best(finished, monkeypatch, capsys):
+    from evoprune_tf.app.cli import main
+
+    result, uri, _ = finished
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for model in ("knee", "heavy", "light"):
+        assert main(["explain", result.run_id[:8], "--model", model]) == 2
+        line = _error_line(capsys)
+        assert f"model='{model}'" in line and "single-objective" in line and "expected 'best'" in line
+    assert main(["explain", result.run_id[:8], "--model", "median"]) == 2
+    assert _error_line(capsys) == "error: model='median'; expected one of best, heavy, knee, light"
+
+
+def test_trade_off_models_of_a_multi_objective_run_from_the_cli(tmp_path, monkeypatch, capsys):
+    from evoprune_tf.app.cli import main
+
     monkeypatch.chdir(tmp_path)
     uri = new_mlflow_store(tmp_path)
     result = run(_config(uri, name="nsga2", population=8, evaluations=16), out=io.StringIO())
     mlflow.set_tracking_uri(None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for model in ("knee", "light"):
-        paths = explain_run(result.run_id, per_class=1, uri=uri, model=model)
-        assert sum(p.suffix == ".png" for p in paths) == 3
+        assert main(["explain", result.run_id, "--model", model, "--per-class", "1"]) == 0
+        printed = [Path(line) for line in capsys.readouterr().out.split()]
+        assert sum(p.suffix == ".png" for p in printed) == 3
+        assert all(p.parent.name == model for p in printed)
+        genome = (printed[0].parent / "genome.txt").read_text()
+        assert genome.startswith(f"{model} genome")
     found = _artifacts(MlflowClient(tracking_uri=uri), result.run_id, "explanations")
     assert any(p.startswith("explanations/knee/") for p in found)
     assert any(p.startswith("explanations/light/") for p in found)
+    assert not any(p.startswith("explanations/heavy/") for p in found)
+
+
+def test_filter_pruning_runs_are_refused_in_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """A DeepPruningES run (its config.json alone: nothing else is read) is refused before data or genomes."""
+    import json
+
+    from evoprune_tf.app.cli import main
+
+    uri = new_mlflow_store(tmp_path)
+    config = load_config(None, {"algorithm": {"name": "deep_pruning_es"}, "encoding": {"name": "filters"},
+                                "objectives": {"names": ["error", "flops"]}})
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("dpes")).info.run_id
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    client.log_artifact(run_id, str(tmp_path / "config.json"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for model in ("best", "knee"):
+        assert main(["explain", run_id, "--model", model]) == 2
+        line = _error_line(capsys)
+        assert "deep_pruning_es run" in line and "expected a head-pruning run" in line
 
 
 def test_params_are_a_fallback_for_runs_without_config_json():

@@ -65,18 +65,63 @@ def test_cli_runs_the_builtin_dataset_through_a_real_backbone(tmp_path, capsys, 
     assert "synthetic-stripes" in out and "Final report" in out and "test accuracy" in out
 
 
-def test_cli_help_documents_every_command(capsys):
-    with pytest.raises(SystemExit):
-        cli_main(["--help"])
-    text = capsys.readouterr().out
-    for command in ("run", "resume", "ui", "bench", "explain", "operators"):
-        assert command in text
-    with pytest.raises(SystemExit):
-        cli_main(["run", "--help"])
-    text = capsys.readouterr().out
-    for option in ("--seed", "--evaluations", "--generations", "--encoding", "--backbone", "--weights",
-                   "--image-size", "--data", "--mate", "--mutate", "--select", "--init"):
-        assert option in text
+def test_every_run_option_lands_in_the_validated_config(capsys):
+    """Each override of `evoprune run` changes the value it names (checked through --dry-run)."""
+    code = cli_main([
+        "run", "--dry-run", "--seed", "7", "--data", "builtin:synthetic", "--image-size", "48",
+        "--backbone", "resnet50", "--weights", "none", "--hidden", "24,12", "--encoding", "neuron_pruning",
+        "--algorithm", "ea_simple", "--evaluations", "33", "--generations", "4", "--population", "5",
+        "--epochs", "3", "--seeds", "2", "--experiment", "cli-dry", "--no-tracking", "--no-progress",
+        "--init", "bernoulli:p=0.4", "--mate", "two_point", "--mutate", "flip_bit:indpb=0.2",
+        "--select", "tournament:tournsize=2",
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    config = json.loads(captured.out)
+    assert config["seed"] == 7 and config["progress"] is False
+    assert config["data"]["source"] == "builtin:synthetic" and config["data"]["image_size"] == 48
+    assert config["backbone"]["name"] == "resnet50" and config["backbone"]["weights"] == "none"
+    assert config["head"]["hidden"] == [24, 12] and config["encoding"]["name"] == "neuron_pruning"
+    algorithm = config["algorithm"]
+    assert (algorithm["name"], algorithm["evaluations"], algorithm["generations"], algorithm["population"]) == (
+        "ea_simple", 33, 4, 5)
+    assert config["train"]["epochs"] == 3 and config["report"]["seeds"] == 2
+    assert config["tracking"]["experiment"] == "cli-dry" and config["tracking"]["enabled"] is False
+    ops = config["operators"]
+    assert _op(ops["init"]) == ("bernoulli", {"p": 0.4})
+    assert _op(ops["mate"]) == ("two_point", {})
+    assert _op(ops["mutate"]) == ("flip_bit", {"indpb": 0.2})
+    assert _op(ops["select"]) == ("tournament", {"tournsize": 2})
+    # and without the options the defaults stay (the overrides were not already the defaults)
+    assert cli_main(["run", "--dry-run"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    for path in (("seed",), ("algorithm", "name"), ("algorithm", "population"), ("encoding", "name"),
+                 ("backbone", "name"), ("head", "hidden"), ("train", "epochs"), ("operators", "mutate")):
+        a, b = default, config
+        for key in path:
+            a, b = a[key], b[key]
+        assert a != b, path
+
+
+def _op(spec) -> tuple[str, dict]:
+    """An operator spec of the dumped config as (name, options)."""
+    if isinstance(spec, str):
+        return spec, {}
+    return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+
+
+@pytest.mark.parametrize("argv,bad", [
+    (["resume", "/no/such/checkpoint"], "/no/such/checkpoint"),
+    (["explain", "0" * 32], "0" * 32),
+    (["run", "--algorithm", "no_such_algorithm", "--dry-run"], "no_such_algorithm"),
+    (["run", "--mate", "no_such_operator", "--dry-run"], "no_such_operator"),
+])
+def test_commands_reject_bad_input_in_one_line_naming_it(argv, bad, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and bad in err[0], err
 
 
 @pytest.mark.slow

@@ -37,6 +37,20 @@ def _ood(data, informative, n=80, seed=1):
     return ood
 
 
+def _by_hand(heads, data, ood, temperature=1000.0):
+    """Soft-vote test accuracy and max-softmax OOD AUROC, with SciPy's softmax and scikit-learn's AUROC."""
+    from scipy.special import softmax
+    from sklearn.metrics import roc_auc_score
+
+    def vote(x, t):
+        return np.mean([softmax(np.asarray(h.logits(x), np.float64) / t, axis=1) for h in heads], axis=0)
+
+    accuracy = float(np.mean(vote(data.x_test, 1.0).argmax(axis=1) == data.y_test))
+    scores = np.concatenate([vote(data.x_test, temperature).max(axis=1), vote(ood, temperature).max(axis=1)])
+    labels = np.concatenate([np.ones(len(data.x_test)), np.zeros(len(ood))])
+    return accuracy, float(roc_auc_score(labels, scores))
+
+
 def test_soft_vote_of_identical_heads_is_the_head(planted):
     data, informative = planted
     head = _heads(data, [informative], [0])[0]
@@ -68,8 +82,13 @@ def test_evaluate_ensembles_reports_members_and_bands(planted):
     assert report["banded"]["members"] == expected_band
     assert report["banded"]["n_members"] == len(expected_band)
     assert report["best_single"]["members"][0] in expected_band
+    ood = _ood(data, informative)
     for key in ("best_single", "all", "banded"):
-        assert 0.0 <= report[key]["accuracy"] <= 1.0 and 0.0 <= report[key]["auroc"] <= 1.0
+        expected_acc, expected_auroc = _by_hand([heads[i] for i in report[key]["members"]], data, ood)
+        assert report[key]["accuracy"] == pytest.approx(expected_acc, abs=1e-12), key
+        assert report[key]["auroc"] == pytest.approx(expected_auroc, abs=1e-9), key
+    # the planted signal: every ensemble is far above chance (1/3) and detects the OOD points
+    assert report["all"]["accuracy"] > 0.6 and report["all"]["auroc"] > 0.7
     assert [m["index"] for m in report["members"]] == list(range(5))
     # the best single member's test accuracy is its own, not an ensemble's
     assert report["best_single"]["accuracy"] == report["members"][report["best_single"]["members"][0]]["accuracy"]

@@ -76,15 +76,55 @@ def test_hypervolume_3d_hand_computed():
     assert hypervolume(mo, (1.0, -1.0, 1.0)) == pytest.approx((1.1 - 0.1) * (1.1 - 0.3) * (1.1 - 0.2))
 
 
+def _grid_volume(norm: np.ndarray, ref: float, step: float) -> float:
+    """Hypervolume by counting grid cells: exact when every coordinate and ``ref`` lie on the grid.
+
+    A cell ``[c, c + step)^k`` is dominated when some point is ``<=`` its lower corner in
+    every objective (minimisation); independent of moocore and of `hypervolume`.
+    """
+    k = norm.shape[1]
+    n_cells = int(round(ref / step))
+    axes = np.meshgrid(*[np.arange(n_cells) * step] * k, indexing="ij")
+    corners = np.stack([a.ravel() for a in axes], axis=1)
+    dominated = np.zeros(len(corners), dtype=bool)
+    for point in norm:
+        dominated |= np.all(corners >= point - 1e-9, axis=1)
+    return float(dominated.sum()) * step**k
+
+
 @pytest.mark.parametrize("k", [2, 3])
-def test_hypervolume_matches_moocore_on_random_sets(k):
-    moocore = pytest.importorskip("moocore")
+def test_hypervolume_equals_cell_counting_on_random_grid_sets(k):
+    # points on a 0.05 grid in natural units, random directions: the dominated region is a
+    # union of whole grid cells below the default reference 1.1, so counting them is exact
     rng = np.random.default_rng(k)
-    for _ in range(5):
-        points = rng.random((30, k))
+    for _ in range(4):
+        points = rng.integers(0, 21, size=(12, k)) / 20.0
         weights = tuple(rng.choice([-1.0, 1.0], size=k))
-        expected = moocore.hypervolume(normalise(points, weights), ref=np.full(k, 1.1))
-        assert hypervolume(points, weights) == pytest.approx(expected, rel=1e-9)
+        norm = np.where(np.asarray(weights) > 0, 1.0 - points, points)
+        expected = _grid_volume(norm, 1.1, 0.05)
+        assert expected > 0
+        assert hypervolume(points, weights) == pytest.approx(expected, abs=1e-9)
+
+
+def test_hypervolume_reference_point_edge_cases():
+    minimise = (-1.0, -1.0)
+    # a point on the reference in one objective spans a box of zero width: it adds nothing
+    assert hypervolume(np.array([[1.0, 0.2]]), minimise, reference=[1.0, 1.0]) == 0.0
+    assert hypervolume(np.array([[1.0, 0.2], [0.5, 0.5]]), minimise, reference=[1.0, 1.0]) == pytest.approx(0.25)
+    # beyond the reference in one objective only: nothing, whatever the other objective
+    assert hypervolume(np.array([[1.05, 0.0]]), minimise, reference=[1.0, 1.0]) == 0.0
+    # a reference below every point: volume 0; the ideal point against the reference: the full box
+    assert hypervolume(np.array([[0.3, 0.3]]), minimise, reference=[0.2, 0.9]) == 0.0
+    assert hypervolume(np.array([[0.0, 0.0]]), minimise, reference=[0.2, 0.9]) == pytest.approx(0.18)
+    # a non-square reference scales each side separately: (2 - 0.5) * (0.5 - 0.25)
+    assert hypervolume(np.array([[0.5, 0.25]]), minimise, reference=[2.0, 0.5]) == pytest.approx(0.375)
+    # the reference is read in the normalised space: accuracy 0.9 maximised is 0.1 there
+    assert hypervolume(np.array([[0.9, 0.25]]), ACC_FRAC, reference=[0.5, 0.5]) == pytest.approx(0.4 * 0.25)
+    # 3-D: points on the reference faces add nothing, the rest keep their boxes
+    three = np.array([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert hypervolume(three, (-1.0,) * 3, reference=[1.0, 1.0, 1.0]) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="finite"):
+        hypervolume(np.array([[0.5, 0.5]]), minimise, reference=[1.0, np.inf])
 
 
 def _convex_front(n=11):

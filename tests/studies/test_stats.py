@@ -155,14 +155,51 @@ class TestFriedman:
         assert nemenyi_critical_difference(3, 8) == pytest.approx(2.343 * math.sqrt(3 * 4 / 48), rel=1e-3)
         assert nemenyi_critical_difference(4, 10) == pytest.approx(2.569 * math.sqrt(4 * 5 / 60), rel=1e-3)
 
-    def test_nemenyi_p_is_alpha_at_the_critical_difference(self) -> None:
-        # Rank differences equal to CD are exactly on the edge: p == alpha.
-        from scipy.stats import studentized_range
+    @staticmethod
+    def _range_sf(q: float, k: int) -> float:
+        """P(range of k iid N(0, 1) > q), integrated by hand (not SciPy's studentized_range)."""
+        from scipy.integrate import quad
+        from scipy.stats import norm
 
-        k, n = 3, 8
-        cd = nemenyi_critical_difference(k, n)
-        z = cd / math.sqrt(k * (k + 1) / (6 * n))
-        assert studentized_range.sf(z * math.sqrt(2), k, np.inf) == pytest.approx(0.05, rel=1e-4)
+        inside, _ = quad(lambda x: norm.pdf(x) * (norm.cdf(x) - norm.cdf(x - q)) ** (k - 1), -12, 12,
+                         epsabs=1e-12, limit=200)
+        return 1.0 - k * inside
+
+    @staticmethod
+    def _ranked_groups(ranks: list[tuple[int, int, int]]) -> dict[str, list[float]]:
+        """Three groups whose per-seed ranks (1 = best, higher is better) are the given tuples."""
+        return {name: [10.0 - r[i] for r in ranks] for i, name in enumerate("abc")}
+
+    def test_nemenyi_p_against_demsar_and_the_range_distribution(self) -> None:
+        # k = 3, n = 10: rank standard error sqrt(3 * 4 / 60); Demšar (2006) Table 5(a):
+        # q_0.05 = 2.343 and q_0.10 = 2.052, so CD_0.05 = 1.048 and CD_0.10 = 0.918.
+        se = math.sqrt(3 * 4 / 60)
+        at_1_0 = self._ranked_groups([(1, 2, 3)] * 10)  # a = 1.0, b = 2.0, c = 3.0
+        at_1_1 = self._ranked_groups([(1, 2, 3)] * 9 + [(1, 3, 2)])  # a = 1.0, b = 2.1, c = 2.9
+        at_0_9 = self._ranked_groups([(1, 2, 3)] * 8 + [(1, 3, 2), (2, 1, 3)])  # a = 1.1, b = 2.0, c = 2.9
+        p = {}
+        for groups in (at_1_0, at_1_1, at_0_9):
+            for pair in friedman(groups, higher_is_better=True).pairwise:
+                p[round(pair.rank_difference, 6)] = pair.nemenyi_p
+        # rank differences on either side of the published critical differences
+        assert p[1.1] < 0.05 < p[1.0]
+        assert p[0.9] > 0.10 > p[1.0]
+        for difference in (0.8, 0.9, 1.0, 1.1, 1.8, 1.9, 2.0):
+            expected = self._range_sf(difference / se * math.sqrt(2.0), 3)
+            assert p[difference] == pytest.approx(expected, rel=1e-6, abs=1e-12), difference
+        # the Demšar q values are the range quantiles scaled by 1/sqrt(2)
+        assert self._range_sf(2.343 * math.sqrt(2.0), 3) == pytest.approx(0.05, abs=2e-4)
+        assert self._range_sf(2.052 * math.sqrt(2.0), 3) == pytest.approx(0.10, abs=2e-4)
+
+    def test_nemenyi_p_of_equal_ranks_is_one_and_falls_with_the_rank_difference(self) -> None:
+        balanced = self._ranked_groups([(1, 2, 3), (2, 3, 1), (3, 1, 2)] * 2)  # every average rank 2.0
+        assert all(pair.nemenyi_p == pytest.approx(1.0) for pair in friedman(balanced, higher_is_better=True).pairwise)
+        k4 = {"a": [4.0] * 6, "b": [3.0] * 6, "c": [2.0] * 6, "d": [1.0] * 6}
+        pairs = {(p.a, p.b): p.nemenyi_p for p in friedman(k4, higher_is_better=True).pairwise}
+        # k = 4, n = 6: q_0.05 = 2.569 (Demšar), CD = 2.569 * sqrt(4 * 5 / 36) = 1.915
+        assert pairs[("a", "b")] > 0.05 > pairs[("a", "c")] > pairs[("a", "d")]  # differences 1, 2, 3
+        se = math.sqrt(4 * 5 / 36)
+        assert pairs[("a", "d")] == pytest.approx(self._range_sf(3 / se * math.sqrt(2.0), 4), rel=1e-6)
 
     def test_complete_ties(self) -> None:
         same = [0.8, 0.7, 0.9]
