@@ -44,7 +44,9 @@ __all__ = [
     "latency_table",
     "litert_available",
     "litert_latency_ms",
+    "litert_enabled",
     "litert_predict",
+    "report_latency",
     "require_litert",
     "with_reductions",
     "write_latency_table",
@@ -335,3 +337,60 @@ def write_latency_table(rows: list[dict], folder: str | Path, stem: str = "laten
         writer.writerows(rows)
     files["markdown"].write_text(latency_markdown(rows))
     return files
+
+
+def litert_enabled(setting: Any, out: Any = None) -> bool:
+    """Resolve a ``report.litert`` setting; one line on ``out`` says why LiteRT is off when it is.
+
+    Args:
+        setting: ``"auto"`` (LiteRT when installed and Keras runs on TensorFlow), True
+            (required: fails in one line naming the extra) or False.
+        out: Stream for the line (default: none printed).
+
+    Returns:
+        Whether to export and time LiteRT models.
+
+    Raises:
+        LiteRTNotInstalled: ``setting`` is True and ``ai-edge-litert`` is missing.
+    """
+    import keras
+
+    def say(text: str) -> None:
+        if out is not None:
+            print(text, file=out)
+
+    if setting is False:
+        say("LiteRT export off (report.litert = false): Keras latency only")
+        return False
+    if setting is True:
+        require_litert("report.litert = true")
+        return True
+    if not litert_available():
+        say(f"LiteRT latency skipped: ai-edge-litert is not installed ({LITERT_INSTALL}); Keras latency only")
+        return False
+    if keras.backend.backend() != "tensorflow":
+        say(f"LiteRT latency skipped: its converter needs Keras on TensorFlow, not {keras.backend.backend()!r}")
+        return False
+    return True
+
+
+def report_latency(models: Mapping[str, Any], *, setting: Any, folder: str | Path, flops: Mapping[str, float],
+                   seed: int = 0, out: Any = None) -> tuple[list[dict], dict[str, Path]]:
+    """The latency part of a method's final report: table files and, with LiteRT, the ``.tflite`` files.
+
+    Args:
+        models: Name -> deployable Keras model, ``"unpruned"`` among them.
+        setting: ``report.litert`` (see `litert_enabled`).
+        folder: The report folder: ``latency.csv``, ``latency.md`` and ``litert/<name>.tflite`` go there.
+        flops: Name -> the method's FLOPs count of that model (the table's FLOPs column).
+        seed: Seed of the random inputs.
+        out: Stream for the line saying LiteRT is off, when it is.
+
+    Returns:
+        ``(rows, files)``: the `latency_table` rows and ``{"csv", "markdown", "<name>.tflite"...}`` paths.
+    """
+    litert = litert_enabled(setting, out)
+    rows = latency_table(models, litert=litert, export_dir=Path(folder) / "litert", flops=flops, seed=seed)
+    files = write_latency_table(rows, folder)
+    files.update({f"{r['model']}.tflite": Path(r["tflite"]) for r in rows if "tflite" in r})
+    return rows, files

@@ -136,3 +136,21 @@ def test_report_litert_true_without_the_extra_fails_when_the_config_loads(monkey
     assert "\n" not in str(info.value) and f"report.litert=true but ai-edge-litert is not installed: {LITERT_INSTALL}" \
         in str(info.value)
     assert load_config(overrides={"report": {"litert": "auto"}}).report.litert == "auto"  # auto: no error
+
+
+def test_the_report_setting_says_in_one_line_why_litert_is_off(monkeypatch, capsys):
+    import io
+
+    from evoprune_tf.report.latency import litert_enabled
+
+    out = io.StringIO()
+    assert litert_enabled("auto", out) and litert_enabled(True, out) and out.getvalue() == ""
+    assert not litert_enabled(False, out)
+    assert out.getvalue() == "LiteRT export off (report.litert = false): Keras latency only\n"
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    out = io.StringIO()
+    assert not litert_enabled("auto", out)
+    assert out.getvalue().startswith("LiteRT latency skipped: ai-edge-litert is not installed (pip install")
+    with pytest.raises(LiteRTNotInstalled, match=r"^report.litert = true needs ai-edge-litert"):
+        litert_enabled(True, out)
