@@ -154,3 +154,33 @@ def test_the_report_setting_says_in_one_line_why_litert_is_off(monkeypatch, caps
     assert out.getvalue().startswith("LiteRT latency skipped: ai-edge-litert is not installed (pip install")
     with pytest.raises(LiteRTNotInstalled, match=r"^report.litert = true needs ai-edge-litert"):
         litert_enabled(True, out)
+
+
+def _filter_eval_benchmark():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "filter_eval.py"
+    spec = importlib.util.spec_from_file_location("filter_eval_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_filter_benchmark_names_the_missing_extra_and_bad_counts_before_building_a_model(monkeypatch, capsys):
+    bench = _filter_eval_benchmark()
+    import evoprune_tf.app.filters_run as filters_run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the bad input was reported")
+
+    monkeypatch.setattr(filters_run, "build_filter_network", no_model)
+    with pytest.raises(SystemExit):
+        bench.main(["--rss-evaluations", "0"])
+    assert "--rss-evaluations 0: expected positive counts" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(SystemExit):
+        bench.main([])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"the latency table needs ai-edge-litert, which is not installed: {LITERT_INSTALL} (or --no-litert)" in err
