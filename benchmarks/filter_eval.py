@@ -1,4 +1,4 @@
-"""Filter-pruning benchmark: one DeepPruningES evaluation cached, from images, whole network; RSS; latency (issues 11, 24).
+"""DeepPruningES benchmark: one evaluation cached, from images, whole network; RSS; latency (issues 11, 24).
 
 Run from a source checkout: ``python benchmarks/filter_eval.py`` (``--quick`` for a smoke run).
 
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     size, n_train, n_val = (32, 64, 32) if args.quick else (args.size, args.train, args.val)
     repeats, n_rss = (1, 3) if args.quick else (args.repeats, args.rss_evaluations)
     root = os.environ.get("EVOPRUNE_ASSETS")
-    weights_file = pathlib.Path(root or "") / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    weights_file = (pathlib.Path(root or "") / "weights"
+                    / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
     weights = str(weights_file) if root and weights_file.is_file() and not args.quick else None
     keras.utils.set_random_seed(0)
     model, module = build_filter_network("mobilenet_v2", weights=weights, image_size=size, n_classes=3)
