@@ -97,8 +97,16 @@ def _input_shape(model: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
-def _random_batch(shape: Sequence[int], batch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((int(batch), *shape)).astype(np.float32)
+def _random_batch(shape: Sequence[int], batch: int, seed: int, dtype: Any = "float32") -> np.ndarray:
+    """Standard-normal floats; zeros for an integer input (token ids: 0 is a valid index of any embedding)."""
+    dtype = np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+    if np.issubdtype(dtype, np.integer):
+        return np.zeros((int(batch), *shape), dtype)
+    return np.random.default_rng(seed).standard_normal((int(batch), *shape)).astype(dtype)
+
+
+def _input_dtype(model: Any) -> str:
+    return str(getattr(model.inputs[0], "dtype", "float32") or "float32")
 
 
 def keras_latency_ms(model: Any, x: np.ndarray | None = None, *, batch: int = KERAS_BATCH, runs: int = 20,
@@ -117,7 +125,7 @@ def keras_latency_ms(model: Any, x: np.ndarray | None = None, *, batch: int = KE
         The median milliseconds per call.
     """
     if x is None:
-        x = _random_batch(_input_shape(model), batch, seed)
+        x = _random_batch(_input_shape(model), batch, seed, _input_dtype(model))
     for _ in range(max(1, int(warmup))):
         model.predict_on_batch(x)
     times = []
@@ -201,7 +209,7 @@ def litert_latency_ms(path: str | Path, *, threads: int = 1, runs: int = LITERT_
     """
     interpreter = _interpreter(path, threads)
     inp = interpreter.get_input_details()[0]
-    interpreter.set_tensor(inp["index"], _random_batch(tuple(inp["shape"][1:]), 1, seed).astype(inp["dtype"]))
+    interpreter.set_tensor(inp["index"], _random_batch(tuple(inp["shape"][1:]), 1, seed, inp["dtype"]))
     for _ in range(max(1, int(warmup))):
         interpreter.invoke()
     times = []
@@ -248,7 +256,7 @@ def _measure(name: str, model: Any, *, flops: float | None, litert: bool, export
         path = export_litert(model, Path(export_dir) / f"{name}.tflite")
         for threads in LITERT_THREADS:
             row[f"litert_ms_b1_t{threads}"] = round(litert_latency_ms(path, threads=threads, runs=runs, seed=seed), 4)
-        x = _random_batch(_input_shape(model), 4, seed + 1)
+        x = _random_batch(_input_shape(model), 4, seed + 1, _input_dtype(model))
         reference = keras_model_outputs(model, x)
         row["litert_max_abs_diff"] = float(np.abs(litert_predict(path, x) - reference).max())
         row["tflite"], row["tflite_bytes"] = str(path), path.stat().st_size

@@ -184,3 +184,16 @@ def test_the_filter_benchmark_names_the_missing_extra_and_bad_counts_before_buil
         bench.main([])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"the latency table needs ai-edge-litert, which is not installed: {LITERT_INSTALL} (or --no-litert)" in err
+
+
+def test_a_token_id_model_is_exported_and_timed_on_valid_ids(tmp_path):
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((20,), dtype="int32")
+    x = L.Embedding(50, 8)(tokens)
+    x = L.GlobalMaxPooling1D()(L.Conv1D(12, 3, activation="relu")(x))
+    model = keras.Model(tokens, L.Dense(2)(x))
+    rows = latency_table({"unpruned": model}, export_dir=tmp_path, runs=50, keras_runs=2,
+                         flops={"unpruned": 1000})
+    assert rows[0]["flops"] == 1000 and rows[0]["litert_ms_b1_t1"] > 0 and rows[0]["keras_ms_b32"] > 0
+    ids = np.random.default_rng(0).integers(0, 50, size=(3, 20)).astype(np.int32)
+    np.testing.assert_allclose(litert_predict(rows[0]["tflite"], ids), keras_model_outputs(model, ids), atol=1e-4)
