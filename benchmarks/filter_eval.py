@@ -106,9 +106,10 @@ def _rss(evaluator, n: int) -> dict:
         evaluator.evaluate((rng.random(evaluator.encoding.genome_length) < rng.uniform(0.3, 0.95)).astype(np.int8))
     trace = evaluator.rss_trace
     slope = float(np.polyfit(np.arange(len(trace)), trace, 1)[0]) if len(trace) > 1 else 0.0
-    return {"evaluations": n, "rss_before_mb": round(before, 1), "rss_after_mb": trace[-1],
-            "rss_peak_mb": max(trace), "rss_growth_mb": round(max(trace) - before, 1),
-            "growth_per_evaluation_mb": round(slope, 2), "seconds": round(time.perf_counter() - began, 1)}
+    return {"evaluations": n, "rss_before_mb": round(before, 1), "rss_first_mb": trace[0], "rss_after_mb": trace[-1],
+            "rss_peak_mb": max(trace), "rss_growth_mb": round(max(trace) - trace[0], 1),
+            "growth_per_evaluation_mb": round(slope, 2), "seconds": round(time.perf_counter() - began, 1),
+            "trace_mb": list(trace)}
 
 
 def _latency(model, *, litert: bool) -> list[dict]:
@@ -142,9 +143,10 @@ def _print(result: dict, rows: list[dict]) -> None:
           f"| {r['prefix_seconds_once']:.2f} | {r['cached_seconds']:.2f} | {r['from_images_seconds']:.2f} "
           f"| {r['whole_network_seconds']:.2f} | {r['speedup']:.1f}x |")
     m = r["rss"]
-    print(f"\nRSS over {m['evaluations']} cached evaluations: {m['rss_before_mb']} MB before, peak "
-          f"{m['rss_peak_mb']} MB, growth {m['rss_growth_mb']} MB ({m['growth_per_evaluation_mb']} MB per "
-          f"evaluation, fitted), {m['seconds']} s\n")
+    print(f"\nRSS over {m['evaluations']} cached evaluations: {m['rss_before_mb']} MB before, "
+          f"{m['rss_first_mb']} MB after the first, peak {m['rss_peak_mb']} MB, last {m['rss_after_mb']} MB: "
+          f"growth {m['rss_growth_mb']} MB after the first ({m['growth_per_evaluation_mb']} MB per evaluation, "
+          f"fitted), {m['seconds']} s\n")
     print(latency_markdown(rows))
 
 
