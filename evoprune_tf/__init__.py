@@ -32,6 +32,12 @@ from typing import Any
 
 __version__ = "0.2.0"
 
+# The CLI's quiet start for library users too: no TensorFlow absl / cuInit lines when
+# Keras is first imported, no telemetry, no MLflow table-creation logs (`evoprune_tf.quiet`).
+from evoprune_tf.quiet import quiet_startup as _quiet_startup  # noqa: E402
+
+_quiet_startup()
+
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # application: configs and runs

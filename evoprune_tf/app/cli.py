@@ -18,8 +18,6 @@ printed.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import signal
 import sys
 import threading
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from evoprune_tf.app.trust import add_trust_arguments
+from evoprune_tf.quiet import quiet_startup, quiet_tensorflow  # noqa: F401 - importable from here as before
 from evoprune_tf.studies.compare import add_compare_arguments, run_compare
 from evoprune_tf.tracking.redact import redact_text, redact_uri
 
@@ -221,7 +220,8 @@ def load_run_config(path: str | None, overrides: dict, *, base: dict | None = No
     """
     import tomllib
 
-    from evoprune_tf.app.config import config_from_dict, load_config, merge, use_backend_for_dict
+    from evoprune_tf.app.config import check_shadowed_values, config_from_dict, load_config, merge, \
+        use_backend_for_dict
 
     overrides = dict(overrides)
     operator_overrides = overrides.pop("operators", {})
@@ -232,6 +232,7 @@ def load_run_config(path: str | None, overrides: dict, *, base: dict | None = No
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             return load_config(path, overrides)  # its one-line message for a missing or broken file
+        check_shadowed_values(raw, overrides, str(path))  # a bad file value the command line replaces still fails
     merged = merge(merge(base or {}, raw), overrides)
     if operator_overrides:
         section = merged.get("operators", {})
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--uri", default="", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--log-file", default=None, help="write the MLflow server's output here")
     p = sub.add_parser("bench", help="fitness-evaluation benchmark (see benchmarks/fitness.py --help)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("explain", help="explanation heat maps for a finished run")
@@ -375,7 +377,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from evoprune_tf.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.uri)
-        server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1)
+        server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1,
+                              log_file=args.log_file)
         code, stopped = serve_in_foreground(server, f"MLflow UI for {redact_uri(uri)} at {{url}} (Ctrl-C to stop)")
         if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
             return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
@@ -427,114 +430,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     run(config)
     return 0
-
-
-#: TensorFlow start-up lines that tell a CPU user nothing (written by C++ straight to fd 2).
-_TF_NOISE = (
-    "All log messages before absl::InitializeLog",
-    "oneDNN custom operations are on",
-    "cudart_stub.cc",
-    "Could not find cuda drivers",
-    "failed call to cuInit",
-    "Unable to register cuDNN factory",
-    "Unable to register cuFFT factory",
-    "Unable to register cuBLAS factory",
-    "computation_placer.cc",
-    "TF-TRT Warning",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions",
-)
-
-
-def quiet_startup() -> None:
-    """No telemetry, and no start-up noise from TensorFlow or a new MLflow store on the terminal.
-
-    A new SQLite store logs its table creation at INFO on stderr, which would break the
-    one-line error contract of bad input; MLflow's own warnings still show.
-    """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    for name in ("mlflow.store.db.utils", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _NoRetracingWarning) for f in tf_logger.filters):
-        tf_logger.addFilter(_NoRetracingWarning())
-    quiet_tensorflow()
-
-
-class _NoRetracingWarning(logging.Filter):
-    """Drops TensorFlow's "triggered tf.function retracing" warning.
-
-    Every filter-pruning genome is a new, smaller model, so its first ``predict`` traces
-    by design; the warning says nothing a user can act on. Other TensorFlow warnings pass.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's start-up noise (absl, cuInit, oneDNN lines) off the terminal.
-
-    ``TF_CPP_MIN_LOG_LEVEL`` does not reach what TensorFlow's C++ writes before its
-    logging is initialised. So the first ``import tensorflow`` (and ``import keras``)
-    runs with file descriptor 2 captured, including, without an NVIDIA driver, the
-    device scan that logs the cuInit error;
-    afterwards every captured line that is not known noise is written back to stderr,
-    so real errors still show. Does nothing when TensorFlow is already imported.
-    """
-    if "keras" in sys.modules or any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _QuietTensorFlowFinder())
-
-
-class _QuietTensorFlowFinder:
-    """Import hook: the imports of the ``tensorflow`` and ``keras`` packages run with fd 2 filtered."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name not in ("tensorflow", "keras"):  # keras' import loads more of TensorFlow's libraries
-            return None
-        import importlib.machinery
-
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _QuietLoader(spec.loader)
-        return spec
-
-
-class _QuietLoader:
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        import tempfile
-
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            try:
-                self.loader.exec_module(module)
-                if module.__name__ == "tensorflow" and not Path("/proc/driver/nvidia").exists():
-                    # The device scan (and its cuInit error without a driver) happens once,
-                    # here, inside the capture, instead of at the first operation.
-                    module.config.list_physical_devices("GPU")
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                captured.seek(0)
-                kept = [line for line in captured.read().decode(errors="replace").splitlines()
-                        if line.strip() and not any(noise in line for noise in _TF_NOISE)]
-                if kept:
-                    print("\n".join(kept), file=sys.stderr)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,7 @@ __all__ = [
     "ConfigError",
     "load_config",
     "config_from_dict",
+    "check_shadowed_values",
     "flatten",
     "operator_specs",
     "checkpoint_dir",
@@ -444,7 +445,8 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     if a.name == "deep_pruning_es" or config.encoding.name == FILTER_ENCODING:
         _check_filters(config, problems)
     elif config.encoding.name not in ENCODINGS:
-        problems.append(f"unknown encoding {config.encoding.name!r}; expected one of {sorted(ENCODINGS)}")
+        problems.append(f"unknown encoding {config.encoding.name!r}; expected one of {sorted(ENCODINGS)}, "
+                        f"or {FILTER_ENCODING!r} with algorithm 'deep_pruning_es'")
     try:
         canonical_name(config.backbone.name)
     except ValueError as error:
@@ -665,6 +667,35 @@ def merge(base: dict, overrides: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def check_shadowed_values(raw: dict, overrides: dict, source: str = "config") -> None:
+    """Check the file's values of the keys the command line overrides (they would vanish unseen otherwise).
+
+    ``epochs = "five"`` in a file run with ``--epochs 5`` used to run without a word: the
+    override replaced the bad value before validation saw it. Each such value is checked
+    alone, as `config_from_dict` checks it (type, then the section's own checks).
+
+    Args:
+        raw: the file's nested dict.
+        overrides: the command line's nested dict.
+        source: the file, for the message.
+
+    Raises:
+        ConfigError: listing every bad value the overrides would have hidden.
+    """
+    problems: list[str] = []
+    for key, value in overrides.items():
+        if key not in raw:
+            continue
+        if key in _SECTION_TYPES and isinstance(value, dict) and isinstance(raw[key], dict):
+            shadowed = {k: raw[key][k] for k in value if k in raw[key]}
+            if shadowed:
+                _build_section(key, _SECTION_TYPES[key], _expand(shadowed), problems)
+        elif key in _TOP_LEVEL and not _type_ok(_expand(raw[key]), _TOP_LEVEL[key]):
+            problems.append(f"{key}={raw[key]!r} has the wrong type; expected {_TOP_LEVEL[key].__name__}")
+    if problems:
+        raise ConfigError(problems, source)
 
 
 def flatten(config: ExperimentConfig) -> dict[str, str]:

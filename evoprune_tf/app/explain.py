@@ -33,11 +33,10 @@ from evoprune_tf.encodings import pack_genome
 from evoprune_tf.records import write_csv
 from evoprune_tf.report.influence import feature_influence
 from evoprune_tf.report.pareto import trade_off_columns, explain_images
-from evoprune_tf.report.single import retrain
+from evoprune_tf.report.single import report_recipe, retrain
 from evoprune_tf.search.pareto import trade_off_models
 from evoprune_tf.tracking import find_run, resolve_tracking_uri
 from evoprune_tf.tracking.store import run_artifact, run_genomes
-from evoprune_tf.train.numpy_engine import TrainConfig
 
 __all__ = ["explain_run", "run_config", "check_model", "MODELS"]
 
@@ -198,7 +197,7 @@ def explain_run(run_id: str, *, per_class: int = 2, uri: str = "", model: str = 
         )
 
     # the same head as the run's report (first retrain seed of the report recipe)
-    recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
+    recipe = report_recipe(config.train, config.report.recipe)
     head = retrain(encoding, features, [genome], recipe, seed=config.seed, seeds=1)[0][0]
 
     with report_files(config, run_id, uri=uri) as report:

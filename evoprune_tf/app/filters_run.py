@@ -317,6 +317,7 @@ def run_filter_pruning(
     output_dir: str | Path | None = None,
     head_epochs: int = HEAD_WARMUP_EPOCHS,
     out: Any = None,
+    banner: str = "",
 ) -> FilterRunResult:
     """Run DeepPruningES as ``config`` describes (``algorithm.name = "deep_pruning_es"``).
 
@@ -334,6 +335,7 @@ def run_filter_pruning(
             logged to MLflow and then removed, and ``files`` is then empty).
         head_epochs: Epochs of the head warm-up (0: none).
         out: Stream for the human-readable lines (default stdout).
+        banner: a line to print once the cheap input checks passed (the Keras backend `evoprune run` chose).
 
     Returns:
         A `FilterRunResult`.
@@ -359,6 +361,8 @@ def run_filter_pruning(
     size = image_size(config)
     if network is None and config.backbone.weights == "imagenet":
         check_imagenet_weights(config.backbone.name, image_size=size, options=config.backbone.options)
+    if banner:  # after the cheap checks: a bad input is one line
+        print(banner, file=out)
     seed_everything(config.seed)
     keras.utils.set_random_seed(config.seed % 2**32)
     if network is None:

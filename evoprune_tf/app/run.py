@@ -17,11 +17,12 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 
 from evoprune_tf.report.pareto import pareto_report
-from evoprune_tf.report.single import final_report, format_report
+from evoprune_tf.report.single import final_report, format_report, report_recipe
 from evoprune_tf.runners import make_runner, resolve_runner_name
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.baselines import BASELINES
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
+from evoprune_tf.search.run_lock import run_lock
 from evoprune_tf.search.checkpoint import (
     CheckpointCallback,
     load_checkpoint,
@@ -30,7 +31,7 @@ from evoprune_tf.search.checkpoint import (
 )
 from evoprune_tf.app.filters_run import run_filter_pruning
 from evoprune_tf.app.trust import check_stored_modules
-from evoprune_tf.app.tascnet_run import run_tascnet
+from evoprune_tf.app.tascnet_run import results_table, run_tascnet
 from evoprune_tf.app.build import (
     initial_population,
     make_evaluator,
@@ -62,7 +63,6 @@ from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
-from evoprune_tf.train import TrainConfig
 
 __all__ = ["RunResult", "run", "resume", "summary_metrics"]
 
@@ -135,11 +135,18 @@ def run(
         ValueError: bad input, e.g. ``train.backend`` names a backend that is not installed.
     """
     # Before anything imports Keras: its backend is fixed per process at the first import.
-    print(use_backend(config).line, file=out or sys.stdout)
+    # The line saying so is printed once the cheap input checks passed: a bad input is one line.
+    banner = use_backend(config).line
     if config.algorithm.name == "tascnet":  # structure learning + trajectory-similarity pruning: its own pipeline
-        return run_tascnet(config)
+        print(banner, file=out or sys.stdout)
+        report = run_tascnet(config)
+        print(results_table([report]), file=out or sys.stdout)  # as the other methods: the report and the run id
+        if report.get("mlflow_run_id"):
+            print(f"MLflow run {report['mlflow_run_id']} in {resolve_tracking_uri(config.tracking.uri)}",
+                  file=out or sys.stdout)
+        return report
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
-        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out)
+        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out, banner=banner)
     out = out or sys.stdout
     began = time.time()
     resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
@@ -152,6 +159,7 @@ def run(
     check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
     if features is None:
         _check_inputs(config)
+    print(banner, file=out)
     seed_everything(config.seed)
     images = None
     if features is None:
@@ -309,7 +317,7 @@ def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: 
             halloffame: Any, ood: np.ndarray | None, tracker: MLflowTracker | None, out: TextIO,
             images: Any = None) -> tuple[dict, Any]:
     """The single-model report, and for multi-objective runs the Pareto report in `report_folder`."""
-    recipe = config.train if config.report.recipe == "search" else TrainConfig.reference()
+    recipe = report_recipe(config.train, config.report.recipe)
     report, model = final_report(
         evaluator.encoding, features, best, recipe, seed=config.seed, seeds=config.report.seeds,
         export=config.report.export_model,
@@ -364,7 +372,8 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
 
     Raises:
         FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
-        ValueError: the stored config names a module not allowed, or does not validate.
+        ValueError: the stored config names a module not allowed, or does not validate, or
+            another process is resuming the same run (`evoprune_tf.search.run_lock`).
     """
     path = find_checkpoint(target)
     checkpoint = load_checkpoint(path)
@@ -374,4 +383,5 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
         check_stored_modules(stored, source, allowed=plugins, trust=trust_plugins)
         use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
         config = config_from_dict(stored, source=source)
-    return run(config, checkpoint=path, **kwargs)
+    with run_lock(path):  # a second resume of this run is refused in one line
+        return run(config, checkpoint=path, **kwargs)

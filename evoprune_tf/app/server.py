@@ -328,7 +328,7 @@ class MLflowServer:
             lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
             if lines:
                 return f"log: {lines[-1][:200]}"
-        return "no log: pass log_file to see its output"
+        return "no log: rerun with --log-file FILE (log_file= in Python) to see its output"
 
     def ready(self) -> bool:
         """Whether the server answers ``/health``.

@@ -465,9 +465,9 @@ def _read_files(
 
 
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from evoprune_tf.progress import stage_progress  # a bar on a terminal, one line per stage in a log
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    return stage_progress(total, desc, enabled=enabled)
 
 
 def _folder_split(

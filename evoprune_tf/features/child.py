@@ -144,7 +144,7 @@ def extract_in_child(
         ChildExtractionError: the child failed otherwise (its last stderr lines are in
             the message).
     """
-    from tqdm.auto import tqdm
+    from evoprune_tf.progress import stage_progress  # a bar on a terminal, one line per stage in a log
 
     started = time.perf_counter()
     path = pathlib.Path(path)
@@ -174,8 +174,8 @@ def extract_in_child(
                 stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env, text=True,
             )
             try:
-                with tqdm(total=len(unique), desc=f"{fields['backbone']} features (TensorFlow)", unit="img",
-                          disable=not progress) as bar:
+                with stage_progress(len(unique), f"{fields['backbone']} features (TensorFlow)", enabled=progress,
+                                    leave=True) as bar:
                     for line in process.stdout or ():
                         kind, _, rest = line.rstrip("\n").partition(" ")
                         if kind == "progress":

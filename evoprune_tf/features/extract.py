@@ -445,10 +445,10 @@ def extract_features_with_info(
             return extracted_features, FeatureCacheInfo(path, key, False, time.perf_counter() - started,
                                                         backend="tensorflow", child=True)
 
-    from tqdm.auto import tqdm
+    from evoprune_tf.progress import stage_progress  # a bar on a terminal, one line per stage in a log
 
     model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
-    with tqdm(total=len(unique), desc=f"{fields['backbone']} features", unit="img", disable=not progress) as bar:
+    with stage_progress(len(unique), f"{fields['backbone']} features", enabled=progress, leave=True) as bar:
         table = _run_backbone(model, unique, batch, bar)
     row = {d: i for i, d in enumerate(order)}
     extracted = {}

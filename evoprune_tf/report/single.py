@@ -21,12 +21,12 @@ from evoprune_tf.metrics import accuracy_and_loss
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.latency import keras_latency_ms
 from evoprune_tf.report.text import mean_std, plural
-from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig, TrainedHead, derive_seed
+from evoprune_tf.train import TrainConfig, TrainedHead, derive_seed, make_trainer
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["retrain", "final_report", "head_to_keras", "compact_model", "export_measurements", "format_report"]
+__all__ = ["retrain", "report_recipe", "final_report", "head_to_keras", "compact_model", "export_measurements", "format_report"]
 
 
 def retrain(
@@ -38,7 +38,11 @@ def retrain(
     seed: int,
     seeds: int,
 ) -> list[list[TrainedHead]]:
-    """Train each genome once per seed.
+    """Train each genome once per seed, with the recipe's engine (`evoprune_tf.train.make_trainer`).
+
+    The run's own engine retrains: the Keras engine for any recipe (optimizer, loss,
+    dropout, L2, label smoothing, class weights, a user head), the NumPy engine when the
+    run named it (default head and SGD only).
 
     Args:
         encoding: the run's encoding.
@@ -53,9 +57,25 @@ def retrain(
     """
     masks = [encoding.decode(g) for g in genomes]
     return [
-        HeadTrainer(encoding.spec, data, config, seed=derive_seed(seed, "report", i)).train(masks)
+        make_trainer(encoding.spec, data, config, seed=derive_seed(seed, "report", i)).train(masks)
         for i in range(seeds)
     ]
+
+
+def report_recipe(train: TrainConfig, recipe: str) -> TrainConfig:
+    """The recipe a report retrains with.
+
+    Args:
+        train: the run's ``[train]`` recipe.
+        recipe: ``"search"`` (the run's recipe) or ``"reference"`` (`TrainConfig.reference`:
+            600 epochs of SGD with training-loss early stopping).
+
+    Returns:
+        ``train`` itself, or the reference recipe on the run's engine and backend.
+    """
+    if recipe == "search":
+        return train
+    return TrainConfig.reference(engine=train.engine, backend=train.backend, blas_threads=train.blas_threads)
 
 
 def head_to_keras(head: TrainedHead) -> keras.Model:
@@ -98,13 +118,31 @@ def compact_model(head: TrainedHead, scaling: tuple[np.ndarray, np.ndarray] | No
     from evoprune_tf.nn.export import compact
     from evoprune_tf.nn.layers import FeatureScaling
 
-    model = compact(head_to_keras(head), name="compact_head")
+    if head.keras_model is not None:  # a user head the plain-Dense export cannot reproduce
+        model = _user_head_model(head)
+    else:
+        model = compact(head_to_keras(head), name="compact_head")
     if scaling is None:
         return model
 
     inputs = keras.Input((head.spec.n_features,), name="features")
     scaled = FeatureScaling(*scaling, name="feature_scaling")(inputs)
     return keras.Model(inputs, model(scaled), name="compact_head_scaled")
+
+
+def _user_head_model(head: TrainedHead) -> keras.Model:
+    """A user head as trained (its own layers at its compact widths), taking full-width features.
+
+    Padded input slots (index -1) read feature 0: their kernel rows are masked to zero.
+    """
+    import keras
+
+    from evoprune_tf.nn.layers import FeatureGather
+
+    inputs = keras.Input((head.spec.n_features,), name="features")
+    trained = head.keras_model()
+    gathered = FeatureGather(np.maximum(head.indices[0], 0).tolist(), name="feature_gather")(inputs)
+    return keras.Model(inputs, trained(gathered), name="compact_head")
 
 
 def _scores(heads: Sequence[TrainedHead], data: FeatureSplits) -> dict:

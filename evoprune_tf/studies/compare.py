@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from evoprune_tf.tracking.owner import reap_if_dead
 from evoprune_tf.report.text import plural
 from evoprune_tf.studies.stats import (
     FriedmanResult,
@@ -202,6 +203,7 @@ def read_runs(
             [exp.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
         )
         for run in page:
+            run = reap_if_dead(client, run)  # a RUNNING run whose process died is listed as KILLED
             row: dict[str, object] = {
                 "run_id": run.info.run_id,
                 "status": run.info.status,

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from evoprune_tf.tracking.redact import usable_uri
-from evoprune_tf.tracking.store import find_run, resolve_tracking_uri, store_folder
+from evoprune_tf.tracking.store import DEFAULT_TRACKING_URI, find_run, resolve_tracking_uri, sqlite_store_missing, \
+    store_folder
 
 __all__ = ["find_checkpoint", "recorded_store"]
 
@@ -39,21 +40,29 @@ def find_checkpoint(target: str | os.PathLike) -> str:
     target = str(target)
     if Path(target).exists():
         return target
-    folders = [f for f in (store_folder(), Path("mlruns").absolute()) if f is not None]
+    uri = resolve_tracking_uri(create_folder=False)  # looking a run up must not leave a new store behind
+    missing = sqlite_store_missing(uri)
+    # store_folder creates ./mlruns for the default store only; that folder is the second candidate anyway
+    near_store = None if missing and uri == DEFAULT_TRACKING_URI else store_folder(uri)
+    folders = list(dict.fromkeys(f for f in (near_store, Path("mlruns").absolute()) if f is not None))
     for folder in folders:
         for name in _FILE_NAMES:
             candidate = folder / "checkpoints" / target / name
             if candidate.exists():
                 return str(candidate)
-    uri = resolve_tracking_uri()
     try:
-        run = find_run(target, uri)
+        run = None if missing else find_run(target, uri)
     except Exception:  # noqa: BLE001 - no such run, or an unusable store: the plain message below
         run = None
     if run is not None:
         tagged = run.data.tags.get("evoprune.checkpoint")
         if tagged and Path(tagged).is_file():
             return tagged
+        if not tagged and run.info.status in ("KILLED", "FAILED"):
+            raise FileNotFoundError(
+                f"MLflow run {run.info.run_id} in {uri} is {run.info.status}: it stopped before its first checkpoint, "
+                "so there is nothing to resume; expected a run with a checkpoint: start it again with evoprune run"
+            )
         raise FileNotFoundError(
             f"MLflow run {run.info.run_id} in {uri} has no checkpoint on this machine "
             f"(tag evoprune.checkpoint={tagged!r}); expected a checkpoint file, folder or run id with one"

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from evoprune_tf.errors import one_line
+from evoprune_tf.tracking.owner import reap_if_dead
 from evoprune_tf.tracking.redact import redact_uri
+from evoprune_tf.tracking.store_lock import open_sqlite_store, sqlite_path as _sqlite_path, store_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -31,7 +33,10 @@ __all__ = [
     "resolve_tracking_uri",
     "absolute_tracking_uri",
     "store_folder",
+    "sqlite_store_missing",
     "check_tracking_uri",
+    "store_lock",
+    "open_sqlite_store",
     "check_writable_folder",
     "check_artifact_store",
     "check_resumable",
@@ -44,21 +49,11 @@ __all__ = [
 #: The project's store: SQLite next to the artifacts in ``./mlruns``.
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
-_SQLITE_PREFIX = "sqlite:///"
+_SQLITE_PREFIX = "sqlite:///"  # also in `store_lock.sqlite_path`
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other schemes and in-memory DBs)."""
-    if not uri.startswith(_SQLITE_PREFIX):
-        return None
-    path = uri[len(_SQLITE_PREFIX):].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
-
-
-def resolve_tracking_uri(uri: str = "") -> str:
+def resolve_tracking_uri(uri: str = "", *, create_folder: bool = True) -> str:
     """The tracking URI to use: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the default.
 
     For the default store the ``mlruns/`` folder is created (relative to the current
@@ -66,12 +61,14 @@ def resolve_tracking_uri(uri: str = "") -> str:
 
     Args:
         uri: an explicit tracking URI (``""`` = not given).
+        create_folder: create ``mlruns/`` for the default store (False: only name it,
+            for commands that read a store and must not leave one behind).
 
     Returns:
         The URI.
     """
     resolved = uri or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_TRACKING_URI
-    if resolved == DEFAULT_TRACKING_URI:
+    if resolved == DEFAULT_TRACKING_URI and create_folder:
         db = _sqlite_path(resolved)
         assert db is not None
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +93,21 @@ def absolute_tracking_uri(uri: str = "") -> str:
         return uri
     query = uri.split("?", 1)[1] if "?" in uri else ""
     return f"{_SQLITE_PREFIX}{db.resolve()}" + (f"?{query}" if query else "")
+
+
+def sqlite_store_missing(uri: str) -> bool:
+    """Whether ``uri`` names a SQLite store whose database file does not exist (yet).
+
+    Opening such a store creates it: a command that only looks runs up skips it instead.
+
+    Args:
+        uri: a resolved tracking URI.
+
+    Returns:
+        True for a ``sqlite:///`` file that is not there; False otherwise.
+    """
+    db = _sqlite_path(uri)
+    return db is not None and not db.is_file()
 
 
 def store_folder(uri: str = "") -> Path | None:
@@ -309,7 +321,7 @@ def check_tracking_uri(uri: str = "") -> None:
     from mlflow import MlflowClient
 
     try:
-        with _env(**settings):
+        with _env(**settings), store_lock(uri):  # a new SQLite store is created here, one process at a time
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - any failure means "unusable store"
         raise ValueError(
@@ -320,6 +332,9 @@ def check_tracking_uri(uri: str = "") -> None:
 
 def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     """The MLflow run with this id, or the only run whose id starts with this prefix.
+
+    A RUNNING run whose process is gone from this host is marked KILLED first
+    (`evoprune_tf.tracking.owner.reap_if_dead`).
 
     Args:
         run_id_or_prefix: a full 32-character run id or a unique prefix of one.
@@ -342,7 +357,7 @@ def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     client = MlflowClient(tracking_uri=uri)
     if _RUN_ID.match(key):
         try:
-            return client.get_run(key)
+            return reap_if_dead(client, client.get_run(key))
         except MlflowException:
             raise ValueError(f"run {key} not found in {uri}; expected the id of an existing run") from None
     experiment_ids = [e.experiment_id for e in all_pages(client.search_experiments, view_type=ViewType.ALL)]
@@ -356,7 +371,7 @@ def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     if len(matches) > 1:
         ids = ", ".join(sorted(r.info.run_id for r in matches)[:5])
         raise ValueError(f"run id prefix {key!r} matches {len(matches)} runs ({ids}); expected a unique prefix")
-    return matches[0]
+    return reap_if_dead(client, matches[0])
 
 
 def all_pages(search: Callable, **kwargs) -> Iterator:

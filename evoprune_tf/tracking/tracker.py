@@ -39,7 +39,9 @@ from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, n
 from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
 from evoprune_tf.search.callbacks import Callback, EvolutionState
 from evoprune_tf.search.pareto import knee_point, non_dominated
+from evoprune_tf.tracking.owner import REAPED_TAG, owner_tags
 from evoprune_tf.tracking.redact import redact_uri
+from evoprune_tf.tracking.store_lock import open_sqlite_store
 from evoprune_tf.tracking.store import artifact_location, find_run, logged_through, resolve_tracking_uri
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,14 +148,17 @@ class MLflowTracker(Callback):
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         # The global URI too: `mlflow.keras.log_model` and `models:/` URIs resolve through it.
         mlflow.set_tracking_uri(self.uri)
+        open_sqlite_store(self.uri)  # a new SQLite store: its tables built by one process at a time
         client = MlflowClient(tracking_uri=self.uri)
         params = dict(self.params)
-        tags = dict(self.tags)
+        tags = {**self.tags, **owner_tags()}  # who runs it: a later command marks it KILLED once that process is gone
         if self._resume:
             run = find_run(self.run_id or "", self.uri)
             self.run_id = run.info.run_id
             self.experiment_id = run.info.experiment_id
             client.update_run(self.run_id, status="RUNNING")
+            if REAPED_TAG in run.data.tags:  # it was marked KILLED when its process died; it runs again
+                client.delete_tag(self.run_id, REAPED_TAG)
             logged = run.data.params
             changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
             if changed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy.special import softmax
@@ -32,6 +32,9 @@ class TrainedHead:
             layers, linear logits) cannot reproduce, a function mapping *compact* inputs
             ``(n, len(indices[0]))`` to logits with the trained Keras model; None
             otherwise. Not pickled (a head sent to another process uses the NumPy forward).
+        keras_model: with ``keras_logits``, a function building the trained head as a
+            Keras model from *compact* inputs to softmax probabilities (what the report
+            exports); None otherwise. Not pickled either.
     """
 
     spec: HeadSpec
@@ -42,10 +45,11 @@ class TrainedHead:
     epochs_run: int
     keras_logits: Callable[[np.ndarray], np.ndarray] | None = dataclasses.field(default=None, repr=False,
                                                                                  compare=False)
+    keras_model: Callable[[], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["keras_logits"] = None  # a bound Keras model does not travel
+        state["keras_logits"] = state["keras_model"] = None  # a bound Keras model does not travel
         return state
 
     def logits(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:

@@ -608,7 +608,25 @@ class KerasTrainer:
                            biases=biases, epochs_run=int(epochs))
         if not self.numpy_forward:
             head.keras_logits = self._keras_logits(entry, trainable, non_trainable)
+            head.keras_model = functools.partial(self._trained_model, plan, trainable, non_trainable)
         return head
+
+    def _trained_model(self, plan: HeadPlan, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> Any:
+        """A fresh Keras model of one trained head (user heads): compact inputs -> probabilities."""
+        import keras
+
+        widths = plan.widths
+        spec = HeadSpec(widths[0], widths[-1], tuple(widths[1:-1]), self.spec.use_bias)
+        with isolated_global_rng():  # as `_compiled` builds: the same variables in the same order
+            model = self.builder(spec)
+        for variable, value in zip(model.trainable_variables, trainable):
+            variable.assign(value)
+        for variable, value in zip(model.non_trainable_variables, non_trainable):
+            variable.assign(value)
+        if not self._from_logits:
+            return model
+        return keras.Model(model.inputs, keras.layers.Softmax(name="probabilities")(model.outputs[0]),
+                           name=f"{model.name}_probabilities")
 
 
 # --------------------------------------------------------------------------- routes

@@ -138,6 +138,7 @@ RUN_SCRIPT = textwrap.dedent(
     def fake_filter_run(config, **kwargs):  # DeepPruningES itself is not what is tested here
         import keras
         seen["backend"] = keras.backend.backend()
+        print(kwargs["banner"], file=kwargs["out"])  # the real one prints it after its cheap input checks
         return "stub"
 
     app_run.run_filter_pruning = fake_filter_run
