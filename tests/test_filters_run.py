@@ -146,10 +146,143 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
     with pytest.raises(KeyboardInterrupt):
         run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
-    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.pkl"))
+    checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
     assert len(checkpoints) == 1
     resumed = resume(checkpoints[0])
     assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
     key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
     assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
     assert [r["test_accuracy"] for r in resumed.table] == [r["test_accuracy"] for r in whole.table]
+
+
+KILLED = """
+import json, os, signal, sys
+from evoprune_tf.app.config import config_from_dict
+from evoprune_tf.app.run import run
+from evoprune_tf.search.callbacks import Callback
+
+class Die(Callback):
+    def on_generation(self, state):
+        if state.generation == 1:  # after the checkpoint of generation 1
+            os.kill(os.getpid(), signal.SIGKILL)
+
+run(config_from_dict(json.load(open(sys.argv[1]))), callbacks=[Die()])
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_cache(tracked_run, tmp_path):
+    """SIGKILL after generation 1; the data-only checkpoint resumes to the uninterrupted result.
+
+    Cold: the prefix-activation cache is deleted before the resume; warm: the resume finds it.
+    """
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evoprune_tf.app.run import resume
+
+    whole = tracked_run[0]
+    config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "killed.py").write_text(KILLED)
+    env = {**os.environ, "PYTHONPATH": str(Path(filters_run.__file__).parents[2])}
+    job = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "config.json")], cwd=tmp_path,
+                         capture_output=True, timeout=600, env=env)
+    assert job.returncode == -signal.SIGKILL, job.stderr.decode()[-2000:]
+    [path] = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
+    copies = {}
+    for cache in ("cold", "warm"):
+        copies[cache] = tmp_path / cache / "checkpoint.npz"
+        copies[cache].parent.mkdir()
+        shutil.copy(path, copies[cache])
+    shutil.rmtree(tmp_path / "cut" / "cache")
+    key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
+    for cache in ("cold", "warm"):  # the cold resume computes the activations again, the warm one reads them
+        resumed = resume(copies[cache])
+        assert resumed.evaluator.activations_from_disk == (cache == "warm")
+        assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
+        assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
+        assert [r["test_accuracy"] for r in resumed.table] == [r["test_accuracy"] for r in whole.table]
+
+
+# -- a user's own model: backbone.name = "<file>.keras" or network=keras.Model ---------------------
+def own_model(n_classes: int = 3, side: int = 32) -> keras.Model:
+    """A small trained-looking classifier with its own head and a nested Sequential stem."""
+    stem = keras.Sequential([keras.Input((side, side, 3)), L.Rescaling(1 / 255.0, name="scale"),
+                             L.Conv2D(8, 3, name="stem_conv"), L.BatchNormalization(name="stem_bn"),
+                             L.ReLU(name="stem_relu")], name="stem")
+    inputs = keras.Input((side, side, 3), name="pixels")
+    x = L.Conv2D(12, 3, padding="same", activation="relu", name="block_1_conv")(stem(inputs))
+    x = L.Dense(16, activation="relu", name="hidden")(L.GlobalAveragePooling2D(name="pool")(x))
+    return keras.Model(inputs, L.Dense(n_classes, activation="softmax", name="classes")(x), name="own")
+
+
+@keras.saving.register_keras_serializable(package="evoprune_tf_tests")
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_own_model_file_loads_as_saved_and_bad_files_fail_in_one_line(tmp_path, monkeypatch):
+    from evoprune_tf.app.config import ConfigError
+    from evoprune_tf.model_files import load_model_file, model_file_image_size
+    from evoprune_tf.nn import filter_groups
+
+    model = own_model()
+    model.save(tmp_path / "own.keras")
+    assert model_file_image_size(tmp_path / "own.keras") == 32
+    loaded, module = filters_run.build_filter_network(str(tmp_path / "own.keras"), weights=None, image_size=32,
+                                                      n_classes=3)
+    assert module is None and loaded.count_params() == model.count_params()
+    assert [(g.name, g.size, g.prunable) for g in filter_groups(loaded)] == [
+        ("stem_conv", 8, True), ("block_1_conv", 12, True), ("hidden", 16, True), ("classes", 3, False)]
+    sub = Subclassed()
+    sub(np.zeros((1, 4), np.float32))
+    sub.save(tmp_path / "sub.keras")
+    with pytest.raises(ValueError, match=r"^model file '.*sub.keras' holds a Subclassed, a model without a layer "
+                                         r"graph; expected a functional or Sequential model$"):
+        load_model_file(tmp_path / "sub.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"^cannot load model file '.*junk.keras' \(") as info:
+        load_model_file(tmp_path / "junk.keras")
+    assert "\n" not in str(info.value)
+    # The config accepts a model file for deep_pruning_es only.
+    with pytest.raises(ConfigError, match="is a model file: only algorithm 'deep_pruning_es'"):
+        load_config(overrides={"backbone": {"name": str(tmp_path / "own.keras")}})
+    with pytest.raises(ConfigError, match="missing.keras' is not a file; expected a saved .keras model"):
+        load_config(overrides={"algorithm": {"name": "deep_pruning_es"}, "backbone": {"name": "missing.keras"}})
+    # A keras.Model handed in (the Python API) is checked against the images before long work.
+    monkeypatch.setattr(filters_run, "load_run_images", no_images)
+    with pytest.raises(ValueError, match=r"model 'own' takes 32x32 images; data.image_size=48: expected"):
+        filters_run.run_filter_pruning(tiny_config(tmp_path, data={"image_size": 48}), network=model)
+
+
+@pytest.mark.slow
+def test_own_model_file_is_pruned_whole_with_its_head(tmp_path):
+    from evoprune_tf.data.synthetic import CLASSES
+
+    model = own_model(n_classes=len(CLASSES))
+    path = tmp_path / "own.keras"
+    model.save(path)
+    config = tiny_config(tmp_path, backbone={"name": str(path), "weights": "none", "options": {}},
+                         encoding={"blocks": "all"}, algorithm={"population": 3, "generations": 1})
+    result = filters_run.run_filter_pruning(config, out=open(tmp_path / "log.txt", "w"))
+    rows = {r["model"]: r for r in result.table}
+    assert rows["unpruned"]["params_network"] == model.count_params()
+    assert rows["light"]["params_network"] <= rows["unpruned"]["params_network"]
+    assert {g.name for g in result.evaluator.encoding.groups} == {"stem_conv", "block_1_conv", "hidden"}
+    # The compact model takes raw pixels like the user's model (no preprocessing layer added).
+    compact = result.models["light"]
+    assert not any(type(lay).__name__ == "BackbonePreprocessing" for lay in compact.layers)
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
+    unpruned = result.models["unpruned"].predict(images, verbose=0)
+    assert unpruned.shape == (2, len(CLASSES))

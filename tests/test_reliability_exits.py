@@ -71,7 +71,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, store: str) -> None:
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         deadline = time.monotonic() + 120
-        while not list((tmp_path / "ckpt").glob("*/checkpoint.pkl")):
+        while not list((tmp_path / "ckpt").glob("*/checkpoint.npz")):
             assert job.poll() is None and time.monotonic() < deadline, job.stderr.read().decode()[-2000:]
             time.sleep(0.05)
         job.send_signal(signal.SIGTERM)
@@ -80,7 +80,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, store: str) -> None:
         if job.poll() is None:
             job.kill()
     assert job.returncode == 143, err.decode()[-2000:]
-    [path] = list((tmp_path / "ckpt").glob("*/checkpoint.pkl"))
+    [path] = list((tmp_path / "ckpt").glob("*/checkpoint.npz"))
     assert f"Resume with: evoprune resume {path}" in out.decode()
     assert "terminated (SIGTERM)" in err.decode()
     run = MlflowClient(store).get_run(path.parent.name)

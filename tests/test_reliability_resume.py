@@ -107,7 +107,7 @@ def test_resume_is_exact_whether_keras_was_loaded_at_checkpoint_time_or_not(
     job = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(spec), at_checkpoint], cwd=tmp_path,
                          capture_output=True, timeout=180, env=env)
     assert job.returncode == -signal.SIGKILL, job.stderr.decode()[-2000:]
-    path = next((tmp_path / "killed").glob("*/checkpoint.pkl"))
+    path = next((tmp_path / "killed").glob("*/checkpoint.npz"))
     saved = load_checkpoint(path)
     assert saved.state.generation == 2 and saved.keras_loaded == (at_checkpoint == "keras")
 
@@ -146,8 +146,8 @@ def test_a_stale_checkpoint_is_refused_and_replayed_generations_are_not_logged_t
     config = config_from_dict(_tracked(tmp_path, store, "stale", checkpoint={"every": 2}))
     with pytest.raises(RuntimeError):  # checkpoint at 2, generation 3 logged, then a crash
         run_module.run(config, features=data, out=io.StringIO(), callbacks=[Interrupt(3, RuntimeError("crash"))])
-    path = next((tmp_path / "ckpt").glob("*/checkpoint.pkl"))
-    stale = tmp_path / "stale-copy.pkl"
+    path = next((tmp_path / "ckpt").glob("*/checkpoint.npz"))
+    stale = tmp_path / "stale-copy.npz"
     shutil.copy(path, stale)
     run_id = load_checkpoint(path).run_id
     client = MlflowClient(store)
@@ -167,7 +167,7 @@ def test_resuming_into_another_store_names_the_store_the_run_lives_in(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         run_module.run(config_from_dict(_tracked(tmp_path, store, "elsewhere")), features=data, out=io.StringIO(),
                        callbacks=[Interrupt(1, KeyboardInterrupt())])
-    path = next((tmp_path / "ckpt").glob("*/checkpoint.pkl"))
+    path = next((tmp_path / "ckpt").glob("*/checkpoint.npz"))
     other = new_mlflow_store(tmp_path)
     config = config_from_dict(_tracked(tmp_path, other, "elsewhere"))
     with pytest.raises(ValueError, match=rf"is not in the store {other}; it lives in {store}"):
@@ -186,7 +186,7 @@ def test_evoprune_resume_run_id_works_from_another_folder(tmp_path, store, monke
         run_module.run(config_from_dict(raw), features=data, out=io.StringIO(),
                        callbacks=[Interrupt(2, KeyboardInterrupt())])
     store_folder = Path(store[len("sqlite:///"):]).parent
-    [path] = list((store_folder / "checkpoints").glob("*/checkpoint.pkl"))
+    [path] = list((store_folder / "checkpoints").glob("*/checkpoint.npz"))
     run_id = load_checkpoint(path).run_id
     assert path.parent.name == run_id and not (tmp_path / "mlruns").exists()
     elsewhere = tmp_path / "elsewhere"
@@ -197,7 +197,7 @@ def test_evoprune_resume_run_id_works_from_another_folder(tmp_path, store, monke
     monkeypatch.setattr(run_module, "_check_inputs", lambda config: None)
     (store_folder / "checkpoints" / run_id).rename(store_folder / "moved")  # found through the run's tag
     client = MlflowClient(store)
-    client.set_tag(run_id, "evoprune.checkpoint", str(store_folder / "moved" / "checkpoint.pkl"))
+    client.set_tag(run_id, "evoprune.checkpoint", str(store_folder / "moved" / "checkpoint.npz"))
     assert cli_main(["resume", run_id[:10], "--no-progress"]) == 0
     capsys.readouterr()
     assert client.get_run(run_id).info.status == "FINISHED"

@@ -16,6 +16,7 @@ import numpy as np
 
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
 from evoprune_tf.backbones import backbone_info
+from evoprune_tf.model_files import is_model_file, model_file_image_size
 from evoprune_tf.data import load_images
 from evoprune_tf.data.synthetic import synthetic_images
 from evoprune_tf.encodings import Encoding, HeadSpec, make_encoding
@@ -61,8 +62,16 @@ def seed_everything(seed: int) -> None:
 
 
 def image_size(config: ExperimentConfig) -> int:
-    """The input size of the backbone: ``data.image_size``, else the backbone's default."""
-    return config.data.image_size or backbone_info(config.backbone.name).default_size
+    """The input size of the backbone: ``data.image_size``, else the backbone's default (a model file's input)."""
+    if config.data.image_size:
+        return config.data.image_size
+    if is_model_file(config.backbone.name):
+        size = model_file_image_size(config.backbone.name)
+        if size is None:
+            raise ValueError(f"backbone.name={config.backbone.name!r}: its input is not a square image; "
+                             "expected data.image_size to be set")
+        return size
+    return backbone_info(config.backbone.name).default_size
 
 
 def weights_arg(config: ExperimentConfig) -> str | None:

@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluations", type=int, help="a new (larger) evaluation budget")
     p.add_argument("--generations", type=int, help="a new (larger) generation budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept an old pickle checkpoint (format 1 or 2); unpickling can run code: only for a file you trust")
     add_trust_arguments(p)
     p = sub.add_parser("ui", help="open the MLflow UI over the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
@@ -409,7 +411,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
         path = find_checkpoint(args.checkpoint)
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, allow_pickle=args.allow_pickle)
         budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
         extra: dict = {"algorithm": budget} if budget else {}
         if args.no_progress:
@@ -420,7 +422,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                              allowed=args.plugin, trust=args.trust_plugins)
         use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
         config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
-        resume(path, config=config)
+        resume(path, config=config, allow_pickle=args.allow_pickle)
         return 0
     config = load_run_config(args.config, overrides_from_args(args))
     if getattr(args, "dry_run", False):

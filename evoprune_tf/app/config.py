@@ -30,6 +30,7 @@ from typing import Any, Iterator, Mapping
 
 import operators
 from evoprune_tf.backbones import canonical_name
+from evoprune_tf.model_files import is_model_file
 from evoprune_tf.encodings import ENCODINGS
 from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
 from evoprune_tf.features.extract import default_cache_dir
@@ -447,10 +448,17 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     elif config.encoding.name not in ENCODINGS:
         problems.append(f"unknown encoding {config.encoding.name!r}; expected one of {sorted(ENCODINGS)}, "
                         f"or {FILTER_ENCODING!r} with algorithm 'deep_pruning_es'")
-    try:
-        canonical_name(config.backbone.name)
-    except ValueError as error:
-        problems.append(str(error))
+    if is_model_file(config.backbone.name):  # a user's own model, pruned whole by deep_pruning_es
+        if not Path(config.backbone.name).expanduser().is_file():
+            problems.append(f"backbone.name={config.backbone.name!r} is not a file; expected a saved .keras model")
+        elif a.name != "deep_pruning_es":
+            problems.append(f"backbone.name={config.backbone.name!r} is a model file: only algorithm "
+                            f"'deep_pruning_es' prunes a whole model; got {a.name!r}")
+    else:
+        try:
+            canonical_name(config.backbone.name)
+        except ValueError as error:
+            problems.append(str(error))
     weights = config.backbone.weights
     if weights != "imagenet" and weights.lower() not in ("none", "") and not Path(weights).expanduser().is_file():
         problems.append(f"backbone.weights={weights!r} is not a file; expected 'imagenet', 'none' or a weights file")

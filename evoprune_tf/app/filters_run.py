@@ -39,18 +39,25 @@ import numpy as np
 from evoprune_tf.app.build import image_size, load_run_images, seed_everything, tracker_options, weights_arg
 from evoprune_tf.app.config import ExperimentConfig, check_output_locations, checkpoint_dir, operator_specs, report_files
 from evoprune_tf.backbones import backbone_info, build_backbone
+from evoprune_tf.model_files import is_model_file, load_model_file
 from evoprune_tf.features.extract import check_imagenet_weights, default_cache_dir, feature_cache_key
 from evoprune_tf.filter_evaluation import FilterEvaluator
 from evoprune_tf.report.latency import report_latency
 from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
-from evoprune_tf.search.checkpoint import CheckpointCallback, load_checkpoint, restore_evaluator, restore_rng
+from evoprune_tf.search.checkpoint import (
+    CheckpointCallback,
+    checkpoint_target,
+    load_checkpoint,
+    restore_evaluator,
+    restore_rng,
+)
 from evoprune_tf.search.statistics import make_front_record
 from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.tracking import check_tracking_uri, resolve_tracking_uri
 from evoprune_tf.tracking.redact import redact_uri
-from evoprune_tf.tracking.store import absolute_tracking_uri
+from evoprune_tf.tracking.store import absolute_tracking_uri, check_resumable
 from evoprune_tf.tracking.tracker import ConfigArtifact, DatasetInput, MLflowTracker
 from evoprune_tf.train.config import derive_seed
 from operators.selection import heavy_knee_light
@@ -127,11 +134,15 @@ def build_filter_network(
         options: Backbone options (``alpha``...).
 
     Returns:
-        ``(model, preprocess_module)``: a functional model without nested models (what
-        coupling analysis and surgery need) taking *preprocessed* images, and the
-        ``keras.applications`` module whose ``preprocess_input`` prepares them.
+        ``(model, preprocess_module)``: a functional model taking *preprocessed* images, and
+        the ``keras.applications`` module whose ``preprocess_input`` prepares them. For a
+        ``.keras`` file (a user's own model) the model as saved, head included, and ``None``:
+        its input gets the raw pixels (0..255), any preprocessing is the model's own.
     """
     import keras
+
+    if is_model_file(backbone):
+        return load_model_file(backbone), None
 
     wrapper = build_backbone(backbone, weights=weights, image_size=image_size, **(options or {}))
     application = wrapper.layers[-1]  # image -> preprocessing -> application: the application is flat
@@ -141,8 +152,11 @@ def build_filter_network(
     return model, backbone_info(backbone).preprocess_module
 
 
-def _preprocessed_splits(images: Any, module: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _preprocessed_splits(images: Any, module: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     import keras
+
+    if module is None:  # a user's own model: raw pixels, as it was trained
+        return {s: (np.asarray(x, np.float32), np.asarray(y)) for s, (x, y) in images.splits().items()}
 
     preprocess = getattr(keras.applications, module).preprocess_input
     # preprocess_input edits float arrays in place: give it a fresh copy per split.
@@ -180,7 +194,8 @@ def _deployable(evaluator: Any, pruned_suffix: Any, module: str, name: str) -> A
 
     compact = evaluator.compact_model(pruned_suffix, name=f"{name}_core")
     inputs = keras.Input(shape=tuple(evaluator.model.inputs[0].shape[1:]), name="image")
-    return keras.Model(inputs, compact(BackbonePreprocessing(module, name="preprocess")(inputs)), name=name)
+    x = inputs if module is None else BackbonePreprocessing(module, name="preprocess")(inputs)
+    return keras.Model(inputs, compact(x), name=name)
 
 
 def trade_off_table(rows: list[dict]) -> list[dict]:
@@ -255,7 +270,7 @@ def _plot(rows: list[dict], front: list[tuple[float, float]], path: Path, title:
     plt.close(fig)
 
 
-def _final_report(config: ExperimentConfig, evaluator: Any, halloffame: Any, module: str, folder: Path,
+def _final_report(config: ExperimentConfig, evaluator: Any, halloffame: Any, module: str | None, folder: Path,
                   out: Any) -> tuple[dict[str, np.ndarray], list[dict], dict[str, Any], dict[str, Path]]:
     archive = list(halloffame)
     error_col = list(evaluator.objectives).index("error")
@@ -318,6 +333,7 @@ def run_filter_pruning(
     head_epochs: int = HEAD_WARMUP_EPOCHS,
     out: Any = None,
     banner: str = "",
+    allow_pickle: bool = False,
 ) -> FilterRunResult:
     """Run DeepPruningES as ``config`` describes (``algorithm.name = "deep_pruning_es"``).
 
@@ -327,8 +343,10 @@ def run_filter_pruning(
         checkpoint: Resume from this checkpoint (file or folder) instead of starting.
         images: Use these `ImageSplits` instead of loading ``data.source`` (tests, notebooks).
         network: ``(model, preprocess_module)`` to prune instead of the configured
-            backbone (a flat functional model taking preprocessed images, softmax Dense
-            named ``"predictions"`` last).
+            backbone (a functional model taking preprocessed images, softmax Dense named
+            ``"predictions"`` last, warmed up on the images), or a user's own trained
+            ``keras.Model`` (functional or Sequential, softmax output, raw 0..255 pixels in),
+            pruned whole as it is.
         output_dir: Where the table, markdown and plot are written (default:
             `evoprune_tf.app.config.report_folder`, i.e. ``report.dir`` or
             ``<store folder>/reports/<run id>``; with a tracking server a temporary folder,
@@ -336,6 +354,8 @@ def run_filter_pruning(
         head_epochs: Epochs of the head warm-up (0: none).
         out: Stream for the human-readable lines (default stdout).
         banner: a line to print once the cheap input checks passed (the Keras backend `evoprune run` chose).
+        allow_pickle: Resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
 
     Returns:
         A `FilterRunResult`.
@@ -354,12 +374,20 @@ def run_filter_pruning(
     if config.algorithm.name != "deep_pruning_es" or config.encoding.name != "filters":
         raise ValueError(f"algorithm {config.algorithm.name!r} / encoding {config.encoding.name!r}: expected "
                          "'deep_pruning_es' with encoding 'filters'")
-    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
+    resumed = (load_checkpoint(checkpoint, config_dict=config.to_dict(), allow_pickle=allow_pickle)
+               if checkpoint else None)
     if config.tracking.enabled:
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
+        if resumed is not None and resumed.run_id:
+            check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
+                            generation=resumed.state.generation, recorded_uri=resumed.tracking_uri,
+                            digest=resumed.digest, previous_digest=resumed.previous_digest)
     check_output_locations(config, features_cached=False)
+    own_file = network is None and is_model_file(config.backbone.name)
+    if isinstance(network, keras.Model):
+        network = (network, None)
     size = image_size(config)
-    if network is None and config.backbone.weights == "imagenet":
+    if network is None and not own_file and config.backbone.weights == "imagenet":
         check_imagenet_weights(config.backbone.name, image_size=size, options=config.backbone.options)
     if banner:  # after the cheap checks: a bad input is one line
         print(banner, file=out)
@@ -373,9 +401,16 @@ def run_filter_pruning(
                                              options=config.backbone.options or None)
     else:
         model, module = network
+    side = tuple(model.inputs[0].shape)[1:3]
+    if module is None and side != (size, size):
+        raise ValueError(f"model '{model.name}' takes {side[0]}x{side[1]} images; data.image_size={size}: "
+                         f"expected data.image_size = {side[0]}")
     FilterPruning(model, config.encoding.blocks)  # the one-line errors, before long work
     if images is None:
         images = load_run_images(config.data.source, config, name=config.data.name or None)
+    if module is None and int(model.outputs[0].shape[-1]) != images.n_classes:
+        raise ValueError(f"model '{model.name}' outputs {int(model.outputs[0].shape[-1])} classes; "
+                         f"expected {images.n_classes}, the classes of {images.name or config.data.source!r}")
     if network is None and int(model.outputs[0].shape[-1]) != images.n_classes:
         keras.utils.set_random_seed(derive_seed(config.seed, "head") % 2**32)
         pooled = model.get_layer("predictions").input
@@ -384,7 +419,7 @@ def run_filter_pruning(
     encoding = FilterPruning(model, config.encoding.blocks)
     print(images.summary(), file=out)
     print(encoding.describe() + f"; cut after '{encoding.cut_layer}'", file=out)
-    cache_key = _activation_cache_key(config, images, size) if network is None else None
+    cache_key = _activation_cache_key(config, images, size) if network is None and not own_file else None
     evaluator = FilterEvaluator(
         encoding, _preprocessed_splits(images, module), config.train, seed=config.seed,
         objectives=tuple(config.objectives.names), batch_size=config.backbone.batch_size,
@@ -392,7 +427,7 @@ def run_filter_pruning(
     )
     print(f"prefix activations {'from cache' if evaluator.activations_from_disk else 'computed'} "
           f"({evaluator.prefix_seconds:.1f} s): train {evaluator.activations['train'][0].shape}", file=out)
-    if head_epochs > 0:
+    if head_epochs > 0 and module is not None:  # a user's own model comes trained
         head_acc = _warm_up_head(evaluator, epochs=head_epochs, seed=config.seed)
         print(f"head warm-up: {head_epochs} epochs, validation accuracy {head_acc:.4f}", file=out)
     toolbox = build_toolbox(evaluator, operator_specs(config.operators))
@@ -421,10 +456,8 @@ def run_filter_pruning(
                                       "test": len(images.test_labels), "classes": images.n_classes})]
     ckpt = None
     if config.checkpoint.enabled:
-        path = Path(checkpoint) if checkpoint else None
-        if path is not None and path.is_dir():
-            path = path / "checkpoint.pkl"
-        ckpt = CheckpointCallback(path, directory=checkpoint_dir(config), config_dict=config.to_dict(),
+        ckpt = CheckpointCallback(checkpoint_target(checkpoint), directory=checkpoint_dir(config),
+                                  config_dict=config.to_dict(), resumed=resumed,
                                   evaluator=evaluator, run_id=lambda: tracker.run_id if tracker else None,
                                   every=config.checkpoint.every, tracking_uri=lambda: _absolute_uri(tracker),
                                   on_save=tracker.checkpoint_saved if tracker else None)

@@ -25,6 +25,7 @@ from evoprune_tf.search.callbacks import Callback, EarlyStop, ProgressBar
 from evoprune_tf.search.run_lock import run_lock
 from evoprune_tf.search.checkpoint import (
     CheckpointCallback,
+    checkpoint_target,
     load_checkpoint,
     restore_evaluator,
     restore_rng,
@@ -117,6 +118,7 @@ def run(
     features: FeatureSplits | None = None,
     ood_features: np.ndarray | None = None,
     out=None,
+    allow_pickle: bool = False,
 ) -> RunResult:
     """Run one evolution described by ``config``.
 
@@ -127,6 +129,8 @@ def run(
         features: use these features instead of loading images (tests, notebooks).
         ood_features: OOD features to go with ``features``.
         out: stream for the human-readable lines (default stdout).
+        allow_pickle: resume from an old pickle checkpoint (only one you trust: unpickling
+            can run code); data-only checkpoints need no permission.
 
     Returns:
         A `RunResult`; with tracking on, everything is also in the MLflow run.
@@ -146,16 +150,19 @@ def run(
                   file=out or sys.stdout)
         return report
     if config.algorithm.name == "deep_pruning_es":  # filter pruning inside the backbone: its own pipeline
-        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out, banner=banner)
+        return run_filter_pruning(config, callbacks=callbacks, checkpoint=checkpoint, out=out, banner=banner,
+                                  allow_pickle=allow_pickle)
     out = out or sys.stdout
     began = time.time()
-    resumed = load_checkpoint(checkpoint, config_dict=config.to_dict()) if checkpoint else None
+    resumed = (load_checkpoint(checkpoint, config_dict=config.to_dict(), allow_pickle=allow_pickle)
+               if checkpoint else None)
     tracker = None
     if config.tracking.enabled:
         check_tracking_uri(resolve_tracking_uri(config.tracking.uri))
         if resumed is not None and resumed.run_id:
             check_resumable(resumed.run_id, resolve_tracking_uri(config.tracking.uri),
-                            generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None))
+                            generation=resumed.state.generation, recorded_uri=getattr(resumed, "tracking_uri", None),
+                            digest=resumed.digest, previous_digest=resumed.previous_digest)
     check_output_locations(config, features_cached=features is not None)  # before the slow work, not after it
     if features is None:
         _check_inputs(config)
@@ -201,11 +208,8 @@ def run(
         cbs.append(DatasetInput(tracker, **_dataset_record(config, features, images)))
     ckpt = None
     if config.checkpoint.enabled:
-        ckpt_path = Path(checkpoint) if checkpoint else None
-        if ckpt_path is not None and ckpt_path.is_dir():
-            ckpt_path = ckpt_path / "checkpoint.pkl"
         ckpt = CheckpointCallback(
-            ckpt_path, directory=checkpoint_dir(config),
+            checkpoint_target(checkpoint), directory=checkpoint_dir(config), resumed=resumed,
             config_dict=config.to_dict(), evaluator=evaluator,
             run_id=lambda: tracker.run_id if tracker else None, every=config.checkpoint.every,
             # the checkpoint keeps the store without its password (`usable_uri` restores it on resume)
@@ -353,7 +357,7 @@ def summary_metrics(report: dict) -> dict[str, float]:
 
 
 def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugins: Sequence[str] = (),
-           trust_plugins: bool = False, **kwargs) -> RunResult:
+           trust_plugins: bool = False, allow_pickle: bool = False, **kwargs) -> RunResult:
     """Continue a run from its checkpoint (the config stored in it unless one is given).
 
     Args:
@@ -365,6 +369,9 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
             ``$MLFLOW_TRACKING_URI`` names one), as ``evoprune resume`` does.
         plugins: modules the checkpoint's stored config may import (`evoprune_tf.app.trust`).
         trust_plugins: it may import every module it names.
+        allow_pickle: accept an old pickle checkpoint (formats 1 and 2, older versions).
+            Unpickling can run code: only for a file you trust. Data-only checkpoints
+            need no permission.
         **kwargs: passed to `run` (``callbacks``, ``features``, ``out``...).
 
     Returns:
@@ -372,11 +379,13 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
 
     Raises:
         FileNotFoundError: no checkpoint at ``target`` and no run with that id that has one.
-        ValueError: the stored config names a module not allowed, or does not validate, or
-            another process is resuming the same run (`evoprune_tf.search.run_lock`).
+        ValueError: one line: the stored config names a module not allowed, or does not
+            validate; a pickle checkpoint without ``allow_pickle``; a file that does not
+            match its digest or the run's tag; another process is resuming the same run
+            (`evoprune_tf.search.run_lock`).
     """
     path = find_checkpoint(target)
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
     if config is None:
         source = f"config of checkpoint {path}"
         stored = merge(checkpoint.config, recorded_store(checkpoint))
@@ -384,4 +393,4 @@ def resume(target: str | Path, *, config: ExperimentConfig | None = None, plugin
         use_backend_for_dict(stored)  # before validation may import Keras, as `evoprune resume`
         config = config_from_dict(stored, source=source)
     with run_lock(path):  # a second resume of this run is refused in one line
-        return run(config, checkpoint=path, **kwargs)
+        return run(config, checkpoint=path, allow_pickle=allow_pickle, **kwargs)

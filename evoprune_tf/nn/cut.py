@@ -6,13 +6,13 @@ from typing import Literal
 
 import keras
 
-from evoprune_tf.nn.coupling import _Graph, model_blocks
-from evoprune_tf.nn.surgery import _copy_layer, _rebuild
+from evoprune_tf.nn.coupling import Graph, Node, model_blocks
+from evoprune_tf.nn.surgery import _copy_layer, _fresh_inputs, _rebuild
 
 __all__ = ["cut_points", "split_model"]
 
 
-def _separators(graph: _Graph) -> list[str]:
+def _separators(graph: Graph) -> list[str]:
     """Layers whose single output tensor separates the graph, in topological order.
 
     In topological order, cutting after position ``i`` is valid iff no tensor produced
@@ -55,7 +55,7 @@ def cut_points(model: keras.Model, *, granularity: Literal["block", "layer"] = "
     """
     if granularity not in ("block", "layer"):
         raise ValueError(f"granularity={granularity!r}: expected 'block' or 'layer'")
-    graph = _Graph(model)
+    graph = Graph(model)
     separators = _separators(graph)
     if granularity == "layer":
         return separators
@@ -64,13 +64,19 @@ def cut_points(model: keras.Model, *, granularity: Literal["block", "layer"] = "
     return [name for name in ends if name in valid]
 
 
+def _same_layer(node: Node) -> tuple[keras.layers.Layer, None]:
+    """The prefix calls the model's own layers (shared weights), also those of nested models."""
+    return node.layer, None
+
+
 def split_model(
     model: keras.Model, cut_layer: str, *, suffix_name: str | None = None
 ) -> tuple[keras.Model, keras.Model]:
     """Split ``model`` at the output of ``cut_layer``.
 
     The prefix maps the model input to ``cut_layer``'s output and shares its layers (and
-    weights) with ``model``: it is meant to stay frozen. The suffix starts from a new
+    weights) with ``model``: it is meant to stay frozen. Nested models are flattened in both
+    parts, so the cut may lie inside one. The suffix starts from a new
     ``keras.Input`` of the cut tensor's shape (named ``"<cut_layer>_cut"``) and holds NEW
     copies of the remaining layers with copied weights, so training or pruning the suffix
     never touches ``model``. ``suffix(prefix(x))`` equals ``model(x)``.
@@ -87,20 +93,19 @@ def split_model(
         ValueError: When ``cut_layer`` is unknown, or its output does not separate the graph
             (a skip connection crosses it, it is an input or a model output).
     """
-    graph = _Graph(model)
+    graph = Graph(model)
     if cut_layer not in graph.by_name:
-        raise ValueError(f"cut_layer={cut_layer!r}: no such layer in model '{graph.model.name}'")
+        raise ValueError(f"cut_layer={cut_layer!r}: no such layer in model '{graph.name}'")
     if cut_layer not in set(_separators(graph)):
         raise ValueError(
             f"cannot cut at layer '{cut_layer}': its output is not a single tensor separating the graph "
             "(a skip connection crosses it, or it is an input or a model output); see cut_points(model)"
         )
     node = graph.by_name[cut_layer]
-    cut_tensor = node.layer.output
-    inputs = graph.model.inputs
-    prefix = keras.Model(inputs[0] if len(inputs) == 1 else inputs, cut_tensor,
-                         name=f"{graph.model.name}_to_{cut_layer}")
+    cut_tensor = node.output
+    prefix = _rebuild(graph, graph.nodes[:node.position + 1], _fresh_inputs(graph), _same_layer,
+                      outputs=[cut_layer], name=f"{graph.name}_to_{cut_layer}")
     new_input = keras.Input(shape=tuple(cut_tensor.shape)[1:], dtype=cut_tensor.dtype, name=f"{cut_layer}_cut")
     suffix = _rebuild(graph, graph.nodes[node.position + 1:], {cut_layer: new_input}, _copy_layer,
-                      outputs=graph.output_names, name=suffix_name or f"{graph.model.name}_from_{cut_layer}")
+                      outputs=graph.output_names, name=suffix_name or f"{graph.name}_from_{cut_layer}")
     return prefix, suffix

@@ -10,12 +10,16 @@ Convention (never mixed under one name):
   is 1 per output element; inference BatchNormalization 2 (scale and shift); an activation
   1 (whatever its formula); ``Add``/``Subtract``/``Multiply``/``Maximum``/``Minimum``
   ``n_inputs - 1`` and ``Average`` ``n_inputs``; max/average pooling one per window element
-  per output; global pooling one per input element; `ChannelMask` 1.
+  per output; global pooling one per input element; `ChannelMask` 1; layer and group
+  normalisation 5 (mean, variance, normalise, scale, shift); a layer declared with
+  `register_channel_rule` or an element-wise ``keras.ops`` call its rule's
+  ``flops_per_element`` (default 1) per output element, times ``n_inputs - 1`` for merges.
 - Zero: input, reshape, flatten, concatenate, padding, cropping, nearest upsampling,
   dropout/noise (identity at inference), embedding lookups.
 
 ``total_flops = flops + other_flops``. Parameters are counted per layer with Keras'
-``count_params()`` so the sum equals ``model.count_params()``.
+``count_params()`` (at a shared layer's first call) so the sum equals ``model.count_params()``.
+Nested models are counted through their layers (the rows name the inner layers).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import dataclasses
 import keras
 import numpy as np
 
-from evoprune_tf.nn.coupling import _Graph
+from evoprune_tf.nn.coupling import Graph, Node
+from evoprune_tf.nn.coupling.rules import channel_rule, op_rule
 
 __all__ = ["FlopCount", "LayerFlops", "count_flops"]
 
@@ -47,7 +52,8 @@ _FREE = (L.InputLayer, L.Reshape, L.Flatten, L.Concatenate, L.Permute, L.RepeatV
          L.AlphaDropout, L.ActivityRegularization, L.Identity, L.Embedding, L.Masking)
 _SUPPORTED = (*_KERNEL_CONVS, *_DEPTHWISE, *_SEPARABLE, L.Dense, L.BatchNormalization, *_ELEMENTWISE_ACT,
               *_MERGES, L.Average, *_WINDOW_POOLS, *_GLOBAL_POOLS, *_FREE, L.Rescaling,
-              L.UpSampling1D, L.UpSampling2D, L.UpSampling3D)
+              L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.Normalization, L.LayerNormalization,
+              L.GroupNormalization)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,14 +118,17 @@ def _static(shape, name: str) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def _layer_cost(layer: keras.layers.Layer) -> tuple[int, int]:
-    """``(macs, other_flops)`` of one layer at batch 1."""
-    name, cls = layer.name, type(layer).__name__
-    out = _static(layer.output.shape, name)
+def _layer_cost(node: Node) -> tuple[int, int]:
+    """``(macs, other_flops)`` of one call at batch 1."""
+    layer, name, cls = node.layer, node.name, type(node.layer).__name__
+    out = _static(node.output.shape, name)
     out_elems = int(np.prod(out, dtype=np.int64))
-    ins = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-    if isinstance(layer, L.InputLayer):
+    ins = node.in_tensors
+    if node.call is None:
         return 0, 0
+    rule = channel_rule(layer) if isinstance(layer, keras.layers.Layer) else op_rule(layer, node.call)
+    if rule is not None:
+        return 0, int(round(rule.flops_per_element * out_elems * max(1, len(ins) - 1)))
     in_shape = _static(ins[0].shape, name)
     bias = out_elems if getattr(layer, "use_bias", False) else 0
     if isinstance(layer, _SEPARABLE):
@@ -148,8 +157,10 @@ def _layer_cost(layer: keras.layers.Layer) -> tuple[int, int]:
         return 0, out_elems * int(np.prod(layer.pool_size))
     if isinstance(layer, _GLOBAL_POOLS):
         return 0, int(np.prod(in_shape, dtype=np.int64))
-    if isinstance(layer, L.Rescaling):
+    if isinstance(layer, (L.Rescaling, L.Normalization)):
         return 0, 2 * out_elems
+    if isinstance(layer, (L.LayerNormalization, L.GroupNormalization)):
+        return 0, 5 * out_elems
     if isinstance(layer, (L.UpSampling1D, L.UpSampling2D, L.UpSampling3D)):
         return 0, 0 if getattr(layer, "interpolation", "nearest") == "nearest" else 4 * out_elems
     if type(layer).__name__ == "ChannelMask":
@@ -157,7 +168,8 @@ def _layer_cost(layer: keras.layers.Layer) -> tuple[int, int]:
     if isinstance(layer, _FREE):
         return 0, 0
     supported = ", ".join(sorted({c.__name__ for c in _SUPPORTED} | {"ChannelMask"}))
-    raise ValueError(f"cannot count FLOPs of layer '{name}' ({cls}): supported are {supported}")
+    raise ValueError(f"cannot count FLOPs of layer '{name}' ({cls}): supported are {supported}, and layers "
+                     "declared with evoprune_tf.nn.register_channel_rule")
 
 
 def count_flops(model: keras.Model) -> FlopCount:
@@ -175,15 +187,17 @@ def count_flops(model: keras.Model) -> FlopCount:
     Raises:
         ValueError: For a dynamic shape or a layer type without a cost rule.
     """
-    graph = _Graph(model)
+    graph = Graph(model)
     rows = []
     for node in graph.nodes:
         layer = node.layer
-        macs, other = _layer_cost(layer)
+        macs, other = _layer_cost(node)
+        # A shared layer's weights count at its first call; keras.ops hold none.
+        owns = node.first_call is None and isinstance(layer, keras.layers.Layer)
         rows.append(LayerFlops(
-            name=layer.name, class_name=type(layer).__name__, macs=int(macs), flops=2 * int(macs),
-            other_flops=int(other), params=int(layer.count_params()),
-            output_shape=_static(layer.output.shape, layer.name),
+            name=node.name, class_name=type(layer).__name__, macs=int(macs), flops=2 * int(macs),
+            other_flops=int(other), params=int(layer.count_params()) if owns else 0,
+            output_shape=_static(node.output.shape, node.name),
         ))
     macs = sum(r.macs for r in rows)
     return FlopCount(

@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 import keras
 import numpy as np
 
-from evoprune_tf.nn.coupling import (
-    DEPTHWISE, INPUT, NORM, PRELU, PRODUCER, RESHAPE, Analysis, FilterGroup, _Graph, _Node, analyse,
+from evoprune_tf.nn.coupling.analysis import (
+    DEPTHWISE, INPUT, NORM, PERCHANNEL, PRELU, PRODUCER, RESHAPE, SLICED_MEMBERS, Analysis, FilterGroup, analyse,
 )
+from evoprune_tf.nn.coupling.graph import Graph, Node
 
 __all__ = [
     "ChannelMask",
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 L = keras.layers
-_LIST_CALLED = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate, L.Dot)
 
 
 @keras.saving.register_keras_serializable(package="evoprune_tf")
@@ -166,34 +166,50 @@ def _keep_by_root(analysis: Analysis, masks: Mapping[str, np.ndarray]) -> dict[i
 
 
 # -- rebuilding ---------------------------------------------------------------------------
-LayerFactory = Callable[[_Node], tuple[keras.layers.Layer, list[np.ndarray] | None]]
+LayerFactory = Callable[[Node], tuple[keras.layers.Layer, list[np.ndarray] | None]]
 
 
-def _copy_layer(node: _Node) -> tuple[keras.layers.Layer, list[np.ndarray] | None]:
-    """A fresh layer from the node's config, carrying a copy of its weights."""
+def _copy_layer(node: Node) -> tuple[keras.layers.Layer, list[np.ndarray] | None]:
+    """A fresh layer from the node's config, carrying a copy of its weights.
+
+    ``keras.ops`` operations hold no state and are reused as they are.
+    """
     layer = node.layer
-    return type(layer).from_config(layer.get_config()), layer.get_weights()
+    if not isinstance(layer, keras.layers.Layer):
+        return layer, None
+    return _from_config(node, layer.get_config()), layer.get_weights()
+
+
+def _from_config(node: Node, config: dict) -> keras.layers.Layer:
+    """A new layer of the node's class; renamed where the flat graph renamed a nested layer."""
+    if config.get("name") != node.name:
+        config = {**config, "name": node.name}
+    return type(node.layer).from_config(config)
 
 
 def _rebuild(
-    graph: _Graph,
-    nodes: list[_Node],
+    graph: Graph,
+    nodes: list[Node],
     inputs: dict[str, keras.KerasTensor],
     factory: LayerFactory,
     *,
     outputs: list[str],
     name: str,
-    wrap_input: Callable[[_Node, keras.KerasTensor], keras.KerasTensor] | None = None,
+    wrap_input: Callable[[Node, keras.KerasTensor], keras.KerasTensor] | None = None,
 ) -> keras.Model:
-    """Re-run ``nodes`` (topological order) on new tensors with layers from ``factory``.
+    """Replay ``nodes`` (topological order) on new tensors with layers from ``factory``.
+
+    Each call is replayed with its recorded arguments (constants, keyword arguments); a
+    layer called several times is made once, at its first call, and shared by the others.
+    The result is flat: calls of nested models become calls of the outer model.
 
     Args:
         graph: The source graph.
         nodes: Nodes to rebuild (their inputs must be in ``inputs`` or rebuilt earlier).
-        inputs: Layer name -> new tensor that stands for that layer's output; these are
+        inputs: Node name -> new tensor that stands for that node's output; these are
             the new model's inputs, in this order.
         factory: Gives the new layer and the weights to set after it is built.
-        outputs: Names of the layers whose outputs are the new model's outputs.
+        outputs: Names of the nodes whose outputs are the new model's outputs.
         name: The new model's name.
         wrap_input: Optional hook applied to a single-input node's input tensor.
 
@@ -201,15 +217,20 @@ def _rebuild(
         The new functional model.
     """
     tensors = dict(inputs)
+    made: dict[str, keras.layers.Layer] = {}
     for node in nodes:
         if node.name in tensors:
             continue
-        new_layer, weights = factory(node)
+        if node.first_call is not None and node.first_call in made:
+            new_layer, weights = made[node.first_call], None
+        else:
+            new_layer, weights = factory(node)
+            made[node.name] = new_layer
         args = [tensors[s] for s in node.inputs]
         if wrap_input is not None and len(args) == 1:
             args = [wrap_input(node, args[0])]
-        arg = args if (len(args) > 1 or isinstance(node.layer, _LIST_CALLED)) else args[0]
-        tensors[node.name] = new_layer(arg)
+        call_args, call_kwargs = node.call.arguments.fill_in({id(t): a for t, a in zip(node.in_tensors, args)})
+        tensors[node.name] = new_layer(*call_args, **call_kwargs)
         if weights:
             new_layer.set_weights(weights)
     model_inputs = list(inputs.values())
@@ -218,18 +239,24 @@ def _rebuild(
     return keras.Model(model_inputs, outs if len(outs) > 1 else outs[0], name=name)
 
 
-def _fresh_inputs(graph: _Graph) -> dict[str, keras.KerasTensor]:
+def _fresh_inputs(graph: Graph) -> dict[str, keras.KerasTensor]:
     new = {}
     for n in graph.input_names:
-        t = graph.by_name[n].layer.output
+        t = graph.by_name[n].output
         new[n] = keras.Input(shape=tuple(t.shape)[1:], dtype=t.dtype, name=n)
     return new
 
 
-def _sliced(node: _Node, in_keep: np.ndarray | None, out_keep: np.ndarray | None):
+def _sliced(node: Node, in_keep: np.ndarray | None, out_keep: np.ndarray | None, analysis: Analysis):
     """The layer config and weights of ``node`` with channels removed."""
     layer = node.layer
     config = layer.get_config()
+    if node.kind == PERCHANNEL:
+        # A declared channel-wise layer: every weight whose last axis is the channel axis.
+        rule = analysis.rules[node.name]
+        if rule.width_key is not None:
+            config[rule.width_key] = int(in_keep.sum())
+        return config, [v[..., in_keep] if v.shape[-1:] == in_keep.shape else v for v in layer.get_weights()]
     names = [w.name for w in layer.weights]
     values = layer.get_weights()
     w = dict(zip(names, values))
@@ -301,19 +328,18 @@ def prune_filters(
     graph = analysis.graph
     layout = analysis.out_layout
 
-    def factory(node: _Node):
-        layer = node.layer
-        if not by_root or node.kind not in (PRODUCER, DEPTHWISE, NORM, PRELU, RESHAPE):
+    def factory(node: Node):
+        if not by_root or (node.kind not in (PRODUCER, RESHAPE, *SLICED_MEMBERS)):
             return _copy_layer(node)
         in_keep = analysis.layout_keep(layout[node.inputs[0]], by_root)
         out_keep = analysis.layout_keep(layout[node.name], by_root)
         if in_keep.all() and out_keep.all():
             return _copy_layer(node)
-        config, weights = _sliced(node, in_keep, out_keep)
-        return type(layer).from_config(config), weights
+        config, weights = _sliced(node, in_keep, out_keep, analysis)
+        return _from_config(node, config), weights
 
     pruned = _rebuild(graph, graph.nodes, _fresh_inputs(graph), factory, outputs=graph.output_names,
-                      name=name or graph.model.name)
+                      name=name or graph.name)
     return (pruned, repairs) if return_repairs else pruned
 
 
@@ -342,7 +368,7 @@ def mask_filters(
     graph = analysis.graph
     layout = analysis.out_layout
 
-    def wrap(node: _Node, x: keras.KerasTensor) -> keras.KerasTensor:
+    def wrap(node: Node, x: keras.KerasTensor) -> keras.KerasTensor:
         if node.kind != PRODUCER:
             return x
         lay = layout[node.inputs[0]]
@@ -355,7 +381,7 @@ def mask_filters(
         return y
 
     return _rebuild(graph, graph.nodes, _fresh_inputs(graph), _copy_layer, outputs=graph.output_names,
-                    name=name or f"{graph.model.name}_masked", wrap_input=wrap)
+                    name=name or f"{graph.name}_masked", wrap_input=wrap)
 
 
 def set_filter_masks(masked_model: keras.Model, keep: Mapping[str, np.ndarray]) -> int:
@@ -415,14 +441,18 @@ def expected_param_count(model: keras.Model, keep: Mapping[str, np.ndarray]) -> 
     total = 0
     for node in graph.nodes:
         layer = node.layer
-        if node.kind == INPUT:
-            continue
-        if node.kind not in (PRODUCER, DEPTHWISE, NORM, PRELU):
+        if node.kind == INPUT or node.first_call is not None or not isinstance(layer, keras.layers.Layer):
+            continue  # inputs, further calls of a shared layer and keras.ops hold no weights of their own
+        if node.kind != PRODUCER and node.kind not in SLICED_MEMBERS:
             total += layer.count_params()
             continue
-        cin = int(tuple(layer.input.shape)[-1]) - dropped_in.get(node.name, 0)
-        cout = int(tuple(layer.output.shape)[-1]) - dropped_out.get(node.name, 0)
-        if node.kind == NORM:
+        full_in = int(node.input_shape()[-1])
+        cin = full_in - dropped_in.get(node.name, 0)
+        cout = int(node.output_shape[-1]) - dropped_out.get(node.name, 0)
+        if node.kind == PERCHANNEL:
+            total += sum(int(np.prod(w.shape[:-1])) * (cin if tuple(w.shape)[-1] == full_in else int(w.shape[-1]))
+                         for w in layer.weights)
+        elif node.kind == NORM:
             total += len(layer.weights) * cin
         elif node.kind == PRELU:
             total += int(np.prod(layer.alpha.shape[:-1])) * cin
@@ -435,7 +465,7 @@ def expected_param_count(model: keras.Model, keep: Mapping[str, np.ndarray]) -> 
             k = int(np.prod(layer.kernel_size))
             m = layer.depth_multiplier
             total += k * cin * m + cin * m * cout + (cout if layer.use_bias else 0)
-        else:
+        else:  # a grouped convolution's channels are never pruned (its groups are fixed)
             k = int(np.prod(layer.kernel_size))
-            total += k * cin * cout + (cout if layer.use_bias else 0)
+            total += k * (cin // getattr(layer, "groups", 1)) * cout + (cout if layer.use_bias else 0)
     return total

@@ -1,4 +1,4 @@
-"""Checkpoints: everything needed to continue a run exactly where it stopped.
+"""Checkpoints: everything needed to continue a run exactly where it stopped, as data only.
 
 A checkpoint holds the `EvolutionState` (population, hall of fame / Pareto archive,
 logbook, generation and evaluation counters, the loop's ``info``), the Python, NumPy and
@@ -9,11 +9,15 @@ moment, even by SIGKILL, leaves either the previous or the new checkpoint, never
 one. The RNG states are taken *at* the generation report, where the loop continues
 from, so a resumed run draws exactly the numbers the uninterrupted run would have drawn.
 
-File layout (format 2): a small pickled header dict (format version, config digest,
-generation, evaluations, run id), then the pickled `Checkpoint`. The header is read
-first, so a checkpoint from a newer evoprune_tf is refused with a clear message before
-its body is unpickled, and `read_checkpoint_header` can peek at a run cheaply. Format 1
-files (the `Checkpoint` alone) still load. Checkpoints are pickles: load only your own.
+File layout (format 3, `evoprune_tf.search.checkpoint_format`): one ``.npz`` holding a
+JSON header, a tagged-JSON body, the arrays (genomes, RNG keys, cache keys) and the
+SHA-256 of all of them. Loading never runs code (``allow_pickle=False``, `json.loads`,
+individuals rebuilt with the run's own `deap.creator` classes), a file whose content does
+not match its digest is refused, and the run records each checkpoint's digest in its
+MLflow tag ``evoprune.checkpoint_sha256`` so a resume can refuse a swapped file
+(`evoprune_tf.tracking.store.check_resumable`). Pickle checkpoints of formats 1 and 2
+(older evoprune_tf versions) load only with ``allow_pickle=True`` (``evoprune resume
+--allow-pickle``), for a file you trust. docs/checkpoints.md describes the format.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pickle
 import random
 import sys
 import tempfile
@@ -33,11 +36,16 @@ from typing import Any, Callable
 import numpy as np
 
 from evoprune_tf.errors import one_line
+from evoprune_tf.search import checkpoint_format as fmt
 from evoprune_tf.search.callbacks import Callback, EvolutionState
+from evoprune_tf.search.keras_rng import keras_random_state as _keras_random_state
+from evoprune_tf.search.keras_rng import restore_keras_random as _restore_keras_random
 
 __all__ = [
     "FORMAT_VERSION",
     "CHECKPOINT_FILE",
+    "LEGACY_CHECKPOINT_FILE",
+    "checkpoint_target",
     "Checkpoint",
     "CheckpointCallback",
     "save_checkpoint",
@@ -49,8 +57,12 @@ __all__ = [
     "restore_evaluator",
 ]
 
-FORMAT_VERSION = 2
-CHECKPOINT_FILE = "checkpoint.pkl"
+FORMAT_VERSION = 3
+CHECKPOINT_FILE = "checkpoint.npz"
+#: The file name of the pickle checkpoints (formats 1 and 2) older versions wrote.
+LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
+_PICKLE_HINT = ("unpickling can run code: if you trust the file, resume with --allow-pickle "
+                "(Python: allow_pickle=True), or start the run again")
 
 #: Config parts that do not change a search's results: a run may be resumed with a larger
 #: budget, another display, tracking store, checkpoint folder or number of workers.
@@ -126,6 +138,12 @@ class Checkpoint:
             states, because importing Keras draws from (reseeds) both.
         tracking_uri: the MLflow store the run lives in (None without tracking), so a
             resume into another store is refused naming the right one.
+        previous_digest: the digest of the checkpoint this one replaced (None for the
+            first): a run killed between writing a checkpoint and tagging its digest
+            still resumes, because the tag then holds this one.
+        digest: the SHA-256 of the file's payload (set when written or read; None for a
+            pickle checkpoint). Not stored inside the payload it digests.
+        path: the file it was read from or written to (not stored).
     """
 
     format_version: int
@@ -141,9 +159,12 @@ class Checkpoint:
     saved_at: float = 0.0
     keras_loaded: bool = False
     tracking_uri: str | None = None
+    previous_digest: str | None = None
+    digest: str | None = None
+    path: Path | None = None
 
     def header(self) -> dict:
-        """The plain-dict header written before the body."""
+        """The plain-dict header, readable without the body (`read_checkpoint_header`)."""
         return {
             "format_version": self.format_version,
             "config_digest": self.config_digest,
@@ -152,18 +173,37 @@ class Checkpoint:
             "evaluations": int(self.state.evaluations),
             "saved_at": self.saved_at,
             "tracking_uri": self.tracking_uri,
+            "keras_loaded": bool(getattr(self, "keras_loaded", False)),
+            "previous_digest": getattr(self, "previous_digest", None),
         }
 
 
+_COUNTERS = ("n_trained", "n_cache_hits", "train_seconds")
+_BODY_FIELDS = ("config", "state", "python_random", "numpy_random", "evaluator_counters", "keras_random")
+_HEADER_FIELDS = ("format_version", "config_digest", "run_id", "saved_at", "tracking_uri", "keras_loaded",
+                  "previous_digest")
+
+
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write a checkpoint atomically (temporary file, fsync, rename); returns its path."""
+    """Write a checkpoint atomically (temporary file, fsync, rename) in the data-only format.
+
+    Sets ``checkpoint.digest`` and ``checkpoint.path``.
+
+    Returns:
+        The path.
+
+    Raises:
+        TypeError: the checkpoint holds a value the format cannot store (nothing is written).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    header = {**checkpoint.header(), **{k: getattr(checkpoint, k, None) for k in _HEADER_FIELDS}}
+    body = {k: getattr(checkpoint, k, None) for k in _BODY_FIELDS}
+    body["fitness_cache"] = fmt.pack_cache(checkpoint.fitness_cache)
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(checkpoint.header(), f, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump(checkpoint, f, protocol=pickle.HIGHEST_PROTOCOL)
+            digest = fmt.write_payload(f, header, body)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -171,6 +211,7 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    checkpoint.digest, checkpoint.path = digest, path
     return path
 
 
@@ -191,14 +232,30 @@ def _fsync_dir(folder: Path) -> None:
 def _resolve(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT_FILE
+        found = [path / name for name in (CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE) if (path / name).is_file()]
+        path = found[0] if found else path / CHECKPOINT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; expected a checkpoint.pkl written by a run")
+        raise FileNotFoundError(f"no checkpoint at {path}; expected a {CHECKPOINT_FILE} written by a run")
     return path
 
 
+def checkpoint_target(checkpoint: str | Path | None) -> Path | None:
+    """Where a run resumed from ``checkpoint`` writes its checkpoints.
+
+    A folder gets ``checkpoint.npz`` in it, an old ``*.pkl`` file its ``.npz`` sibling (a
+    pickle is never overwritten with another format under its old name), any other file
+    itself; None stays None (the run picks its folder).
+    """
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path / CHECKPOINT_FILE
+    return path.with_suffix(".npz") if path.suffix == ".pkl" else path
+
+
 def _check_version(path: Path, version: Any) -> None:
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"checkpoint {path} has format {version!r}; expected a format number in [1, {FORMAT_VERSION}]")
     if version > FORMAT_VERSION:
         raise ValueError(
@@ -207,68 +264,84 @@ def _check_version(path: Path, version: Any) -> None:
         )
 
 
-def read_checkpoint_header(path: str | Path) -> dict:
-    """The header of a checkpoint (format, digest, run id, generation, evaluations), cheaply.
-
-    Format-1 files have no header: their body is read to build one.
-
-    Raises:
-        FileNotFoundError: no checkpoint there.
-        ValueError: unreadable or from a newer format.
-    """
-    path = _resolve(path)
-    first = _load_first(path)
-    if isinstance(first, dict):
-        _check_version(path, first.get("format_version"))
-        return dict(first)
-    if isinstance(first, Checkpoint):
-        return first.header()
-    raise ValueError(f"{path} holds a {type(first).__name__}; expected an evoprune_tf checkpoint")
-
-
-def _load_first(path: Path) -> Any:
+def _read(path: Path) -> bytes:
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except Exception as error:  # a foreign or damaged file
+        return path.read_bytes()
+    except OSError as error:
         raise ValueError(f"checkpoint {path} is unreadable ({type(error).__name__}: {one_line(error, 200)})") from None
 
 
-def load_checkpoint(path: str | Path, *, config_dict: dict | None = None) -> Checkpoint:
-    """Read a checkpoint and check that it fits.
+def _refuse_pickle(path: Path, data: bytes) -> None:
+    if data[:1] == b"\x80":  # what pickle.dump wrote for formats 1 and 2
+        raise ValueError(f"checkpoint {path} is a pickle written by an older evoprune_tf; {_PICKLE_HINT}")
+    raise ValueError(f"checkpoint {path} is unreadable (neither a .npz nor a pickle); "
+                     "expected a checkpoint written by evoprune_tf")
+
+
+def _malformed(path: Path, error: BaseException) -> ValueError:
+    return ValueError(f"checkpoint {path} is unreadable ({type(error).__name__}: {one_line(error, 200)}); "
+                      "expected a checkpoint written by evoprune_tf")
+
+
+def read_checkpoint_header(path: str | Path, *, allow_pickle: bool = False) -> dict:
+    """The header of a checkpoint (format, digest, run id, generation, evaluations), cheaply.
 
     Args:
-        path: a checkpoint file, or a folder holding ``checkpoint.pkl``.
-        config_dict: when given, the checkpoint must belong to an equivalent config
-            (only the budget, display, tracking, checkpoint, report and workers may differ).
+        path: a checkpoint file, or a folder holding one.
+        allow_pickle: read an old pickle checkpoint (only for a file you trust).
 
     Raises:
         FileNotFoundError: no checkpoint there.
-        ValueError: unreadable, from a newer format, or from another config (one line,
-            naming the keys that differ).
+        ValueError: unreadable, from a newer format, or a pickle without ``allow_pickle``.
+    """
+    path = _resolve(path)
+    data = _read(path)
+    if not data.startswith(fmt.ZIP_MAGIC):
+        if not allow_pickle:
+            _refuse_pickle(path, data)
+        from evoprune_tf.search.checkpoint_legacy import read_pickle_header
+
+        return read_pickle_header(path)
+    try:
+        header = fmt.read_header_only(data)
+    except Exception as error:  # noqa: BLE001 - a foreign or damaged file
+        raise _malformed(path, error) from None
+    _check_version(path, header.get("format_version"))
+    return header
+
+
+def load_checkpoint(path: str | Path, *, config_dict: dict | None = None, allow_pickle: bool = False) -> Checkpoint:
+    """Read a checkpoint and check that it fits; never runs code from the file.
+
+    Args:
+        path: a checkpoint file, or a folder holding ``checkpoint.npz``.
+        config_dict: when given, the checkpoint must belong to an equivalent config
+            (only the budget, display, tracking, checkpoint, report and workers may differ).
+        allow_pickle: load an old pickle checkpoint (formats 1 and 2) as older versions
+            did. Unpickling runs whatever code the file names: only for a file you trust.
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+        ValueError: unreadable, from a newer format, changed since it was written (its
+            content does not match its digest), a pickle without ``allow_pickle``, or from
+            another config (one line, naming the keys that differ).
     """
     # The individuals are instances of `deap.creator` classes, which exist once the
     # toolbox module has been imported.
     import evoprune_tf.search.toolbox  # noqa: F401
 
     path = _resolve(path)
-    try:
-        with open(path, "rb") as f:
-            first = pickle.load(f)
-            if isinstance(first, dict) and "format_version" in first:
-                _check_version(path, first["format_version"])
-                checkpoint = pickle.load(f)
-            else:
-                checkpoint = first
-    except ValueError as error:
-        if str(error).startswith(f"checkpoint {path}"):
-            raise
-        raise ValueError(f"checkpoint {path} is unreadable (ValueError: {one_line(error, 200)})") from None
-    except Exception as error:  # a foreign or damaged file
-        raise ValueError(f"checkpoint {path} is unreadable ({type(error).__name__}: {one_line(error, 200)})") from None
-    if not isinstance(checkpoint, Checkpoint):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}; expected an evoprune_tf checkpoint")
-    _check_version(path, checkpoint.format_version)
+    data = _read(path)
+    if data.startswith(fmt.ZIP_MAGIC):
+        checkpoint = _load_npz(path, data)
+    elif allow_pickle:
+        from evoprune_tf.search.checkpoint_legacy import load_pickle
+
+        checkpoint = load_pickle(path)
+        _check_version(path, checkpoint.format_version)
+        checkpoint.digest, checkpoint.path = None, path
+    else:
+        _refuse_pickle(path, data)
     if config_dict is not None:
         differences = config_differences(checkpoint.config, config_dict)
         if differences:
@@ -280,50 +353,44 @@ def load_checkpoint(path: str | Path, *, config_dict: dict | None = None) -> Che
     return checkpoint
 
 
-def _keras_random_state() -> dict | None:
-    """The global Keras seed and seed-generator state, when Keras is loaded."""
-    if "keras" not in sys.modules:
-        return None
+def _load_npz(path: Path, data: bytes) -> Checkpoint:
     try:
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-
-        generator = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
-        state = None
-        if generator is not None:
-            import keras
-
-            state = np.asarray(keras.ops.convert_to_numpy(generator.state)).copy()
-        return {"seed": rng_utils.get_random_seed(), "generator_state": state}
-    except Exception:  # noqa: BLE001 - private Keras API: never let it break a checkpoint
-        return None
-
-
-def _restore_keras_random(saved: dict | None) -> None:
-    if not saved:
-        return
+        header = fmt.read_header_only(data)
+    except Exception as error:  # noqa: BLE001 - a foreign or damaged file
+        raise _malformed(path, error) from None
+    _check_version(path, header.get("format_version"))
+    if header["format_version"] < FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path} is a .npz of format {header['format_version']}; "
+                         f"expected format {FORMAT_VERSION}")
     try:
-        import keras
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-
-        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, saved.get("seed"))
-        generator = None
-        if saved.get("generator_state") is not None:
-            generator = keras.random.SeedGenerator(seed=0)
-            generator.state.assign(np.asarray(saved["generator_state"]).astype(generator.state.dtype))
-        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, generator)
-    except Exception:  # noqa: BLE001 - private Keras API: best effort
-        pass
-
+        header, body, stored, computed = fmt.read_payload(data)
+    except Exception as error:  # noqa: BLE001 - a foreign, damaged or hand-made file
+        raise _malformed(path, error) from None
+    if stored != computed:
+        raise ValueError(f"checkpoint {path} does not match its own digest (stored sha256 {stored[:16]}..., "
+                         f"content {computed[:16]}...): the file was changed or damaged; expected a checkpoint "
+                         "as its run wrote it")
+    try:
+        fields = {k: header.get(k) for k in _HEADER_FIELDS}
+        checkpoint = Checkpoint(**fields, **{k: body.get(k) for k in _BODY_FIELDS},
+                                fitness_cache=fmt.unpack_cache(body.get("fitness_cache")), digest=computed, path=path)
+        if not isinstance(checkpoint.state, EvolutionState) or not isinstance(checkpoint.config, dict):
+            raise fmt.MalformedCheckpoint("it holds no evolution state or config")
+        if not isinstance(checkpoint.evaluator_counters, dict):
+            raise fmt.MalformedCheckpoint("its evaluator counters are not an object")
+        random.Random().setstate(checkpoint.python_random)  # RNG states that fit, checked on scratch generators
+        np.random.RandomState().set_state(checkpoint.numpy_random)
+        checkpoint.saved_at = float(checkpoint.saved_at or 0.0)
+        checkpoint.keras_loaded = bool(checkpoint.keras_loaded)
+    except (TypeError, ValueError) as error:
+        raise _malformed(path, error) from None
+    return checkpoint
 
 class CheckpointCallback(Callback):
     """Writes a checkpoint every ``every`` generations and at the clean end of the loop.
 
     Args:
-        path: the checkpoint file; None picks ``directory/<run id>/checkpoint.pkl`` at the
+        path: the checkpoint file; None picks ``directory/<run id>/checkpoint.npz`` at the
             start, named after the MLflow run (or the start time without tracking).
         directory: where runs' checkpoint folders go when ``path`` is None.
         config_dict: the run's config (``ExperimentConfig.to_dict()``).
@@ -331,16 +398,20 @@ class CheckpointCallback(Callback):
         run_id: a callable returning the MLflow run id (or None).
         every: generations between checkpoints.
         tracking_uri: a callable returning the run's MLflow store URI (or None).
-        on_save: called with ``(path, generation)`` after each write (the runner tags
-            the MLflow run with both, so ``evoprune resume RUN_ID`` finds the checkpoint
-            from any folder and a stale copy is refused).
+        on_save: called with ``(path, generation, digest)`` after each write (the runner
+            tags the MLflow run with them, so ``evoprune resume RUN_ID`` finds the
+            checkpoint from any folder, and a stale or swapped copy is refused).
+        resumed: the checkpoint this run continues from: at the start its digest is
+            reported to ``on_save`` again (the run's tag then names the checkpoint it
+            really continues from) and the next checkpoint records it as its predecessor.
     """
 
     def __init__(self, path: str | Path | None, *, config_dict: dict, evaluator: Any,
                  directory: str | Path = "mlruns/checkpoints",
                  run_id: Callable[[], str | None] = lambda: None, every: int = 1,
                  tracking_uri: Callable[[], str | None] = lambda: None,
-                 on_save: Callable[[Path, int], None] | None = None) -> None:
+                 on_save: Callable[[Path, int, str | None], None] | None = None,
+                 resumed: Checkpoint | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.directory = Path(directory)
         self.config_dict = config_dict
@@ -350,6 +421,8 @@ class CheckpointCallback(Callback):
         self.tracking_uri = tracking_uri
         self.on_save = on_save
         self.digest = config_digest(config_dict)
+        self.resumed = resumed
+        self.last_digest = resumed.digest if resumed is not None else None
 
     def on_start(self, state: EvolutionState) -> None:
         if self.path is None:
@@ -357,12 +430,15 @@ class CheckpointCallback(Callback):
             self.path = self.directory / key / CHECKPOINT_FILE
         # Absolute: the resume hint and the run's tag must work from any folder.
         self.path = self.path.expanduser().absolute()
+        resumed, self.resumed = self.resumed, None
+        if resumed is not None and resumed.digest and resumed.path is not None and self.on_save is not None:
+            self.on_save(Path(resumed.path).absolute(), int(resumed.state.generation), resumed.digest)
 
     def save(self, state: EvolutionState) -> Path:
         """Write the checkpoint now."""
         if self.path is None:
             self.on_start(state)
-        path = save_checkpoint(self.path, Checkpoint(
+        checkpoint = Checkpoint(
             format_version=FORMAT_VERSION,
             config=self.config_dict,
             config_digest=self.digest,
@@ -371,14 +447,17 @@ class CheckpointCallback(Callback):
             python_random=random.getstate(),
             numpy_random=np.random.get_state(),
             fitness_cache=dict(self.evaluator.cache),
-            evaluator_counters={k: getattr(self.evaluator, k) for k in ("n_trained", "n_cache_hits", "train_seconds")},
+            evaluator_counters={k: getattr(self.evaluator, k) for k in _COUNTERS},
             keras_random=_keras_random_state(),
             saved_at=time.time(),
             keras_loaded="keras" in sys.modules,
             tracking_uri=self.tracking_uri(),
-        ))
+            previous_digest=self.last_digest,
+        )
+        path = save_checkpoint(self.path, checkpoint)
+        self.last_digest = checkpoint.digest
         if self.on_save is not None:
-            self.on_save(path, int(state.generation))
+            self.on_save(path, int(state.generation), checkpoint.digest)
         return path
 
     def on_generation(self, state: EvolutionState) -> None:
@@ -410,4 +489,5 @@ def restore_evaluator(checkpoint: Checkpoint, evaluator: Any) -> None:
     """Refill an evaluator's fitness cache and counters."""
     evaluator.cache.update(checkpoint.fitness_cache)
     for key, value in checkpoint.evaluator_counters.items():
-        setattr(evaluator, key, value)
+        if key in _COUNTERS:
+            setattr(evaluator, key, value)

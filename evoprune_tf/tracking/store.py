@@ -202,19 +202,26 @@ def logged_through(run_id: str, uri: str) -> int:
     return max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
 
 
-def check_resumable(run_id: str, uri: str, *, generation: int, recorded_uri: str | None = None) -> None:
+def check_resumable(run_id: str, uri: str, *, generation: int, recorded_uri: str | None = None,
+                    digest: str | None = None, previous_digest: str | None = None) -> None:
     """Refuse, in one line and before any long work, a resume that cannot continue this run.
 
     Refused: a run that is not in this store (the message names the store it was
     recorded in), a FINISHED run (nothing to resume), and a stale checkpoint, i.e. one
     older than the checkpoint the run itself last recorded (its tag
-    ``evoprune.checkpoint_generation``): resuming it would log generations twice.
+    ``evoprune.checkpoint_generation``): resuming it would log generations twice. Also
+    refused: a checkpoint whose digest is not the one the run recorded (its tag
+    ``evoprune.checkpoint_sha256``), a swapped or foreign file. The checkpoint written
+    right after the recorded one (``previous_digest`` equal to the tag) is accepted: a
+    run killed between writing a checkpoint and tagging it resumes from the newer file.
 
     Args:
         run_id: the MLflow run the checkpoint belongs to.
         uri: the store the resume would log to.
         generation: the checkpoint's generation.
         recorded_uri: the store the checkpoint says the run lives in (None: unknown).
+        digest: the checkpoint's SHA-256 (None: a pickle checkpoint, which has none).
+        previous_digest: the SHA-256 of the checkpoint it replaced, as it records it.
 
     Raises:
         ValueError: why the run cannot be resumed, and what to do instead.
@@ -241,6 +248,15 @@ def check_resumable(run_id: str, uri: str, *, generation: int, recorded_uri: str
         raise ValueError(
             f"checkpoint of generation {generation} is stale: MLflow run {run_id} already reached generation "
             f"{latest}; resume from {where} instead"
+        )
+    recorded = run.data.tags.get("evoprune.checkpoint_sha256")
+    if recorded and recorded not in (digest, previous_digest):
+        where = run.data.tags.get("evoprune.checkpoint", "its latest checkpoint")
+        found = f"sha256 {digest[:16]}..." if digest else "no digest (a pickle)"
+        raise ValueError(
+            f"checkpoint of generation {generation} has {found}, but MLflow run {run_id} recorded sha256 "
+            f"{recorded[:16]}... for its checkpoint: a swapped or foreign file; expected the file the run wrote "
+            f"({where})"
         )
 
 

@@ -341,21 +341,26 @@ class MLflowTracker(Callback):
 
         self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)[:_MAX_TAG_LENGTH]) for k, v in tags.items()])
 
-    def checkpoint_saved(self, path: str | Path, generation: int) -> None:
-        """Records where the run's checkpoint is and which generation it holds (run tags).
+    def checkpoint_saved(self, path: str | Path, generation: int, digest: str | None = None) -> None:
+        """Records where the run's checkpoint is, which generation it holds and its digest (run tags).
 
         ``evoprune resume RUN_ID`` finds the checkpoint through ``evoprune.checkpoint``
         from any folder; ``evoprune.checkpoint_generation`` lets a resume refuse a stale
-        (older) copy. A failure to tag is a warning: the checkpoint itself is written.
+        (older) copy, and ``evoprune.checkpoint_sha256`` a swapped or foreign file. A
+        failure to tag is a warning: the checkpoint itself is written.
 
         Args:
             path: the checkpoint file.
             generation: the generation it holds.
+            digest: the SHA-256 of its payload (None: not recorded).
         """
         if self._client is None or self._ended:
             return
+        tags = {"evoprune.checkpoint": Path(path).absolute(), "evoprune.checkpoint_generation": generation}
+        if digest:
+            tags["evoprune.checkpoint_sha256"] = digest
         try:
-            self.set_tags({"evoprune.checkpoint": Path(path).absolute(), "evoprune.checkpoint_generation": generation})
+            self.set_tags(tags)
         except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
             _log.warning("MLflow run %s: could not tag the checkpoint: %s", self.run_id, one_line(error))
 

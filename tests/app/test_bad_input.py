@@ -268,7 +268,7 @@ def checkpoint_path(tmp_path_factory) -> Path:
 
 
 def test_resume_refuses_a_checkpoint_from_a_newer_format(checkpoint_path, tmp_path, capsys, tripwire) -> None:
-    newer = tmp_path / "newer" / "checkpoint.pkl"
+    newer = tmp_path / "newer" / "checkpoint.npz"
     save_checkpoint(newer, dataclasses.replace(load_checkpoint(checkpoint_path), format_version=FORMAT_VERSION + 1))
     _fails(["resume", str(newer)], capsys, f"checkpoint {newer} has format {FORMAT_VERSION + 1}",
            f"reads formats up to {FORMAT_VERSION}")
@@ -279,7 +279,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(checkpoint_path, tmp_path
     saved = load_checkpoint(checkpoint_path)
     # What an older evoprune_tf might have stored: a key this version does not know.
     odd = dataclasses.replace(saved, config={**saved.config, "algorithm": {**saved.config["algorithm"], "popsize": 3}})
-    path = save_checkpoint(tmp_path / "odd" / "checkpoint.pkl", odd)
+    path = save_checkpoint(tmp_path / "odd" / "checkpoint.npz", odd)
     _fails(["resume", str(path)], capsys, f"config of {path}", "unknown key algorithm.popsize")
     # Resuming with a config that changes the search (API: run(config, checkpoint=...)).
     other = config_from_dict({**saved.config, "seed": 99, "train": {**saved.config["train"], "epochs": 5}})

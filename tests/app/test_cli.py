@@ -57,7 +57,7 @@ def test_ctrl_c_prints_how_to_resume_and_evoprune_resume_finishes_the_run(tmp_pa
     monkeypatch.setattr(run_module, "ProgressBar", CtrlC)  # the last built-in callback: Ctrl-C after the checkpoint
     assert cli_main(["run", config]) == 130
     captured = capsys.readouterr()
-    path = next((tmp_path / "ckpt").glob("*/checkpoint.pkl"))
+    path = next((tmp_path / "ckpt").glob("*/checkpoint.npz"))
     assert f"Run stopped (KeyboardInterrupt). Resume with: evoprune resume {path}" in captured.out
     assert captured.err.strip() == "interrupted"
     assert load_checkpoint(path).state.generation == 2
@@ -72,7 +72,7 @@ def test_ctrl_c_prints_how_to_resume_and_evoprune_resume_finishes_the_run(tmp_pa
 
 def test_resume_by_folder_or_run_id_and_with_a_larger_budget(tmp_path, capsys, planted_cli) -> None:
     assert cli_main(["run", _write_config(tmp_path)]) == 0
-    path = next((tmp_path / "ckpt").glob("*/checkpoint.pkl"))
+    path = next((tmp_path / "ckpt").glob("*/checkpoint.npz"))
     assert load_checkpoint(path).state.evaluations == 48
     # `evoprune resume RUN_ID` looks in ./mlruns/checkpoints/<RUN_ID>/.
     run_folder = tmp_path / "mlruns" / "checkpoints" / "0123abcd"

@@ -80,7 +80,7 @@ def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _only_checkpoint(folder: Path) -> Path:
-    found = list(folder.glob("*/checkpoint.pkl"))
+    found = list(folder.glob("*/checkpoint.npz"))
     assert len(found) == 1, found
     return found[0]
 
@@ -89,7 +89,7 @@ def _wait_for_generation(job: subprocess.Popen, folder: Path, generation: int, t
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert job.poll() is None, f"the run ended before generation {generation}: {job.stderr.read().decode()[-3000:]}"
-        for path in folder.glob("*/checkpoint.pkl"):
+        for path in folder.glob("*/checkpoint.npz"):
             header = read_checkpoint_header(path)  # atomic writes: never a torn file
             if header["generation"] >= generation:
                 return header

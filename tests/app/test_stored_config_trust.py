@@ -110,7 +110,7 @@ def test_resume_checks_the_checkpoints_config_before_validating_it(tmp_path, mon
     stored = types.SimpleNamespace(config=raw, tracking_uri=None)
     monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda p, **kw: stored)
     resumed: list = []
-    monkeypatch.setattr(run_module, "resume", lambda p, config: resumed.append(config))
+    monkeypatch.setattr(run_module, "resume", lambda p, config, **kw: resumed.append(config))
 
     assert cli_main(["resume", str(path)]) == 2
     err = capsys.readouterr().err

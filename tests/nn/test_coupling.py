@@ -147,7 +147,8 @@ def test_unknown_layer_raises_one_line_error():
     x = L.Conv2D(4, 3, name="c")(inp)
     x = Weird(name="foo")(x)
     model = keras.Model(inp, L.Dense(2)(L.Flatten()(x)))
-    with pytest.raises(ValueError, match=r"^cannot analyse layer 'foo' \(Weird\): supported are ") as err:
+    with pytest.raises(ValueError, match=r"^cannot analyse layer 'foo' \(Weird\): no channel rule for Weird; "
+                       r"declare one with evoprune_tf.nn.register_channel_rule\(Weird, ") as err:
         filter_groups(model)
     assert "\n" not in str(err.value)
 
@@ -163,11 +164,52 @@ def test_barrier_makes_groups_unprunable():
     assert groups["c2"].prunable
 
 
-def test_nested_model_is_refused(mobilenet):
+def test_nested_model_is_analysed_through(mobilenet):
     inp = keras.Input((32, 32, 3))
-    model = keras.Model(inp, L.Dense(2)(mobilenet(inp)))
-    with pytest.raises(ValueError, match="nested models"):
+    model = keras.Model(inp, L.Dense(2, name="head")(L.Dense(8, name="hidden")(mobilenet(inp, training=False))))
+    flat = keras.Model(mobilenet.input, L.Dense(2, name="head")(L.Dense(8, name="hidden")(mobilenet.output)))
+    nested, expected = by_name(filter_groups(model)), by_name(filter_groups(flat))
+    assert list(nested) == list(expected)
+    # Conv_1 now feeds a prunable head instead of the model output.
+    assert nested["Conv_1"].prunable and [c.layer for c in nested["Conv_1"].consumers] == ["hidden"]
+    assert [(g.size, g.prunable, g.consumers) for g in nested.values()] == [
+        (g.size, g.prunable, g.consumers) for g in expected.values()]
+
+
+def test_registered_rule_places_a_custom_layer():
+    from evoprune_tf.nn import register_channel_rule
+
+    class Halve(L.Layer):
+        def call(self, x):
+            return x * 0.5
+
+    inp = keras.Input((8, 8, 3))
+    x = Halve(name="half")(L.Conv2D(4, 3, name="c")(inp))
+    model = keras.Model(inp, L.Dense(2)(L.Flatten()(x)))
+    with pytest.raises(ValueError, match="no channel rule for Halve"):
         filter_groups(model)
+    register_channel_rule(Halve, "channelwise")
+    assert by_name(filter_groups(keras.Model(inp, L.Dense(2)(L.Flatten()(x)))))["c"].prunable
+    register_channel_rule(Halve, "barrier")
+    groups = by_name(filter_groups(keras.Model(inp, L.Dense(2)(L.Flatten()(x)))))
+    assert not groups["c"].prunable and "'half' (Halve)" in groups["c"].reason
+    with pytest.raises(ValueError, match="kind='mix' for Halve: expected one of channelwise, merge, barrier"):
+        register_channel_rule(Halve, "mix")
+
+
+def test_layer_called_on_several_graphs_and_twice_in_one():
+    relu = L.ReLU(name="shared_relu")
+    other_in = keras.Input((6, 6, 3))
+    keras.Model(other_in, relu(other_in))  # the same layer in another graph
+    inp = keras.Input((6, 6, 3))
+    conv = L.Conv2D(4, 1, name="twice")
+    x = relu(L.Conv2D(4, 3, padding="same", name="c1")(inp))
+    y = conv(conv(x))  # shared weights: input and output channels of both calls are one group
+    model = keras.Model(inp, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(y)))
+    groups = by_name(filter_groups(model))
+    assert set(groups) == {"c1", "out"}
+    assert groups["c1"].producers == ("c1", "twice") and groups["c1"].prunable
+    assert {c.layer for c in groups["c1"].consumers} == {"twice", "twice#1", "out"}
 
 
 def test_block_keys_and_blocks(mobilenet, resnet, densenet):

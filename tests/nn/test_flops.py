@@ -58,9 +58,31 @@ def test_dynamic_shape_and_unknown_layer_raise():
     with pytest.raises(ValueError, match="dynamic shape"):
         count_flops(model)
     inp = keras.Input((4, 4, 3))
-    model = keras.Model(inp, L.LayerNormalization(name="ln")(inp))
-    with pytest.raises(ValueError, match=r"cannot count FLOPs of layer 'ln' \(LayerNormalization\)"):
+    model = keras.Model(inp, Doubler(name="dbl")(inp))
+    with pytest.raises(ValueError, match=r"cannot count FLOPs of layer 'dbl' \(Doubler\): .*register_channel_rule"):
         count_flops(model)
+
+
+class Doubler(L.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def test_normalisation_ops_nested_and_shared_layers_are_counted():
+    inner = keras.Sequential([keras.Input((4, 4, 3)), L.Conv2D(5, 1, name="inner_conv"),
+                              L.LayerNormalization(name="ln")], name="stem")
+    inp = keras.Input((4, 4, 3))
+    shared = L.Conv2D(5, 1, name="shared")
+    x = inner(inp) + 3.0  # a keras.ops call recorded in the graph
+    y = shared(x)
+    z = shared(y)  # the same layer (weights) called twice
+    model = keras.Model(inp, z)
+    fc = count_flops(model)
+    rows = fc.by_layer()
+    assert rows["inner_conv"].macs == 16 * 5 * 3 and rows["ln"].other_flops == 5 * 16 * 5
+    assert rows["shared"].macs == rows["shared#1"].macs == 16 * 5 * 5
+    assert rows["shared#1"].params == 0 and fc.params == model.count_params()
+    assert [r.other_flops for r in fc.layers if r.class_name == "Add"] == [16 * 5]
 
 
 @pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50", "VGG16", "DenseNet121"])

@@ -151,6 +151,7 @@ def test_sequential_and_head_on_backbone():
                             L.GlobalAveragePooling2D(), L.Dense(4), L.Dense(2)])
     randomise_bn(seq)
     assert_prune_equals_mask(seq, (10, 10, 3), seed=3)
+    assert prune_filters(seq, {}).name == seq.name
 
 
 def test_mobilenet_suffix_surgery_is_fast():
@@ -170,3 +171,22 @@ def test_mobilenet_suffix_surgery_is_fast():
     assert elapsed < 3.0
     feats = outputs(prefix, np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32"))
     np.testing.assert_allclose(outputs(pruned, feats), outputs(mask_filters(suffix, keep), feats), rtol=1e-4, atol=1e-5)
+
+
+def test_nested_model_shared_layer_and_ops_prune_equals_mask(tmp_path):
+    stem = keras.Sequential([keras.Input((12, 12, 3)), L.Conv2D(6, 3, padding="same", name="s_conv"),
+                             L.BatchNormalization(name="s_bn")], name="stem")
+    randomise_bn(stem)
+    inp = keras.Input((12, 12, 3), name="img")
+    x = keras.ops.relu(stem(inp, training=False) + 1.0)  # keras.ops calls recorded in the graph
+    shared = L.Conv2D(6, 1, name="shared")
+    x = L.GlobalAveragePooling2D(name="gap")(shared(shared(x)))
+    model = keras.Model(inp, L.Dense(3, name="out")(L.Dense(5, name="hid")(x)))
+    assert {g.name for g in filter_groups(model) if g.prunable} == {"s_conv", "hid"}
+    assert_prune_equals_mask(model, (12, 12, 3), seed=4)
+    pruned = prune_filters(model, random_keep(model, 4))
+    assert "stem" not in [lay.name for lay in pruned.layers] and pruned.get_layer("s_conv").filters < 6
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype("float32")
+    pruned.save(tmp_path / "flat.keras")
+    np.testing.assert_allclose(outputs(keras.models.load_model(tmp_path / "flat.keras"), x), outputs(pruned, x),
+                               atol=1e-6)

@@ -193,7 +193,7 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes_exactly(tmp_p
     with pytest.raises(KeyboardInterrupt):
         run(_config(2, tmp_path), features=data, out=io.StringIO(), callbacks=[CtrlC()])
     assert set(multiprocessing.active_children()) <= before  # the pool was shut down
-    path = next((tmp_path / "ckpt-2").glob("*/checkpoint.pkl"))
+    path = next((tmp_path / "ckpt-2").glob("*/checkpoint.npz"))
     resumed = resume(path, features=data, out=io.StringIO())  # with 2 workers again, from the checkpoint's config
     serial = run(_config(0, tmp_path), features=data, out=io.StringIO())
     assert [dict(r) for r in resumed.logbook] == [dict(r) for r in serial.logbook]

@@ -158,11 +158,11 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     random.seed(11)
     np.random.seed(11)
     evaluator = PlantedEvaluator()
-    ckpt = CheckpointCallback(tmp_path / "ck.pkl", config_dict={"algorithm": {"name": "deep_pruning_es"}},
+    ckpt = CheckpointCallback(tmp_path / "ck.npz", config_dict={"algorithm": {"name": "deep_pruning_es"}},
                               evaluator=evaluator)
     with pytest.raises(KeyboardInterrupt):
         run_es(evaluator, 5, callbacks=[ckpt, StopAt(2)])
-    checkpoint = load_checkpoint(tmp_path / "ck.pkl")
+    checkpoint = load_checkpoint(tmp_path / "ck.npz")
     assert checkpoint.state.generation == 2
     fresh = PlantedEvaluator()
     restore_evaluator(checkpoint, fresh)

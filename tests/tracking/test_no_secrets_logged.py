@@ -166,7 +166,7 @@ def test_resume_takes_the_redacted_stores_password_from_the_environment(tmp_path
     stored = types.SimpleNamespace(config={"progress": False}, tracking_uri="http://alice:***@head:5000")
     monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda p, **kw: stored)
     resumed: list = []
-    monkeypatch.setattr(run_module, "resume", lambda p, config: resumed.append(config))
+    monkeypatch.setattr(run_module, "resume", lambda p, config, **kw: resumed.append(config))
     assert cli_main(["resume", str(path)]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: the run's tracking store http://alice:***@head:5000 was stored without its password; expected "

@@ -1,4 +1,4 @@
-"""Filter coupling groups read from a Keras functional graph (the dependency graph of Torch-Pruning).
+"""Filter coupling groups read from a Keras call graph (the dependency graph of Torch-Pruning).
 
 A *coupling group* is a set of channels that must be pruned together: the output filters of
 one or more producer layers (Conv1D/2D/3D, SeparableConv, Dense) plus every per-channel
@@ -13,32 +13,31 @@ once per spatial position). Channel-wise layers pass the layout through, residua
 not a per-channel function of their inputs (``Reshape`` that moves channels, ``Permute``,
 ``LayerNormalization``, ...) are *barriers*: the groups entering them cannot be pruned.
 
-Nothing here is a per-architecture table: Keras Applications networks (MobileNetV2,
-ResNet50, VGG16, DenseNet121, ...), hand-built functional CNNs and ``keras.Sequential``
-models all go through the same rules. The only name-based convention is the definition of
-a *block* (see `model_blocks`), used to select "the groups of the last K blocks".
+The graph is the model's call graph (`evoprune_tf.nn.coupling.graph`): nested functional or
+Sequential models are expanded, a layer called several times is analysed per call (its
+weights tie the channels of all its calls), and element-wise ``keras.ops`` calls recorded by
+the graph (``x + 3.0``) are placed like layers. Custom layers are placed by the rules
+declared with `register_channel_rule` (`evoprune_tf.nn.coupling.rules`); a layer without a
+rule stops the analysis with a one-line error saying how to declare one.
+
+Nothing here is a per-architecture table: every Keras Applications family, hand-built
+functional CNNs and ``keras.Sequential`` models go through the same rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import re
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Literal
 
 import keras
 import numpy as np
 
-__all__ = [
-    "Block",
-    "ChannelRef",
-    "FilterGroup",
-    "filter_groups",
-    "model_blocks",
-    "select_groups",
-]
+from evoprune_tf.nn.coupling.graph import Graph, Node
+from evoprune_tf.nn.coupling.rules import (
+    BARRIER_RULE, MERGE_RULE, ChannelRule, channel_rule, op_rule, registration_hint,
+)
+
+__all__ = ["Analysis", "ChannelRef", "FilterGroup", "analyse", "filter_groups", "is_conv_like"]
 
 L = keras.layers
 
@@ -75,16 +74,17 @@ _BARRIERS: tuple[type, ...] = (
 _CROSS_CHANNEL_ACTIVATIONS = {"softmax", "log_softmax"}
 
 # Layer kinds recorded per node (surgery and FLOPs dispatch on these).
-INPUT, PRODUCER, DEPTHWISE, NORM, PRELU, CHANNELWISE, RESHAPE, TIE, CONCAT, FLATTEN, BARRIER = (
-    "input", "producer", "depthwise", "norm", "prelu", "channelwise", "reshape", "tie",
+INPUT, PRODUCER, DEPTHWISE, NORM, PRELU, PERCHANNEL, CHANNELWISE, RESHAPE, TIE, CONCAT, FLATTEN, BARRIER = (
+    "input", "producer", "depthwise", "norm", "prelu", "perchannel", "channelwise", "reshape", "tie",
     "concat", "flatten", "barrier",
 )
+#: Kinds whose layer holds per-channel weights sliced on the input channel axis.
+SLICED_MEMBERS = (DEPTHWISE, NORM, PRELU, PERCHANNEL)
 
 
-def _supported_names() -> str:
-    classes = (*_PRODUCERS, *_DEPTHWISE, L.BatchNormalization, L.PReLU, *_CHANNELWISE,
-               *_TIE_MERGES, L.Concatenate, L.Flatten, L.Reshape, *_BARRIERS)
-    return ", ".join(sorted({c.__name__ for c in classes}))
+def is_conv_like(layer: object) -> bool:
+    """Whether a layer is a convolution (any kind) or Dense: what starts a block."""
+    return isinstance(layer, (*_PRODUCERS, *_DEPTHWISE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,125 +146,11 @@ class FilterGroup:
 
 
 @dataclasses.dataclass(frozen=True)
-class Block:
-    """A run of consecutive layers that share a block key (see `model_blocks`).
-
-    Attributes:
-        name: The block key (e.g. ``"block_3"``, ``"conv4_block2"``, ``"dense_1"``).
-        layers: Layer names in topological order.
-        start: Topological position of the first layer.
-        stop: One past the topological position of the last layer.
-    """
-
-    name: str
-    layers: tuple[str, ...]
-    start: int
-    stop: int
-
-
-@dataclasses.dataclass
-class _Node:
-    """One layer of the graph: its inputs are named by the layers that produce them."""
-
-    name: str
-    layer: keras.layers.Layer
-    position: int
-    inputs: list[str]
-    kind: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
 class _Layout:
     """A tensor's channel axis: whole raw groups in order, repeated ``repeats`` times."""
 
     segs: tuple[int, ...]
     repeats: int = 1
-
-
-class _Graph:
-    """The single-node functional graph of a model, in topological order."""
-
-    def __init__(self, model: keras.Model) -> None:
-        if isinstance(model, keras.Sequential):
-            model = _sequential_as_functional(model)
-        self.model = model
-        try:
-            outputs = list(model.outputs)
-            inputs = list(model.inputs)
-        except (AttributeError, ValueError) as exc:
-            raise ValueError(f"model '{model.name}' has no functional graph: build it on keras.Input first") from exc
-        if not outputs or not inputs:
-            raise ValueError(f"model '{model.name}' has no functional graph: build it on keras.Input first")
-        producer_of: dict[int, str] = {}
-        layers = list(model.layers)
-        for layer in layers:
-            if isinstance(layer, keras.Model):
-                raise ValueError(
-                    f"cannot analyse layer '{layer.name}' ({type(layer).__name__}): nested models are not "
-                    "supported, build the head on base.output instead of calling the base model"
-                )
-            out = layer.output
-            if isinstance(out, (list, tuple)):
-                raise ValueError(f"cannot analyse layer '{layer.name}' ({type(layer).__name__}): it has several outputs")
-            producer_of[id(out)] = layer.name
-        raw: dict[str, _Node] = {}
-        for pos, layer in enumerate(layers):
-            if isinstance(layer, L.InputLayer):
-                ins: list[str] = []
-            else:
-                tensors = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-                ins = []
-                for t in tensors:
-                    if id(t) not in producer_of:
-                        raise ValueError(
-                            f"cannot analyse layer '{layer.name}': its input is not produced inside model "
-                            f"'{model.name}' (shared layers or layers called on several graphs are not supported)"
-                        )
-                    ins.append(producer_of[id(t)])
-            raw[layer.name] = _Node(layer.name, layer, pos, ins)
-        self.output_names = [producer_of[id(t)] for t in outputs]
-        self.input_names = [producer_of[id(t)] for t in inputs]
-        self.nodes = _toposort(list(raw.values()))
-        for pos, node in enumerate(self.nodes):
-            node.position = pos
-        self.by_name = {n.name: n for n in self.nodes}
-        self.consumers: dict[str, list[str]] = {n.name: [] for n in self.nodes}
-        for node in self.nodes:
-            for src in node.inputs:
-                self.consumers[src].append(node.name)
-
-
-def _sequential_as_functional(model: keras.Sequential) -> keras.Model:
-    """The functional view of a built Sequential model (same layers, same weights)."""
-    try:
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    except (AttributeError, ValueError) as exc:
-        raise ValueError(
-            f"Sequential model '{model.name}' is not built: give it a keras.Input(shape=...) first"
-        ) from exc
-
-
-def _toposort(nodes: list[_Node]) -> list[_Node]:
-    """Kahn's algorithm, ties broken by the model's own layer order (stable for Keras graphs)."""
-    by_name = {n.name: n for n in nodes}
-    indeg = {n.name: len(n.inputs) for n in nodes}
-    users: dict[str, list[str]] = {n.name: [] for n in nodes}
-    for n in nodes:
-        for src in n.inputs:
-            users[src].append(n.name)
-    heap = [(n.position, n.name) for n in nodes if indeg[n.name] == 0]
-    heapq.heapify(heap)
-    order: list[_Node] = []
-    while heap:
-        _, name = heapq.heappop(heap)
-        order.append(by_name[name])
-        for u in users[name]:
-            indeg[u] -= 1
-            if indeg[u] == 0:
-                heapq.heappush(heap, (by_name[u].position, u))
-    if len(order) != len(nodes):
-        raise ValueError("cannot analyse model: its layer graph has a cycle")
-    return order
 
 
 class _UnionFind:
@@ -302,11 +188,13 @@ class Analysis:
     """
 
     def __init__(self, model: keras.Model) -> None:
-        self.graph = _Graph(model)
+        self.graph = Graph(model)
         self.uf = _UnionFind()
         self.out_layout: dict[str, _Layout] = {}
+        self.in_layout: dict[str, _Layout] = {}
         self.fixed_reason: dict[int, str] = {}
         self.producer_group: dict[str, int] = {}
+        self.rules: dict[str, ChannelRule] = {}
         self._walk()
         self._finish()
 
@@ -325,52 +213,41 @@ class Analysis:
 
     def _walk(self) -> None:
         for node in self.graph.nodes:
-            layer = node.layer
             ins = [self.out_layout[s] for s in node.inputs]
-            kind, out = self._rule(node, layer, ins)
+            if ins:
+                self.in_layout[node.name] = ins[0]
+            kind, out = self._rule(node, ins)
             node.kind = kind
             self.out_layout[node.name] = out
         for name in self.graph.output_names:
             self._fix(self.out_layout[name], f"reaches the model output ('{name}')")
 
-    def _rule(self, node: _Node, layer: keras.layers.Layer, ins: list[_Layout]) -> tuple[str, _Layout]:
-        name, cls = node.name, type(layer).__name__
-        out_shape = tuple(layer.output.shape)
-        out_channels = out_shape[-1]
-        if out_channels is None and not isinstance(layer, (L.InputLayer,)):
-            raise ValueError(f"cannot analyse layer '{name}' ({cls}): its output channel count is unknown")
-        if isinstance(layer, L.InputLayer):
-            if out_shape[-1] is None:
+    def _shared(self, node: Node, inp: _Layout) -> None:
+        """A further call of a layer with weights: its input channels share the first call's rows."""
+        if node.first_call is not None:
+            self._tie(node.name, type(node.layer).__name__, [self.in_layout[node.first_call], inp],
+                      self._channels(inp))
+
+    def _rule(self, node: Node, ins: list[_Layout]) -> tuple[str, _Layout]:
+        layer, name = node.layer, node.name
+        cls = type(layer).__name__
+        out_shape = node.output_shape
+        out_channels = out_shape[-1] if out_shape else None
+        if node.call is None:
+            if out_channels is None:
                 raise ValueError(f"cannot analyse input '{name}': its channel count (last axis) is None")
-            return INPUT, self._new_fixed(out_shape[-1], f"comes from the model input ('{name}')")
-        fmt = getattr(layer, "data_format", "channels_last")
-        if fmt == "channels_first":
+            return INPUT, self._new_fixed(out_channels, f"comes from the model input ('{name}')")
+        if out_channels is None:
+            raise ValueError(f"cannot analyse layer '{name}' ({cls}): its output channel count is unknown")
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
             raise ValueError(f"cannot analyse layer '{name}' ({cls}): data_format='channels_first' is not supported")
+        rule = channel_rule(layer) if isinstance(layer, keras.layers.Layer) else op_rule(layer, node.call)
+        if rule is not None:
+            return self._declared(node, rule, ins, out_channels)
         if isinstance(layer, _PRODUCERS):
-            (inp,) = ins
-            if getattr(layer, "groups", 1) != 1:
-                self._fix(inp, f"feeds the grouped convolution '{name}'")
-                return PRODUCER, self._new_fixed(out_channels, f"comes from the grouped convolution '{name}'")
-            g = self.uf.new(out_channels)
-            self.producer_group[name] = g
-            return PRODUCER, _Layout((g,))
-        if isinstance(layer, _DEPTHWISE):
-            (inp,) = ins
-            if layer.depth_multiplier != 1:
-                self._fix(inp, f"feeds '{name}' with depth_multiplier={layer.depth_multiplier}")
-                return BARRIER, self._new_fixed(out_channels, f"comes from '{name}' (depth_multiplier != 1)")
-            return DEPTHWISE, inp
-        if isinstance(layer, L.BatchNormalization):
-            (inp,) = ins
-            axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-            if axis not in (-1, len(out_shape) - 1):
-                self._fix(inp, f"feeds '{name}', which normalises axis {layer.axis}")
-                return BARRIER, self._new_fixed(out_channels, f"comes from '{name}'")
-            return NORM, inp
-        if isinstance(layer, L.PReLU):
-            (inp,) = ins
-            alpha_last = tuple(layer.alpha.shape)[-1]
-            return (PRELU if alpha_last == out_channels and out_channels != 1 else CHANNELWISE), inp
+            return self._producer(node, ins, out_channels)
+        if isinstance(layer, (*_DEPTHWISE, L.BatchNormalization, L.PReLU)):
+            return self._member(node, ins, out_channels)
         if isinstance(layer, _CHANNELWISE):
             (inp,) = ins
             cross = isinstance(layer, L.Activation) and _activation_name(layer) in _CROSS_CHANNEL_ACTIVATIONS
@@ -381,20 +258,17 @@ class Analysis:
             return CHANNELWISE, inp
         if isinstance(layer, L.Reshape):
             (inp,) = ins
-            in_channels = tuple(layer.input.shape)[-1]
-            if inp.repeats == 1 and in_channels == out_channels:
+            if inp.repeats == 1 and node.input_shape()[-1] == out_channels:
                 return RESHAPE, inp
             return self._barrier(name, cls, ins, out_channels)
         if isinstance(layer, L.Flatten):
             (inp,) = ins
-            in_shape = tuple(layer.input.shape)
-            spatial = in_shape[1:-1]
+            spatial = node.input_shape()[1:-1]
             if inp.repeats != 1 or any(d is None for d in spatial):
                 return self._barrier(name, cls, ins, out_channels)
             return FLATTEN, _Layout(inp.segs, int(np.prod(spatial, dtype=np.int64)) if spatial else 1)
         if isinstance(layer, L.Concatenate):
-            rank = len(out_shape)
-            if layer.axis in (-1, rank - 1):
+            if layer.axis in (-1, len(out_shape) - 1):
                 if any(lay.repeats != 1 for lay in ins):
                     return self._barrier(name, cls, ins, out_channels)
                 return CONCAT, _Layout(tuple(g for lay in ins for g in lay.segs))
@@ -403,12 +277,60 @@ class Analysis:
             return self._tie(name, cls, ins, out_channels)
         if isinstance(layer, _BARRIERS):
             return self._barrier(name, cls, ins, out_channels)
-        raise ValueError(f"cannot analyse layer '{name}' ({cls}): supported are {_supported_names()}")
+        raise ValueError(registration_hint(name, cls))
 
-    def _barrier(self, name: str, cls: str, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
+    def _producer(self, node: Node, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
+        layer, name = node.layer, node.name
+        (inp,) = ins
+        if getattr(layer, "groups", 1) != 1:
+            self._fix(inp, f"feeds the grouped convolution '{name}'")
+            return PRODUCER, self._new_fixed(out_channels, f"comes from the grouped convolution '{name}'")
+        self._shared(node, inp)
+        if node.first_call is not None:
+            return PRODUCER, self.out_layout[node.first_call]
+        g = self.uf.new(out_channels)
+        self.producer_group[name] = g
+        return PRODUCER, _Layout((g,))
+
+    def _member(self, node: Node, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
+        """DepthwiseConv, BatchNormalization, PReLU: per-channel weights on the input channels."""
+        layer, name = node.layer, node.name
+        (inp,) = ins
+        if isinstance(layer, _DEPTHWISE) and layer.depth_multiplier != 1:
+            self._fix(inp, f"feeds '{name}' with depth_multiplier={layer.depth_multiplier}")
+            return BARRIER, self._new_fixed(out_channels, f"comes from '{name}' (depth_multiplier != 1)")
+        if isinstance(layer, L.BatchNormalization):
+            axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+            if axis not in (-1, len(node.output_shape) - 1):
+                self._fix(inp, f"feeds '{name}', which normalises axis {layer.axis}")
+                return BARRIER, self._new_fixed(out_channels, f"comes from '{name}'")
+        if isinstance(layer, L.PReLU) and not (tuple(layer.alpha.shape)[-1] == out_channels != 1):
+            return CHANNELWISE, inp
+        self._shared(node, inp)
+        if isinstance(layer, _DEPTHWISE):
+            return DEPTHWISE, inp
+        return (NORM if isinstance(layer, L.BatchNormalization) else PRELU), inp
+
+    def _declared(self, node: Node, rule: ChannelRule, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
+        """A registered layer or a ``keras.ops`` operation."""
+        name, cls = node.name, type(node.layer).__name__
+        self.rules[name] = rule
+        if rule.kind == MERGE_RULE:
+            return self._tie(name, cls, ins, out_channels)
+        if rule.kind == BARRIER_RULE or len(ins) != 1 or self._channels(ins[0]) != out_channels:
+            return self._barrier(name, cls, ins, out_channels)
+        (inp,) = ins
+        weights = getattr(node.layer, "weights", [])
+        if any(tuple(w.shape)[-1:] == (out_channels,) for w in weights):
+            self._shared(node, inp)
+            return PERCHANNEL, inp
+        return CHANNELWISE, inp
+
+    def _barrier(self, name: str, cls: str, ins: list[_Layout], out_channels: int,
+                 why: str = "which mixes channels") -> tuple[str, _Layout]:
         for lay in ins:
-            self._fix(lay, f"feeds '{name}' ({cls}), which mixes channels")
-        return BARRIER, self._new_fixed(out_channels, f"comes from '{name}' ({cls})")
+            self._fix(lay, f"feeds '{name}' ({cls}), {why}")
+        return BARRIER, self._new_fixed(out_channels, f"comes from '{name}' ({cls}), {why}")
 
     def _tie(self, name: str, cls: str, ins: list[_Layout], out_channels: int) -> tuple[str, _Layout]:
         full = [lay for lay in ins if self._channels(lay) == out_channels]
@@ -420,7 +342,7 @@ class Analysis:
         shape = (tuple(self.uf.size[g] for g in ref.segs), ref.repeats)
         if any((tuple(self.uf.size[g] for g in lay.segs), lay.repeats) != shape for lay in full[1:]):
             # Differently concatenated inputs would need channel-level groups: refuse to prune.
-            return self._barrier(name, cls, ins, out_channels)
+            return self._barrier(name, cls, ins, out_channels, "which merges differently split channels")
         for lay in full[1:]:
             for a, b in zip(ref.segs, lay.segs):
                 self.uf.union(a, b)
@@ -439,7 +361,7 @@ class Analysis:
         members: dict[int, list[ChannelRef]] = {r: [] for r in producers}
         consumers: dict[int, list[ChannelRef]] = {r: [] for r in producers}
         for node in self.graph.nodes:
-            if node.kind not in (PRODUCER, DEPTHWISE, NORM, PRELU):
+            if node.kind != PRODUCER and node.kind not in SLICED_MEMBERS:
                 continue
             lay = self.out_layout[node.inputs[0]]
             period = sum(uf.size[g] for g in lay.segs)
@@ -503,7 +425,7 @@ def analyse(model: keras.Model) -> Analysis:
         The `Analysis`, whose ``groups`` are those of `filter_groups`.
 
     Raises:
-        ValueError: For a layer the analysis cannot handle, a nested model or an unbuilt model.
+        ValueError: For a layer the analysis cannot place or an unbuilt model.
     """
     try:
         return _CACHE[model]
@@ -525,7 +447,8 @@ def filter_groups(model: keras.Model) -> list[FilterGroup]:
     every tensor they combine; ``Concatenate`` places each input's group at its offset;
     consumers (Conv, SeparableConv, Dense, also after global pooling or ``Flatten``) lose
     the matching input rows. Groups reaching the model output or a barrier layer are
-    returned with ``prunable=False``.
+    returned with ``prunable=False``. Nested models are analysed through (group and layer
+    names are those of the inner layers).
 
     Args:
         model: A built functional or Sequential ``keras.Model`` (channels-last).
@@ -534,129 +457,10 @@ def filter_groups(model: keras.Model) -> list[FilterGroup]:
         The groups in topological order of their first producer.
 
     Raises:
-        ValueError: ``"cannot analyse layer 'foo' (SomeLayer): supported are ..."`` for a
-            layer type the analysis does not know, nested models, or unknown channel counts.
+        ValueError: ``"cannot analyse layer 'foo' (SomeLayer): no channel rule for SomeLayer;
+            declare one with evoprune_tf.nn.register_channel_rule(...)"`` for a layer the
+            analysis cannot place, or for unknown channel counts.
     """
     return list(analyse(model).groups)
 
 
-_BLOCK_TOKEN = re.compile(r"^(.*?block_?\d+)(?:_|$)")
-_STAGE_TOKEN = re.compile(r"^((?:conv|pool)\d+)(?:_|$)")
-_MOBILENET_UNIT = re.compile(r"^(.*?)_(?:expand|depthwise|project|dw|pw)(?:_|$)")
-
-
-def block_key(name: str) -> str | None:
-    """The default block key of a layer name (Keras Applications' naming conventions).
-
-    Rules, first match wins: the leading part through a ``block<N>``/``block_<N>`` token
-    (``block_3_expand`` -> ``block_3``, ``conv4_block2_1_conv`` -> ``conv4_block2``,
-    ``block3_conv1`` -> ``block3``); a leading ``conv<N>``/``pool<N>`` token (``conv1_conv``
-    -> ``conv1``, ``pool2_conv`` -> ``pool2``); the part before ``_expand``/``_depthwise``/
-    ``_project``/``_dw``/``_pw`` (``expanded_conv_project`` -> ``expanded_conv``). Other
-    names have no key.
-
-    Args:
-        name: A layer name.
-
-    Returns:
-        The key, or ``None``.
-    """
-    for pattern in (_BLOCK_TOKEN, _STAGE_TOKEN, _MOBILENET_UNIT):
-        m = pattern.match(name)
-        if m and m.group(1):
-            return m.group(1)
-    return None
-
-
-def _is_conv_like(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, (*_PRODUCERS, *_DEPTHWISE))
-
-
-def model_blocks(model: keras.Model, *, key: Callable[[str], str | None] = block_key) -> list[Block]:
-    """Split the layers (topological order) into blocks.
-
-    A block starts at the first layer whose ``key(name)`` is the key of some conv-like layer
-    (Conv, SeparableConv, DepthwiseConv, Dense) and differs from the current block's key; a
-    conv-like layer whose name has no key starts a block of its own (named after it); every
-    other layer joins the current block. With Keras Applications names this yields
-    MobileNetV2's ``Conv1``, ``expanded_conv``, ``block_1`` ... ``block_16``, ``Conv_1``;
-    ResNet50's ``conv1``, ``conv2_block1`` ... ``conv5_block3``; VGG16's ``block1`` ...
-    ``block5``; DenseNet121's ``conv1``, ``conv2_block1`` ... ``pool2`` ... ``conv5_block16``;
-    a head's Dense layers are one block each. Layers before the first conv-like layer (the
-    input, padding) belong to the first block.
-
-    Args:
-        model: A built functional or Sequential ``keras.Model``.
-        key: Maps a layer name to its block key (``None``: no key).
-
-    Returns:
-        The blocks in order.
-    """
-    graph = _Graph(model)
-    conv_keys = {key(n.name) for n in graph.nodes if _is_conv_like(n.layer)} - {None}
-    blocks: list[tuple[str, list[str], int]] = []
-    current: str | None = None
-    used: set[str] = set()
-    pending: list[str] = []
-    for node in graph.nodes:
-        k = key(node.name)
-        starts = None
-        if k is not None and k in conv_keys and k != current and k not in used:
-            starts = k
-        elif k is None and _is_conv_like(node.layer):
-            starts = node.name
-        if starts is not None:
-            current = starts
-            used.add(starts)
-            blocks.append((starts, pending + [node.name], node.position - len(pending)))
-            pending = []
-        elif blocks:
-            blocks[-1][1].append(node.name)
-        else:
-            pending.append(node.name)
-    if not blocks:
-        return [Block(model.name, tuple(pending), 0, len(pending))] if pending else []
-    if pending:
-        blocks[-1][1].extend(pending)
-    return [Block(k, tuple(names), start, start + len(names)) for k, names, start in blocks]
-
-
-def select_groups(
-    groups: Sequence[FilterGroup],
-    model: keras.Model,
-    blocks: int | Literal["all"] = "all",
-    *,
-    prunable_only: bool = True,
-) -> list[FilterGroup]:
-    """The groups whose first producer lies in the last ``blocks`` blocks of ``model``.
-
-    Blocks are those of `model_blocks` that contain a producer of some group. A group spanning
-    several blocks (ResNet's stage group: the shortcut conv and every ``_3_conv``) belongs to
-    the block of its first producer, so ``blocks=1`` on ResNet50 gives ``conv5_block3``'s
-    ``_1_conv``/``_2_conv`` groups and not the stage group (whose channels also enter the
-    earlier blocks), matching a cut before that block.
-
-    Args:
-        groups: Groups of ``model`` (from `filter_groups`).
-        model: The model they were computed on.
-        blocks: How many trailing blocks, or ``"all"``.
-        prunable_only: Drop groups with ``prunable=False``.
-
-    Returns:
-        The selected groups in topological order.
-
-    Raises:
-        ValueError: When ``blocks`` is not a positive int or ``"all"``, or exceeds the number
-            of blocks with groups (the message names the maximum).
-    """
-    chosen = [g for g in groups if g.prunable or not prunable_only]
-    if blocks == "all":
-        return chosen
-    if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
-        raise ValueError(f"blocks={blocks!r}: expected a positive int or 'all'")
-    starts = sorted({g.index for g in groups})
-    with_groups = [b for b in model_blocks(model) if any(b.start <= s < b.stop for s in starts)]
-    if blocks > len(with_groups):
-        raise ValueError(f"blocks={blocks}: model '{model.name}' has only {len(with_groups)} blocks with filter groups")
-    first = with_groups[-int(blocks)].start
-    return [g for g in chosen if g.index >= first]
