@@ -32,8 +32,9 @@ read. Your own operator joins the registry with a decorator::
 """
 
 from . import crossover, init, mutation, selection
-from .registry import KINDS, PROBABILITY_OPTIONS, available, get, register, register_on, resolve
+from .registry import KINDS, PROBABILITY_OPTIONS, available, get, is_cardinality, register, register_on, resolve
 from . import integer  # registers the integer/categorical-genome operators (TASCNet stage 1)
+from . import cardinality  # registers the count-keeping operators (fixed-budget search, encoding.active)
 
 __all__ = [
     "KINDS",
@@ -43,8 +44,10 @@ __all__ = [
     "register",
     "register_on",
     "resolve",
+    "is_cardinality",
     "crossover",
     "mutation",
     "selection",
     "init",
+    "cardinality",
 ]

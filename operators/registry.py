@@ -40,6 +40,7 @@ __all__ = [
     "available",
     "load_plugins",
     "ENTRY_POINT_GROUP",
+    "is_cardinality",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,6 +65,7 @@ class _Entry:
     function: Callable[..., Any]
     probabilities: frozenset[str]
     counts: frozenset[str]
+    cardinality: bool = False
 
 
 _REGISTRY: dict[str, dict[str, _Entry]] = {kind: {} for kind in KINDS}
@@ -88,6 +90,7 @@ def register(
     overwrite: bool = False,
     probabilities: Iterable[str] | None = None,
     counts: Iterable[str] | None = None,
+    cardinality: bool = False,
 ) -> Callable[[F], F]:
     """Decorator that registers an operator under a name, returning it unchanged.
 
@@ -108,6 +111,10 @@ def register(
             function's parameters named in `PROBABILITY_OPTIONS`.
         counts: options that must be integers >= 1; by default its parameters named
             ``tournsize`` or ``candidates``.
+        cardinality: the operator keeps the count of active genes (fixed-budget search,
+            ``encoding.active``): an initialiser taking the count as ``k``, a mutation
+            or crossover whose children have their parents' counts. A config accepts
+            such operators only with a budget, and only such operators with one.
 
     Returns:
         The decorator.
@@ -135,6 +142,7 @@ def register(
             function,
             frozenset(params & PROBABILITY_OPTIONS if probabilities is None else probabilities),
             frozenset(params & _COUNT_OPTIONS if counts is None else counts),
+            bool(cardinality),
         )
         return function
 
@@ -366,8 +374,36 @@ def register_on(toolbox: Any, alias: str, kind: str, spec: Any, *args: Any) -> N
     toolbox.register(alias, function, *args, **options)
 
 
+def is_cardinality(spec: Any, kind: str) -> bool:
+    """Whether an operator spec names a count-keeping (cardinality) operator.
+
+    Registered operators say so with ``register(..., cardinality=True)``; a callable or
+    an import path may carry the attribute ``cardinality = True``.
+
+    Args:
+        spec: as for `resolve`.
+        kind: one of `KINDS`.
+
+    Returns:
+        True for a count-keeping operator.
+
+    Raises:
+        ValueError: as `resolve`, for an unknown kind or name.
+    """
+    _check_kind(kind)
+    target, _ = _split_spec(spec)
+    if callable(target):
+        return bool(getattr(target, "cardinality", False))
+    entry = _REGISTRY[kind].get(target)
+    if entry is not None:
+        return entry.cardinality
+    return bool(getattr(_lookup(kind, target).function, "cardinality", False))
+
+
 @overload
 def available(kind: str) -> list[str]: ...
+
+
 @overload
 def available(kind: None = None) -> dict[str, list[str]]: ...
 

@@ -14,8 +14,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from operators.cardinality import count_of
 from evoprune_tf.app.config import ExperimentConfig, flatten, operator_specs
-from evoprune_tf.backbones import backbone_info
+from evoprune_tf.backbones import backbone_info, feature_dim
 from evoprune_tf.model_files import is_model_file, model_file_image_size
 from evoprune_tf.data import load_images
 from evoprune_tf.data.synthetic import synthetic_images
@@ -39,6 +40,8 @@ __all__ = [
     "prepare_features",
     "encoding_for",
     "make_evaluator",
+    "genome_length_of",
+    "check_budget",
     "rescoring_evaluator",
     "make_toolbox",
     "initial_population",
@@ -131,6 +134,42 @@ def encoding_for(config: ExperimentConfig, features: FeatureSplits) -> Encoding:
     return make_encoding(config.encoding.name, spec, **options)
 
 
+def genome_length_of(config: ExperimentConfig) -> int | None:
+    """The genome length of a config's head encoding, known before any image is read.
+
+    Feature selection has one gene per backbone feature (`evoprune_tf.backbones.feature_dim`),
+    neuron pruning one per pruned hidden neuron, connection pruning one per weight of a
+    kernel between the features and the hidden layers; the last kernel's length depends
+    on the number of classes, which only the data knows.
+
+    Returns:
+        The number of genes, or None when it depends on the data.
+    """
+    e, hidden = config.encoding, list(config.head.hidden)
+    if is_model_file(config.backbone.name):  # a user's own model: its width is known once it is loaded
+        return None
+    if e.name == "feature_selection":
+        return feature_dim(config.backbone.name, **(config.backbone.options or {}))
+    if e.name == "neuron_pruning":
+        return sum(hidden[i] for i in (e.layers or range(len(hidden))))
+    if e.name == "connection_pruning" and e.layer < len(hidden):
+        width_in = feature_dim(config.backbone.name, **(config.backbone.options or {})) if e.layer == 0 else hidden[e.layer - 1]
+        return width_in * hidden[e.layer]
+    return None
+
+
+def check_budget(config: ExperimentConfig) -> None:
+    """``encoding.active`` against the genome length, before any image is read (one-line ValueError).
+
+    A count above the number of genes fails here, not after the features are extracted;
+    when the length depends on the data, `evoprune_tf.search.toolbox.build_toolbox` checks it.
+    """
+    active = config.encoding.active
+    genes = genome_length_of(config) if active else None
+    if genes is not None:
+        count_of(active, genes, "encoding.active")
+
+
 def make_evaluator(config: ExperimentConfig, features: FeatureSplits, ood: np.ndarray | None) -> PopulationEvaluator:
     """The run's evaluator on these features (and OOD features, for robustness).
 
@@ -159,7 +198,7 @@ def rescoring_evaluator(config: ExperimentConfig, evaluator: PopulationEvaluator
 
 def make_toolbox(config: ExperimentConfig, evaluator: PopulationEvaluator):
     """The run's DEAP toolbox: the config's operators resolved on the evaluator's encoding."""
-    return build_toolbox(evaluator, operator_specs(config.operators))
+    return build_toolbox(evaluator, operator_specs(config.operators), active=config.encoding.active or None)
 
 
 def _operator_spec(spec: Any) -> str:
@@ -222,13 +261,16 @@ def baseline_density(config: ExperimentConfig) -> float:
 def initial_population(config: ExperimentConfig, toolbox: Any, evaluator: PopulationEvaluator) -> list:
     """Generation 0: the baseline's one genome, or ``algorithm.population`` genomes from the initialiser.
 
-    With ``operators.seed_unpruned`` the first genome is the unpruned one.
+    With ``operators.seed_unpruned`` the first genome is the unpruned one. With a fixed
+    budget (``encoding.active``) a baseline keeps exactly that many genes.
     """
     name = config.algorithm.name
     if name in BASELINES:
         individual = toolbox.individual()
+        active, length = config.encoding.active, evaluator.encoding.genome_length
+        count = count_of(active, length, "encoding.active") if active else None
         individual[:] = baseline_genome(name, evaluator.encoding, density=baseline_density(config) or 1.0,
-                                        seed=config.seed, evaluator=evaluator)
+                                        seed=config.seed, evaluator=evaluator, count=count)
         return [individual]
     population = toolbox.population(n=config.algorithm.population)
     if config.operators.seed_unpruned:

@@ -119,6 +119,14 @@ def _number(value: str) -> Any:
     return {"true": True, "false": False}.get(value.lower(), value)
 
 
+def _budget(text: str) -> int | float:
+    """``--active``: an integer count (``5``) or a fraction (``0.05``); the config checks the range."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Add the options of ``evoprune run`` that override config values (shared with the experiment scripts).
 
@@ -146,6 +154,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--generations", type=int, help="generations (ea_simple, mu_plus_lambda)")
     g.add_argument("--population", type=int, help="population size")
     g.add_argument("--density", type=float, help="baselines random_mask / magnitude / l1_selection: fraction of genes on")
+    g.add_argument("--active", type=_budget, metavar="K",
+                   help="fixed budget: exactly K genes on (an integer) or this fraction of them (e.g. 0.05)")
     g.add_argument("--epochs", type=int, help="head training epochs per evaluation")
     g.add_argument("--backend", help="Keras backend: auto | tensorflow | jax (train.backend; KERAS_BACKEND wins)")
     for alias in ("init", "select", "mate", "mutate", "survive"):
@@ -171,7 +181,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         "encoding": ("encoding", "name"), "algorithm": ("algorithm", "name"), "blocks": ("encoding", "blocks"),
         "objectives": ("objectives", "names"), "ood": ("objectives", "ood"),
         "evaluations": ("algorithm", "evaluations"), "generations": ("algorithm", "generations"),
-        "population": ("algorithm", "population"), "density": ("algorithm", "density"), "epochs": ("train", "epochs"),
+        "population": ("algorithm", "population"), "density": ("algorithm", "density"),
+        "active": ("encoding", "active"), "epochs": ("train", "epochs"),
         "backend": ("train", "backend"),
         "init": ("operators", "init"), "select": ("operators", "select"), "mate": ("operators", "mate"),
         "mutate": ("operators", "mutate"), "survive": ("operators", "survive"), "seeds": ("report", "seeds"),

@@ -37,7 +37,7 @@ from evoprune_tf.features.extract import default_cache_dir
 from evoprune_tf.objectives import OBJECTIVES
 from evoprune_tf.search.algorithms import ALGORITHMS, MULTI_OBJECTIVE
 from evoprune_tf.search.baselines import BASELINES
-from evoprune_tf.search.toolbox import with_genome_length
+from evoprune_tf.search.toolbox import CARDINALITY_OPERATORS, check_cardinality, with_genome_length
 from evoprune_tf.tracking.redact import is_secret_name, redact_text
 from evoprune_tf.tracking.store import check_artifact_store, check_writable_folder, resolve_tracking_uri, store_folder
 from evoprune_tf.train.config import BACKENDS
@@ -109,6 +109,7 @@ class EncodingConfig:
     layers: list = dataclasses.field(default_factory=list)  # neuron pruning: [] = all hidden layers
     layer: int = 0  # connection pruning
     blocks: int | str = 2  # filters (deep_pruning_es): last K blocks with prunable filters, or "all"
+    active: int | float = 0  # fixed budget: exactly this many genes on (int) or this fraction (float in (0, 1]); 0 = off
 
 
 @dataclasses.dataclass
@@ -168,6 +169,7 @@ class ReportConfig:
     ensemble_band: float = 0.02  # MO: members within this accuracy of the best join the banded ensemble
     explain: bool = True  # MO: explanation heat maps
     rescore_folds: int = 0  # >1: re-score the hall of fame by k-fold CV on unseen partitions before picking the winner
+    chance: bool = True  # also retrain a random mask of the winner's size on the same seeds (what chance would do)
     dir: str = ""  # "" = <store folder>/reports/<run id> (see report_folder); else the report files go here
     # deep_pruning_es / tascnet: export the final models to LiteRT (.tflite) and time them there.
     # "auto": when ai-edge-litert is installed (else one line says it is skipped); true: required.
@@ -435,9 +437,10 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         choose_backend(a.name, config.train.backend, config.train.engine)
     except ValueError as error:
         problems.append(str(error))
-    if a.name in ("random_mask", "magnitude", "l1_selection") and not (0.0 < a.density <= 1.0) and not a.density_of:
-        problems.append(f"algorithm {a.name!r} needs algorithm.density in (0, 1] or algorithm.density_of = a run id;"
-                        f" got density={a.density}")
+    if (a.name in ("random_mask", "magnitude", "l1_selection") and not (0.0 < a.density <= 1.0) and not a.density_of
+            and not config.encoding.active):
+        problems.append(f"algorithm {a.name!r} needs algorithm.density in (0, 1], algorithm.density_of = a run id"
+                        f" or encoding.active = a count or fraction of genes; got density={a.density}")
     if a.name == "l1_selection" and config.encoding.name != "feature_selection":
         problems.append(f"algorithm 'l1_selection' selects features; encoding {config.encoding.name!r}"
                         " is not feature_selection")
@@ -511,11 +514,15 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
     if config.checkpoint.every < 1:
         problems.append(f"checkpoint.every={config.checkpoint.every}; expected a positive integer")
     kinds = {"init": "init", "select": "selection", "mate": "crossover", "mutate": "mutation", "survive": "selection"}
+    resolved = True
     for alias, kind in kinds.items():
         try:
             operators.resolve(with_genome_length(getattr(config.operators, alias), 1000), kind)
         except (ValueError, TypeError) as error:
             problems.append(f"operators.{alias}: {error}")
+            resolved = False
+    if resolved:
+        _check_budget(config, problems)
 
 
 def _check_filters(config: ExperimentConfig, problems: list[str]) -> None:
@@ -602,6 +609,47 @@ def _check_runner(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(str(error))
 
 
+def _budget(raw: dict) -> bool:
+    """Whether a raw config sets ``encoding.active`` (to anything but 0: its value is checked later)."""
+    encoding = raw.get("encoding", {})
+    return isinstance(encoding, dict) and encoding.get("active", 0) not in (0, None)
+
+
+def _check_budget(config: ExperimentConfig, problems: list[str]) -> None:
+    """Checks of ``encoding.active`` (fixed-budget search) and the operators that go with it."""
+    active, a = config.encoding.active, config.algorithm
+    budget = active != 0
+    if isinstance(active, bool) or active < 0 or (isinstance(active, float) and active > 1.0):
+        problems.append(f"encoding.active={active!r}; expected 0 (off), a count of genes >= 1 or a fraction in (0, 1]")
+        return
+    if budget and (a.name in ("deep_pruning_es", "tascnet") or config.encoding.name == FILTER_ENCODING):
+        problems.append(f"encoding.active={active!r} with algorithm {a.name!r}; a fixed budget applies to the head "
+                        f"encodings ({', '.join(sorted(ENCODINGS))})")
+        return
+    if budget and (a.density or a.density_of):
+        problems.append(f"encoding.active={active!r} and algorithm.density={a.density} / density_of={a.density_of!r}; "
+                        "expected one of them (the baselines take the budget of encoding.active)")
+    if budget and config.operators.seed_unpruned:
+        problems.append(f"operators.seed_unpruned with encoding.active={active!r}; the unpruned genome does not "
+                        "have the budget's count of active genes")
+    e = config.encoding
+    if budget and isinstance(active, int) and e.name == "neuron_pruning":
+        hidden = config.head.hidden
+        layers = e.layers or range(len(hidden))
+        if all(isinstance(i, int) and 0 <= i < len(hidden) for i in layers):
+            genes = sum(hidden[i] for i in layers)
+            if active > genes:
+                problems.append(f"encoding.active={active} is outside (0, {genes}]; expected a count of active genes "
+                                f"from 1 to the {genes} hidden neurons pruned (or a fraction in (0, 1])")
+    specs = operator_specs(config.operators)
+    if a.name in BASELINES or a.name == "random_search":  # they breed nothing: only the initialiser matters
+        specs = {"init": specs["init"]}
+    try:
+        check_cardinality(specs, budget=budget)
+    except ValueError as error:
+        problems.append(str(error))
+
+
 def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
     """Build and validate a config from a nested dict (e.g. parsed TOML).
 
@@ -611,9 +659,12 @@ def config_from_dict(raw: dict, source: str = "config") -> ExperimentConfig:
     secrets: dict[str, str] = {}
     raw = _expand(copy.deepcopy(raw), secrets)
     algorithm = raw.get("algorithm", {}).get("name") if isinstance(raw.get("algorithm"), dict) else None
-    if isinstance(algorithm, str) and algorithm in MO_OPERATOR_DEFAULTS and isinstance(raw.get("operators", {}), dict):
-        defaults = dict(MO_OPERATOR_DEFAULTS[algorithm])
-        raw["operators"] = {**defaults, **raw.get("operators", {})}
+    if isinstance(raw.get("operators", {}), dict):
+        defaults = dict(MO_OPERATOR_DEFAULTS.get(algorithm, {})) if isinstance(algorithm, str) else {}
+        if _budget(raw):  # a fixed budget: count-keeping init, crossover and mutation
+            defaults.update(CARDINALITY_OPERATORS)
+        if defaults:
+            raw["operators"] = {**defaults, **raw.get("operators", {})}
     if algorithm == "deep_pruning_es":
         _filter_defaults(raw)
     problems: list[str] = []

@@ -34,6 +34,7 @@ from evoprune_tf.app.filters_run import run_filter_pruning
 from evoprune_tf.app.trust import check_stored_modules
 from evoprune_tf.app.tascnet_run import results_table, run_tascnet
 from evoprune_tf.app.build import (
+    check_budget,
     initial_population,
     make_evaluator,
     make_toolbox,
@@ -272,6 +273,7 @@ def _check_inputs(config: ExperimentConfig) -> None:
     folder = Path(source).expanduser()
     if ":" not in source and (not folder.exists() or (folder.is_dir() and sum(p.is_dir() for p in folder.iterdir()) < 2)):
         return  # a missing or classless dataset: the loader names it cheaply, and that comes first
+    check_budget(config)  # encoding.active above the genome length, before the features are extracted
     ood = config.objectives.ood
     if ood and not is_named_source(ood) and not Path(ood).expanduser().exists():
         raise ValueError(f"OOD source objectives.ood={ood!r} does not exist; expected a folder, .npz or tfds:NAME")
@@ -324,7 +326,7 @@ def _report(config: ExperimentConfig, evaluator: PopulationEvaluator, features: 
     recipe = report_recipe(config.train, config.report.recipe)
     report, model = final_report(
         evaluator.encoding, features, best, recipe, seed=config.seed, seeds=config.report.seeds,
-        export=config.report.export_model,
+        export=config.report.export_model, chance=config.report.chance,
     )
     print(format_report(report), file=out)
     if config.multi_objective:
@@ -340,15 +342,19 @@ def summary_metrics(report: dict) -> dict[str, float]:
 
     ``test_accuracy_mean`` / ``test_accuracy_std`` (the winner retrained over the report
     seeds, scored on test), ``val_accuracy_mean``, the unpruned head's
-    ``unpruned_test_accuracy_mean``, ``active_percent``, ``params`` (the compact model)
-    and ``wall_seconds``; keys whose value the report lacks are left out.
+    ``unpruned_test_accuracy_mean``, the random mask of the winner's size
+    ``random_test_accuracy_mean`` / ``random_test_accuracy_std`` (``report.chance``),
+    ``active_percent``, ``params`` (the compact model) and ``wall_seconds``; keys whose
+    value the report lacks are left out.
     """
-    pruned, unpruned = report.get("pruned", {}), report.get("unpruned", {})
+    pruned, unpruned, chance = report.get("pruned", {}), report.get("unpruned", {}), report.get("random", {})
     values = {
         "test_accuracy_mean": pruned.get("test_accuracy_mean"),
         "test_accuracy_std": pruned.get("test_accuracy_std"),
         "val_accuracy_mean": pruned.get("val_accuracy_mean"),
         "unpruned_test_accuracy_mean": unpruned.get("test_accuracy_mean"),
+        "random_test_accuracy_mean": chance.get("test_accuracy_mean"),
+        "random_test_accuracy_std": chance.get("test_accuracy_std"),
         "active_percent": report.get("active_percent"),
         "params": report.get("parameters", {}).get("compact_model", report.get("parameters", {}).get("pruned_head")),
         "wall_seconds": report.get("search", {}).get("wall_seconds"),

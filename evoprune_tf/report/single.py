@@ -1,4 +1,4 @@
-"""The final report: retrain the winner and the unpruned head, score both on test.
+"""The final report: retrain the winner, the unpruned head and chance; score them on test.
 
 The search selected on validation with a short, fixed training budget; here the best
 genome and the all-ones (unpruned) head are retrained with the same recipe over several
@@ -7,6 +7,11 @@ exported as a compact Keras model whose layers physically hold only the survivin
 units. Inference time (`evoprune_tf.report.latency.keras_latency_ms`: median of compiled
 ``predict_on_batch`` calls on the whole test split) and parameter counts of both Keras models
 are measured.
+
+What chance would do comes with it (``chance=True``, the default): a random mask of the
+winner's exact size (the same number of active genes, drawn with a seed derived from
+the run seed) is retrained in the same batch, on the same seeds and recipe, so every
+report says at once whether the search found more than a random choice of that size.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from evoprune_tf.encodings import Encoding
+from evoprune_tf.encodings import Encoding, pack_genome
 from evoprune_tf.metrics import accuracy_and_loss
 from evoprune_tf.features.splits import FeatureSplits
 from evoprune_tf.report.latency import keras_latency_ms
@@ -155,6 +160,13 @@ def _scores(heads: Sequence[TrainedHead], data: FeatureSplits) -> dict:
     return out
 
 
+def _random_mask(length: int, count: int, seed: int) -> np.ndarray:
+    """``count`` random genes on, drawn as the ``random_mask`` baseline draws them."""
+    genome = np.zeros(length, dtype=np.int8)
+    genome[np.random.default_rng(seed).choice(length, count, replace=False)] = 1
+    return genome
+
+
 def final_report(
     encoding: Encoding,
     data: FeatureSplits,
@@ -164,8 +176,9 @@ def final_report(
     seed: int,
     seeds: int = 3,
     export: bool = True,
+    chance: bool = True,
 ) -> tuple[dict, keras.Model | None]:
-    """Retrain the best genome and the unpruned head; score on test; build the compact model.
+    """Retrain the best genome, the unpruned head and a random mask of the same size; score on test.
 
     Args:
         encoding: the run's encoding.
@@ -175,14 +188,21 @@ def final_report(
         seed: the run seed (retrain seeds derive from it).
         seeds: retrains per head.
         export: build the compact Keras model and time both models.
+        chance: also retrain a random mask with the winner's number of active genes
+            (seed ``derive_seed(seed, "chance")``) on the same retrain seeds; its scores
+            go under ``report["random"]``.
 
     Returns:
         ``(report, compact_keras_model or None)``; the report is JSON-able.
     """
     genome = encoding.validate(genome).astype(np.int8)
     ones = np.ones_like(genome)
+    genomes = [genome, ones]
+    if chance:
+        chance_seed = derive_seed(seed, "chance")
+        genomes.append(_random_mask(len(genome), int(np.count_nonzero(genome)), chance_seed))
     began = time.perf_counter()
-    heads = retrain(encoding, data, [genome, ones], train_config, seed=seed, seeds=seeds)
+    heads = retrain(encoding, data, genomes, train_config, seed=seed, seeds=seeds)
     masks = encoding.decode(genome)
     spec = encoding.spec
     report: dict[str, Any] = {
@@ -198,6 +218,9 @@ def final_report(
         "unpruned": _scores([h[1] for h in heads], data),
         "parameters": {"pruned_head": masks.active_parameters(spec), "full_head": spec.n_parameters()},
     }
+    if chance:
+        report["random"] = {**_scores([h[2] for h in heads], data), "active_genes": int(np.count_nonzero(genomes[2])),
+                            "seed": chance_seed, "genome": pack_genome(genomes[2])}
     report["retrain"]["seconds"] = round(time.perf_counter() - began, 2)
     model = None
     if export:
@@ -239,7 +262,9 @@ def format_report(report: dict) -> str:
     """A short human-readable summary of a report.
 
     With one retrain seed the accuracies are printed without ``± std`` (there is no
-    spread to show) and the count reads ``(1 seed)``.
+    spread to show) and the count reads ``(1 seed)``. A report with a random mask of
+    the winner's size (``report["random"]``) prints it beside the pruned and unpruned
+    heads, and the pruned head's margin over it.
 
     Args:
         report: `final_report`'s dict.
@@ -252,11 +277,18 @@ def format_report(report: dict) -> str:
     seeds = int(report["retrain"]["seeds"])
     key = "test_accuracy_mean" if "test_accuracy_mean" in pruned else "val_accuracy_mean"
     split = "test" if key.startswith("test") else "validation"
+    chance = report.get("random")
+    beside = f"   random mask {mean_std(chance[key], chance.get('test_accuracy_std'), seeds)}" if chance else ""
     lines.append(
         f"  {split} accuracy  pruned {mean_std(pruned[key], pruned.get('test_accuracy_std'), seeds)}"
-        f"   unpruned {mean_std(unpruned[key], unpruned.get('test_accuracy_std'), seeds)}"
+        f"   unpruned {mean_std(unpruned[key], unpruned.get('test_accuracy_std'), seeds)}{beside}"
         f"   ({plural(seeds, 'seed')})"
     )
+    if chance:
+        lines.append(
+            f"  vs chance       pruned - random mask = {pruned[key] - chance[key]:+.4f} on {split}"
+            f" (a random mask of the same {plural(chance['active_genes'], 'active gene')}, same seeds)"
+        )
     lines.append(
         f"  active          {report['active_percent']:.1f}% of {plural(report['genome_length'], 'gene')}"
         f" ({plural(report['active_features'], 'feature')}, neurons {report['active_neurons']})"

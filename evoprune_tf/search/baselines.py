@@ -16,6 +16,11 @@ as an evolved run, on the same splits and training recipe:
 
 ``random_search`` (the best of N random genomes at the GA's budget) is a loop, not a
 genome: see `evoprune_tf.search.algorithms.random_search`.
+
+A fixed budget (``encoding.active``, passed here as ``count``) replaces the density: every
+baseline but ``unpruned`` then keeps exactly ``count`` genes, the size of every genome of
+a fixed-budget GA, so they compare at equal size (``random_search`` draws its genomes
+with the GA's count-keeping initialiser).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 
 from evoprune_tf.encodings import ConnectionPruning, Encoding, FeatureSelection, NeuronPruning
 
-__all__ = ["BASELINES", "baseline_genome", "random_mask_genome", "top_k_genome", "magnitude_scores", "l1_scores"]
+__all__ = ["BASELINES", "baseline_genome", "random_mask_genome", "random_count_genome", "top_k_genome",
+           "magnitude_scores", "l1_scores"]
 
 #: Baselines that decide one genome without search.
 BASELINES = ("unpruned", "random_mask", "magnitude", "l1_selection")
@@ -39,18 +45,29 @@ def n_active(length: int, density: float) -> int:
 
 def random_mask_genome(length: int, density: float, seed: int) -> np.ndarray:
     """A uniformly random 0/1 genome with exactly `n_active` genes on."""
+    return random_count_genome(length, n_active(length, density), seed)
+
+
+def random_count_genome(length: int, count: int, seed: int) -> np.ndarray:
+    """A uniformly random 0/1 genome with exactly ``count`` genes on, drawn from ``seed``.
+
+    Raises:
+        ValueError: ``count`` outside ``[1, length]``.
+    """
+    if not 1 <= count <= length:
+        raise ValueError(f"count={count}; expected a number of active genes in [1, {length}]")
     rng = np.random.default_rng(seed)
     genome = np.zeros(length, dtype=np.int8)
-    genome[rng.choice(length, n_active(length, density), replace=False)] = 1
+    genome[rng.choice(length, count, replace=False)] = 1
     return genome
 
 
-def top_k_genome(scores: np.ndarray, density: float) -> np.ndarray:
-    """The genome keeping the `n_active` highest scores (ties: the lower index)."""
+def top_k_genome(scores: np.ndarray, density: float | None = None, *, count: int | None = None) -> np.ndarray:
+    """The genome keeping the ``count`` (else `n_active`) highest scores (ties: the lower index)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     order = np.lexsort((np.arange(len(scores)), -scores))
     genome = np.zeros(len(scores), dtype=np.int8)
-    genome[order[: n_active(len(scores), density)]] = 1
+    genome[order[: count if count is not None else n_active(len(scores), density)]] = 1
     return genome
 
 
@@ -97,7 +114,8 @@ def l1_scores(x_train: np.ndarray, y_train: np.ndarray, k: int, *, seed: int) ->
     return scores
 
 
-def baseline_genome(name: str, encoding: Encoding, *, density: float, seed: int, evaluator=None) -> np.ndarray:
+def baseline_genome(name: str, encoding: Encoding, *, density: float, seed: int, evaluator=None,
+                    count: int | None = None) -> np.ndarray:
     """The genome a baseline picks.
 
     Args:
@@ -107,6 +125,8 @@ def baseline_genome(name: str, encoding: Encoding, *, density: float, seed: int,
         seed: the run seed (random masks, the L1 solver).
         evaluator: a `PopulationEvaluator` of the run (``magnitude`` trains the unpruned
             head with it; ``l1_selection`` reads its training features).
+        count: a fixed budget: exactly this many genes on, in place of ``density``
+            (``unpruned`` ignores it).
 
     Raises:
         ValueError: an unknown baseline, a density outside (0, 1], or ``l1_selection``
@@ -115,15 +135,16 @@ def baseline_genome(name: str, encoding: Encoding, *, density: float, seed: int,
     length = encoding.genome_length
     if name == "unpruned":
         return np.ones(length, dtype=np.int8)
+    k = count if count is not None else n_active(length, density)
     if name == "random_mask":
-        return random_mask_genome(length, density, seed)
+        return random_count_genome(length, k, seed)
     if name == "magnitude":
         head = evaluator.train_heads([np.ones(length, dtype=np.int8)])[0]
         kernels, _ = head.full_weights()
-        return top_k_genome(magnitude_scores(encoding, kernels), density)
+        return top_k_genome(magnitude_scores(encoding, kernels), count=k)
     if name == "l1_selection":
         if not isinstance(encoding, FeatureSelection):
             raise ValueError(f"baseline 'l1_selection' selects features; encoding {encoding.name!r} is not feature_selection")
         data = evaluator.data
-        return top_k_genome(l1_scores(data.x_train, data.y_train, n_active(length, density), seed=seed), density)
+        return top_k_genome(l1_scores(data.x_train, data.y_train, k, seed=seed), count=k)
     raise ValueError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")

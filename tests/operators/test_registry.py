@@ -19,11 +19,11 @@ if not hasattr(creator, "OpsRegIndividual"):
     creator.create("OpsRegIndividual", np.ndarray, fitness=creator.OpsRegFitness)
 
 BUILTINS = {
-    "crossover": ["one_point", "two_point", "uniform"],
-    "mutation": ["flip_bit", "flip_one", "mutate_categorical", "mutate_step"],
+    "crossover": ["one_point", "two_point", "two_point_k", "uniform", "uniform_k"],
+    "mutation": ["flip_bit", "flip_one", "mutate_categorical", "mutate_step", "swap", "swap_one"],
     "selection": ["best", "hamming_farthest", "heavy_knee_light", "nsga2", "nsga3", "random", "roulette",
                   "tournament"],
-    "init": ["bernoulli", "ones", "random_density", "uniform_int"],
+    "init": ["bernoulli", "ones", "random_density", "random_k", "uniform_int"],
 }
 
 
@@ -77,7 +77,7 @@ def test_unknown_name_lists_known_names() -> None:
     with pytest.raises(ValueError) as error:
         operators.get("crossover", "three_point")
     message = one_line(error)
-    assert "'three_point'" in message and "one_point, two_point, uniform" in message
+    assert "'three_point'" in message and "one_point, two_point, two_point_k, uniform, uniform_k" in message
     assert "cx*" in message
 
 
