@@ -31,7 +31,7 @@ read. Your own operator joins the registry with a decorator::
         return ind1, ind2
 """
 
-from . import crossover, init, mutation, selection
+from . import crossover, init, mutation, selection  # their decorators register the built-in operators
 from .registry import KINDS, PROBABILITY_OPTIONS, available, get, is_cardinality, register, register_on, resolve
 from . import integer  # registers the integer/categorical-genome operators (TASCNet stage 1)
 from . import cardinality  # registers the count-keeping operators (fixed-budget search, encoding.active)

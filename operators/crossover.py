@@ -22,6 +22,8 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from .registry import register
+
 __all__ = ["one_point", "two_point", "uniform"]
 
 # A genome: a NumPy 1-D array or a mutable sequence of 0/1 (list, array.array).
@@ -68,6 +70,7 @@ def _two_cuts(size: int) -> tuple[int, int]:
     return cxpoint2, cxpoint1
 
 
+@register("crossover")
 def one_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     """One-point crossover: the parents exchange everything after a random cut.
 
@@ -88,6 +91,7 @@ def one_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     return _segment_crossover("one_point", ind1, ind2, _one_cut)
 
 
+@register("crossover")
 def two_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     """Two-point crossover: the parents exchange the genes between two random cuts.
 
@@ -107,6 +111,7 @@ def two_point(ind1: Ind, ind2: Ind) -> tuple[Ind, Ind]:
     return _segment_crossover("two_point", ind1, ind2, _two_cuts)
 
 
+@register("crossover")
 def uniform(ind1: Ind, ind2: Ind, indpb: float = 0.5) -> tuple[Ind, Ind]:
     """Uniform crossover: each position is exchanged independently with ``indpb``.
 

@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .registry import register
+
 __all__ = ["random_density", "bernoulli", "ones"]
 
 
@@ -48,6 +50,7 @@ def _bernoulli_bits(n: int, density: float) -> list[int]:
     return bits
 
 
+@register("init", probabilities=("low", "high"))
 def random_density(
     container: Callable[..., Any],
     n: int,
@@ -88,6 +91,7 @@ def random_density(
     return _build(container, bits)
 
 
+@register("init")
 def bernoulli(container: Callable[..., Any], n: int, p: float = 0.5) -> Any:
     """Each bit is 1 with probability ``p``, independently; at least one bit is 1.
 
@@ -106,6 +110,7 @@ def bernoulli(container: Callable[..., Any], n: int, p: float = 0.5) -> Any:
     return _build(container, _bernoulli_bits(n, p))
 
 
+@register("init")
 def ones(container: Callable[..., Any], n: int) -> Any:
     """The unpruned head: every bit is 1. Useful to seed a population with the baseline.
 

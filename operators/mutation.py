@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .registry import register
+
 __all__ = ["flip_bit", "flip_one"]
 
 # A genome: a NumPy 1-D array or a mutable sequence of 0/1 (list, array.array).
@@ -27,6 +29,7 @@ def _flip_at(individual: Any, i: int) -> None:
         individual[i] = type(individual[i])(not individual[i])
 
 
+@register("mutation")
 def flip_bit(individual: Ind, indpb: float) -> tuple[Ind]:
     """Flips each bit independently with probability ``indpb``.
 
@@ -54,6 +57,7 @@ def flip_bit(individual: Ind, indpb: float) -> tuple[Ind]:
     return (individual,)
 
 
+@register("mutation")
 def flip_one(individual: Ind, indpb: float = 1.0) -> tuple[Ind]:
     """With probability ``indpb``, flips exactly one bit chosen uniformly at random.
 

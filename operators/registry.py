@@ -13,7 +13,10 @@ kind           called by the algorithm as                     DEAP fallback pref
 
 A name is looked up among the registered operators of its kind first, then among the
 ``deap.tools`` functions with the kind's prefix, so every DEAP operator is reachable by
-name too; ``"package.module:function"`` imports a function from anywhere.
+name too; ``"package.module:function"`` imports a function from anywhere. The built-in
+operators register themselves with the `register` decorator where they are defined
+(``crossover``, ``mutation``, ``selection``, ``init``, ``integer``), as a plugin would:
+this module imports none of them.
 
 Options are checked when a spec is resolved, where a config value enters the program,
 not deep inside a run: an unknown option, a missing required one, a probability outside
@@ -483,23 +486,3 @@ def load_plugins(modules: Iterable[str] = (), *, entry_points: bool = True) -> l
             loaded.append(point.value)
     return loaded
 
-
-def _register_builtins() -> None:
-    from . import crossover, init, mutation, selection
-
-    for function in (crossover.one_point, crossover.two_point, crossover.uniform):
-        register("crossover")(function)
-    for function in (mutation.flip_bit, mutation.flip_one):
-        register("mutation")(function)
-    for function in (selection.tournament, selection.roulette, selection.hamming_farthest,
-                     selection.nsga2, selection.best):
-        register("selection")(function)
-    register("selection", "random")(selection.random_choice)
-    # nsga3's ``p`` counts divisions of the reference simplex: not a probability.
-    register("selection", probabilities=(), counts=("p",))(selection.nsga3)
-    register("init", probabilities=("low", "high"))(init.random_density)
-    for function in (init.bernoulli, init.ones):
-        register("init")(function)
-
-
-_register_builtins()

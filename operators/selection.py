@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 from deap import tools
 
+from .registry import register
+
 __all__ = [
     "tournament",
     "roulette",
@@ -35,6 +37,7 @@ __all__ = [
 _ND_METHODS = ("standard", "log")
 
 
+@register("selection")
 def tournament(individuals: Sequence[Any], k: int, tournsize: int = 3) -> list[Any]:
     """Selects ``k`` times the best of ``tournsize`` individuals drawn with replacement.
 
@@ -59,6 +62,7 @@ def tournament(individuals: Sequence[Any], k: int, tournsize: int = 3) -> list[A
     return chosen
 
 
+@register("selection")
 def roulette(individuals: Sequence[Any], k: int) -> list[Any]:
     """Fitness-proportionate selection of ``k`` individuals, with replacement.
 
@@ -95,6 +99,7 @@ def roulette(individuals: Sequence[Any], k: int) -> list[Any]:
     return random.choices(individuals, weights=weights, k=k)
 
 
+@register("selection", "random")
 def random_choice(individuals: Sequence[Any], k: int) -> list[Any]:
     """Selects ``k`` individuals uniformly at random, with replacement (``selRandom``).
 
@@ -117,6 +122,7 @@ def _hamming(a: Any, b: Any) -> int:
     return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
 
 
+@register("selection")
 def hamming_farthest(individuals: Sequence[Any], k: int, candidates: int = 3) -> list[Any]:
     """EvoPruneDeepTL's parent selection: a random parent and its farthest candidate.
 
@@ -160,6 +166,7 @@ def _check_nd(name: str, nd: str) -> None:
         raise ValueError(f"{name}: nd={nd!r}; expected one of {', '.join(map(repr, _ND_METHODS))}")
 
 
+@register("selection")
 def nsga2(individuals: Sequence[Any], k: int, nd: str = "standard") -> list[Any]:
     """NSGA-II environmental selection (``deap.tools.selNSGA2``).
 
@@ -189,6 +196,8 @@ def _reference_points(nobj: int, p: int) -> np.ndarray:
     return points
 
 
+# nsga3's ``p`` counts divisions of the reference simplex: not a probability.
+@register("selection", probabilities=(), counts=("p",))
 def nsga3(
     individuals: Sequence[Any],
     k: int,
@@ -224,6 +233,7 @@ def nsga3(
     return tools.selNSGA3(list(individuals), k, ref_points, nd=nd)
 
 
+@register("selection")
 def best(individuals: Sequence[Any], k: int) -> list[Any]:
     """Selects the ``k`` fittest individuals, best first (``deap.tools.selBest``).
 
@@ -252,6 +262,7 @@ def _non_dominated(points: np.ndarray) -> np.ndarray:
     return ~dominated
 
 
+@register("selection", counts=())
 def heavy_knee_light(
     individuals: Sequence[Any],
     k: int = 3,
@@ -323,13 +334,3 @@ def heavy_knee_light(
     trio = [pool[heavy], pool[knee], pool[light]]
     return [trio[i % 3] for i in range(k)]
 
-
-def _register() -> None:
-    # The registry imports this module while it registers the built-ins, so this
-    # selection registers itself once the module is complete (as a plugin would).
-    from .registry import register
-
-    register("selection", counts=())(heavy_knee_light)
-
-
-_register()

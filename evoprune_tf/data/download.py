@@ -19,20 +19,39 @@ Offline: put the archives (e.g. ``rps.zip``, ``rps-test-set.zip``) in
 ``<cache>/datasets/evoprune/downloads/``, where they are unpacked from without any
 download, or unpack them yourself into the layout above (`offline_instructions` says
 both for a dataset).
+
+The registry of datasets lives in `evoprune_tf.data.datasets`, fetching and unpacking in
+`evoprune_tf.data.archives`; their public names stay importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import shutil
-import socket
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import warnings
+
+from evoprune_tf.data.archives import (
+    error_reason,
+    failure_message,
+    fetch,
+    holds_classes,
+    is_complete,
+    layout,
+    move_split,
+    probe_url,
+    staging_folder,
+)
+from evoprune_tf.data.datasets import (
+    CACHE_SUBDIR,
+    DATASETS as _DATASETS,
+    DEFAULT_DOWNLOAD_BASE,
+    DOWNLOAD_BASE_ENV,
+    DatasetArchive,
+    DownloadableDataset,
+    DownloadError,
+    known_datasets,
+)
 
 __all__ = [
     "CACHE_SUBDIR",
@@ -52,104 +71,7 @@ __all__ = [
     "offline_instructions",
 ]
 
-#: Environment variable that replaces `DEFAULT_DOWNLOAD_BASE` (mirrors, tests).
-DOWNLOAD_BASE_ENV = "EVOPRUNE_DOWNLOAD_BASE"
-#: Where the registered archives are published.
-DEFAULT_DOWNLOAD_BASE = "https://storage.googleapis.com/download.tensorflow.org/data"
-#: Sub-folder of the Keras cache that holds our datasets (and ``downloads/``).
-CACHE_SUBDIR = "datasets/evoprune"
-
 _SCHEMES = ("http://", "https://", "file://")
-# Folders that are never a dataset's class folders (macOS archive debris).
-_IGNORED_DIRS = ("__MACOSX",)
-# A dataset folder is searched this deep inside an unpacked archive.
-_SEARCH_DEPTH = 3
-
-
-class DownloadError(RuntimeError):
-    """A dataset could not be downloaded or unpacked; the message says what to do offline.
-
-    Args:
-        message: the one-line message.
-        url: the URL that failed.
-        reason: why, in a few words (the underlying error).
-    """
-
-    def __init__(self, message: str, *, url: str = "", reason: str = "") -> None:
-        super().__init__(message)
-        self.url = url
-        self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetArchive:
-    """One archive of a downloadable dataset.
-
-    Attributes:
-        file_name: the archive's name at the base URL and in the download cache.
-        split: the split it holds (``train``, ``test`` or ``val``): the sub-folder it becomes.
-        top_folder: the folder inside the archive that holds the class folders.
-        sha256: the archive's published SHA-256, checked after download from the
-            default base URL; None: not checked.
-        size: the archive's size in bytes (for messages), None when unknown.
-    """
-
-    file_name: str
-    split: str
-    top_folder: str
-    sha256: str | None = None
-    size: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class DownloadableDataset:
-    """A dataset that `download_dataset` can fetch by name.
-
-    Attributes:
-        name: the registry name (``download:NAME``).
-        title: a human name for messages.
-        archives: one archive per split.
-        class_names: the class folders every split holds.
-        citation: where the data comes from and its licence.
-    """
-
-    name: str
-    title: str
-    archives: tuple[DatasetArchive, ...]
-    class_names: tuple[str, ...]
-    citation: str = ""
-
-
-# The SHA-256 sums and sizes are the ones TensorFlow Datasets verifies for these very URLs
-# (tensorflow/datasets, tensorflow_datasets/url_checksums/rock_paper_scissors.txt); they
-# could not be re-computed here (no internet), so a changed upload shows up as a hash error.
-_DATASETS: dict[str, DownloadableDataset] = {
-    "rock_paper_scissors": DownloadableDataset(
-        name="rock_paper_scissors",
-        title="Rock-Paper-Scissors",
-        archives=(
-            DatasetArchive(
-                "rps.zip", "train", "rps",
-                sha256="c2403444395842ad04c53612bad54b574443eae17a0723117a2ff87b9d72194f", size=200_682_221,
-            ),
-            DatasetArchive(
-                "rps-test-set.zip", "test", "rps-test-set",
-                sha256="c27ab9fa43ce40b2e453de711365b477f4424586edf0388116674fd320f07503", size=29_516_758,
-            ),
-        ),
-        class_names=("paper", "rock", "scissors"),
-        citation="Laurence Moroney, Rock, Paper, Scissors Dataset (2019), CC BY 2.0; 2520 train / 372 test, 300x300 px",
-    ),
-}
-
-
-def known_datasets() -> tuple[str, ...]:
-    """Names that `download_dataset` and ``load_images("download:NAME")`` accept.
-
-    Returns:
-        The registered names, sorted.
-    """
-    return tuple(sorted(_DATASETS))
 
 
 def dataset_urls(name: str, *, base_url: str | None = None) -> tuple[str, ...]:
@@ -201,7 +123,7 @@ def is_downloaded(name: str, *, cache_dir: str | os.PathLike[str] | None = None)
         ValueError: an unknown name.
     """
     dataset = _dataset(name)
-    return _is_complete(_cache_root(cache_dir, create=False) / CACHE_SUBDIR / dataset.name, dataset)
+    return is_complete(_cache_root(cache_dir, create=False) / CACHE_SUBDIR / dataset.name, dataset)
 
 
 def check_download(
@@ -232,20 +154,20 @@ def check_download(
     dataset = _dataset(name)
     root = _cache_root(cache_dir, create=False)
     folder = root / CACHE_SUBDIR / dataset.name
-    if _is_complete(folder, dataset):
+    if is_complete(folder, dataset):
         return
     base = _base_url(base_url)
-    staging = _staging_folder(folder)
+    staging = staging_folder(folder)
     downloads = root / CACHE_SUBDIR / "downloads"
     for archive in dataset.archives:
-        if _holds_classes(staging / archive.split, dataset.class_names) or (downloads / archive.file_name).is_file():
+        if holds_classes(staging / archive.split, dataset.class_names) or (downloads / archive.file_name).is_file():
             continue
         url = f"{base}/{archive.file_name}"
         try:
-            _probe_url(url, timeout)
+            probe_url(url, timeout)
         except Exception as error:  # noqa: BLE001 - any failure means "cannot be had from here"
-            reason = _reason(error)
-            raise DownloadError(_failure_message(dataset, archive, url, reason, root), url=url, reason=reason) from None
+            reason = error_reason(error)
+            raise DownloadError(failure_message(dataset, archive, url, reason, root), url=url, reason=reason) from None
 
 
 def download_dataset(
@@ -288,31 +210,31 @@ def download_dataset(
     dataset = _dataset(name)
     root = _cache_root(cache_dir)
     folder = root / CACHE_SUBDIR / dataset.name
-    if _is_complete(folder, dataset):
+    if is_complete(folder, dataset):
         return folder
     if folder.exists():
         raise ValueError(
-            f"dataset folder '{folder}' exists but lacks some of {_layout(dataset)}; "
+            f"dataset folder '{folder}' exists but lacks some of {layout(dataset)}; "
             "expected that layout: complete it or delete the folder to download it again"
         )
     base = _base_url(base_url)
     if verify is None:
         verify = base == DEFAULT_DOWNLOAD_BASE
     downloads = root / CACHE_SUBDIR / "downloads"
-    staging = _staging_folder(folder)
+    staging = staging_folder(folder)
     downloads.mkdir(parents=True, exist_ok=True)
     staging.mkdir(parents=True, exist_ok=True)
     for archive in dataset.archives:
         target = staging / archive.split
-        if _holds_classes(target, dataset.class_names):
+        if holds_classes(target, dataset.class_names):
             continue  # unpacked by an earlier, interrupted call
         url = f"{base}/{archive.file_name}"
-        unpacked = _fetch(dataset, archive, url, downloads, verify=verify, timeout=timeout, root=root)
-        _move_split(dataset, archive, url, unpacked, downloads, target, root)
+        unpacked = fetch(dataset, archive, url, downloads, verify=verify, timeout=timeout, root=root)
+        move_split(dataset, archive, url, unpacked, downloads, target, root)
     try:
         os.replace(staging, folder)
     except OSError:
-        if not _is_complete(folder, dataset):  # else another process finished first: use its copy
+        if not is_complete(folder, dataset):  # else another process finished first: use its copy
             raise
         shutil.rmtree(staging, ignore_errors=True)
     return folder
@@ -340,7 +262,7 @@ def offline_instructions(name: str, *, cache_dir: str | os.PathLike[str] | None 
         size = f", {archive.size / 1e6:.1f} MB" if archive.size else ""
         lines.append(f"  {url}  ({archive.split}{size})")
     lines.append(f"then put the archives in {root / CACHE_SUBDIR / 'downloads'}/ (unpacked from there on first use)")
-    lines.append(f"or unpack them yourself as {_layout(dataset, folder)}")
+    lines.append(f"or unpack them yourself as {layout(dataset, folder)}")
     return "\n".join(lines)
 
 
@@ -369,9 +291,6 @@ def downloads_folder(*, cache_dir: str | os.PathLike[str] | None = None) -> path
         ``<cache>/datasets/evoprune/downloads``.
     """
     return _cache_root(cache_dir, create=False) / CACHE_SUBDIR / "downloads"
-
-
-# --------------------------------------------------------------------------- internals
 
 
 def _dataset(name: str) -> DownloadableDataset:
@@ -413,155 +332,3 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None, create: bool = True) -
         if create:
             root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def _staging_folder(folder: pathlib.Path) -> pathlib.Path:
-    # Hidden, next to the final folder (same file system, so the last step is one rename).
-    return folder.with_name(f".{folder.name}.partial")
-
-
-def _visible_dirs(folder: pathlib.Path) -> list[pathlib.Path]:
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return []
-    return [p for p in entries if p.is_dir() and not p.name.startswith(".") and p.name not in _IGNORED_DIRS]
-
-
-def _holds_classes(folder: pathlib.Path, class_names: tuple[str, ...]) -> bool:
-    names = {p.name for p in _visible_dirs(folder)}
-    return all(c in names for c in class_names)
-
-
-def _is_complete(folder: pathlib.Path, dataset: DownloadableDataset) -> bool:
-    return all(_holds_classes(folder / a.split, dataset.class_names) for a in dataset.archives)
-
-
-def _layout(dataset: DownloadableDataset, folder: pathlib.Path | None = None) -> str:
-    classes = "{" + ",".join(dataset.class_names) + "}"
-    prefix = f"{folder}/" if folder is not None else ""
-    return " and ".join(f"{prefix}{a.split}/{classes}/" for a in dataset.archives)
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    text = text if len(text) <= 160 else text[:157] + "..."
-    return f"{type(error).__name__}: {text}"
-
-
-def _failure_message(
-    dataset: DownloadableDataset, archive: DatasetArchive, url: str, reason: str, root: pathlib.Path
-) -> str:
-    downloads = root / CACHE_SUBDIR / "downloads"
-    folder = root / CACHE_SUBDIR / dataset.name
-    return (
-        f"cannot download {url} ({reason}); offline: put {archive.file_name} in {downloads}/ "
-        f"or its unpacked class folders at {folder}/{archive.split}/, or use local data "
-        f"(--data FOLDER / data.source; the demo: EVOPRUNE_ASSETS)"
-    )
-
-
-def _probe_url(url: str, timeout: float) -> None:
-    if url.lower().startswith("file://"):
-        path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no file {path}")
-        return
-    request = urllib.request.Request(url, method="HEAD")
-    try:
-        urllib.request.urlopen(request, timeout=timeout).close()
-    except urllib.error.HTTPError as error:
-        if error.code != 405:  # a server without HEAD still serves GET
-            raise
-
-
-def _fetch(
-    dataset: DownloadableDataset,
-    archive: DatasetArchive,
-    url: str,
-    downloads: pathlib.Path,
-    *,
-    verify: bool,
-    timeout: float,
-    root: pathlib.Path,
-) -> pathlib.Path:
-    """Download (unless cached) and unpack one archive with Keras; the folder to search."""
-    import keras
-
-    previous_timeout = socket.getdefaulttimeout()
-    if previous_timeout is None:
-        socket.setdefaulttimeout(timeout)
-    try:
-        # An absolute cache_subdir makes Keras ignore its own cache root (and its
-        # /tmp fallback): the archive lands exactly in `downloads`.
-        with warnings.catch_warnings():
-            # An archive that is no zip is reported below, with what to do.
-            warnings.filterwarnings("ignore", message="Could not extract archive")
-            result = keras.utils.get_file(
-                fname=archive.file_name, origin=url, cache_subdir=str(downloads), cache_dir=str(root),
-                file_hash=archive.sha256 if verify else None, extract=True,
-            )
-    except Exception as error:  # noqa: BLE001 - Keras raises a bare Exception for fetch failures
-        reason = _reason(error)
-        if "hash" in reason.lower():
-            reason += f"; the archive kept at {downloads / archive.file_name} is not the published one"
-        raise DownloadError(_failure_message(dataset, archive, url, reason, root), url=url, reason=reason) from None
-    finally:
-        if previous_timeout is None:
-            socket.setdefaulttimeout(None)
-    # Keras 3 (3.6 on) unpacks into '<stem>_extracted/' and returns that folder; Keras 2
-    # and early Keras 3 unpacked next to the archive and returned the archive's path.
-    path = pathlib.Path(result)
-    return path if path.is_dir() else path.parent
-
-
-def _locate(unpacked: pathlib.Path, archive: DatasetArchive, dataset: DownloadableDataset) -> pathlib.Path | None:
-    """The folder holding the class folders in an unpacked archive, or None.
-
-    The archive's own top folder wins; the other archives' top folders never match
-    (Keras 2 unpacked every archive into one shared folder); an archive re-packed
-    without its top folder, or with one more level, is found too.
-    """
-    others = {a.top_folder for a in dataset.archives if a is not archive}
-    found: list[pathlib.Path] = []
-    level = [unpacked]
-    for _ in range(_SEARCH_DEPTH + 1):
-        found.extend(p for p in level if _holds_classes(p, dataset.class_names))
-        level = [child for p in level for child in _visible_dirs(p) if child.name not in dataset.class_names]
-    named = [p for p in found if p.name == archive.top_folder]
-    if named:
-        return named[0]
-    found = [p for p in found if p.name not in others]
-    return found[0] if len(found) == 1 else None
-
-
-def _move_split(
-    dataset: DownloadableDataset,
-    archive: DatasetArchive,
-    url: str,
-    unpacked: pathlib.Path,
-    downloads: pathlib.Path,
-    target: pathlib.Path,
-    root: pathlib.Path,
-) -> None:
-    """Move one unpacked split into the staging folder and delete the archive's leftovers."""
-    source = _locate(unpacked, archive, dataset)
-    archive_path = downloads / archive.file_name
-    if source is None:
-        # Not a zip, or another layout: drop it so that the next call downloads again.
-        archive_path.unlink(missing_ok=True)
-        if downloads in unpacked.parents:
-            shutil.rmtree(unpacked, ignore_errors=True)
-        raise DownloadError(
-            f"{url} did not unpack into a folder with the class folders {', '.join(dataset.class_names)} "
-            f"(expected {archive.top_folder}/<class>/<image>); deleted it: retry, or put the class folders "
-            f"at {root / CACHE_SUBDIR / dataset.name}/{archive.split}/",
-            url=url, reason="not an archive of the class folders",
-        )
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    shutil.move(str(source), str(temporary))
-    os.replace(temporary, target)
-    archive_path.unlink(missing_ok=True)
-    if downloads in unpacked.parents:  # Keras 3's '<stem>_extracted/'; never the shared folder
-        shutil.rmtree(unpacked, ignore_errors=True)

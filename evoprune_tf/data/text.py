@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import math
 import os
 import pathlib
@@ -28,6 +27,8 @@ import re
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from evoprune_tf.splits import ThreeSplits
 
 __all__ = [
     "PAD",
@@ -72,7 +73,7 @@ _UNKNOWN_VECTOR_SCALE = 0.25
 
 
 @dataclasses.dataclass
-class TextSplits:
+class TextSplits(ThreeSplits):
     """Token-id sequences and labels of the three splits of a text corpus.
 
     Attributes:
@@ -99,11 +100,6 @@ class TextSplits:
     name: str = "corpus"
 
     @property
-    def n_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
-
-    @property
     def max_len(self) -> int:
         """Length of every padded sequence."""
         return int(self.x_train.shape[1])
@@ -113,25 +109,12 @@ class TextSplits:
         """Number of token ids, ``<pad>`` and ``<unk>`` included."""
         return len(self.vocab)
 
-    def splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{"train": (x, y), "val": ..., "test": ...}`` in that order."""
-        return {
-            "train": (self.x_train, self.y_train),
-            "val": (self.x_val, self.y_val),
-            "test": (self.x_test, self.y_test),
-        }
-
     def content_hash(self) -> str:
         """SHA-256 hex digest of the sequences, labels, vocabulary and class names.
 
         ``name`` is not part of it, so renaming a corpus does not invalidate caches.
         """
-        digest = hashlib.sha256(b"evoprune_tf.TextSplits/1\0")
-        for split, (x, y) in self.splits().items():
-            for kind, array in (("x", x), ("y", y)):
-                array = np.ascontiguousarray(array)
-                digest.update(f"{split}.{kind}:{array.dtype.str}:{array.shape}\0".encode())
-                digest.update(array.tobytes())
+        digest = self._arrays_digest(b"evoprune_tf.TextSplits/1\0", ("x", "y"))
         digest.update("\0".join(self.vocab).encode("utf-8"))
         digest.update(b"\1" + "\0".join(self.class_names).encode("utf-8"))
         return digest.hexdigest()
@@ -234,23 +217,8 @@ def load_text_corpus(
     class_names = tuple(sorted(class_files))
     sentences = {c: _read_sentences(class_files[c]) for c in class_names}
 
-    split_rng = np.random.default_rng([int(seed), _STREAM_SPLIT])
-    parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
-    for label, cls in enumerate(class_names):
-        lines = sentences[cls]
-        order = split_rng.permutation(len(lines))
-        n_test = int(round(len(lines) * test_fraction))
-        n_val = int(round(len(lines) * val_fraction))
-        if len(lines) - n_test - n_val < 1:
-            raise ValueError(
-                f"class '{cls}' has {len(lines)} sentences: val_fraction={val_fraction} and "
-                f"test_fraction={test_fraction} leave none for train; expected at least one"
-            )
-        bounds = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-        for split, idx in bounds.items():
-            parts[split][0].extend(lines[i] for i in idx)
-            parts[split][1].extend([label] * len(idx))
-
+    parts = _split_sentences(sentences, class_names, seed=seed, val_fraction=val_fraction,
+                             test_fraction=test_fraction)
     tokens = {s: [tokenize(t) for t in texts] for s, (texts, _) in parts.items()}
     vocab = _build_vocab(tokens["train"])
     if max_len is None:
@@ -269,6 +237,28 @@ def load_text_corpus(
         *arrays["train"], *arrays["val"], *arrays["test"],
         vocab=vocab, class_names=class_names, name=name or root.resolve().name,
     )
+
+
+def _split_sentences(sentences: dict[str, list[str]], class_names: tuple[str, ...], *, seed: int,
+                     val_fraction: float, test_fraction: float) -> dict[str, tuple[list[str], list[int]]]:
+    """Each class's sentences split (stratified, seeded) into ``{split: (texts, labels)}``."""
+    split_rng = np.random.default_rng([int(seed), _STREAM_SPLIT])
+    parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
+    for label, cls in enumerate(class_names):
+        lines = sentences[cls]
+        order = split_rng.permutation(len(lines))
+        n_test = int(round(len(lines) * test_fraction))
+        n_val = int(round(len(lines) * val_fraction))
+        if len(lines) - n_test - n_val < 1:
+            raise ValueError(
+                f"class '{cls}' has {len(lines)} sentences: val_fraction={val_fraction} and "
+                f"test_fraction={test_fraction} leave none for train; expected at least one"
+            )
+        bounds = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        for split, idx in bounds.items():
+            parts[split][0].extend(lines[i] for i in idx)
+            parts[split][1].extend([label] * len(idx))
+    return parts
 
 
 def load_glove(

@@ -161,12 +161,7 @@ def extract_in_child(
         }
         job_file = pathlib.Path(scratch) / "job.json"
         job_file.write_text(json.dumps(job))
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-        # The child imports this package as the parent did, installed or not.
-        root = str(pathlib.Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # share a GPU with the parent's JAX
+        env = _child_env()
         error_line = None
         with open(pathlib.Path(scratch) / "stderr.txt", "w+") as stderr:
             process = subprocess.Popen(
@@ -189,6 +184,12 @@ def extract_in_child(
                     process.wait()
             stderr.seek(0)
             tail = [line for line in stderr.read().splitlines() if line.strip()][-5:]
+    _raise_for_failure(error_line, code, path, tail)
+    return time.perf_counter() - started
+
+
+def _raise_for_failure(error_line: str | None, code: int, path: pathlib.Path, tail: Sequence[str]) -> None:
+    """Raise the child's reported input error as it was, or `ChildExtractionError` for any other failure."""
     if error_line is not None:
         name, _, message = error_line.partition(" ")
         if name in _INPUT_ERRORS:
@@ -198,11 +199,21 @@ def extract_in_child(
         raise ChildExtractionError(
             f"feature extraction child exited with status {code}" + (f": {' | '.join(tail)}" if tail else "")
         )
-    return time.perf_counter() - started
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment with Keras on TensorFlow and this package importable."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    # The child imports this package as the parent did, installed or not.
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # share a GPU with the parent's JAX
+    return env
 
 
 class _ProgressLines:
-    """What `_run_backbone` calls ``bar.update(n)`` on: one ``progress N`` line on stdout per batch."""
+    """What `run_backbone` calls ``bar.update(n)`` on: one ``progress N`` line on stdout per batch."""
 
     def update(self, n: int) -> None:
         print(f"progress {n}", flush=True)
@@ -247,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if keras.backend.backend() != "tensorflow":
             raise _NotOnTensorFlow(f"the child runs Keras on {keras.backend.backend()}; expected tensorflow")
         from evoprune_tf import backbones
-        from evoprune_tf.features.extract import _run_backbone, _write_cache
+        from evoprune_tf.features.cache import write_cache
+        from evoprune_tf.features.forward import run_backbone
 
         with np.load(job["images"], allow_pickle=False) as archive:
             images, digests = archive["images"], archive["digests"]
@@ -257,8 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = backbones.build_backbone(fields["backbone"], weights=job["weights"], image_size=fields["image_size"],
                                          **fields["options"])
         batch = max(1, min(int(job["batch_size"]), len(images)))
-        table = _run_backbone(model, images, batch, _ProgressLines())
-        _write_cache(pathlib.Path(job["path"]), digests, table, fields, job["key"])
+        table = run_backbone(model, images, batch, _ProgressLines())
+        write_cache(pathlib.Path(job["path"]), digests, table, fields, job["key"])
     except Exception as error:  # noqa: BLE001 - reported to the parent in one line, which decides
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error {type(error).__name__} {message}", flush=True)

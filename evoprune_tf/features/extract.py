@@ -20,9 +20,6 @@ entry, and the features equal in-process ones to float32 rounding.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import pathlib
 import tempfile
@@ -34,7 +31,25 @@ import numpy as np
 
 from evoprune_tf import backbones
 from evoprune_tf.data import ImageSplits, load_images
+from evoprune_tf.features.cache import (
+    CACHE_FORMAT_VERSION,
+    FeatureCacheInfo,
+    FeatureCacheWarning,
+    cache_path,
+    default_cache_dir,
+    feature_cache_key,
+    images_digest,
+    key_fields,
+    key_of,
+    lay_out,
+    read_cache,
+    set_digest,
+    split_digests,
+    weights_identity,
+    write_cache,
+)
 from evoprune_tf.features.child import ChildExtractionError, backend_installed, extract_in_child, process_backend
+from evoprune_tf.features.forward import run_backbone
 from evoprune_tf.features.splits import FeatureSplits
 
 __all__ = [
@@ -50,237 +65,6 @@ __all__ = [
     "load_features",
     "weights_identity",
 ]
-
-#: Bumped whenever the stored layout or the extraction changes meaning.
-CACHE_FORMAT_VERSION = 2
-
-
-
-class FeatureCacheWarning(RuntimeWarning):
-    """A cached feature file was corrupt or unreadable and is being recomputed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureCacheInfo:
-    """Where the features of one `extract_features_with_info` call came from.
-
-    Attributes:
-        path: the cache file (``None`` when caching was off).
-        key: the cache key (see `feature_cache_key`).
-        hit: True when the features were read from the cache.
-        seconds: wall time of the call (reading or extracting, writing).
-        backend: the Keras backend that extracted them (``""`` on a cache hit).
-        child: True when a child process extracted them (on TensorFlow).
-    """
-
-    path: pathlib.Path | None
-    key: str
-    hit: bool
-    seconds: float
-    backend: str = ""
-    child: bool = False
-
-
-def default_cache_dir() -> pathlib.Path:
-    """``$EVOPRUNE_CACHE_DIR`` when set, else ``~/.cache/evoprune_tf/features``."""
-    env = os.environ.get("EVOPRUNE_CACHE_DIR")
-    if env:
-        return pathlib.Path(env).expanduser()
-    return pathlib.Path.home() / ".cache" / "evoprune_tf" / "features"
-
-
-_WEIGHTS_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def weights_identity(weights: str | os.PathLike[str] | None) -> str:
-    """What identifies a weights choice in a cache key.
-
-    ``"imagenet"`` and ``None`` stand for themselves; a file is identified by the
-    SHA-256 of its bytes (so renaming or moving it keeps the cache, editing it does
-    not). Hashes are memoised per (path, size, mtime).
-
-    Raises:
-        FileNotFoundError: the weights path does not exist.
-    """
-    if weights is None:
-        return "random-init"
-    if isinstance(weights, str) and weights == "imagenet":
-        return "imagenet"
-    path = pathlib.Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights file '{path}' does not exist; expected 'imagenet', None or a path to a weights file"
-        )
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _WEIGHTS_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _WEIGHTS_HASHES[memo] = "sha256:" + digest.hexdigest()
-    return _WEIGHTS_HASHES[memo]
-
-
-def _key_fields(
-    backbone: str,
-    weights: str | os.PathLike[str] | None,
-    image_size: int,
-    content_hash: str,
-    backbone_kwargs: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    name = backbones.canonical_name(backbone)
-    return {
-        "format": CACHE_FORMAT_VERSION,
-        "backbone": name,
-        "options": backbones.canonical_options(name, **dict(backbone_kwargs or {})),
-        "weights": weights_identity(weights),
-        "image_size": int(image_size),
-        "images": content_hash,
-    }
-
-
-def _key_of(fields: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def _image_digests(pixels: np.ndarray) -> list[str]:
-    """SHA-256 of each image's bytes (with its dtype and shape): what identifies it in the cache."""
-    pixels = np.ascontiguousarray(pixels)
-    header = f"{pixels.dtype.str}:{pixels.shape[1:]}\0".encode()
-    return [hashlib.sha256(header + image.tobytes()).hexdigest() for image in pixels]
-
-
-def _split_digests(images: ImageSplits) -> dict[str, list[str]]:
-    return {split: _image_digests(pixels) for split, (pixels, _) in images.splits().items()}
-
-
-def _set_digest(digests: Mapping[str, list[str]]) -> str:
-    """One digest for the *set* of images, whatever the split, order or duplicates."""
-    unique = sorted({d for split in digests.values() for d in split})
-    return hashlib.sha256(("evoprune_tf.image_set/1\0" + "\n".join(unique)).encode()).hexdigest()
-
-
-def images_digest(images: ImageSplits) -> str:
-    """The digest of the set of images of ``images`` (split, order and labels left out).
-
-    Two `ImageSplits` holding the same pictures, however they are split (another seed,
-    another fold), have the same digest, hence share one feature cache file.
-
-    Args:
-        images: the dataset.
-
-    Returns:
-        A SHA-256 hex digest.
-    """
-    return _set_digest(_split_digests(images))
-
-
-def feature_cache_key(
-    images: ImageSplits | str,
-    *,
-    backbone: str,
-    weights: str | os.PathLike[str] | None,
-    image_size: int | None = None,
-    backbone_kwargs: Mapping[str, Any] | None = None,
-) -> str:
-    """The cache key of the features of ``images`` under a backbone.
-
-    SHA-256 of: the canonical backbone name, its options with defaults filled in, the
-    weights identity (`weights_identity`), the image size, the digest of the set of
-    images (`images_digest`: not their split) and `CACHE_FORMAT_VERSION`. The dataset's
-    name is not part of it.
-
-    Args:
-        images: the images, or their `images_digest`.
-        backbone: backbone name (any spelling).
-        weights: ``"imagenet"``, a weights file path or ``None``.
-        image_size: backbone input size; defaults to the images' size.
-        backbone_kwargs: extra backbone options (e.g. ``{"alpha": 0.5}``).
-
-    Returns:
-        A SHA-256 hex digest.
-    """
-    if isinstance(images, ImageSplits):
-        size = images.image_size if image_size is None else image_size
-        content = images_digest(images)
-    else:
-        if image_size is None:
-            raise ValueError("image_size=None with an images digest; expected the image size in pixels")
-        size, content = image_size, images
-    return _key_of(_key_fields(backbone, weights, size, content, backbone_kwargs))
-
-
-def _checksum(digests: np.ndarray, table: np.ndarray, meta: str) -> str:
-    digest = hashlib.sha256()
-    for name, array in (("digests", digests), ("features", table)):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    digest.update(meta.encode("utf-8"))
-    return digest.hexdigest()
-
-
-def _cache_path(cache_dir: pathlib.Path, fields: Mapping[str, Any], key: str) -> pathlib.Path:
-    return cache_dir / f"{fields['backbone']}_{fields['image_size']}px_{key}.npz"
-
-
-def _read_cache(path: pathlib.Path, key: str, images: ImageSplits,
-                digests: Mapping[str, list[str]] | None = None) -> FeatureSplits:
-    """Read and verify a cache file, then lay its rows out as the images' splits; raises on anything suspicious."""
-    with np.load(path, allow_pickle=False) as archive:
-        stored = archive["digests"]
-        table = archive["features"]
-        meta = str(archive["meta"])
-        stored_checksum = str(archive["checksum"])
-    if _checksum(stored, table, meta) != stored_checksum:
-        raise ValueError("checksum mismatch")
-    if json.loads(meta).get("key") != key:
-        raise ValueError("the file belongs to another cache key")
-    if table.dtype != np.float32 or table.ndim != 2 or len(table) != len(stored):
-        raise ValueError("features are not a float32 table with one row per image")
-    row = {str(d): i for i, d in enumerate(stored)}
-    digests = digests or _split_digests(images)
-    arrays: dict[str, np.ndarray] = {}
-    for split, (_, labels) in images.splits().items():
-        missing = [d for d in digests[split] if d not in row]
-        if missing:
-            raise ValueError(f"{len(missing)} {split} image(s) are not in the file")
-        index = np.asarray([row[d] for d in digests[split]], dtype=np.int64)
-        arrays[f"x_{split}"] = table[index] if len(index) else np.zeros((0, table.shape[1]), np.float32)
-        arrays[f"y_{split}"] = np.asarray(labels, dtype=np.int64).copy()
-    return FeatureSplits(**arrays, class_names=tuple(images.class_names), name=images.name)
-
-
-def _write_cache(path: pathlib.Path, digests: np.ndarray, table: np.ndarray, fields: Mapping[str, Any], key: str) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``.
-
-    Args:
-        path: the cache file.
-        digests: one image digest per row of ``table``.
-        table: float32 features, one row per distinct image.
-        fields: the key fields (recorded in the file's metadata).
-        key: the cache key.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digests = np.asarray(digests, dtype="<U64")
-    table = np.ascontiguousarray(table, dtype=np.float32)
-    meta = json.dumps({**fields, "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, sort_keys=True)
-    checksum = _checksum(digests, table, meta)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            np.savez(handle, digests=digests, features=table, meta=np.asarray(meta), checksum=np.asarray(checksum))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)  # temporary files are private (0600); the cache need not be
-        os.replace(handle.name, path)
-    except BaseException:
-        try:
-            os.unlink(handle.name)
-        except OSError:
-            pass
-        raise
 
 
 def _keras_home_models() -> pathlib.Path:
@@ -335,26 +119,6 @@ def check_imagenet_weights(
         ) from None
 
 
-def _run_backbone(model: Any, images: np.ndarray, batch_size: int, bar: Any) -> np.ndarray:
-    """Features of ``images`` in batches of exactly ``batch_size`` (the last one padded).
-
-    A constant batch shape means one traced / compiled function for every batch and
-    split. Padding is safe: the frozen backbone runs in inference mode, where every
-    sample is computed independently.
-    """
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].astype(np.float32)
-        n = len(batch)
-        if n < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), np.float32)])
-        out.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32)[:n])
-        bar.update(n)
-    if not out:
-        return np.zeros((0, int(model.output_shape[-1])), np.float32)
-    return np.concatenate(out)
-
-
 def extract_features_with_info(
     images: ImageSplits,
     *,
@@ -398,43 +162,18 @@ def extract_features_with_info(
         RuntimeError: ImageNet weights are needed, not cached and cannot be downloaded.
     """
     started = time.perf_counter()
-    if image_size is not None and image_size != images.image_size:
-        raise ValueError(
-            f"image_size={image_size!r} but the images are {images.image_size}x{images.image_size}; "
-            f"expected the size they were loaded at (load_images(..., image_size={image_size}))"
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
-    size = backbones.check_image_size(backbone, images.image_size)
-    digests = _split_digests(images)
-    fields = _key_fields(backbone, weights, size, _set_digest(digests), backbone_kwargs)
-    key = _key_of(fields)
+    size = _check_request(images, backbone, image_size, batch_size)
+    digests = split_digests(images)
+    fields = key_fields(backbone, weights, size, set_digest(digests), backbone_kwargs)
+    key = key_of(fields)
     folder = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = _cache_path(folder, fields, key) if cache else None
+    path = cache_path(folder, fields, key) if cache else None
 
-    if path is not None and path.exists():
-        try:
-            features = _read_cache(path, key, images, digests)
-        except Exception as error:  # noqa: BLE001 - zip, npz, json, shape errors: all mean "do not trust"
-            warnings.warn(
-                f"feature cache '{path}' is corrupt or unreadable ({type(error).__name__}: {error}); recomputing",
-                FeatureCacheWarning,
-                stacklevel=2,
-            )
-        else:
-            return features, FeatureCacheInfo(path, key, True, time.perf_counter() - started)
+    features = _cached(path, key, images, digests)
+    if features is not None:
+        return features, FeatureCacheInfo(path, key, True, time.perf_counter() - started)
 
-    # Each distinct image once, whatever split it is in: the table the cache stores.
-    first: dict[str, tuple[str, int]] = {}
-    for split, (pixels, _) in images.splits().items():
-        for i, d in enumerate(digests[split]):
-            first.setdefault(d, (split, i))
-    order = sorted(first)
-    pixels_of = images.splits()
-    unique = (
-        np.stack([pixels_of[first[d][0]][0][first[d][1]] for d in order])
-        if order else np.zeros((0, size, size, 3), np.float32)
-    )
+    order, unique = _distinct_images(images, digests, size)
     batch = max(1, min(batch_size, len(unique)))
     if len(unique) and _use_child(tensorflow_child):
         extracted_features = _extract_in_child(
@@ -449,17 +188,54 @@ def extract_features_with_info(
 
     model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
     with stage_progress(len(unique), f"{fields['backbone']} features", enabled=progress, leave=True) as bar:
-        table = _run_backbone(model, unique, batch, bar)
-    row = {d: i for i, d in enumerate(order)}
-    extracted = {}
-    for split, (_, labels) in images.splits().items():
-        index = np.asarray([row[d] for d in digests[split]], dtype=np.int64)
-        extracted[f"x_{split}"] = table[index] if len(index) else np.zeros((0, table.shape[1]), np.float32)
-        extracted[f"y_{split}"] = np.asarray(labels, dtype=np.int64).copy()
-    features = FeatureSplits(**extracted, class_names=tuple(images.class_names), name=images.name)
+        table = run_backbone(model, unique, batch, bar)
+    features = lay_out(table, order, images, digests)
     if path is not None:
-        _write_cache(path, np.asarray(order, dtype="<U64"), table, fields, key)
+        write_cache(path, np.asarray(order, dtype="<U64"), table, fields, key)
     return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started, backend=process_backend())
+
+
+def _check_request(images: ImageSplits, backbone: str, image_size: int | None, batch_size: Any) -> int:
+    """The backbone input size, after checking the size and batch size asked for (before any work)."""
+    if image_size is not None and image_size != images.image_size:
+        raise ValueError(
+            f"image_size={image_size!r} but the images are {images.image_size}x{images.image_size}; "
+            f"expected the size they were loaded at (load_images(..., image_size={image_size}))"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive integer")
+    return backbones.check_image_size(backbone, images.image_size)
+
+
+def _cached(path: pathlib.Path | None, key: str, images: ImageSplits,
+            digests: Mapping[str, list[str]]) -> FeatureSplits | None:
+    """The features from the cache file, or None (no file, or one not to trust: a warning)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return read_cache(path, key, images, digests)
+    except Exception as error:  # noqa: BLE001 - zip, npz, json, shape errors: all mean "do not trust"
+        warnings.warn(
+            f"feature cache '{path}' is corrupt or unreadable ({type(error).__name__}: {error}); recomputing",
+            FeatureCacheWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _distinct_images(images: ImageSplits, digests: Mapping[str, list[str]], size: int) -> tuple[list[str], np.ndarray]:
+    """Each distinct image once, whatever split it is in (sorted by digest): the table the cache stores."""
+    first: dict[str, tuple[str, int]] = {}
+    for split, (pixels, _) in images.splits().items():
+        for i, d in enumerate(digests[split]):
+            first.setdefault(d, (split, i))
+    order = sorted(first)
+    pixels_of = images.splits()
+    unique = (
+        np.stack([pixels_of[first[d][0]][0][first[d][1]] for d in order])
+        if order else np.zeros((0, size, size, 3), np.float32)
+    )
+    return order, unique
 
 
 def _use_child(tensorflow_child: bool | None) -> bool:
@@ -498,7 +274,7 @@ def _extract_in_child(
         try:
             extract_in_child(unique, order, fields=fields, key=key, weights=weights, batch_size=batch_size,
                              path=target, progress=progress)
-            return _read_cache(target, key, images, digests)
+            return read_cache(target, key, images, digests)
         except ChildExtractionError as error:
             if required:
                 raise

@@ -10,9 +10,11 @@ import dataclasses
 
 import numpy as np
 
+from evoprune_tf.splits import ThreeSplits
+
 
 @dataclasses.dataclass(frozen=True)
-class FeatureSplits:
+class FeatureSplits(ThreeSplits):
     """Float32 features and integer labels for the three splits of a dataset.
 
     Evolution selects on ``val`` only; ``test`` is kept for the final report.
@@ -42,8 +44,7 @@ class FeatureSplits:
     scaling: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
-        for split in ("train", "val", "test"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        for split, (x, y) in self.splits().items():
             if x.ndim != 2:
                 raise ValueError(f"x_{split} has shape {x.shape}; expected (samples, features)")
             if len(x) != len(y):
@@ -55,8 +56,7 @@ class FeatureSplits:
         if len(self.x_train) == 0 or len(self.x_val) == 0:
             raise ValueError("train and validation splits must not be empty")
         n_classes = len(self.class_names)
-        for split in ("train", "val", "test"):
-            y = getattr(self, f"y_{split}")
+        for split, (_, y) in self.splits().items():
             if len(y) and (y.min() < 0 or y.max() >= n_classes):
                 raise ValueError(
                     f"y_{split} holds labels in [{y.min()}, {y.max()}]; expected [0, {n_classes - 1}]"
@@ -66,11 +66,6 @@ class FeatureSplits:
     def n_features(self) -> int:
         """Width of the feature vectors (the backbone's pooled output)."""
         return int(self.x_train.shape[1])
-
-    @property
-    def n_classes(self) -> int:
-        """Number of classes."""
-        return len(self.class_names)
 
     def standardized(self) -> "FeatureSplits":
         """Features z-scored with the *train* split's per-feature mean and std.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from evoprune_tf.report.influence import explanation_weights
-from evoprune_tf.report.plots import overlay_heatmaps
+from evoprune_tf.plots import overlay_heatmaps
 from evoprune_tf.train.heads import TrainedHead
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; see the module docstring
@@ -222,7 +222,7 @@ def save_explanations(
     Each image's heatmap explains the head's *predicted* class for it
     (`explanation_weights` with the ReLU gates measured on these images); panel titles
     read ``true -> predicted (probability)``. Drawn by
-    `evoprune_tf.report.plots.overlay_heatmaps`.
+    `evoprune_tf.plots.overlay_heatmaps`.
 
     Args:
         backbone_model: the pooled backbone the head's features came from.

@@ -112,26 +112,7 @@ def evaluate_ensembles(
             negative band, an empty split or OOD features of the wrong width.
     """
     heads = list(heads)
-    if not heads:
-        raise ValueError("heads is empty; expected at least one trained head")
-    if len(member_scores) != len(heads):
-        raise ValueError(f"{len(member_scores)} member scores for {len(heads)} heads; expected one per head")
-    missing = [i for i, s in enumerate(member_scores) if "accuracy" not in s]
-    if missing:
-        raise ValueError(f"member_scores {missing[:5]} have no 'accuracy'; expected validation accuracy per member")
-    if not band >= 0:
-        raise ValueError(f"band={band!r}; expected a non-negative accuracy difference")
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature!r}; expected a positive number")
-    if split not in ("test", "val"):
-        raise ValueError(f"split={split!r}; expected 'test' or 'val'")
-    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
-    if len(y) == 0:
-        raise ValueError(f"the {split} split of {data.name!r} is empty; expected samples to score the ensembles on")
-    if ood is not None:
-        ood = np.asarray(ood, dtype=np.float32)
-        if ood.ndim != 2 or ood.shape[1] != data.n_features or len(ood) == 0:
-            raise ValueError(f"ood has shape {ood.shape}; expected (n > 0, {data.n_features}) like the dataset")
+    x, y, ood = _checked_inputs(heads, member_scores, data, ood, band=band, temperature=temperature, split=split)
 
     val_acc = np.array([float(s["accuracy"]) for s in member_scores])
     val_loss = np.array([float(s.get("loss", 0.0)) for s in member_scores])
@@ -166,3 +147,30 @@ def evaluate_ensembles(
         "all": ensemble(list(range(len(heads)))),
         "banded": ensemble(banded),
     }
+
+
+def _checked_inputs(heads: list[TrainedHead], member_scores: Sequence[dict], data: FeatureSplits,
+                    ood: np.ndarray | None, *, band: float, temperature: float,
+                    split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The scored split's ``(x, y)`` and the OOD features as float32, after checking every argument."""
+    if not heads:
+        raise ValueError("heads is empty; expected at least one trained head")
+    if len(member_scores) != len(heads):
+        raise ValueError(f"{len(member_scores)} member scores for {len(heads)} heads; expected one per head")
+    missing = [i for i, s in enumerate(member_scores) if "accuracy" not in s]
+    if missing:
+        raise ValueError(f"member_scores {missing[:5]} have no 'accuracy'; expected validation accuracy per member")
+    if not band >= 0:
+        raise ValueError(f"band={band!r}; expected a non-negative accuracy difference")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}; expected a positive number")
+    if split not in ("test", "val"):
+        raise ValueError(f"split={split!r}; expected 'test' or 'val'")
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
+    if len(y) == 0:
+        raise ValueError(f"the {split} split of {data.name!r} is empty; expected samples to score the ensembles on")
+    if ood is not None:
+        ood = np.asarray(ood, dtype=np.float32)
+        if ood.ndim != 2 or ood.shape[1] != data.n_features or len(ood) == 0:
+            raise ValueError(f"ood has shape {ood.shape}; expected (n > 0, {data.n_features}) like the dataset")
+    return x, y, ood

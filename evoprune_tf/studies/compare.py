@@ -14,11 +14,10 @@ tag and says whether one group beats another:
 * a comparison run in the same experiment (tag ``evoprune.kind = comparison``) holding
   all of the above as artifacts. Comparison runs are never read back as study runs.
 
-Runs are read through `mlflow.MlflowClient` with an explicit tracking URI rather than the
-fluent `mlflow.search_runs`, which only reads the process-wide URI: setting that would
-change ``MLFLOW_TRACKING_URI`` for the whole process (and any child process). The rows
-are laid out as `mlflow.search_runs(output_format="pandas")` lays them out
-(``run_id``, ``status``, ``metrics.<name>``, ``tags.<name>``...).
+The steps live in their own modules, re-exported here: reading and pairing the runs
+(`evoprune_tf.studies.runs`), the result and metric directions
+(`evoprune_tf.studies.comparison`), the markdown (`evoprune_tf.studies.markdown`), the
+convergence plot and the comparison run (`evoprune_tf.studies.comparison_run`).
 
 CLI: `compare_main` parses ``--experiment``, ``--filter``, ``--group-by tag1,tag2``,
 ``--metric``, ``--out``, ``--tracking-uri`` and more (see `add_compare_arguments`).
@@ -27,17 +26,14 @@ CLI: `compare_main` parses ``--experiment``, ``--filter``, ``--group-by tag1,tag
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Hashable, Sequence
 
-import numpy as np
-
-from evoprune_tf.tracking.owner import reap_if_dead
-from evoprune_tf.report.text import plural
+from evoprune_tf.studies.comparison import DEFAULT_METRICS, ComparisonResult, metric_direction
+from evoprune_tf.studies.comparison_run import convergence_plot, log_comparison_run
+from evoprune_tf.studies.markdown import format_markdown
+from evoprune_tf.studies.runs import SEED_TAG, group_runs, mean_std, missing, read_runs, seed_order, seed_value
 from evoprune_tf.studies.stats import (
     FriedmanResult,
     WilcoxonResult,
@@ -62,402 +58,6 @@ __all__ = [
     "read_runs",
     "run_compare",
 ]
-
-SEED_TAG = "evoprune.seed"
-KIND_TAG = "evoprune.kind"
-COMPARISON_KIND = "comparison"
-
-#: Final metrics tabulated by default; those no selected run has are left out.
-DEFAULT_METRICS: tuple[str, ...] = (
-    "test_accuracy_mean",
-    "active_percent",
-    "active_fraction",
-    "params",
-    "flops",
-    "hypervolume",
-    "wall_seconds",
-)
-
-# Which way is better for the metrics the runs log; anything else must be told.
-_KNOWN_DIRECTIONS: dict[str, bool] = {
-    "test_accuracy_mean": True,
-    "test_accuracy": True,
-    "val_accuracy": True,
-    "accuracy": True,
-    "hypervolume": True,
-    "auroc": True,
-    "active_percent": False,
-    "active_fraction": False,
-    "params": False,
-    "flops": False,
-    "macs": False,
-    "wall_seconds": False,
-    "loss": False,
-    "test_loss": False,
-}
-
-_UNSET = "(unset)"
-
-
-@dataclass
-class ComparisonResult:
-    """What `compare` found.
-
-    Attributes:
-        experiment: Experiment name.
-        filter_string: The MLflow filter the runs were selected with.
-        group_by: Tags that define the groups.
-        metric: The metric the tests ran on.
-        higher_is_better: Its direction.
-        groups: Group names, best mean on ``metric`` first.
-        run_ids: Group name -> ids of its selected runs.
-        values: Group name -> (seed -> ``metric``) over the runs that logged it.
-        seeds: The seeds every group has (the pairs of the tests).
-        table: One row per group (order of ``groups``): the group tags, ``n_runs``, and
-            ``<m>_mean``, ``<m>_std``, ``<m>_n`` per tabulated metric.
-        test: Wilcoxon (2 groups) or Friedman (>= 3 groups) result; None for 1 group.
-        pair: For 2 groups, the ``(a, b)`` order of the Wilcoxon test (``a`` = best mean).
-        files: Output name (``markdown``, ``csv``, ``values``, ``pairwise``,
-            ``cd_diagram``, ``convergence``) -> path written.
-        run_id: Id of the logged comparison run, or None.
-        alpha: Significance level.
-    """
-
-    experiment: str
-    filter_string: str
-    group_by: tuple[str, ...]
-    metric: str
-    higher_is_better: bool
-    groups: list[str]
-    run_ids: dict[str, list[str]]
-    values: dict[str, dict[Hashable, float]]
-    seeds: list[Hashable]
-    table: "pandas.DataFrame"
-    test: WilcoxonResult | FriedmanResult | None
-    pair: tuple[str, str] | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    run_id: str | None = None
-    alpha: float = 0.05
-
-
-def metric_direction(metric: str, higher_is_better: bool | None = None) -> bool:
-    """Whether higher values of ``metric`` are better.
-
-    Args:
-        metric: Metric name.
-        higher_is_better: An explicit answer, returned as is when given.
-
-    Returns:
-        True for higher-is-better metrics (accuracy, hypervolume), False for
-        lower-is-better ones (active share, params, FLOPs, wall time, loss).
-
-    Raises:
-        ValueError: For a metric of unknown direction when none is given.
-    """
-    if higher_is_better is not None:
-        return bool(higher_is_better)
-    if metric in _KNOWN_DIRECTIONS:
-        return _KNOWN_DIRECTIONS[metric]
-    raise ValueError(
-        f"metric {metric!r} has no known direction; pass higher_is_better=True or False "
-        "(--higher-is-better / --lower-is-better)"
-    )
-
-
-def read_runs(
-    tracking_uri: str,
-    experiment: str,
-    *,
-    filter_string: str = "",
-    statuses: Sequence[str] | None = ("FINISHED",),
-) -> "pandas.DataFrame":
-    """Runs of an experiment as a DataFrame, in `mlflow.search_runs`' pandas layout.
-
-    Comparison runs (tag ``evoprune.kind = comparison``) are left out.
-
-    Args:
-        tracking_uri: MLflow tracking URI, e.g. ``sqlite:///mlruns/mlflow.db``.
-        experiment: Experiment name.
-        filter_string: MLflow search filter, e.g. ``tags."evoprune.dataset" = 'rps'``.
-        statuses: Run statuses to keep (None keeps all).
-
-    Returns:
-        One row per run: ``run_id``, ``status``, ``start_time``, ``metrics.<name>``
-        (latest value: the last step for per-generation metrics), ``params.<name>``,
-        ``tags.<name>``.
-
-    Raises:
-        ValueError: When the experiment does not exist.
-    """
-    import pandas as pd
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ValueError(f"experiment {experiment!r} not found in {tracking_uri}")
-    rows = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [exp.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
-        )
-        for run in page:
-            run = reap_if_dead(client, run)  # a RUNNING run whose process died is listed as KILLED
-            row: dict[str, object] = {
-                "run_id": run.info.run_id,
-                "status": run.info.status,
-                "start_time": run.info.start_time,
-            }
-            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-            row.update({f"params.{k}": v for k, v in run.data.params.items()})
-            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
-            rows.append(row)
-        token = page.token
-        if not token:
-            break
-    frame = pd.DataFrame(rows, columns=None if rows else ["run_id", "status", "start_time"])
-    kind = f"tags.{KIND_TAG}"
-    if kind in frame:
-        frame = frame[frame[kind].fillna("") != COMPARISON_KIND]
-    if statuses is not None:
-        frame = frame[frame["status"].isin(list(statuses))]
-    return frame.reset_index(drop=True)
-
-
-def _seed_value(text: object) -> Hashable:
-    """A seed tag as an int where it is one (so seeds sort 2 < 10), else as text."""
-    try:
-        return int(str(text))
-    except ValueError:
-        return str(text)
-
-
-def _seed_order(seed: Hashable) -> tuple[bool, int | str]:
-    """Sort key putting integer seeds first, in numeric order."""
-    return (not isinstance(seed, int), seed if isinstance(seed, int) else str(seed))
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, sample std (ddof=1; nan for one value) and count of the finite values."""
-    array = np.asarray([v for v in values if not _missing(v)], dtype=float)
-    if array.size == 0:
-        return math.nan, math.nan, 0
-    std = float(np.std(array, ddof=1)) if array.size > 1 else math.nan
-    return float(np.mean(array)), std, int(array.size)
-
-
-def _format_number(value: float) -> str:
-    if _missing(value):
-        return ""
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3g}"
-    return f"{value:.4g}"
-
-
-def _format_p(p: float) -> str:
-    return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
-
-
-def _p_verdict(p: float, alpha: float) -> str:
-    """``p = 0.0312 (significant at alpha = 0.05)``: a test's p-value and what it means at ``alpha``."""
-    verdict = "significant" if p < alpha else "not significant"
-    return f"p = {_format_p(p)} ({verdict} at alpha = {alpha})"
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def format_markdown(result: ComparisonResult) -> str:
-    """The comparison as readable markdown: selection, table, tests with p-values.
-
-    Args:
-        result: What `compare` returned.
-
-    Returns:
-        Markdown text (also what `compare` saves as ``comparison.md``).
-    """
-    direction = "higher is better" if result.higher_is_better else "lower is better"
-    parts = [
-        f"# Comparison: {result.metric} ({direction}) by {', '.join(result.group_by)}",
-        "",
-        f"Experiment `{result.experiment}`, filter `{result.filter_string or '(none)'}`, "
-        f"{plural(sum(len(ids) for ids in result.run_ids.values()), 'run')} in "
-        f"{plural(len(result.groups), 'group')}, {plural(len(result.seeds), 'paired seed')}: {result.seeds}.",
-        "",
-    ]
-    metrics = [c[: -len("_mean")] for c in result.table.columns if c.endswith("_mean")]
-    header = ["group", "runs", *[f"{m} (mean ± std, n)" for m in metrics]]
-    rows = []
-    for _, row in result.table.iterrows():
-        cells = [str(row["group"]), str(int(row["n_runs"]))]
-        for m in metrics:
-            mean, std, n = row[f"{m}_mean"], row[f"{m}_std"], int(row[f"{m}_n"])
-            if n == 0:
-                cells.append("")
-            elif _missing(std):
-                cells.append(f"{_format_number(mean)} (n={n})")
-            else:
-                cells.append(f"{_format_number(mean)} ± {_format_number(std)} (n={n})")
-        rows.append(cells)
-    parts += [_markdown_table(header, rows), ""]
-
-    test = result.test
-    if test is None:
-        parts.append("Only one group: no test.")
-    elif isinstance(test, WilcoxonResult):
-        a, b = result.pair or result.groups[:2]
-        parts += [
-            f"## Wilcoxon signed-rank, paired over {plural(test.n, 'seed')} "
-            f"({plural(test.n_nonzero, 'nonzero difference')})",
-            "",
-            f"- `{a}` vs `{b}`: W = {test.statistic:.4g}, {_p_verdict(test.p_value, result.alpha)}",
-            f"- median difference ({a} − {b}): {_format_number(test.median_difference)}",
-            f"- {a} better on {test.win_fraction:.0%} of the paired seeds (ties count half)",
-            f"- Vargha-Delaney A (P[{a} better than {b}]): {test.a12:.3f} ({test.magnitude})",
-        ]
-    else:
-        parts += [
-            f"## Friedman test, {test.k} groups paired over {plural(test.n, 'seed')}",
-            "",
-            f"chi² = {test.statistic:.4g}, {_p_verdict(test.p_value, test.alpha)}; "
-            f"Nemenyi critical difference = {test.critical_difference:.3f}",
-            "",
-            _markdown_table(
-                ["rank", "group", "average rank"],
-                [[str(i + 1), name, f"{r:.3f}"] for i, (name, r) in enumerate(test.average_ranks.items())],
-            ),
-            "",
-            "### Post-hoc pairs (Wilcoxon with Holm correction; Nemenyi on ranks)",
-            "",
-            _markdown_table(
-                ["a", "b", "rank diff", "Wilcoxon p", "Holm p", "Nemenyi p", "A(a better)", "effect", "significant"],
-                [
-                    [
-                        p.a, p.b, f"{p.rank_difference:.3f}", _format_p(p.wilcoxon_p), _format_p(p.holm_p),
-                        _format_p(p.nemenyi_p), f"{p.a12:.3f}", p.magnitude, "yes" if p.significant else "no",
-                    ]
-                    for p in test.pairwise
-                ],
-            ),
-        ]
-        if test.p_value >= test.alpha:
-            parts += ["", "The Friedman test is not significant: read the post-hoc pairs as exploratory."]
-    return "\n".join(parts) + "\n"
-
-
-def _group_runs(
-    frame: "pandas.DataFrame", group_by: Sequence[str]
-) -> tuple[dict[str, list[int]], dict[str, tuple[str, ...]]]:
-    """Row indices per group name and each group's tag values."""
-    members: dict[str, list[int]] = {}
-    keys: dict[str, tuple[str, ...]] = {}
-    for index, row in frame.iterrows():
-        key = tuple(
-            _UNSET if _missing(row.get(f"tags.{tag}")) else str(row.get(f"tags.{tag}")) for tag in group_by
-        )
-        name = "/".join(key)
-        members.setdefault(name, []).append(index)
-        keys[name] = key
-    return members, keys
-
-
-def _convergence_plot(
-    client: "MlflowClient",
-    run_ids: Mapping[str, Sequence[str]],
-    curve_metric: str,
-    path: Path,
-    title: str,
-) -> Path | None:
-    """Mean ± std of a per-generation metric per group; None when no run logged it."""
-    from matplotlib.figure import Figure
-
-    curves = {}
-    for name, ids in run_ids.items():
-        by_step: dict[int, list[float]] = {}
-        for run_id in ids:
-            for point in client.get_metric_history(run_id, curve_metric):
-                by_step.setdefault(int(point.step), []).append(float(point.value))
-        if by_step:
-            steps = np.asarray(sorted(by_step))
-            mean = np.asarray([np.mean(by_step[s]) for s in steps])
-            std = np.asarray([np.std(by_step[s], ddof=1) if len(by_step[s]) > 1 else 0.0 for s in steps])
-            curves[name] = (steps, mean, std)
-    if not curves:
-        return None
-    fig = Figure(figsize=(7.0, 4.5))
-    ax = fig.subplots()
-    for name, (steps, mean, std) in curves.items():
-        (line,) = ax.plot(steps, mean, lw=1.8, label=f"{name} (n={len(run_ids[name])})")
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlabel("generation")
-    ax.set_ylabel(f"{curve_metric} (mean ± std over seeds)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
-def _log_comparison_run(
-    client: "MlflowClient", experiment_id: str, result: ComparisonResult, seed_tag: str
-) -> str:
-    """A FINISHED run tagged ``evoprune.kind = comparison`` holding the outputs."""
-    from mlflow.entities import Metric, Param
-
-    by = ",".join(result.group_by)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"compare {result.metric} by {by}",
-        tags={
-            KIND_TAG: COMPARISON_KIND,
-            "evoprune.compare.group_by": by,
-            "evoprune.compare.metric": result.metric,
-            # Tags, not params: not write-once and longer; cut well below MLflow's 8000-char limit.
-            "evoprune.compare.filter": result.filter_string[:4000],
-            "evoprune.compare.groups": ",".join(result.groups)[:4000],
-        },
-    )
-    run_id = run.info.run_id
-    try:
-        metrics = {"n_groups": len(result.groups), "n_seeds": len(result.seeds)}
-        test = result.test
-        if test is not None:
-            metrics.update({"statistic": test.statistic, "p_value": test.p_value})
-        if isinstance(test, WilcoxonResult):
-            metrics.update(
-                {"a12": test.a12, "median_difference": test.median_difference, "win_fraction": test.win_fraction}
-            )
-        elif isinstance(test, FriedmanResult):
-            metrics["critical_difference"] = test.critical_difference
-        params = {
-            "metric": result.metric,
-            "group_by": by,
-            "higher_is_better": str(result.higher_is_better),
-            "alpha": str(result.alpha),
-            "seed_tag": seed_tag,
-        }
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if not _missing(v)],
-            params=[Param(k, v) for k, v in params.items()],
-        )
-        for path in result.files.values():
-            client.log_artifact(run_id, str(path), "comparison")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 def compare(
@@ -507,16 +107,53 @@ def compare(
             a seed tag, two runs of one group with the same seed, a metric no run logged,
             or groups with different seeds (naming the missing seeds per group).
     """
-    import pandas as pd
     from mlflow import MlflowClient
 
+    group_by = _checked_group_by(group_by, alpha)
+    higher = metric_direction(metric, higher_is_better)
+    frame = read_runs(tracking_uri, experiment, filter_string=filter_string, statuses=statuses)
+    _check_selection(frame, experiment, filter_string, statuses, metric, seed_tag)
+
+    members, keys = group_runs(frame, group_by)
+    values = _values_by_group(frame, members, f"metrics.{metric}", f"tags.{seed_tag}")
+
+    # Best mean first: tables and the Wilcoxon pair then read "winner vs the rest".
+    def sort_key(name: str) -> tuple[bool, float, str]:
+        mean = mean_std(list(values[name].values()))[0]
+        return (missing(mean), -mean if higher else mean, name)
+
+    names = sorted(members, key=sort_key)
+    tabulated = [metric, *[m for m in metrics if m != metric and f"metrics.{m}" in frame]]
+    table = _summary_table(frame, names, members, keys, group_by, tabulated)
+    seeds, test, pair = _paired_test(names, values, metric, higher, alpha, drop_incomplete)
+
+    run_ids = {name: frame.loc[members[name], "run_id"].tolist() for name in names}
+    result = ComparisonResult(
+        experiment=experiment, filter_string=filter_string, group_by=group_by, metric=metric,
+        higher_is_better=higher, groups=names, run_ids=run_ids, values={name: values[name] for name in names},
+        seeds=seeds, table=table, test=test, pair=pair, alpha=alpha,
+    )
+    client = MlflowClient(tracking_uri=tracking_uri)
+    result.files = _write_files(result, Path(out_dir), client, curve_metric, seed_tag)
+    if log_to_mlflow:
+        exp = client.get_experiment_by_name(experiment)
+        result.run_id = log_comparison_run(client, exp.experiment_id, result, seed_tag)
+    return result
+
+
+def _checked_group_by(group_by: Sequence[str], alpha: float) -> tuple[str, ...]:
+    """The tags as a tuple, after refusing no tags or an ``alpha`` outside (0, 1)."""
     group_by = tuple(group_by)
     if not group_by:
         raise ValueError("group_by is empty; expected tags such as ['evoprune.algorithm']")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha!r} is outside (0, 1)")
-    higher = metric_direction(metric, higher_is_better)
-    frame = read_runs(tracking_uri, experiment, filter_string=filter_string, statuses=statuses)
+    return group_by
+
+
+def _check_selection(frame: "pandas.DataFrame", experiment: str, filter_string: str,
+                     statuses: Sequence[str] | None, metric: str, seed_tag: str) -> None:
+    """Refuse an empty selection, a metric no run logged, or a run without the seed tag (one line each)."""
     if frame.empty:
         kept = "any status" if statuses is None else "/".join(statuses)
         raise ValueError(
@@ -532,14 +169,17 @@ def compare(
         shown = f"{lacking[:5]}{'...' if len(lacking) > 5 else ''}"
         raise ValueError(f"runs {shown} have no {seed_tag!r} tag to pair seeds by")
 
-    members, keys = _group_runs(frame, group_by)
+
+def _values_by_group(frame: "pandas.DataFrame", members: dict[str, list[int]], metric_col: str,
+                     seed_col: str) -> dict[str, dict[Hashable, float]]:
+    """Group name -> (seed -> metric value) over the runs that logged it; two runs of one seed are refused."""
     values: dict[str, dict[Hashable, float]] = {}
     for name, rows in members.items():
         per_seed: dict[Hashable, float] = {}
         for index in rows:
-            seed = _seed_value(frame.at[index, seed_col])
+            seed = seed_value(frame.at[index, seed_col])
             value = frame.at[index, metric_col]
-            if _missing(value):
+            if missing(value):
                 continue
             if seed in per_seed:
                 raise ValueError(
@@ -547,28 +187,34 @@ def compare(
                 )
             per_seed[seed] = float(value)
         values[name] = per_seed
+    return values
 
-    # Best mean first: tables and the Wilcoxon pair then read "winner vs the rest".
-    def sort_key(name: str) -> tuple[bool, float, str]:
-        mean = _mean_std(list(values[name].values()))[0]
-        return (_missing(mean), -mean if higher else mean, name)
 
-    names = sorted(members, key=sort_key)
-    tabulated = [metric, *[m for m in metrics if m != metric and f"metrics.{m}" in frame]]
+def _summary_table(frame: "pandas.DataFrame", names: Sequence[str], members: dict[str, list[int]],
+                   keys: dict[str, tuple[str, ...]], group_by: tuple[str, ...],
+                   tabulated: Sequence[str]) -> "pandas.DataFrame":
+    """One row per group: its tags, ``n_runs`` and ``<m>_mean``, ``<m>_std``, ``<m>_n`` per metric."""
+    import pandas as pd
+
     rows = []
     for name in names:
         row: dict[str, object] = {"group": name}
         row.update(dict(zip(group_by, keys[name])))
         row["n_runs"] = len(members[name])
         for m in tabulated:
-            mean, std, n = _mean_std(frame.loc[members[name], f"metrics.{m}"].tolist())
+            mean, std, n = mean_std(frame.loc[members[name], f"metrics.{m}"].tolist())
             row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": n})
         rows.append(row)
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
+
+def _paired_test(names: Sequence[str], values: dict[str, dict[Hashable, float]], metric: str, higher: bool,
+                 alpha: float, drop_incomplete: bool,
+                 ) -> tuple[list[Hashable], WilcoxonResult | FriedmanResult | None, tuple[str, str] | None]:
+    """The paired seeds, the test (Wilcoxon for two groups, Friedman for more, None for one) and the pair."""
     test: WilcoxonResult | FriedmanResult | None = None
     pair = None
-    seeds: list[Hashable] = sorted({s for v in values.values() for s in v}, key=_seed_order)
+    seeds: list[Hashable] = sorted({s for v in values.values() for s in v}, key=seed_order)
     if len(names) >= 2:
         try:
             seeds, aligned = align_by_seed({n: values[n] for n in names}, drop_incomplete=drop_incomplete)
@@ -579,31 +225,26 @@ def compare(
             test = wilcoxon_paired(aligned[names[0]], aligned[names[1]], higher_is_better=higher)
         else:
             test = friedman({n: aligned[n] for n in names}, higher_is_better=higher, alpha=alpha)
+    return seeds, test, pair
 
-    run_ids = {name: frame.loc[members[name], "run_id"].tolist() for name in names}
-    result = ComparisonResult(
-        experiment=experiment,
-        filter_string=filter_string,
-        group_by=group_by,
-        metric=metric,
-        higher_is_better=higher,
-        groups=names,
-        run_ids=run_ids,
-        values={name: values[name] for name in names},
-        seeds=seeds,
-        table=table,
-        test=test,
-        pair=pair,
-        alpha=alpha,
-    )
 
-    out = Path(out_dir)
+def _write_files(result: ComparisonResult, out: Path, client: "MlflowClient", curve_metric: str,
+                 seed_tag: str) -> dict[str, Path]:
+    """Writes the comparison's files under ``out`` and returns output name -> path.
+
+    The files: ``comparison.csv``, ``values.csv``, ``pairwise.csv`` and ``cd_diagram.png``
+    (three or more groups), ``convergence.png`` (when a run logged the curve metric) and
+    ``comparison.md``.
+    """
+    import pandas as pd
+
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    table.to_csv(out / "comparison.csv", index=False)
+    test, names, metric = result.test, result.groups, result.metric
+    result.table.to_csv(out / "comparison.csv", index=False)
     files["csv"] = out / "comparison.csv"
-    per_seed = pd.DataFrame({name: pd.Series(values[name], dtype=float) for name in names})
-    per_seed = per_seed.loc[sorted(per_seed.index, key=_seed_order)]
+    per_seed = pd.DataFrame({name: pd.Series(result.values[name], dtype=float) for name in names})
+    per_seed = per_seed.loc[sorted(per_seed.index, key=seed_order)]
     per_seed.index.name = seed_tag
     per_seed.to_csv(out / "values.csv")
     files["values"] = out / "values.csv"
@@ -614,26 +255,21 @@ def compare(
             test.average_ranks,
             test.critical_difference,
             out / "cd_diagram.png",
-            title=f"{metric}: average ranks over {test.n} seeds (Nemenyi, alpha={alpha})",
+            title=f"{metric}: average ranks over {test.n} seeds (Nemenyi, alpha={result.alpha})",
         )
-    client = MlflowClient(tracking_uri=tracking_uri)
-    curve = _convergence_plot(
+    curve = convergence_plot(
         client,
-        run_ids,
+        result.run_ids,
         curve_metric,
         out / "convergence.png",
-        f"{curve_metric} per generation, by {', '.join(group_by)}",
+        f"{curve_metric} per generation, by {', '.join(result.group_by)}",
     )
     if curve is not None:
         files["convergence"] = curve
     result.files = files
     (out / "comparison.md").write_text(format_markdown(result), encoding="utf-8")
     files["markdown"] = out / "comparison.md"
-
-    if log_to_mlflow:
-        exp = client.get_experiment_by_name(experiment)
-        result.run_id = _log_comparison_run(client, exp.experiment_id, result, seed_tag)
-    return result
+    return files
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -10,7 +10,8 @@ with no MLflow in sight:
 * `friedman`: three or more groups, Friedman chi-square, average ranks, the Nemenyi
   critical difference and pairwise post-hoc tests (Holm-corrected Wilcoxon, Nemenyi);
 * `holm`: Holm's step-down correction of a family of p-values;
-* `critical_difference_diagram`: a Demšar-style CD diagram (matplotlib, Agg backend).
+* `critical_difference_diagram`: a Demšar-style CD diagram (matplotlib, Agg backend;
+  `evoprune_tf.studies.cd_diagram`).
 
 Direction matters for ranking and for the effect size: accuracy is better high, the
 share of active units better low. Functions that rank or orient an effect size take a
@@ -27,11 +28,12 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
+
+from evoprune_tf.studies.cd_diagram import critical_difference_diagram
 
 __all__ = [
     "FriedmanResult",
@@ -387,6 +389,26 @@ def friedman(
         raise ValueError(f"friedman needs at least 2 seeds per group, got {n}")
     matrix = np.column_stack(columns)
 
+    statistic, p_value = _friedman_statistic(matrix, columns)
+    ranks = _average_ranks(matrix, higher_is_better)
+    cd = nemenyi_critical_difference(k, n, alpha)
+    pairwise = _post_hoc(names, matrix, ranks, higher_is_better=higher_is_better, alpha=alpha)
+    order = np.argsort(ranks, kind="stable")
+    return FriedmanResult(
+        statistic=statistic,
+        p_value=p_value,
+        n=n,
+        k=k,
+        average_ranks={names[i]: float(ranks[i]) for i in order},
+        critical_difference=cd,
+        alpha=alpha,
+        pairwise=pairwise,
+        higher_is_better=higher_is_better,
+    )
+
+
+def _friedman_statistic(matrix: np.ndarray, columns: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Friedman's chi-square and p-value; ``(0, 1)`` where every block is a tie or SciPy gives no p-value."""
     if np.all(matrix == matrix[:, :1]):
         # Every block is a complete tie: SciPy's statistic divides 0 by 0.
         statistic, p_value = 0.0, 1.0
@@ -397,9 +419,13 @@ def friedman(
         statistic, p_value = float(res.statistic), float(res.pvalue)
         if not math.isfinite(p_value):
             statistic, p_value = 0.0, 1.0
+    return statistic, p_value
 
-    ranks = _average_ranks(matrix, higher_is_better)
-    cd = nemenyi_critical_difference(k, n, alpha)
+
+def _post_hoc(names: Sequence[str], matrix: np.ndarray, ranks: np.ndarray, *, higher_is_better: bool,
+              alpha: float) -> tuple[PairwiseComparison, ...]:
+    """Every pair, better-ranked first: Wilcoxon (Holm-corrected) and Nemenyi p-values, effect size."""
+    n, k = matrix.shape
     rank_se = math.sqrt(k * (k + 1) / (6.0 * n))
 
     pairs = []
@@ -411,7 +437,7 @@ def friedman(
         nemenyi_p = float(sps.studentized_range.sf(z * math.sqrt(2.0), k, np.inf))
         pairs.append((first, second, test, min(max(nemenyi_p, 0.0), 1.0)))
     adjusted = holm([test.p_value for _, _, test, _ in pairs])
-    pairwise = tuple(
+    return tuple(
         PairwiseComparison(
             a=names[first],
             b=names[second],
@@ -427,116 +453,3 @@ def friedman(
             zip(pairs, adjusted), key=lambda item: (ranks[item[0][0]], ranks[item[0][1]])
         )
     )
-    order = np.argsort(ranks, kind="stable")
-    return FriedmanResult(
-        statistic=statistic,
-        p_value=p_value,
-        n=n,
-        k=k,
-        average_ranks={names[i]: float(ranks[i]) for i in order},
-        critical_difference=cd,
-        alpha=alpha,
-        pairwise=pairwise,
-        higher_is_better=higher_is_better,
-    )
-
-
-def _cliques(sorted_ranks: Sequence[float], cd: float) -> list[tuple[int, int]]:
-    """Maximal runs ``(first, last)`` of rank-sorted groups spanning less than ``cd``."""
-    spans = []
-    for start in range(len(sorted_ranks)):
-        end = start
-        while end + 1 < len(sorted_ranks) and sorted_ranks[end + 1] - sorted_ranks[start] < cd:
-            end += 1
-        if end > start and not any(s <= start and end <= e for s, e in spans):
-            spans.append((start, end))
-    return spans
-
-
-def critical_difference_diagram(
-    avg_ranks: Mapping[str, float],
-    cd: float,
-    path: str | Path,
-    *,
-    title: str | None = None,
-) -> Path:
-    """Draw a Demšar-style critical-difference diagram and save it as an image.
-
-    The axis shows average ranks from 1 (best, left) to k. Each group hangs from its
-    average rank, the better half labelled on the left, the rest on the right; thick
-    bars join groups whose ranks differ by less than the critical difference (not
-    significantly different by the Nemenyi test), and a bar of length ``cd`` sits above
-    the axis for scale.
-
-    Args:
-        avg_ranks: Group name -> average rank (1 = best), e.g. ``FriedmanResult.average_ranks``.
-        cd: Critical difference in rank units (``FriedmanResult.critical_difference``).
-        path: Where to save (the suffix picks the format, e.g. ``.png``); parents are created.
-        title: Optional title above the diagram.
-
-    Returns:
-        The path written.
-    """
-    if len(avg_ranks) < 2:
-        raise ValueError(f"a CD diagram needs at least 2 groups, got {len(avg_ranks)}")
-    if not (math.isfinite(cd) and cd > 0):
-        raise ValueError(f"cd={cd!r}; expected a positive critical difference")
-    # A bare Figure renders through Agg without pyplot: no global backend switch, no
-    # figure registry to leak, safe in worker processes and headless CI.
-    from matplotlib.figure import Figure
-
-    items = sorted(avg_ranks.items(), key=lambda item: item[1])
-    names = [name for name, _ in items]
-    ranks = [float(rank) for _, rank in items]
-    k = len(items)
-    low, high = 1.0, float(max(k, math.ceil(max(ranks))))
-    n_left = (k + 1) // 2
-    cliques = _cliques(ranks, cd)
-
-    # Layout in data units: the axis at y=0, labels and bars below it (y grows down).
-    row = 0.5
-    label_rows = max(n_left, k - n_left)
-    clique_top = 0.35
-    first_label = clique_top + 0.25 * len(cliques) + row * 0.5
-    height = first_label + row * label_rows
-    fig = Figure(figsize=(max(6.0, 1.1 * k + 3.0), 0.5 * (height + 1.2) + 0.4))
-    ax = fig.subplots()
-    ax.set_xlim(low - 0.25 * (high - low) - 0.6, high + 0.25 * (high - low) + 0.6)
-    ax.set_ylim(height, -1.2)
-    ax.axis("off")
-
-    ax.plot([low, high], [0, 0], color="black", lw=1.5)
-    for tick in range(int(low), int(high) + 1):
-        ax.plot([tick, tick], [0, -0.12], color="black", lw=1.2)
-        ax.text(tick, -0.2, str(tick), ha="center", va="bottom", fontsize=10)
-    for half in np.arange(low + 0.5, high, 1.0):
-        ax.plot([half, half], [0, -0.06], color="black", lw=0.8)
-
-    # The CD scale bar, starting at rank 1.
-    ax.plot([low, low + cd], [-0.75, -0.75], color="black", lw=2.0)
-    for end in (low, low + cd):
-        ax.plot([end, end], [-0.68, -0.82], color="black", lw=1.2)
-    ax.text(low + cd / 2, -0.85, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=10)
-
-    bars_y = [clique_top + 0.25 * i for i in range(len(cliques))]
-    for (start, end), y in zip(cliques, bars_y):
-        ax.plot([ranks[start] - 0.05, ranks[end] + 0.05], [y, y], color="tab:red", lw=4.0, solid_capstyle="round")
-
-    left_x = low - 0.25 * (high - low) - 0.1
-    right_x = high + 0.25 * (high - low) + 0.1
-    for index, (name, rank) in enumerate(zip(names, ranks)):
-        if index < n_left:
-            y = first_label + row * index
-            ax.plot([rank, rank, left_x], [0, y, y], color="tab:blue", lw=1.0)
-            ax.text(left_x - 0.05, y, f"{name} ({rank:.2f})", ha="right", va="center", fontsize=10)
-        else:
-            y = first_label + row * (k - 1 - index)
-            ax.plot([rank, rank, right_x], [0, y, y], color="tab:blue", lw=1.0)
-            ax.text(right_x + 0.05, y, f"({rank:.2f}) {name}", ha="left", va="center", fontsize=10)
-    if title:
-        ax.set_title(title, fontsize=11)
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    return out

@@ -33,12 +33,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from evoprune_tf.encodings import pack_genome
 from evoprune_tf.errors import one_line
-from evoprune_tf.records import csv_cell, csv_text, flat_record, json_default, numeric_items, write_csv
-from evoprune_tf.report.plots import convergence_plot, mask_heatmap, pareto_plots
+from evoprune_tf.records import json_default, numeric_items
 from evoprune_tf.search.callbacks import Callback, EvolutionState
-from evoprune_tf.search.pareto import knee_point, non_dominated
+from evoprune_tf.tracking.artifacts import EvolutionArtifacts
+from evoprune_tf.tracking.extras import ConfigArtifact, DatasetInput
 from evoprune_tf.tracking.owner import REAPED_TAG, owner_tags
 from evoprune_tf.tracking.redact import redact_uri
 from evoprune_tf.tracking.store_lock import open_sqlite_store
@@ -51,6 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
 
+# ConfigArtifact and DatasetInput live in `evoprune_tf.tracking.extras`; they stay
+# importable from here, where users import them.
 __all__ = ["MLflowTracker", "ConfigArtifact", "DatasetInput"]
 
 _log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ _RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _MAX_TAG_LENGTH = 5000
 
 
-class MLflowTracker(Callback):
+class MLflowTracker(EvolutionArtifacts, Callback):
     """Logs an evolution to one MLflow run: params, tags, per-generation metrics, artifacts.
 
     Typical use (the runner does this)::
@@ -409,84 +410,6 @@ class MLflowTracker(Callback):
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
 
-    def _names(self, k: int) -> list[str]:
-        if self.objective_names is not None and len(self.objective_names) == k:
-            return list(self.objective_names)
-        return [f"obj{i}" for i in range(k)]
-
-    def _rows(self, individuals: Sequence) -> tuple[list[str], list[list[Any]]]:
-        """CSV header and rows: fitness values, active fraction, packed genome."""
-        k = len(individuals[0].fitness.values) if individuals else 0
-        names = self._names(k)
-        # An objective named active_fraction is that column already: not twice.
-        extra = "active_fraction" not in names
-        header = [*names, *(["active_fraction"] if extra else []), "genome"]
-        rows = [
-            [*map(float, ind.fitness.values), *([float(np.mean(np.asarray(ind) != 0))] if extra else []),
-             pack_genome(ind)]
-            for ind in individuals
-        ]
-        return header, rows
-
-    def _log_front(self, state: EvolutionState) -> None:
-
-        valid = [ind for ind in state.population if ind.fitness.valid]
-        if not valid:
-            return
-        points = np.array([ind.fitness.values for ind in valid], dtype=np.float64)
-        front = [ind for ind, keep in zip(valid, non_dominated(points, valid[0].fitness.weights)) if keep]
-        header, rows = self._rows(front)
-        text = csv_text(header, rows)
-        self.client.log_text(self.run_id, text, f"fronts/front_gen_{state.generation:04d}.csv")
-
-    def _log_logbook(self, state: EvolutionState, folder: Path) -> None:
-        records = [flat_record(r) for r in state.logbook]
-        if not records:
-            return
-        header: list[str] = [k for k in ("gen", "nevals", "evaluations") if any(k in r for r in records)]
-        for record in records:
-            header.extend(k for k in record if k not in header)
-        rows = [[csv_cell(r.get(k, "")) for k in header] for r in records]
-        self.log_artifact(write_csv(folder / "logbook.csv", header, rows))
-
-    def _log_halloffame(self, state: EvolutionState, folder: Path) -> None:
-        members = [ind for ind in (state.halloffame or []) if ind.fitness.valid]
-        if not members:
-            return
-        header, rows = self._rows(members)
-        self.log_artifact(write_csv(folder / "halloffame.csv", header, rows))
-        genomes = np.stack([np.asarray(ind).ravel() for ind in members]).astype(np.uint8)
-        fitness = np.array([ind.fitness.values for ind in members], dtype=np.float64)
-        path = folder / "best_genomes.npz"
-        np.savez_compressed(
-            path, genomes=genomes, fitness=fitness,
-            weights=np.asarray(members[0].fitness.weights, dtype=np.float64),
-            objective_names=np.array(self._names(fitness.shape[1])),
-        )
-        self.log_artifact(path, "masks")
-
-    def _log_convergence(self, state: EvolutionState, folder: Path) -> None:
-
-        if len(state.logbook):
-            self.log_artifact(convergence_plot(state.logbook, folder / "convergence.png", title=self.title), "plots")
-
-    def _log_population_masks(self, state: EvolutionState, folder: Path) -> None:
-
-        if state.population:
-            genomes = np.stack([np.asarray(ind).ravel() for ind in state.population])
-            title = f"final population, generation {state.generation}"
-            self.log_artifact(mask_heatmap(genomes, folder / "population_masks.png", title=title), "plots")
-
-    def _log_pareto_plot(self, state: EvolutionState, folder: Path) -> None:
-
-        members = [ind for ind in (state.halloffame or []) if ind.fitness.valid]
-        if not members or len(members[0].fitness.values) < 2:
-            return
-        points = np.array([ind.fitness.values for ind in members], dtype=np.float64)
-        knee = knee_point(points, members[0].fitness.weights)
-        path = pareto_plots(points, self._names(points.shape[1]), folder / "pareto_front.png", knee_index=knee)
-        self.log_artifact(path, "plots")
-
 
 def _signature(model: "keras.Model") -> "ModelSignature | None":
     """The model's MLflow signature, inferred from one zero input (None if it cannot be).
@@ -504,51 +427,3 @@ def _signature(model: "keras.Model") -> "ModelSignature | None":
         _log.debug("no model signature: %s", one_line(error))
         return None
 
-
-class ConfigArtifact(Callback):
-    """Logs the run's whole config as ``config.json`` when the evolution starts.
-
-    Add it right after the `evoprune_tf.tracking.MLflowTracker` (whose ``on_start``
-    opens the run). The flattened MLflow params lose types (lists become strings, empty
-    tables vanish); this file (the config as a plain nested dict) rebuilds it exactly. A failure to log
-    is a warning, never the end of a run.
-    """
-
-    def __init__(self, tracker: "MLflowTracker", config: Mapping[str, Any]) -> None:
-        self.tracker = tracker
-        self.config = dict(config)
-
-    def on_start(self, state: EvolutionState | None = None) -> None:
-        try:
-            self.tracker.log_report(self.config, artifact_file="config.json")
-        except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
-            _log.warning("MLflow run %s: could not log config.json: %s", getattr(self.tracker, "run_id", None), error)
-
-
-class DatasetInput(Callback):
-    """Logs the run's dataset as an MLflow dataset input when the evolution starts.
-
-    Add it after the `MLflowTracker`. The UI's Dataset column then shows the dataset by
-    name and content digest; a failure to log is a warning, never the end of a run.
-
-    Args:
-        tracker: the run's tracker.
-        name: the dataset name.
-        digest: its content digest.
-        source: where it came from.
-        profile: small summary numbers (split sizes, classes).
-    """
-
-    def __init__(self, tracker: "MLflowTracker", *, name: str, digest: str, source: str,
-                 profile: Mapping[str, Any] | None = None) -> None:
-        self.tracker = tracker
-        self.record = dict(name=name, digest=digest, source=source, profile=profile)
-
-    def on_start(self, state: EvolutionState | None = None) -> None:
-        if getattr(self.tracker, "_logged_through", -1) >= 0:
-            return  # a resumed run logged its dataset when it started
-        try:
-            self.tracker.log_dataset(**self.record)
-        except Exception as error:  # noqa: BLE001 - tracking extras never stop an evolution
-            _log.warning("MLflow run %s: could not log the dataset: %s", getattr(self.tracker, "run_id", None),
-                         one_line(error))

@@ -14,14 +14,14 @@ import hashlib
 import math
 from typing import Any, Literal
 
+from evoprune_tf.train.recipe import DEFAULT_LOSS, make_loss, make_optimizer
+
 __all__ = ["TrainConfig", "derive_seed", "DEFAULT_LOSS", "ENGINES", "BACKENDS"]
 
 EarlyStopping = Literal["none", "val_loss", "train_loss"]
 ClassWeight = Literal["none", "balanced"]
 Engine = Literal["keras", "numpy", "jax"]
 
-#: The default loss: cross-entropy on integer labels (one-hot when label smoothing is on).
-DEFAULT_LOSS = "sparse_categorical_crossentropy"
 #: Accepted ``engine`` values; ``"jax"`` is a deprecated alias of ``"keras"``.
 ENGINES = ("keras", "numpy", "jax")
 #: Accepted ``backend`` values: the Keras backend a run asks for (``"auto"``: the fastest
@@ -159,8 +159,6 @@ class TrainConfig:
             )
         if self.optimizer != "sgd" or self.loss != DEFAULT_LOSS:
             # Fail at the boundary (config loading), not minutes later inside a worker.
-            from evoprune_tf.train.keras_engine import make_loss, make_optimizer  # it imports this module
-
             make_optimizer(self)
             make_loss(self, from_logits=True)
 

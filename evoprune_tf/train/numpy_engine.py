@@ -113,10 +113,8 @@ class HeadTrainer:
         n_heads = len(plans)
         n_layers = self.spec.n_layers
         kernels, biases = self._group_weights(plans)
-        conn = [
-            np.stack([p.conn[layer] for p in plans]) if layer in plans[0].conn else None
-            for layer in range(n_layers)
-        ]
+        conn = [np.stack([p.conn[layer] for p in plans]) if layer in plans[0].conn else None
+                for layer in range(n_layers)]
         mom_k = [np.zeros_like(k) for k in kernels]
         mom_b = [None if b is None else np.zeros_like(b) for b in biases]
         scratch = [np.empty_like(k) for k in kernels]
@@ -143,24 +141,7 @@ class HeadTrainer:
             for start in range(0, n, cfg.batch_size):
                 batch = perm[start : start + cfg.batch_size]
                 b = len(batch)
-                if own is None:
-                    yb = y[batch][None, :]
-                    xb_t = x_train_t[:, batch]  # (F+1, b)
-                    if full_input:
-                        a0_t = np.broadcast_to(xb_t[:n_feat], (n_heads, n_feat, b))
-                    else:
-                        a0_t = xb_t[in_idx]  # (P, K0, b)
-                else:
-                    picked_rows = own[:, batch]  # (P, b)
-                    yb = y[picked_rows]
-                    # (P, K0, b), each head's slice laid out in memory as in the shared path:
-                    # BLAS picks its kernels by layout, so the same layout gives the same bits
-                    if full_input:
-                        a0_t = self._x_train[picked_rows].transpose(0, 2, 1)[:, :n_feat]
-                    else:  # the shared path's two gathers per head: faster than one 2-D fancy index
-                        a0_t = np.empty((n_heads, in_idx.shape[1], b), np.float32)
-                        for h in range(n_heads):
-                            a0_t[h] = x_train_t[:, picked_rows[h]][in_idx[h]]
+                yb, a0_t = self._batch_inputs(batch, own, x_train_t, in_idx, full_input)
                 acts_t = [a0_t]  # transposed inputs of every layer: (P, K_l, b)
                 acts = [a0_t.transpose(0, 2, 1)]
                 a = acts[0]
@@ -199,23 +180,53 @@ class HeadTrainer:
                     if layer > 0:
                         dz = dz_prev
             if cfg.early_stopping != "none":
-                if cfg.early_stopping == "val_loss":
-                    monitored = self._val_loss(plans, kernels, biases, rows)
-                else:
-                    monitored = epoch_loss / n
-                improved = monitored < best - cfg.min_delta
-                best = np.where(improved & active, monitored, best)
-                wait = np.where(improved, 0, wait + 1)
-                stopping = active & (wait >= cfg.patience)
-                if stopping.any():
-                    for layer in range(n_layers):
-                        mom_k[layer][stopping] = 0
-                        if mom_b[layer] is not None:
-                            mom_b[layer][stopping] = 0
-                    active &= ~stopping
+                monitored = (self._val_loss(plans, kernels, biases, rows) if cfg.early_stopping == "val_loss"
+                             else epoch_loss / n)
+                best, wait = self._early_stopping(monitored, best, wait, active, mom_k, mom_b)
                 if not active.any():
                     break
         return unstack_heads(self.spec, plans, heads, kernels, biases, epochs_run)
+
+    def _batch_inputs(self, batch: np.ndarray, own: np.ndarray | None, x_train_t: np.ndarray, in_idx: np.ndarray,
+                      full_input: bool) -> tuple[np.ndarray, np.ndarray]:
+        """One mini-batch's labels and transposed inputs ``(P, K0, b)`` of every head of the group."""
+        n_feat, n_heads, b = self.spec.n_features, len(in_idx), len(batch)
+        y = self._y_train
+        if own is None:
+            yb = y[batch][None, :]
+            xb_t = x_train_t[:, batch]  # (F+1, b)
+            if full_input:
+                return yb, np.broadcast_to(xb_t[:n_feat], (n_heads, n_feat, b))
+            return yb, xb_t[in_idx]  # (P, K0, b)
+        picked_rows = own[:, batch]  # (P, b)
+        yb = y[picked_rows]
+        # (P, K0, b), each head's slice laid out in memory as in the shared path:
+        # BLAS picks its kernels by layout, so the same layout gives the same bits
+        if full_input:
+            return yb, self._x_train[picked_rows].transpose(0, 2, 1)[:, :n_feat]
+        a0_t = np.empty((n_heads, in_idx.shape[1], b), np.float32)  # the shared path's two gathers per
+        for h in range(n_heads):  # head: faster than one 2-D fancy index
+            a0_t[h] = x_train_t[:, picked_rows[h]][in_idx[h]]
+        return yb, a0_t
+
+    def _early_stopping(self, monitored: np.ndarray, best: np.ndarray, wait: np.ndarray, active: np.ndarray,
+                        mom_k: list[np.ndarray], mom_b: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+        """One epoch of per-head early stopping: new ``best`` and ``wait``; stopped heads leave ``active``.
+
+        A stopped head's momentum is zeroed, so it keeps its weights exactly.
+        """
+        cfg = self.config
+        improved = monitored < best - cfg.min_delta
+        best = np.where(improved & active, monitored, best)
+        wait = np.where(improved, 0, wait + 1)
+        stopping = active & (wait >= cfg.patience)
+        if stopping.any():
+            for layer in range(len(mom_k)):
+                mom_k[layer][stopping] = 0
+                if mom_b[layer] is not None:
+                    mom_b[layer][stopping] = 0
+            active &= ~stopping
+        return best, wait
 
     def _val_loss(self, plans, kernels, biases, rows: Sequence[RowSplit] | None = None) -> np.ndarray:
         n_feat = self.spec.n_features

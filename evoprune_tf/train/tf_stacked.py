@@ -18,7 +18,7 @@ What is stacked: heads whose Keras model is a chain of `MaskedDense` layers (any
 element-wise hidden activation, linear or softmax output) with L1/L2 kernel and bias
 regularizers or none. Anything else (Dropout, BatchNormalization, constraints, activity
 regularizers, other layers) trains through the engine's per-head route, one head after
-another through a reused compiled model (`keras_engine._StatefulRoute`); so do heads
+another through a reused compiled model (`evoprune_tf.train.stateful_route.StatefulRoute`); so do heads
 that the stacked forward does not reproduce on a probe input.
 
 Measured on 2 CPU cores (``benchmarks/tf_routes.py``): the XLA-compiled loop is 1.7-2.6x
@@ -27,7 +27,7 @@ TensorFlow's default) is faster per head than larger stacks there (XLA's batched
 CPU is slower than its 2-D dot); larger groups are for accelerators.
 
 The route honours the same contract as the per-head one: a head starts from the values
-the trainer gives it, sees the shared mini-batch order (or its own rows, ``_OwnRows``),
+the trainer gives it, sees the shared mini-batch order (or its own rows, ``OwnRows``),
 and a stopped head (early stopping) keeps its state exactly; so a genome gets the same
 fitness alone, in a group and in any order.
 """
@@ -37,6 +37,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from evoprune_tf.train.recipe import make_optimizer
+from evoprune_tf.train.tf_program import StackedProgram, penalty_factors
 
 __all__ = ["StackedRoute", "unsupported_reason", "forward_matches", "ELEMENTWISE_OPTIMIZERS", "PREGATHER_LIMIT",
            "JIT_COMPILE", "JIT_MIN_WORK", "JIT_MIN_STEPS", "xla_pays"]
@@ -77,7 +80,7 @@ def xla_pays(trainer: Any, entry: Any, own: Any = None) -> bool:
     Args:
         trainer: the `KerasTrainer`.
         entry: its compiled entry for the shape (``entry.layers``: the `MaskedDense` layers).
-        own: per-head rows (``_OwnRows``) or None (the trainer's train split).
+        own: per-head rows (``OwnRows``) or None (the trainer's train split).
 
     Returns:
         True when one fit has enough work and enough steps to earn the compile back.
@@ -115,7 +118,7 @@ def unsupported_reason(model: Any, layers: Sequence[Any], optimizer: Any) -> str
         if layer.kernel_constraint is not None or layer.bias_constraint is not None:
             return f"{layer.name} has a constraint"
         for reg in (layer.kernel_regularizer, layer.bias_regularizer):
-            if reg is not None and _penalty(reg) is None:
+            if reg is not None and penalty_factors(reg) is None:
                 return f"{layer.name} has a regularizer other than L1/L2 ({type(reg).__name__})"
         if layer.dtype_policy.compute_dtype != "float32":
             return f"{layer.name} computes in {layer.dtype_policy.compute_dtype}"
@@ -129,171 +132,6 @@ def unsupported_reason(model: Any, layers: Sequence[Any], optimizer: Any) -> str
     return None
 
 
-def _penalty(reg: Any) -> tuple[float, float] | None:
-    """``(l1, l2)`` of a Keras L1, L2 or L1L2 regularizer (None for any other)."""
-    if type(reg).__name__ not in ("L1", "L2", "L1L2"):
-        return None
-    config = reg.get_config()
-    return float(config.get("l1", 0.0)), float(config.get("l2", 0.0))
-
-
-# --------------------------------------------------------------------------- the program
-
-
-class _Program:
-    """Stacked variables, their optimizer and the compiled loops for ``P`` heads of one compact shape."""
-
-    def __init__(self, entry: Any, n_heads: int, make_optimizer: Any, loss_obj: Any, mode: str, own: bool,
-                 jit_compile: bool) -> None:
-        import keras
-        import tensorflow as tf
-
-        self.n_heads, self.mode, self.own = n_heads, mode, own
-        self.layers = entry.layers
-        self.kernels, self.biases, self.masks = [], [], []
-        for l, layer in enumerate(self.layers):
-            shape = (n_heads, *layer.kernel_shape)
-            self.kernels.append(keras.Variable(np.zeros(shape, np.float32), name=f"stacked_kernel_{l}"))
-            self.masks.append(keras.Variable(np.zeros(shape, np.float32), trainable=False,
-                                             name=f"stacked_mask_{l}"))
-            self.biases.append(None if layer.bias is None else
-                               keras.Variable(np.zeros(shape[::2], np.float32), name=f"stacked_bias_{l}"))
-        self.trainable = [v for l in range(len(self.layers)) for v in (self.kernels[l], self.biases[l])
-                          if v is not None]
-        self.optimizer = make_optimizer()
-        self.optimizer.build(self.trainable)
-        self.optimizer_init = [np.asarray(keras.ops.convert_to_numpy(v)) for v in self.optimizer.variables]
-        self.penalties = [(None if layer.kernel_regularizer is None else _penalty(layer.kernel_regularizer),
-                           None if layer.bias_regularizer is None else _penalty(layer.bias_regularizer))
-                          for layer in self.layers]
-        self.activations = [layer.activation for layer in self.layers]
-        self.loss_obj = loss_obj
-        # XLA fuses each step's element-wise work (mask, gradients, optimizer update) that
-        # otherwise costs one pass over the kernel per op: measured 2-2.5x faster per step.
-        self.train_fn = tf.function(self._train, reduce_retracing=False, jit_compile=jit_compile)
-        self.val_fn = tf.function(self._per_sample_val, reduce_retracing=False)
-
-    # ----------------------------------------------------------------- maths
-
-    def forward(self, xs: Any) -> Any:
-        """Stacked outputs ``(P, b, classes)`` of inputs ``(P, b, in)`` (or ``(1, b, in)``, broadcast)."""
-        import tensorflow as tf
-
-        h = xs
-        for l in range(len(self.layers)):
-            # Batched matmul: each head's slice is the plain 2-D product of its own kernel.
-            kernel = self.kernels[l] if self.layers[l].kernel_premasked else self.kernels[l] * self.masks[l]
-            h = tf.matmul(h, kernel)
-            if self.biases[l] is not None:
-                h = h + self.biases[l][:, None, :]
-            if self.activations[l] is not None:
-                h = self.activations[l](h)
-        return h
-
-    def penalty(self) -> Any:
-        """Each head's regularization ``(P,)``, as Keras adds its layers' ``losses`` (in layer order)."""
-        import tensorflow as tf
-
-        total = None
-        for l in range(len(self.layers)):
-            for var, pen in ((self.kernels[l], self.penalties[l][0]), (self.biases[l], self.penalties[l][1])):
-                if pen is None or var is None:
-                    continue
-                axes = list(range(1, len(var.shape)))
-                l1, l2 = pen
-                value = tf.zeros((self.n_heads,), tf.float32)
-                if l1:
-                    value = value + l1 * tf.reduce_sum(tf.abs(var), axis=axes)
-                if l2:
-                    value = value + l2 * tf.reduce_sum(tf.square(var), axis=axes)
-                total = value if total is None else total + value
-        return total
-
-    def _inputs(self, xs: Any, r: Any, in_idx: Any) -> Any:
-        """The batch's compact inputs ``(P or 1, b, in)`` from the prepared features ``xs``."""
-        import tensorflow as tf
-
-        if self.mode == "full":  # every head reads every feature: xs is (n, in)
-            return tf.gather(xs, r)[None] if not self.own else tf.gather(xs, r)
-        if self.mode == "pregathered":  # xs is (P, n, in)
-            return tf.gather(xs, r, axis=1, batch_dims=1) if self.own else tf.gather(xs, r, axis=1)
-        # "gather": xs is the full (n, features + 1); gather rows, then each head's columns
-        if self.own:
-            return tf.gather(tf.gather(xs, r), in_idx, axis=2, batch_dims=1)
-        return tf.transpose(tf.gather(tf.gather(xs, r), in_idx, axis=1), [1, 0, 2])
-
-    def _prepare(self, x: Any, in_idx: Any) -> Any:
-        import tensorflow as tf
-
-        if self.mode == "full":
-            return x[:, :-1]
-        if self.mode == "pregathered":
-            return tf.transpose(tf.gather(x, in_idx, axis=1), [1, 0, 2])
-        return x
-
-    def _train(self, x, t, sw, rows, real, in_idx):
-        """All mini-batches ``rows[i]`` (``(b,)``; ``(P, b)`` with own rows): per-head losses ``(steps, P)``."""
-        import tensorflow as tf
-
-        xs = self._prepare(x, in_idx)
-        n = tf.shape(rows)[0]
-        out = tf.TensorArray(tf.float32, size=n)
-        p = self.n_heads
-        for i in tf.range(n):
-            r, rw = rows[i], real[i]
-            xb = self._inputs(xs, r, in_idx)
-            if self.own:  # per head: its rows' targets and its partition's class weights
-                tb = tf.gather(t, r)
-                wb = tf.gather(sw, r, batch_dims=1) * rw
-            else:
-                tb = tf.gather(t, r)
-                tb = tf.broadcast_to(tb[None], tf.concat([[p], tf.shape(tb)], 0))
-                wb = tf.gather(sw, r) * rw
-            with tf.GradientTape() as tape:
-                pred = self.forward(xb)
-                losses = tf.reduce_sum(self.loss_obj(tb, pred) * wb, axis=1) / tf.reduce_sum(rw)
-                extra = self.penalty()
-                if extra is not None:
-                    losses = losses + extra
-                total = tf.reduce_sum(losses)  # d total / d loss_p = 1: each head gets its own gradient
-            grads = tape.gradient(total, self.trainable)
-            self.optimizer.apply(grads, self.trainable)
-            out = out.write(i, losses)
-        return out.stack()
-
-    def _per_sample_val(self, x, t, in_idx):
-        """Per-sample validation losses ``(P, n_val)`` and each head's regularization ``(P,)``."""
-        import tensorflow as tf
-
-        if self.mode == "full":
-            xs = x[..., :-1] if self.own else x[None, :, :-1]
-        elif self.own:
-            xs = tf.gather(x, in_idx, axis=2, batch_dims=1)
-        else:
-            xs = tf.transpose(tf.gather(x, in_idx, axis=1), [1, 0, 2])
-        if not self.own:
-            t = tf.broadcast_to(t[None], tf.concat([[self.n_heads], tf.shape(t)], 0))
-        extra = self.penalty()
-        return self.loss_obj(t, self.forward(xs)), tf.zeros((self.n_heads,)) if extra is None else extra
-
-    # ----------------------------------------------------------------- state
-
-    def variables(self) -> list[Any]:
-        """Every stacked variable, then the optimizer's (the order of `read` and `assign`)."""
-        own = [v for l in range(len(self.layers)) for v in (self.kernels[l], self.biases[l], self.masks[l])
-               if v is not None]
-        return own + list(self.optimizer.variables)
-
-    def read(self) -> list[np.ndarray]:
-        import keras
-
-        return [np.array(keras.ops.convert_to_numpy(v)) for v in self.variables()]
-
-    def assign(self, values: Sequence[np.ndarray]) -> None:
-        for var, value in zip(self.variables(), values):
-            var.assign(value)
-
-
 # --------------------------------------------------------------------------- the route
 
 
@@ -302,20 +140,18 @@ class StackedRoute:
 
     Args:
         trainer: the `KerasTrainer` (data, loss, head assembly).
-        entry: its compiled compact model of the group's shape (``_Compiled``).
+        entry: its compiled compact model of the group's shape (``keras_engine._Compiled``).
         values: per head, ``(trainable, non_trainable)`` initial values in the compact
             model's variable order.
         in_idx: ``(P, in)`` int32 input columns of every head (``with_zero_column``
             features; padding reads the zero column).
         full_input: every head reads every feature in order (no gather).
-        own: per-head rows (``_OwnRows``) or None (the trainer's splits).
+        own: per-head rows (``OwnRows``) or None (the trainer's splits).
     """
 
     def __init__(self, trainer: Any, entry: Any, values: Sequence[tuple[list, list]], in_idx: np.ndarray,
                  full_input: bool, own: Any = None) -> None:
         import keras
-
-        from evoprune_tf.train.keras_engine import make_optimizer  # it imports this module lazily
 
         self.t, self.entry, self.own = trainer, entry, own
         self.n_heads = p = len(values)
@@ -331,7 +167,7 @@ class StackedRoute:
         key = ("tf_stacked", p, mode, own is not None, jit)
         program = entry.functions.get(key)
         if program is None:
-            program = entry.functions[key] = _Program(entry, p, lambda: make_optimizer(trainer.config),
+            program = entry.functions[key] = StackedProgram(entry, p, lambda: make_optimizer(trainer.config),
                                                       trainer._loss, mode, own is not None, jit)
         self.program = program
         self.in_idx = keras.ops.convert_to_tensor(in_idx)
@@ -360,7 +196,7 @@ class StackedRoute:
         """Train every head on the shared mini-batch order; stopped heads keep their state exactly.
 
         Args:
-            rows: ``(epochs, n_batches, batch)`` batch positions (``_OwnRows`` maps them to
+            rows: ``(epochs, n_batches, batch)`` batch positions (``OwnRows`` maps them to
                 each head's rows).
             active: ``(P,)`` bool, the heads still training.
 
@@ -468,7 +304,7 @@ class StackedRoute:
 
 
 def _stacked_names(layer: Any, l: int) -> list[tuple[str, int]]:
-    """The stacked variables of layer ``l`` in `_Program.variables` order."""
+    """The stacked variables of layer ``l`` in `StackedProgram.variables` order."""
     return [("kernel", l), ("bias", l), ("mask", l)] if layer.bias is not None else [("kernel", l), ("mask", l)]
 
 
@@ -491,7 +327,7 @@ def forward_matches(entry: Any, program_values: tuple[list, list], *, atol: floa
     of their `MaskedDense` layers (a layer called twice, a custom `call`).
 
     Args:
-        entry: the compiled compact model (``_Compiled``).
+        entry: the compiled compact model (``keras_engine._Compiled``).
         program_values: ``(trainable, non_trainable)`` values of one head, model order.
         atol: tolerance on the outputs.
 

@@ -277,7 +277,7 @@ def test_an_exception_marks_the_run_failed_and_keeps_artifacts_and_checkpoint(tm
 KILLED_WRITE = textwrap.dedent('''
     import os, signal, sys
     import numpy as np
-    from evoprune_tf.features import extract as features
+    from evoprune_tf.features import cache as features
     from evoprune_tf.features.splits import FeatureSplits
 
     def dying_savez(handle, **arrays):
@@ -287,12 +287,12 @@ KILLED_WRITE = textwrap.dedent('''
 
     x = np.ones((4, 3), np.float32)
     features.np.savez = dying_savez
-    features._write_cache(features.pathlib.Path(sys.argv[1]), ["d"] * 4, x, {"backbone": "b", "image_size": 32}, "key")
+    features.write_cache(features.pathlib.Path(sys.argv[1]), ["d"] * 4, x, {"backbone": "b", "image_size": 32}, "key")
 ''')
 
 
 def test_a_killed_feature_cache_write_never_leaves_a_file_a_later_run_trusts(tmp_path) -> None:
-    from evoprune_tf.features import extract as features
+    from evoprune_tf.features import cache as features
     from evoprune_tf.data import ImageSplits
     from evoprune_tf.features.splits import FeatureSplits
 
@@ -311,9 +311,9 @@ def test_a_killed_feature_cache_write_never_leaves_a_file_a_later_run_trusts(tmp
     pixels = np.arange(4 * 32 * 32 * 3, dtype=np.uint32).reshape(4, 32, 32, 3).astype(np.uint8)
     pixels[:, 0, 0, 0] = np.arange(4)  # four distinct images
     images = ImageSplits(pixels, y, pixels, y, pixels, y, class_names=("a", "b"))
-    features._write_cache(path, features._image_digests(pixels), x, {"backbone": "b", "image_size": 32}, "key")
-    assert np.array_equal(features._read_cache(path, "key", images).x_val, x)
+    features.write_cache(path, features._image_digests(pixels), x, {"backbone": "b", "image_size": 32}, "key")
+    assert np.array_equal(features.read_cache(path, "key", images).x_val, x)
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])  # what a non-atomic writer would have left
     with pytest.raises(Exception):
-        features._read_cache(path, "key", images)
+        features.read_cache(path, "key", images)

@@ -91,7 +91,7 @@ def _trained_head(backbone, images):
 def test_save_explanations_writes_one_figure_per_class(backbone, images, tmp_path, monkeypatch):
     head, labels, class_names = _trained_head(backbone, images)
     drawn = []
-    real_overlay = cam.overlay_heatmaps  # evoprune_tf.report.plots.overlay_heatmaps
+    real_overlay = cam.overlay_heatmaps  # evoprune_tf.plots.overlay_heatmaps
 
     def recording_overlay(pictures, heatmaps, path, titles=None):
         drawn.append((np.array(pictures), np.array(heatmaps), list(titles)))

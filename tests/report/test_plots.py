@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from deap import tools
 
-from evoprune_tf.report.plots import convergence_plot, mask_heatmap, overlay_heatmaps, pareto_plots
+from evoprune_tf.plots import convergence_plot, mask_heatmap, overlay_heatmaps, pareto_plots
 
 from conftest import assert_real_plot
 

@@ -11,7 +11,7 @@ from evoprune_tf.app.tascnet_run import results_table
 from evoprune_tf.report.pareto import format_pareto_report
 from evoprune_tf.report.single import format_report
 from evoprune_tf.report.text import count, mean_std, plural
-from evoprune_tf.studies.compare import _p_verdict
+from evoprune_tf.studies.markdown import _p_verdict
 
 
 def test_helpers():

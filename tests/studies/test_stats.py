@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
+from evoprune_tf.studies.cd_diagram import _cliques
 from evoprune_tf.studies.stats import (
-    _cliques,
     a12_magnitude,
     align_by_seed,
     critical_difference_diagram,

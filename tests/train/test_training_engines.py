@@ -5,7 +5,8 @@ import sys
 
 from evoprune_tf.encodings import FeatureSelection, HeadSpec
 from evoprune_tf.train import TrainConfig, make_trainer, plan_head
-from evoprune_tf.train.keras_engine import KerasTrainer, _power_of_two_chunks
+from evoprune_tf.train.group_rows import power_of_two_chunks as _power_of_two_chunks
+from evoprune_tf.train.keras_engine import KerasTrainer
 from evoprune_tf.train.numpy_engine import HeadTrainer
 
 

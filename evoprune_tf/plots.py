@@ -3,7 +3,8 @@
 Every function draws on its own `matplotlib.figure.Figure` with the Agg canvas (no
 pyplot, no global figure registry, no display needed), writes a PNG and returns its
 path. matplotlib is imported inside the functions so that importing this module (and
-`evoprune_tf.tracking`) stays cheap.
+`evoprune_tf.tracking`) stays cheap. It imports nothing of the package: the tracker
+and the reports both draw with it.
 """
 
 from __future__ import annotations
@@ -146,15 +147,7 @@ def pareto_plots(
         raise ValueError(f"names={names}; expected {k} names, one per objective")
     if knee_index is not None and not 0 <= knee_index < n:
         raise ValueError(f"knee_index={knee_index}; expected an index in [0, {n})")
-    marked = np.zeros(n, dtype=bool)
-    if highlight is not None:
-        hl = np.asarray(highlight)
-        if hl.dtype == bool:
-            if hl.shape != (n,):
-                raise ValueError(f"highlight mask has shape {hl.shape}; expected ({n},)")
-            marked = hl
-        elif hl.size:
-            marked[hl.astype(int)] = True
+    marked = _highlight_mask(highlight, n)
 
     pairs = list(itertools.combinations(range(k), 2))
     panels = len(pairs) + (1 if k >= 3 else 0)
@@ -195,6 +188,20 @@ def pareto_plots(
     fig.suptitle(f"{n} point(s), {k} objectives")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _highlight_mask(highlight: Sequence[int] | np.ndarray | None, n: int) -> np.ndarray:
+    """``highlight`` (indices or a boolean mask) as a boolean mask over ``n`` points."""
+    marked = np.zeros(n, dtype=bool)
+    if highlight is not None:
+        hl = np.asarray(highlight)
+        if hl.dtype == bool:
+            if hl.shape != (n,):
+                raise ValueError(f"highlight mask has shape {hl.shape}; expected ({n},)")
+            marked = hl
+        elif hl.size:
+            marked[hl.astype(int)] = True
+    return marked
 
 
 def mask_heatmap(genomes: np.ndarray, path: str | Path, title: str = "") -> Path:
