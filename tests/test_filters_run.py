@@ -98,14 +98,30 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
     base, knee = result.table[0], result.table[2]
     assert base["flops_searched_reduction_pct"] == 0.0 and knee["flops_searched"] <= base["flops_searched"]
     assert knee["flops_network"] - knee["flops_searched"] == base["flops_network"] - base["flops_searched"]
-    assert all(r["latency_ms_b1"] > 0 and r["latency_ms_b32"] > 0 for r in result.table)
+    # The shared latency helper: LiteRT at batch 1 on 1 and 2 threads, Keras at batch 32, reductions vs unpruned.
+    for row in result.table:
+        assert row["keras_ms_b32"] > 0 and row["litert_ms_b1_t1"] > 0 and row["litert_ms_b1_t2"] > 0
+        assert row["litert_max_abs_diff"] < 1e-4 and row["tflite_bytes"] > 10_000
+        assert row["litert_ms_b1_t1_reduction_pct"] == pytest.approx(
+            100 * (1 - row["litert_ms_b1_t1"] / base["litert_ms_b1_t1"]), abs=0.006)
     client = MlflowClient(tracking_uri=uri)
     run_info = client.get_run(result.run_id)
     assert run_info.info.status == "FINISHED"
     assert "evoprune.model_uri.knee_model" in run_info.data.tags
     assert "knee_flops_searched_reduction_pct" in run_info.data.metrics and "hypervolume" in run_info.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "report")}
-    assert {"report/trade_off_models.csv", "report/trade_off_models.md", "report/flops_vs_accuracy.png"} <= artifacts
+    assert {"report/trade_off_models.csv", "report/trade_off_models.md", "report/flops_vs_accuracy.png",
+            "report/latency.csv", "report/latency.md"} <= artifacts
+    assert "knee_litert_ms_b1_t1" in run_info.data.metrics and "unpruned_keras_ms_b32" in run_info.data.metrics
+    tflite = {a.path for a in client.list_artifacts(result.run_id, "litert")}
+    assert tflite == {f"litert/{name}.tflite" for name in filters_run.MODEL_NAMES}
+    # The logged .tflite of the knee computes what the knee's Keras model computes.
+    from evoprune_tf.report.latency import litert_predict
+
+    knee_file = client.download_artifacts(result.run_id, "litert/knee.tflite", str(tmp_path))
+    images = np.random.default_rng(1).uniform(0, 255, size=(3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(litert_predict(knee_file, images), result.models["knee"].predict(images, verbose=0),
+                               atol=1e-4)
     # The exported model is the compact network: images in, same outputs after a .keras round trip.
     model = result.models["knee"]
     path = tmp_path / "knee.keras"

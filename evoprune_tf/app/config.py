@@ -166,6 +166,9 @@ class ReportConfig:
     rescore_folds: int = 0  # >1: re-score the hall of fame by k-fold CV on unseen partitions before picking the winner
     chance: bool = True  # also retrain a random mask of the winner's size on the same seeds (what chance would do)
     dir: str = ""  # "" = <store folder>/reports/<run id> (see report_folder); else the report files go here
+    # deep_pruning_es / tascnet: export the final models to LiteRT (.tflite) and time them there.
+    # "auto": when ai-edge-litert is installed (else one line says it is skipped); true: required.
+    litert: typing.Literal["auto", True, False] = "auto"
 
 
 @dataclasses.dataclass
@@ -426,6 +429,7 @@ def _check(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"report.rescore_folds={config.report.rescore_folds}; expected 0 (off) or at least 2")
     if config.report.seeds < 1:
         problems.append(f"report.seeds={config.report.seeds}; expected a positive integer")
+    _check_litert(config.report.litert, problems)
     if config.report.recipe not in ("search", "reference"):
         problems.append(f"report.recipe={config.report.recipe!r}; expected 'search' or 'reference'")
     if config.checkpoint.every < 1:
@@ -458,6 +462,18 @@ def _check_objectives(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(f"objectives.folds={o.folds}; expected at least 2 for cross-validation")
     if o.resampling == "repeated" and o.repeats < 1:
         problems.append(f"objectives.repeats={o.repeats}; expected a positive integer")
+
+
+def _check_litert(value: Any, problems: list[str]) -> None:
+    """``report.litert``: "auto", true or false; true needs the LiteRT extra installed."""
+    if value != "auto" and not isinstance(value, bool):
+        problems.append(f"report.litert={value!r}; expected \"auto\", true or false")
+    elif value is True:
+        from evoprune_tf.report.latency import LITERT_INSTALL, litert_available
+
+        if not litert_available():
+            problems.append(f"report.litert=true but ai-edge-litert is not installed: {LITERT_INSTALL} "
+                            "(or report.litert = \"auto\" to skip LiteRT latency when it is missing)")
 
 
 def _unread_keys(raw: Mapping[str, Any], config: ExperimentConfig, method: Any) -> list[str]:

@@ -4,7 +4,9 @@ The search selected on validation with a short, fixed training budget; here the 
 genome and the all-ones (unpruned) head are retrained with the same recipe over several
 seeds (or with the full reference recipe), scored on the held-out *test* split, and
 exported as a compact Keras model whose layers physically hold only the surviving
-units. Inference time and parameter counts of both Keras models are measured.
+units. Inference time (`evoprune_tf.report.latency.keras_latency_ms`: median of compiled
+``predict_on_batch`` calls on the whole test split) and parameter counts of both Keras models
+are measured.
 
 What chance would do comes with it (``chance=True``, the default): a random mask of the
 winner's exact size (the same number of active genes, drawn with a seed derived from
@@ -22,6 +24,7 @@ import numpy as np
 from evoprune_tf.encodings import Encoding, pack_genome
 from evoprune_tf.metrics import accuracy_and_loss
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.report.latency import keras_latency_ms
 from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.train import TrainConfig, TrainedHead, derive_seed, make_trainer
 
@@ -147,16 +150,6 @@ def _user_head_model(head: TrainedHead) -> keras.Model:
     return keras.Model(inputs, trained(gathered), name="compact_head")
 
 
-def _inference_ms(model: keras.Model, x: np.ndarray, repeats: int = 5) -> float:
-    model(x[:8], training=False)  # build / trace once
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        np.asarray(model(x, training=False))
-        times.append(time.perf_counter() - began)
-    return 1000.0 * float(np.median(times))
-
-
 def _scores(heads: Sequence[TrainedHead], data: FeatureSplits) -> dict:
     test = [accuracy_and_loss(h.logits(data.x_test), data.y_test)[0] for h in heads] if len(data.y_test) else []
     val = [accuracy_and_loss(h.logits(data.x_val), data.y_val)[0] for h in heads]
@@ -258,7 +251,8 @@ def export_measurements(pruned: TrainedHead, full: TrainedHead, data: FeatureSpl
     reference = pruned.predict_proba(x)
     return model, {
         "parameters": {"compact_model": int(model.count_params()), "full_model": int(full_model.count_params())},
-        "inference_ms": {"compact": _inference_ms(model, raw), "full": _inference_ms(full_model, raw),
+        "inference_ms": {"compact": keras_latency_ms(model, raw, runs=5),
+                         "full": keras_latency_ms(full_model, raw, runs=5),
                          "samples": len(x)},
         "compact_max_abs_diff": float(np.abs(np.asarray(model(raw, training=False)) - reference).max()),
     }

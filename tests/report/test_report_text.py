@@ -91,7 +91,7 @@ def test_pareto_summary_with_several_seeds():
 
 def _filter_rows(std: float) -> list[dict]:
     row = {"model": "unpruned", "test_accuracy": 0.75, "test_accuracy_std": std, "flops_searched": 2e6,
-           "flops_network": 4e6, "params_network": 3000, "latency_ms_b1": 1.0, "latency_ms_b32": 5.0,
+           "flops_network": 4e6, "params_network": 3000, "keras_ms_b32": 5.0,
            "flops_searched_reduction_pct": 0.0, "flops_network_reduction_pct": 0.0, "params_network_reduction_pct": 0.0}
     return [row]
 
@@ -123,3 +123,11 @@ def test_compare_p_value_verdict():
     assert _p_verdict(0.01, 0.05) == "p = 0.0100 (significant at alpha = 0.05)"
     assert _p_verdict(0.2, 0.05) == "p = 0.2000 (not significant at alpha = 0.05)"
     assert _p_verdict(1e-6, 0.05).startswith("p = 1.00e-06 (significant")
+
+
+def test_filter_table_shows_litert_latency_when_measured_and_a_dash_when_off():
+    off = _markdown(_filter_rows(0.0), 1)
+    assert "LiteRT b1 1 thread (ms)" in off and "| - | - | 5.00 |" in off
+    row = {**_filter_rows(0.0)[0], "litert_ms_b1_t1": 1.5, "litert_ms_b1_t2": 1.0, "litert_ms_b1_t1_reduction_pct": 0.0,
+           "keras_ms_b32_reduction_pct": 0.0}
+    assert "| 1.50 | 1.00 | 5.00 |" in _markdown([row], 1)

@@ -30,7 +30,7 @@ class DeepPruningES(Method):
     summary = "DeepPruningES: ES filter pruning inside the backbone, heavy/knee/light models (budget: algorithm.generations)"
     reads = ("data", "backbone", "encoding.name", "encoding.blocks", "train", "algorithm.population",
              "algorithm.generations", "algorithm.early_stop", "operators", "objectives.names", "report.seeds",
-             "report.epochs", "report.export_model", "report.dir", "cache_dir")
+             "report.epochs", "report.export_model", "report.litert", "report.dir", "cache_dir")
     defaults = FILTER_DEFAULTS
     fine_tunes_convolutions = True
     writes_report_files = True

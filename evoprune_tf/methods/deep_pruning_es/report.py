@@ -1,60 +1,29 @@
 """DeepPruningES' final report: heavy, knee and light of the archive and the unpruned network, retrained and measured.
 
-Each model is retrained for ``report.epochs`` (same seeds), scored on test; its FLOPs,
-parameters and latency (batch 1 and 32, median) measured; a table (CSV + Markdown), a
-FLOPs-vs-accuracy plot and the compact deployable ``.keras`` models come out.
+Each model is retrained for ``report.epochs`` (same seeds), scored on test; its FLOPs and
+parameters counted and its latency measured by `evoprune_tf.report.latency` (LiteRT at
+batch 1 on 1 and 2 threads when ``report.litert`` allows, Keras at batch 32); a table (CSV +
+Markdown), the latency table, a FLOPs-vs-accuracy plot, the ``.tflite`` files and the
+compact deployable ``.keras`` models come out.
 """
 
 from __future__ import annotations
 
 import csv
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evoprune_tf.report.latency import report_latency
 from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.train.config import derive_seed
 from operators.selection import heavy_knee_light
 
-__all__ = ["MODEL_NAMES", "final_report", "markdown_table", "measure_latency", "trade_off_table"]
+__all__ = ["MODEL_NAMES", "final_report", "markdown_table", "trade_off_table"]
 
 #: Names of the models of the final table, in order.
 MODEL_NAMES = ("unpruned", "heavy", "knee", "light")
-
-
-def measure_latency(model: Any, input_shape: Sequence[int], *, batch_sizes: Sequence[int] = (1, 32),
-                    repeats: int = 20, seed: int = 0) -> dict[int, float]:
-    """Median inference latency of a model in milliseconds per batch.
-
-    Uses the model's compiled ``predict_on_batch`` (traced once, warmed up twice) on
-    random inputs, so the numbers time the network, not Python's per-layer dispatch.
-
-    Args:
-        model: A Keras model.
-        input_shape: One sample's shape.
-        batch_sizes: Batch sizes to time.
-        repeats: Timed calls per batch size.
-        seed: Seed of the random inputs.
-
-    Returns:
-        Batch size -> median milliseconds per call.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    for batch in batch_sizes:
-        x = rng.uniform(0, 255, size=(int(batch), *input_shape)).astype(np.float32)
-        for _ in range(2):
-            model.predict_on_batch(x)
-        times = []
-        for _ in range(int(repeats)):
-            began = time.perf_counter()
-            model.predict_on_batch(x)
-            times.append(time.perf_counter() - began)
-        out[int(batch)] = float(np.median(times) * 1000.0)
-    return out
 
 
 def _deployable(evaluator: Any, pruned_suffix: Any, module: str | None, name: str) -> Any:
@@ -87,24 +56,34 @@ def trade_off_table(rows: list[dict]) -> list[dict]:
     return rows
 
 
+#: The latency helper's columns a trade-off row takes (`evoprune_tf.report.latency.latency_table`).
+_LATENCY_PREFIXES = ("litert_", "keras_ms_", "tflite_bytes")
 _COLUMNS = ("model", "test_accuracy", "test_accuracy_std", "val_accuracy", "flops_searched", "flops_network",
-            "params_searched", "params_network", "latency_ms_b1", "latency_ms_b32", "flops_searched_reduction_pct",
-            "flops_network_reduction_pct", "params_network_reduction_pct", "kept_filters", "repairs")
+            "params_searched", "params_network", "litert_ms_b1_t1", "litert_ms_b1_t2", "keras_ms_b32",
+            "flops_searched_reduction_pct", "flops_network_reduction_pct", "params_network_reduction_pct",
+            "litert_ms_b1_t1_reduction_pct", "litert_ms_b1_t2_reduction_pct", "keras_ms_b32_reduction_pct",
+            "litert_max_abs_diff", "tflite_bytes", "kept_filters", "repairs")
 
 
 def markdown_table(rows: list[dict], seeds: int = 1) -> str:
     """The trade-off table as Markdown; test accuracy with ``± std`` over ``seeds`` retrains when more than one."""
     head = ["model", "test acc" if seeds == 1 else f"test acc (mean ± std, {plural(seeds, 'seed')})",
-            "FLOPs searched (M)", "FLOPs network (M)", "params (k)", "latency b1 (ms)",
-            "latency b32 (ms)", "FLOPs searched -%", "FLOPs network -%", "params -%"]
+            "FLOPs searched (M)", "FLOPs network (M)", "params (k)", "LiteRT b1 1 thread (ms)",
+            "LiteRT b1 2 threads (ms)", "Keras b32 (ms)", "FLOPs searched -%", "FLOPs network -%", "params -%",
+            "LiteRT 1 thread -%", "Keras b32 -%"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(row: dict, key: str, fmt: str = ".2f") -> str:
+        return format(row[key], fmt) if key in row else "-"  # LiteRT columns are absent when it is off
+
     for r in rows:
         lines.append("| " + " | ".join([
             r["model"], mean_std(r["test_accuracy"], r.get("test_accuracy_std"), seeds),
             f"{r['flops_searched'] / 1e6:.2f}", f"{r['flops_network'] / 1e6:.2f}",
-            f"{r['params_network'] / 1e3:.1f}", f"{r['latency_ms_b1']:.2f}", f"{r['latency_ms_b32']:.2f}",
-            f"{r['flops_searched_reduction_pct']:.1f}", f"{r['flops_network_reduction_pct']:.1f}",
-            f"{r['params_network_reduction_pct']:.1f}"]) + " |")
+            f"{r['params_network'] / 1e3:.1f}", cell(r, "litert_ms_b1_t1"), cell(r, "litert_ms_b1_t2"),
+            cell(r, "keras_ms_b32"), f"{r['flops_searched_reduction_pct']:.1f}",
+            f"{r['flops_network_reduction_pct']:.1f}", f"{r['params_network_reduction_pct']:.1f}",
+            cell(r, "litert_ms_b1_t1_reduction_pct", ".1f"), cell(r, "keras_ms_b32_reduction_pct", ".1f")]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +119,6 @@ def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | Non
     heavy, knee, light = heavy_knee_light(archive, 3, accuracy_index=error_col, complexity_index=cpx_col)
     genomes = {"unpruned": evaluator.encoding.unpruned(), "heavy": np.asarray(heavy), "knee": np.asarray(knee),
                "light": np.asarray(light)}
-    shape = tuple(int(d) for d in evaluator.model.inputs[0].shape[1:])
     rows, models = [], {}
     for name, genome in genomes.items():
         keep, repairs = evaluator.encoding.decode_with_repairs(genome)
@@ -152,21 +130,23 @@ def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | Non
             if r == 0:
                 model = trained
         record = evaluator.describe(model, keep, repairs, vals[0], float("nan"), config.report.epochs)
-        deploy = _deployable(evaluator, model, module, name=f"{name}_model")
-        latency = measure_latency(deploy, shape, seed=config.seed)
-        models[name] = deploy
+        models[name] = _deployable(evaluator, model, module, name=f"{name}_model")
         rows.append({
             "model": name, "test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)),
             "val_accuracy": float(np.mean(vals)), "flops_searched": record.flops, "flops_network": record.network_flops,
             "params_searched": record.params, "params_network": record.network_params,
-            "latency_ms_b1": round(latency[1], 3), "latency_ms_b32": round(latency[32], 3),
             "kept_filters": record.kept_filters, "repairs": record.repairs,
         })
         print(f"final {name}: test accuracy {mean_std(float(np.mean(accs)), float(np.std(accs)), len(accs))}"
-              f", network FLOPs {record.network_flops / 1e6:.2f} M, "
-              f"latency b1 {latency[1]:.2f} ms", file=out)
+              f", network FLOPs {record.network_flops / 1e6:.2f} M", file=out)
+    # One latency helper for every method: LiteRT (b1, 1 and 2 threads) when on, Keras b32; .tflite files.
+    latency, files = report_latency(models, setting=config.report.litert, folder=folder, seed=config.seed, out=out,
+                                    flops={r["model"]: r["flops_network"] for r in rows})
+    for row, measured in zip(rows, latency):
+        row.update({k: v for k, v in measured.items() if k.startswith(_LATENCY_PREFIXES)})
     rows = trade_off_table(rows)
-    files = {"csv": folder / "trade_off_models.csv", "markdown": folder / "trade_off_models.md",
+    files = {**{f"latency_{k}" if k in ("csv", "markdown") else k: v for k, v in files.items()},
+             "csv": folder / "trade_off_models.csv", "markdown": folder / "trade_off_models.md",
              "plot": folder / "flops_vs_accuracy.png"}
     with open(files["csv"], "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(_COLUMNS) + ["params_searched_reduction_pct"],

@@ -17,7 +17,7 @@ does the preflight, seeding, MLflow run, checkpoint/resume and callbacks. The st
    hypervolume) callbacks; generation 0 is the unpruned genome alone;
 4. the final report: heavy, knee and light of the Pareto archive and the unpruned network
    are retrained for ``report.epochs`` (same seeds), scored on test, their FLOPs,
-   parameters and latency (batch 1 and 32, median) measured; a table (CSV + markdown),
+   parameters counted and latency measured (`evoprune_tf.report.latency`: LiteRT b1 on 1 and 2 threads, Keras b32); a table (CSV + markdown),
    a FLOPs-vs-accuracy plot and the three compact ``.keras`` models go to MLflow.
 """
 
@@ -308,11 +308,15 @@ def run_deep_pruning_es(session: Any) -> FilterRunResult:
             print(markdown_table(table, config.report.seeds), file=out)
             summary = {f"{r['model']}_{k}": r[k] for r in table for k in
                        ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
-                        "params_network_reduction_pct", "latency_ms_b1", "latency_ms_b32")}
+                        "params_network_reduction_pct", "keras_ms_b32", "litert_ms_b1_t1", "litert_ms_b1_t2",
+                        "litert_ms_b1_t1_reduction_pct") if k in r}
             exported = {f"{n}_model": models[n] for n in ("heavy", "knee", "light")} if config.report.export_model else {}
             session.finish(report, metrics={**summary, "test_accuracy_mean": report["test_accuracy_mean"]},
                            step=int(logbook[-1]["gen"]),
-                           artifacts=[(files[key], "report") for key in ("csv", "markdown", "plot")], models=exported)
+                           artifacts=[(files[key], "report") for key in ("csv", "markdown", "plot", "latency_csv",
+                                                                          "latency_markdown") if key in files]
+                           + [(files[key], "litert") for key in files if key.endswith(".tflite")],
+                           models=exported)
         except BaseException as error:
             session.fail(error)
             raise
