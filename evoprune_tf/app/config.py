@@ -15,7 +15,6 @@ Keras is first imported: `use_backend` (and `use_backend_for_dict` for a raw dic
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import re
 import tomllib
@@ -26,18 +25,31 @@ from typing import Any, Mapping
 
 import operators
 from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
-from evoprune_tf.backbones import canonical_name
-from evoprune_tf.model_files import is_model_file
-from evoprune_tf.encodings import ENCODINGS
-from evoprune_tf.methods import get_method, method_sections
-from evoprune_tf.methods.head.baselines import BASELINES
-from evoprune_tf.methods.inputs import operator_specs
-from evoprune_tf.search.toolbox import CARDINALITY_OPERATORS, check_cardinality, with_genome_length
+from evoprune_tf.app.config_checks import check_config
+from evoprune_tf.app.sections import (  # noqa: F401 - the config's shape, importable from here as before
+    _SECTION_TYPES,
+    _SHARED_SECTIONS,
+    AlgorithmConfig,
+    BackboneConfig,
+    CheckpointConfig,
+    ConfigError,
+    DataConfig,
+    EncodingConfig,
+    ExperimentConfig,
+    HeadConfig,
+    ObjectivesConfig,
+    OperatorsConfig,
+    ReportConfig,
+    TrackingConfig,
+    _redact_tree,
+    section_types,
+)
+from evoprune_tf.methods import get_method
+from evoprune_tf.search.toolbox import CARDINALITY_OPERATORS
 from evoprune_tf.session import checkpoint_dir, report_files, report_folder
 from evoprune_tf.session import check_output_locations as _check_output_locations
-from evoprune_tf.tracking.redact import is_secret_name, redact_text
+from evoprune_tf.tracking.redact import is_secret_name
 from evoprune_tf.train.config import BACKENDS
-from evoprune_tf.train.numpy_engine import TrainConfig
 
 __all__ = [
     "ExperimentConfig",
@@ -54,239 +66,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A config with one or more problems; the message lists all of them on one line."""
-
-    def __init__(self, problems: list[str], source: str = "config") -> None:
-        self.problems = problems
-        # One line whatever the values hold (keys and messages may contain newlines).
-        text = "; ".join(str(p).replace("\r", "\\r").replace("\n", "\\n") for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s): {text}")
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the images come from and how they are split."""
-
-    source: str = "builtin:synthetic"
-    image_size: int = 0  # 0: the backbone's default size
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    max_per_class: int = 0  # 0: all images
-    skip_bad_images: bool = False
-    name: str = ""
-    standardize: bool = False  # z-score features with train statistics (random-weight backbones need it)
-
-
-@dataclasses.dataclass
-class BackboneConfig:
-    """The frozen feature extractor."""
-
-    name: str = "mobilenet_v2"
-    weights: str = "imagenet"  # "imagenet", a path, or "none"
-    options: dict = dataclasses.field(default_factory=dict)
-    batch_size: int = 64
-
-
-@dataclasses.dataclass
-class HeadConfig:
-    """The dense head that is pruned."""
-
-    hidden: list = dataclasses.field(default_factory=lambda: [512])
-    use_bias: bool = False
-
-
-@dataclasses.dataclass
-class EncodingConfig:
-    """Which part of the head the genome prunes."""
-
-    name: str = "feature_selection"
-    layers: list = dataclasses.field(default_factory=list)  # neuron pruning: [] = all hidden layers
-    layer: int = 0  # connection pruning
-    blocks: int | str = 2  # filters (deep_pruning_es): last K blocks with prunable filters, or "all"
-    active: int | float = 0  # fixed budget: exactly this many genes on (int) or this fraction (float in (0, 1]); 0 = off
-
-
-@dataclasses.dataclass
-class AlgorithmConfig:
-    """The evolution loop and its budget."""
-
-    name: str = "steady_state"
-    population: int = 30
-    evaluations: int = 200  # steady_state, nsga2, nsga3
-    generations: int = 10  # ea_simple, mu_plus_lambda
-    children_per_step: int = 2
-    cxpb: float = 1.0
-    mutpb: float = 1.0
-    mu: int = 0  # mu_plus_lambda: 0 = population
-    lambda_: int = 0  # mu_plus_lambda: 0 = population
-    report_every: int = 0  # steady state: 0 = population size
-    hall_of_fame: int = 5
-    early_stop: int = 0  # generations without improvement; 0 = off
-    density: float = 0.0  # baselines random_mask / magnitude / l1_selection: fraction of genes on
-    density_of: str = ""  # ... or the density of this MLflow run's best genome (run id or prefix)
-
-
-@dataclasses.dataclass
-class OperatorsConfig:
-    """DEAP operators by registry name, with options (`operators.available()`)."""
-
-    init: Any = "random_density"
-    select: Any = dataclasses.field(default_factory=lambda: {"name": "hamming_farthest", "candidates": 3})
-    mate: Any = dataclasses.field(default_factory=lambda: {"name": "uniform", "indpb": 0.5})
-    mutate: Any = dataclasses.field(default_factory=lambda: {"name": "flip_one", "indpb": 0.07})
-    survive: Any = "nsga2"
-    seed_unpruned: bool = False  # put the all-ones genome in the initial population
-
-
-@dataclasses.dataclass
-class ObjectivesConfig:
-    """What the fitness is made of."""
-
-    names: list = dataclasses.field(default_factory=lambda: ["accuracy", "loss", "active_fraction"])
-    ood: str = ""  # folder / .npz / tfds:NAME of out-of-distribution images (robustness)
-    temperature: float = 1000.0
-    ood_max_images: int = 0  # 0: all
-    loss_resolution: float = 0.02  # the loss objective is compared rounded to this (0: exact)
-    resampling: str = "holdout"  # holdout (the validation split) | cv (k-fold of train+val) | repeated
-    folds: int = 5  # resampling = "cv": k
-    repeats: int = 5  # resampling = "repeated": number of stratified random splits
-
-
-@dataclasses.dataclass
-class ReportConfig:
-    """The final retrain and test report."""
-
-    seeds: int = 3
-    recipe: str = "search"  # "search" (the search's TrainConfig) or "reference" (600 epochs)
-    export_model: bool = True
-    epochs: int = 10  # deep_pruning_es: retrain epochs of the heavy / knee / light and unpruned models
-    ensemble_band: float = 0.02  # MO: members within this accuracy of the best join the banded ensemble
-    explain: bool = True  # MO: explanation heat maps
-    rescore_folds: int = 0  # >1: re-score the hall of fame by k-fold CV on unseen partitions before picking the winner
-    chance: bool = True  # also retrain a random mask of the winner's size on the same seeds (what chance would do)
-    dir: str = ""  # "" = <store folder>/reports/<run id> (see report_folder); else the report files go here
-    # deep_pruning_es / tascnet: export the final models to LiteRT (.tflite) and time them there.
-    # "auto": when ai-edge-litert is installed (else one line says it is skipped); true: required.
-    litert: typing.Literal["auto", True, False] = "auto"
-
-
-@dataclasses.dataclass
-class TrackingConfig:
-    """MLflow tracking."""
-
-    enabled: bool = True
-    uri: str = ""  # "" = $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
-    experiment: str = "evoprune"
-    run_name: str = ""
-
-
-@dataclasses.dataclass
-class CheckpointConfig:
-    """Crash safety."""
-
-    enabled: bool = True
-    dir: str = ""  # "" = next to the MLflow artifacts (mlruns/checkpoints/<run>)
-    every: int = 1  # generations between checkpoints
-
-
-@dataclasses.dataclass
-class ExperimentConfig:
-    """A whole experiment. Sections mirror the TOML tables; ``train`` is `TrainConfig`."""
-
-    name: str = "experiment"
-    seed: int = 0
-    cache_dir: str = ""
-    progress: bool = True
-    workers: int = 0  # >1: evaluate in that many spawned worker processes
-    runner: str = "auto"  # auto (processes when workers > 1, else serial) | serial | processes | ray
-    ray_address: str = ""  # ray: "" (a local cluster), "auto", "host:port" or "ray://host:port"
-    num_gpus: float = 0.0  # ray: GPUs per worker actor (fractional allowed)
-    plugins: list = dataclasses.field(default_factory=list)  # modules whose @operators.register add operators
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
-    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
-    encoding: EncodingConfig = dataclasses.field(default_factory=EncodingConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    algorithm: AlgorithmConfig = dataclasses.field(default_factory=AlgorithmConfig)
-    operators: OperatorsConfig = dataclasses.field(default_factory=OperatorsConfig)
-    objectives: ObjectivesConfig = dataclasses.field(default_factory=ObjectivesConfig)
-    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
-    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
-    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
-    #: The registered methods' own sections (``[tascnet]``...) by name, read as attributes
-    #: (``config.tascnet``); each method validates its own.
-    sections: dict = dataclasses.field(default_factory=lambda: {k: t() for k, t in method_sections().items()})
-
-    def __getattr__(self, name: str) -> Any:
-        sections = self.__dict__.get("sections")
-        if sections is not None and name in sections:
-            return sections[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    @property
-    def method(self) -> Any:
-        """The `evoprune_tf.methods.Method` that ``algorithm.name`` selects."""
-        return get_method(self.algorithm.name)
-
-    #: ``value -> "${NAME}"`` of the secret-named variables `config_from_dict` expanded.
-    _secrets: typing.ClassVar[dict[str, str]] = {}
-
-    @property
-    def multi_objective(self) -> bool:
-        """True for runs that keep a Pareto front (NSGA-II/III)."""
-        try:
-            return self.method.multi_objective
-        except ValueError:  # an unknown name: validation reports it
-            return False
-
-    def redact(self, text: str) -> str:
-        """``text`` safe to print or log: the config's secrets replaced.
-
-        Each value expanded from a secret-named environment variable (``${MY_API_TOKEN}``)
-        goes back to its ``${NAME}`` template, and every URI loses its password
-        (`evoprune_tf.tracking.redact.redact_text`).
-
-        Args:
-            text: a config value, a run name, a tag.
-
-        Returns:
-            The redacted text.
-        """
-        for value in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(value, self._secrets[value])
-        return redact_text(text)
-
-    def to_dict(self) -> dict:
-        """Plain nested dict (TOML/JSON-able), safe to print, log and store (`redact` on every string).
-
-        The methods' sections are top-level tables. It is what the run's params, its
-        ``config.json`` and its checkpoint hold: a value expanded from a secret-named
-        variable is its ``${NAME}`` template again (expanded anew when the dict is loaded),
-        and URI passwords are ``***``.
-        """
-        out = dataclasses.asdict(self)
-        sections = out.pop("sections")
-        return _redact_tree({**out, **sections}, self.redact)
-
-
-#: The shared sections; the methods' own sections come from the registry (`section_types`).
-_SHARED_SECTIONS = {
-    "data": DataConfig, "backbone": BackboneConfig, "head": HeadConfig, "encoding": EncodingConfig,
-    "train": TrainConfig, "algorithm": AlgorithmConfig, "operators": OperatorsConfig,
-    "objectives": ObjectivesConfig, "report": ReportConfig, "tracking": TrackingConfig,
-    "checkpoint": CheckpointConfig,
-}
-
-
-def section_types() -> dict[str, type]:
-    """Every config section and its dataclass: the shared ones and the registered methods' own."""
-    return {**_SHARED_SECTIONS, **method_sections()}
-
-
-_SECTION_TYPES = section_types()
-#: Keys every run reads, whatever the method: the run session's (seeding, progress,
-#: plugins, the Keras backend, the MLflow run).
 SESSION_READS = ("name", "seed", "progress", "plugins", "algorithm.name", "train.backend", "tracking")
 _TOP_LEVEL = {"name": str, "seed": int, "cache_dir": str, "progress": bool, "workers": int, "plugins": list,
               "runner": str, "ray_address": str, "num_gpus": float}
@@ -313,16 +92,6 @@ def _expand(value: Any, secrets: dict[str, str] | None = None) -> Any:
         return [_expand(v, secrets) for v in value]
     if isinstance(value, dict):
         return {k: _expand(v, secrets) for k, v in value.items()}
-    return value
-
-
-def _redact_tree(value: Any, redact: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_tree(v, redact) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_tree(v, redact) for k, v in value.items()}
     return value
 
 
@@ -375,107 +144,6 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", str(t))
 
 
-def _check(config: ExperimentConfig, problems: list[str]) -> None:
-    """Range and name checks across the shared sections, then the chosen method's own (`Method.validate`)."""
-
-    if config.workers < 0:
-        problems.append(f"workers={config.workers}; expected 0 (in process) or a positive number of processes")
-    _check_runner(config, problems)
-    a = config.algorithm
-    for key in ("population", "evaluations", "generations", "children_per_step", "hall_of_fame"):
-        if getattr(a, key) < 1:
-            problems.append(f"algorithm.{key}={getattr(a, key)}; expected a positive integer")
-    for key in ("mu", "lambda_", "report_every", "early_stop"):
-        if getattr(a, key) < 0:
-            problems.append(f"algorithm.{key}={getattr(a, key)}; expected 0 (default) or a positive integer")
-    for key in ("cxpb", "mutpb"):
-        if not 0.0 <= getattr(a, key) <= 1.0:
-            problems.append(f"algorithm.{key}={getattr(a, key)}; expected a probability in [0, 1]")
-    try:
-        method = get_method(a.name)
-    except ValueError as error:
-        method = None
-        problems.append(str(error))
-    try:  # an explicit backend that is not installed (KERAS_BACKEND, when set, wins over it)
-        choose_backend(a.name, config.train.backend, config.train.engine)
-    except ValueError as error:
-        problems.append(str(error))
-    if method is not None:
-        problems.extend(method.validate(config))
-    if is_model_file(config.backbone.name):  # a user's own model, pruned whole by deep_pruning_es
-        if not Path(config.backbone.name).expanduser().is_file():
-            problems.append(f"backbone.name={config.backbone.name!r} is not a file; expected a saved .keras model")
-        elif method is not None and not method.prunes_model_files:
-            problems.append(f"backbone.name={config.backbone.name!r} is a model file: only algorithm "
-                            f"'deep_pruning_es' prunes a whole model; got {a.name!r}")
-    else:
-        try:
-            canonical_name(config.backbone.name)
-        except ValueError as error:
-            problems.append(str(error))
-    weights = config.backbone.weights
-    if weights != "imagenet" and weights.lower() not in ("none", "") and not Path(weights).expanduser().is_file():
-        problems.append(f"backbone.weights={weights!r} is not a file; expected 'imagenet', 'none' or a weights file")
-    d = config.data
-    if d.image_size < 0 or (0 < d.image_size < 32):
-        problems.append(f"data.image_size={d.image_size}; expected 0 (backbone default) or at least 32")
-    for key in ("val_fraction", "test_fraction"):
-        if not 0.0 < getattr(d, key) < 1.0:
-            problems.append(f"data.{key}={getattr(d, key)}; expected a fraction in (0, 1)")
-    if d.max_per_class < 0:
-        problems.append(f"data.max_per_class={d.max_per_class}; expected 0 (all) or a positive integer")
-    _check_objectives(config, problems)
-    if config.report.rescore_folds == 1 or config.report.rescore_folds < 0:
-        problems.append(f"report.rescore_folds={config.report.rescore_folds}; expected 0 (off) or at least 2")
-    if config.report.seeds < 1:
-        problems.append(f"report.seeds={config.report.seeds}; expected a positive integer")
-    _check_litert(config.report.litert, problems)
-    if config.report.recipe not in ("search", "reference"):
-        problems.append(f"report.recipe={config.report.recipe!r}; expected 'search' or 'reference'")
-    if config.checkpoint.every < 1:
-        problems.append(f"checkpoint.every={config.checkpoint.every}; expected a positive integer")
-    kinds = {"init": "init", "select": "selection", "mate": "crossover", "mutate": "mutation", "survive": "selection"}
-    resolved = True
-    for alias, kind in kinds.items():
-        try:
-            operators.resolve(with_genome_length(getattr(config.operators, alias), 1000), kind)
-        except (ValueError, TypeError) as error:
-            problems.append(f"operators.{alias}: {error}")
-            resolved = False
-    if resolved:
-        _check_budget(config, problems)
-
-
-def _check_objectives(config: ExperimentConfig, problems: list[str]) -> None:
-    """The OOD source, loss resolution, temperature and resampling of ``[objectives]``."""
-    names = config.objectives.names
-    if "robustness" in names and not config.objectives.ood:
-        problems.append("objective 'robustness' needs objectives.ood (a folder, .npz or tfds:NAME of OOD images)")
-    if config.objectives.loss_resolution < 0:
-        problems.append(f"objectives.loss_resolution={config.objectives.loss_resolution}; expected 0 (exact) or a positive number")
-    if config.objectives.temperature <= 0:
-        problems.append(f"objectives.temperature={config.objectives.temperature}; expected a positive number")
-    o = config.objectives
-    if o.resampling not in ("holdout", "cv", "repeated"):
-        problems.append(f"objectives.resampling={o.resampling!r}; expected 'holdout', 'cv' or 'repeated'")
-    if o.resampling == "cv" and o.folds < 2:
-        problems.append(f"objectives.folds={o.folds}; expected at least 2 for cross-validation")
-    if o.resampling == "repeated" and o.repeats < 1:
-        problems.append(f"objectives.repeats={o.repeats}; expected a positive integer")
-
-
-def _check_litert(value: Any, problems: list[str]) -> None:
-    """``report.litert``: "auto", true or false; true needs the LiteRT extra installed."""
-    if value != "auto" and not isinstance(value, bool):
-        problems.append(f"report.litert={value!r}; expected \"auto\", true or false")
-    elif value is True:
-        from evoprune_tf.report.latency import LITERT_INSTALL, litert_available
-
-        if not litert_available():
-            problems.append(f"report.litert=true but ai-edge-litert is not installed: {LITERT_INSTALL} "
-                            "(or report.litert = \"auto\" to skip LiteRT latency when it is missing)")
-
-
 def _unread_keys(raw: Mapping[str, Any], config: ExperimentConfig, method: Any) -> list[str]:
     """Keys given with a non-default value that neither the method nor the run session reads, one line each."""
     own_checkpoints = (("checkpoint",) if method.checkpoints else ()) + (
@@ -501,67 +169,10 @@ def _unread_keys(raw: Mapping[str, Any], config: ExperimentConfig, method: Any) 
     return problems
 
 
-def _check_runner(config: ExperimentConfig, problems: list[str]) -> None:
-    """Runner checks that need no cluster: the name, Ray installed, the address reachable, GPUs >= 0."""
-    from evoprune_tf.runners import RUNNERS
-
-    if config.runner not in RUNNERS:
-        problems.append(f"unknown runner {config.runner!r}; expected one of {', '.join(RUNNERS)}")
-        return
-    if config.num_gpus < 0:
-        problems.append(f"num_gpus={config.num_gpus}; expected 0 or a positive (possibly fractional) number per worker")
-    if config.runner != "ray":
-        return
-    from evoprune_tf.runners.ray_runner import RAY_EXTRA, check_ray_address, ray_available
-
-    if not ray_available():
-        problems.append(f"runner 'ray' needs Ray, which is not installed; expected it installed: {RAY_EXTRA}")
-        return
-    try:  # a TCP connect of at most 2 s; GPUs are checked against the cluster when the runner connects
-        check_ray_address(config.ray_address or None)
-    except ValueError as error:
-        problems.append(str(error))
-
-
 def _budget(raw: dict) -> bool:
     """Whether a raw config sets ``encoding.active`` (to anything but 0: its value is checked later)."""
     encoding = raw.get("encoding", {})
     return isinstance(encoding, dict) and encoding.get("active", 0) not in (0, None)
-
-
-def _check_budget(config: ExperimentConfig, problems: list[str]) -> None:
-    """Checks of ``encoding.active`` (fixed-budget search) and the operators that go with it."""
-    active, a = config.encoding.active, config.algorithm
-    budget = active != 0
-    if isinstance(active, bool) or active < 0 or (isinstance(active, float) and active > 1.0):
-        problems.append(f"encoding.active={active!r}; expected 0 (off), a count of genes >= 1 or a fraction in (0, 1]")
-        return
-    if budget and (a.name in ("deep_pruning_es", "tascnet") or config.encoding.name == 'filters'):
-        problems.append(f"encoding.active={active!r} with algorithm {a.name!r}; a fixed budget applies to the head "
-                        f"encodings ({', '.join(sorted(ENCODINGS))})")
-        return
-    if budget and (a.density or a.density_of):
-        problems.append(f"encoding.active={active!r} and algorithm.density={a.density} / density_of={a.density_of!r}; "
-                        "expected one of them (the baselines take the budget of encoding.active)")
-    if budget and config.operators.seed_unpruned:
-        problems.append(f"operators.seed_unpruned with encoding.active={active!r}; the unpruned genome does not "
-                        "have the budget's count of active genes")
-    e = config.encoding
-    if budget and isinstance(active, int) and e.name == "neuron_pruning":
-        hidden = config.head.hidden
-        layers = e.layers or range(len(hidden))
-        if all(isinstance(i, int) and 0 <= i < len(hidden) for i in layers):
-            genes = sum(hidden[i] for i in layers)
-            if active > genes:
-                problems.append(f"encoding.active={active} is outside (0, {genes}]; expected a count of active genes "
-                                f"from 1 to the {genes} hidden neurons pruned (or a fraction in (0, 1])")
-    specs = operator_specs(config.operators)
-    if a.name in BASELINES or a.name == "random_search":  # they breed nothing: only the initialiser matters
-        specs = {"init": specs["init"]}
-    try:
-        check_cardinality(specs, budget=budget)
-    except ValueError as error:
-        problems.append(str(error))
 
 
 def config_from_dict(raw: dict, source: str = "config", *, given: dict | None = None) -> ExperimentConfig:
@@ -625,7 +236,7 @@ def config_from_dict(raw: dict, source: str = "config", *, given: dict | None = 
     config._secrets = secrets
     if plugin_error is not None:
         problems.append(f"plugins: {plugin_error}")
-    _check(config, problems)
+    check_config(config, problems)
     if method is not None:
         problems.extend(_unread_keys(user, config, method))
     if problems:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from evoprune_tf.methods.registry import get_method
 from evoprune_tf.backbones import backbone_info, build_backbone
 from evoprune_tf.features.extract import default_cache_dir, feature_cache_key
 from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator
@@ -200,9 +201,8 @@ def run_filter_pruning(
         ValueError: One line, before images are read, for a layer the coupling analysis
             cannot handle, ``encoding.blocks`` larger than the network, a bad config.
     """
-    from evoprune_tf.methods.deep_pruning_es.method import DeepPruningES
-
-    return run_method(config, DeepPruningES(), callbacks=callbacks, checkpoint=checkpoint, out=out,
+    # The registered method, looked up by name: method.py imports this module's pipeline.
+    return run_method(config, get_method("deep_pruning_es"), callbacks=callbacks, checkpoint=checkpoint, out=out,
                       allow_pickle=allow_pickle, images=images, network=network, output_dir=output_dir,
                       head_epochs=head_epochs)
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from evoprune_tf.methods.registry import get_method
 from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
 from evoprune_tf.data.images import load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus
@@ -66,9 +67,8 @@ def run_tascnet(
     Raises:
         ValueError: a config for another algorithm, or bad data/backbone settings.
     """
-    from evoprune_tf.methods.tascnet.method import Tascnet
-
-    return run_method(config, Tascnet(), out_dir=out_dir, progress=progress)
+    # The registered method, looked up by name: method.py imports this module's pipeline.
+    return run_method(config, get_method("tascnet"), out_dir=out_dir, progress=progress)
 
 
 def run_in_session(session: Any) -> dict[str, Any]:
