@@ -114,7 +114,7 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
             "report/latency.csv", "report/latency.md"} <= artifacts
     assert "knee_litert_ms_b1_t1" in run_info.data.metrics and "unpruned_keras_ms_b32" in run_info.data.metrics
     tflite = {a.path for a in client.list_artifacts(result.run_id, "litert")}
-    assert tflite == {f"litert/{name}.tflite" for name in filters_run.MODEL_NAMES}
+    assert tflite == {f"litert/{name}.tflite" for name in filters_report.MODEL_NAMES}
     # The logged .tflite of the knee computes what the knee's Keras model computes.
     from evoprune_tf.report.latency import litert_predict
 
