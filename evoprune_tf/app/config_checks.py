@@ -21,7 +21,7 @@ from evoprune_tf.model_files import is_model_file
 from evoprune_tf.search.toolbox import check_cardinality, with_genome_length
 
 if TYPE_CHECKING:  # pragma: no cover
-    from evoprune_tf.app.config import ExperimentConfig
+    from evoprune_tf.app.sections import ExperimentConfig
 
 __all__ = ["check_config"]
 
