@@ -33,11 +33,22 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Hashable, Sequence
 
+from evoprune_tf.studies.axis import AxisComparison
+from evoprune_tf.studies.compare_axis import compare_over_axis, format_axis_markdown
 from evoprune_tf.studies.comparison import DEFAULT_METRICS, ComparisonResult, metric_direction
 from evoprune_tf.studies.comparison_run import log_comparison_run
 from evoprune_tf.studies.convergence import convergence_plot
 from evoprune_tf.studies.markdown import format_markdown
-from evoprune_tf.studies.runs import SEED_TAG, group_runs, mean_std, missing, read_runs, seed_order, seed_value
+from evoprune_tf.studies.runs import (
+    SEED_TAG,
+    check_selection,
+    group_runs,
+    mean_std,
+    missing,
+    read_runs,
+    seed_order,
+    seed_value,
+)
 from evoprune_tf.studies.stats import (
     FriedmanResult,
     WilcoxonResult,
@@ -118,7 +129,7 @@ def compare(
     group_by = _checked_group_by(group_by, alpha)
     higher = metric_direction(metric, higher_is_better)
     frame = read_runs(tracking_uri, experiment, filter_string=filter_string, statuses=statuses)
-    _check_selection(frame, experiment, filter_string, statuses, metric, seed_tag)
+    check_selection(frame, experiment, filter_string, statuses, metric, seed_tag)
 
     members, keys = group_runs(frame, group_by)
     values = _values_by_group(frame, members, f"metrics.{metric}", f"tags.{seed_tag}")
@@ -154,25 +165,6 @@ def _checked_group_by(group_by: Sequence[str], alpha: float) -> tuple[str, ...]:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha!r} is outside (0, 1)")
     return group_by
-
-
-def _check_selection(frame: "pandas.DataFrame", experiment: str, filter_string: str,
-                     statuses: Sequence[str] | None, metric: str, seed_tag: str) -> None:
-    """Refuse an empty selection, a metric no run logged, or a run without the seed tag (one line each)."""
-    if frame.empty:
-        kept = "any status" if statuses is None else "/".join(statuses)
-        raise ValueError(
-            f"no runs ({kept}) in experiment {experiment!r} match filter {filter_string!r}"
-        )
-    metric_col = f"metrics.{metric}"
-    if metric_col not in frame:
-        logged = sorted(c[len("metrics."):] for c in frame.columns if c.startswith("metrics."))
-        raise ValueError(f"no selected run logged metric {metric!r}; logged metrics: {logged}")
-    seed_col = f"tags.{seed_tag}"
-    lacking = frame["run_id"][frame[seed_col].isna()].tolist() if seed_col in frame else frame["run_id"].tolist()
-    if lacking:
-        shown = f"{lacking[:5]}{'...' if len(lacking) > 5 else ''}"
-        raise ValueError(f"runs {shown} have no {seed_tag!r} tag to pair seeds by")
 
 
 def _values_by_group(frame: "pandas.DataFrame", members: dict[str, list[int]], metric_col: str,
@@ -285,7 +277,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     / ``--lower-is-better``, ``--metrics m1,m2``, ``--curve-metric`` (default ``best``),
     ``--seed-tag``, ``--alpha``, ``--drop-incomplete``, ``--all-statuses``, ``--out``
     (default ``comparisons/<experiment>``), ``--tracking-uri`` (default
-    ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns/mlflow.db``), ``--no-log``.
+    ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlruns/mlflow.db``), ``--no-log``,
+    ``--axis key`` (a numeric grid axis: `evoprune_tf.studies.compare_axis`) and
+    ``--fronts g1,g2`` (with ``--axis``: fronts against sweeps).
 
     Args:
         parser: The parser (or sub-parser) to extend.
@@ -313,6 +307,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--out", default=None, help="output folder (default comparisons/<experiment>)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     parser.add_argument("--no-log", action="store_true", help="do not log a comparison run")
+    parser.add_argument("--axis", default=None,
+                        help="numeric grid axis, e.g. encoding.active: the metric against it (table, plot with "
+                             "± std bands) and the paired tests per value")
+    parser.add_argument("--fronts", default="",
+                        help="with --axis: comma-separated groups of multi-objective runs (e.g. nsga2) whose test "
+                             "fronts are compared, by test hypervolume paired over seeds, with the fronts the other "
+                             "groups trace across the axis")
     return parser
 
 
@@ -320,34 +321,35 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def run_compare(args: argparse.Namespace) -> ComparisonResult:
-    """Run `compare` from parsed `add_compare_arguments` options and print the markdown.
+def run_compare(args: argparse.Namespace) -> ComparisonResult | AxisComparison:
+    """Run `compare` (or `compare_over_axis` with ``--axis``) from parsed options and print the markdown.
 
     Args:
-        args: Parsed arguments.
+        args: Parsed arguments (`add_compare_arguments`).
 
     Returns:
         The comparison result.
     """
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
     out = args.out or str(Path("comparisons") / args.experiment.replace(os.sep, "_"))
-    result = compare(
-        tracking_uri,
-        args.experiment,
-        group_by=_split(args.group_by),
-        out_dir=out,
-        filter_string=args.filter,
-        metric=args.metric,
-        higher_is_better=args.higher_is_better,
-        metrics=_split(args.metrics),
-        curve_metric=args.curve_metric,
-        seed_tag=args.seed_tag,
-        statuses=None if args.all_statuses else ("FINISHED",),
-        alpha=args.alpha,
-        drop_incomplete=args.drop_incomplete,
-        log_to_mlflow=not args.no_log,
+    common = dict(
+        group_by=_split(args.group_by), out_dir=out, filter_string=args.filter, metric=args.metric,
+        higher_is_better=args.higher_is_better, seed_tag=args.seed_tag,
+        statuses=None if args.all_statuses else ("FINISHED",), alpha=args.alpha,
+        drop_incomplete=args.drop_incomplete, log_to_mlflow=not args.no_log,
     )
-    print(format_markdown(result))
+    fronts = _split(getattr(args, "fronts", "") or "")
+    axis = getattr(args, "axis", None)
+    if fronts and not axis:
+        raise ValueError(f"--fronts {','.join(fronts)} needs --axis; expected the axis the other groups sweep "
+                         "(e.g. --axis encoding.active)")
+    if axis:
+        result = compare_over_axis(tracking_uri, args.experiment, axis=axis, fronts=fronts, **common)
+        print(format_axis_markdown(result))
+    else:
+        result = compare(tracking_uri, args.experiment, metrics=_split(args.metrics), curve_metric=args.curve_metric,
+                         **common)
+        print(format_markdown(result))
     logged = f"; comparison run {result.run_id} in experiment {comparisons_experiment(result.experiment)!r}"
     print(f"Saved to {out}" + (logged if result.run_id else ""))
     return result

@@ -24,6 +24,7 @@ __all__ = [
     "KIND_TAG",
     "COMPARISON_KIND",
     "read_runs",
+    "check_selection",
     "group_runs",
     "seed_value",
     "seed_order",
@@ -99,6 +100,25 @@ def read_runs(
     if statuses is not None:
         frame = frame[frame["status"].isin(list(statuses))]
     return frame.reset_index(drop=True)
+
+
+def check_selection(frame: "pandas.DataFrame", experiment: str, filter_string: str,
+                     statuses: Sequence[str] | None, metric: str, seed_tag: str) -> None:
+    """Refuse an empty selection, a metric no run logged, or a run without the seed tag (one line each)."""
+    if frame.empty:
+        kept = "any status" if statuses is None else "/".join(statuses)
+        raise ValueError(
+            f"no runs ({kept}) in experiment {experiment!r} match filter {filter_string!r}"
+        )
+    metric_col = f"metrics.{metric}"
+    if metric_col not in frame:
+        logged = sorted(c[len("metrics."):] for c in frame.columns if c.startswith("metrics."))
+        raise ValueError(f"no selected run logged metric {metric!r}; logged metrics: {logged}")
+    seed_col = f"tags.{seed_tag}"
+    lacking = frame["run_id"][frame[seed_col].isna()].tolist() if seed_col in frame else frame["run_id"].tolist()
+    if lacking:
+        shown = f"{lacking[:5]}{'...' if len(lacking) > 5 else ''}"
+        raise ValueError(f"runs {shown} have no {seed_tag!r} tag to pair seeds by")
 
 
 def group_runs(
