@@ -40,8 +40,9 @@ def axis_curve_plot(result: "AxisComparison", path: Path) -> Path:
         x = rows[result.axis].to_numpy(dtype=float)
         mean = rows[f"{result.metric}_mean"].to_numpy(dtype=float)
         std = np.nan_to_num(rows[f"{result.metric}_std"].to_numpy(dtype=float))
-        n = int(rows[f"{result.metric}_n"].max())
-        (line,) = ax.plot(x, mean, marker="o", lw=1.8, label=f"{name} (n≤{n})")
+        low, high = int(rows[f"{result.metric}_n"].min()), int(rows[f"{result.metric}_n"].max())
+        seeds = f"n={low}" if low == high else f"n={low}-{high}"
+        (line,) = ax.plot(x, mean, marker="o", lw=1.8, label=f"{name} ({seeds})")
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
     significant = [p.value for p in result.points if p.test is not None and p.test.p_value < result.alpha]
     for value in significant:

@@ -24,6 +24,9 @@ convergence plot (`evoprune_tf.studies.convergence`) and the comparison run
 
 CLI: `compare_main` parses ``--experiment``, ``--filter``, ``--group-by tag1,tag2``,
 ``--metric``, ``--out``, ``--tracking-uri`` and more (see `add_compare_arguments`).
+With ``--axis`` (a numeric grid axis such as ``encoding.active``) the groups are compared
+at every value of the axis instead, and ``--fronts`` adds multi-objective fronts against
+the sweeps (`evoprune_tf.studies.compare_axis`).
 """
 
 from __future__ import annotations
