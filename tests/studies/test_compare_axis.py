@@ -83,6 +83,19 @@ def store(tmp_path_factory):
              {"test_accuracy_mean": 0.9, "active_percent": 10.0}, nsga_front(seed), folder)
         _run(client, sweep, {"evoprune.algorithm": "nsga_nofront", "evoprune.seed": str(seed)},
              {"test_accuracy_mean": 0.9, "active_percent": 10.0})
+    holes = client.create_experiment("holes", artifact_location=(folder / "artifacts-h").as_uri())
+    for algorithm in ("ga", "random_mask", "partial"):
+        for k in (0.01, 0.25):
+            for seed in range(4):
+                # Nobody ran seed 3 at 25%; 'partial' also lacks seed 1 at 1%.
+                if (k == 0.25 and seed == 3) or (algorithm == "partial" and k == 0.01 and seed == 1):
+                    continue
+                tags = {"evoprune.algorithm": algorithm, "evoprune.seed": str(seed), GRID_AXIS_PREFIX + AXIS: str(k)}
+                acc = accuracy("ga" if algorithm == "ga" else "random_mask", k, seed)
+                _run(client, holes, tags, {"test_accuracy_mean": acc, "active_percent": 100 * k})
+    for seed in range(4):
+        _run(client, holes, {"evoprune.algorithm": "nsga2", "evoprune.seed": str(seed)},
+             {"test_accuracy_mean": 0.9, "active_percent": 10.0}, nsga_front(seed), folder)
     return uri
 
 
@@ -229,3 +242,21 @@ def test_non_numeric_value_is_named(store, tmp_path):
     with pytest.raises(ValueError, match=r"encoding\.name = feature_selection; expected numbers"):
         compare_over_axis(store, "sweep", axis="evoprune.grid.encoding.name", group_by=["evoprune.algorithm"],
                           out_dir=tmp_path, log_to_mlflow=False)
+
+
+def test_incomplete_seeds_are_named_or_dropped(store, tmp_path):
+    no_partial = "tags.\"evoprune.algorithm\" != 'partial'"
+    with pytest.raises(ValueError, match=r"^at encoding.active = 0.01: group 'partial' lacks seeds \[1\] that"):
+        compare_over_axis(store, "holes", axis=AXIS, group_by=["evoprune.algorithm"], out_dir=tmp_path,
+                          filter_string="tags.\"evoprune.algorithm\" != 'nsga2'", log_to_mlflow=False)
+    with pytest.raises(ValueError, match=r"^sweep group 'ga' seed 3 lacks encoding.active = 0.25; expected every "
+                                         r"value of its sweep \(or --drop-incomplete\)$"):
+        compare_over_axis(store, "holes", axis=AXIS, group_by=["evoprune.algorithm"], out_dir=tmp_path,
+                          fronts=["nsga2"], filter_string=no_partial, log_to_mlflow=False)
+    with pytest.warns(UserWarning, match="seed dropped"):
+        result = compare_over_axis(store, "holes", axis=AXIS, group_by=["evoprune.algorithm"], out_dir=tmp_path,
+                                   fronts=["nsga2"], filter_string=no_partial, log_to_mlflow=False,
+                                   drop_incomplete=True)
+    assert sorted(result.fronts.hypervolumes["ga"]) == [0, 1, 2] and sorted(result.fronts.hypervolumes["nsga2"]) == [0, 1, 2, 3]
+    assert all(pair.test.n == 3 for pair in result.fronts.pairs)
+    assert [p.test.n for p in result.points] == [4, 3]
