@@ -14,9 +14,12 @@ of `evoprune_tf.evaluation.PopulationEvaluator` (``evaluate`` returns a tuple,
    suffix and the head are fine-tuned on the cached activations for ``train.epochs``
    with the recipe's optimizer (reference: SGD lr 1e-3, momentum 0.9, Nesterov), then
    scored on validation.
-3. Objectives: ``error`` (validation), ``flops`` and ``params``, all minimised. ``flops``
-   and ``params`` are fractions of the unpruned searched suffix (kernel FLOPs = 2 MACs
-   from `count_flops`), so every objective lies in [0, 1] and hypervolumes with the
+3. Objectives: ``error`` (validation), ``flops``, ``params`` and ``latency``, all
+   minimised. ``flops`` and ``params`` are fractions of the unpruned searched suffix
+   (kernel FLOPs = 2 MACs from `count_flops`), ``latency`` is the suffix's latency
+   predicted by a per-layer table measured on this machine
+   (`evoprune_tf.report.latency_lut.LatencyTable`, NetAdapt's method) as a fraction of
+   the unpruned suffix's, so every objective lies in [0, 1] and hypervolumes with the
    default bounds are comparable across runs; the absolute numbers, for the suffix and
    for the whole network, are in each `FilterEvaluation`.
 
@@ -56,7 +59,8 @@ __all__ = [
 ]
 
 #: Objective name -> attribute of `FilterEvaluation`; every one is minimised.
-FILTER_OBJECTIVES: dict[str, str] = {"error": "error", "flops": "flops_fraction", "params": "params_fraction"}
+FILTER_OBJECTIVES: dict[str, str] = {"error": "error", "flops": "flops_fraction", "params": "params_fraction",
+                                     "latency": "latency_fraction"}
 #: DeepPruningES' objectives.
 DEFAULT_FILTER_OBJECTIVES = ("error", "flops")
 
@@ -78,7 +82,7 @@ def validate_filter_objectives(names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names)
     bad = [n for n in names if n not in FILTER_OBJECTIVES]
     if bad or len(names) < 2 or len(set(names)) != len(names) or "error" not in names:
-        raise ValueError(f"objectives={list(names)}; expected 'error' and at least one of 'flops', 'params' "
+        raise ValueError(f"objectives={list(names)}; expected 'error' and at least one of 'flops', 'params', 'latency' "
                          f"(distinct names from {sorted(FILTER_OBJECTIVES)})")
     return names
 
@@ -114,6 +118,8 @@ class FilterEvaluation:
         kept_filters: Filters kept in the searched groups (after repairs).
         repairs: Groups that were all-False and got one filter back.
         epochs_run: Fine-tune epochs.
+        latency_ms: Predicted latency of the pruned suffix (NaN unless ``latency`` is an objective).
+        latency_fraction: ``latency_ms`` over the unpruned suffix's.
     """
 
     error: float
@@ -128,6 +134,8 @@ class FilterEvaluation:
     kept_filters: int
     repairs: int
     epochs_run: int
+    latency_ms: float = float("nan")
+    latency_fraction: float = float("nan")
 
     def as_dict(self) -> dict:
         """Plain dict (for CSV / JSON).
@@ -157,6 +165,8 @@ class FilterEvaluator(CachedEvaluator):
         cache_key: What identifies the prefix and the images (backbone, weights, size,
             image digest); the cut layer is added. Needed with ``cache_dir``.
         free_memory: Call `gc.collect` after each fine-tune.
+        latency_table: The `evoprune_tf.report.latency_lut.LatencyTable` of the ``latency``
+            objective (default with that objective: one stored under ``cache_dir/latency``).
         clip_norm: Global gradient-norm clip of the fine-tune optimizer unless the recipe
             sets a clip (None: no clip). Without it, fine-tuning the unpruned MobileNetV2
             suffix on RPS (SGD lr 1e-3, momentum 0.9, Nesterov, head warmed up) blew up
@@ -177,6 +187,7 @@ class FilterEvaluator(CachedEvaluator):
         cache_key: str | None = None,
         free_memory: bool = True,
         clip_norm: float | None = 1.0,
+        latency_table: Any = None,
     ) -> None:
         # nn imports Keras, and the config layer imports this module for FILTER_OBJECTIVES.
         from evoprune_tf.nn.cut import split_model
@@ -208,6 +219,12 @@ class FilterEvaluator(CachedEvaluator):
         self.activations_from_disk = False
         self.prefix_seconds = 0.0
         self.activations = self._activations(splits)
+        self.latency_table = latency_table
+        if self.latency_table is None and "latency" in self.objectives:
+            from evoprune_tf.report.latency_lut import LatencyTable
+
+            self.latency_table = LatencyTable(self.cache_dir / "latency" if self.cache_dir else None)
+        self.suffix_latency_ms = self.latency_table.predict_ms(self.suffix) if self.latency_table else float("nan")
         self.chunk_size = 1  # surgery gives each genome its own shapes: one fine-tune at a time
         self.reset_cache()
         self.n_repairs = 0
@@ -376,12 +393,14 @@ class FilterEvaluator(CachedEvaluator):
         from evoprune_tf.nn.flops import count_flops  # nn imports Keras: this module must not
 
         cost = count_flops(model)
+        latency = self.latency_table.predict_ms(model) if self.latency_table is not None else float("nan")
         return FilterEvaluation(
             error=1.0 - accuracy, accuracy=accuracy, loss=loss,
             flops=int(cost.flops), flops_fraction=cost.flops / max(1, self.suffix_cost.flops),
             params=int(cost.params), params_fraction=cost.params / max(1, self.suffix_cost.params),
             network_flops=int(self.prefix_flops + cost.flops), network_params=int(self.prefix_params + cost.params),
             kept_filters=int(sum(int(np.sum(m)) for m in keep.values())), repairs=int(repairs), epochs_run=int(epochs),
+            latency_ms=latency, latency_fraction=latency / self.suffix_latency_ms if self.suffix_latency_ms else latency,
         )
 
     def compact_model(self, pruned_suffix: Any, *, name: str = "compact") -> Any:

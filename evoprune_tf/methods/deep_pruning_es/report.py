@@ -62,7 +62,30 @@ _COLUMNS = ("model", "test_accuracy", "test_accuracy_std", "val_accuracy", "flop
             "params_searched", "params_network", "litert_ms_b1_t1", "litert_ms_b1_t2", "keras_ms_b32",
             "flops_searched_reduction_pct", "flops_network_reduction_pct", "params_network_reduction_pct",
             "litert_ms_b1_t1_reduction_pct", "litert_ms_b1_t2_reduction_pct", "keras_ms_b32_reduction_pct",
-            "litert_max_abs_diff", "tflite_bytes", "kept_filters", "repairs")
+            "litert_max_abs_diff", "tflite_bytes", "kept_filters", "repairs", "predicted_ms",
+            "latency_rank_correlation")
+
+
+def _predicted_latency(evaluator: Any, rows: list[dict], models: dict[str, Any], out: Any) -> None:
+    """With the ``latency`` objective: each model's predicted latency and its rank correlation with the measured one.
+
+    The prediction sums the run's per-layer table (`evoprune_tf.report.latency_lut`) over
+    the whole deployable model; it is compared with LiteRT at batch 1 on 1 thread (the
+    table's own setting) when measured, else with Keras at batch 32.
+    """
+    from evoprune_tf.report.latency_lut import spearman
+
+    table = getattr(evaluator, "latency_table", None)
+    if table is None:
+        return
+    for row in rows:
+        row["predicted_ms"] = table.predict_ms(models[row["model"]])
+    measured = "litert_ms_b1_t1" if all("litert_ms_b1_t1" in r for r in rows) else "keras_ms_b32"
+    rho = spearman([r["predicted_ms"] for r in rows], [r[measured] for r in rows])
+    for row in rows:
+        row["latency_rank_correlation"] = rho
+    print(f"latency objective: predicted ({table.backend} table) vs measured {measured} over the "
+          f"{len(rows)} final models: Spearman {rho:.2f}", file=out)
 
 
 def markdown_table(rows: list[dict], seeds: int = 1) -> str:
@@ -144,6 +167,7 @@ def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | Non
                                     flops={r["model"]: r["flops_network"] for r in rows})
     for row, measured in zip(rows, latency):
         row.update({k: v for k, v in measured.items() if k.startswith(_LATENCY_PREFIXES)})
+    _predicted_latency(evaluator, rows, models, out)
     rows = trade_off_table(rows)
     files = {**{f"latency_{k}" if k in ("csv", "markdown") else k: v for k, v in files.items()},
              "csv": folder / "trade_off_models.csv", "markdown": folder / "trade_off_models.md",

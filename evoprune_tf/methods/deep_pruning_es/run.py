@@ -309,7 +309,9 @@ def run_deep_pruning_es(session: Any) -> FilterRunResult:
             summary = {f"{r['model']}_{k}": r[k] for r in table for k in
                        ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
                         "params_network_reduction_pct", "keras_ms_b32", "litert_ms_b1_t1", "litert_ms_b1_t2",
-                        "litert_ms_b1_t1_reduction_pct") if k in r}
+                        "litert_ms_b1_t1_reduction_pct", "predicted_ms") if k in r}
+            if "latency_rank_correlation" in table[0]:
+                summary["latency_rank_correlation"] = table[0]["latency_rank_correlation"]
             exported = {f"{n}_model": models[n] for n in ("heavy", "knee", "light")} if config.report.export_model else {}
             session.finish(report, metrics={**summary, "test_accuracy_mean": report["test_accuracy_mean"]},
                            step=int(logbook[-1]["gen"]),

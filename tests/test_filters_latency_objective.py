@@ -1,0 +1,34 @@
+"""DeepPruningES with the ``latency`` objective end to end: the table is measured, stored, used and reported."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+
+from test_filters_run import tiny_config
+
+from evoprune_tf.methods.deep_pruning_es import run as filters_run
+
+
+@pytest.mark.slow
+def test_a_run_with_the_latency_objective_reports_predicted_latency_and_its_rank_correlation(tmp_path):
+    config = tiny_config(tmp_path, objectives={"names": ["error", "latency"]}, encoding={"blocks": 1},
+                         algorithm={"population": 3, "generations": 1})
+    out = io.StringIO()
+    result = filters_run.run_filter_pruning(config, out=out)
+    evaluator = result.evaluator
+    table = evaluator.latency_table
+    assert table is not None and table.path.parent == tmp_path / "cache" / "latency" and table.path.is_file()
+    # Every evaluated genome's objective is its predicted suffix latency over the unpruned suffix's.
+    for individual in result.population:
+        record = evaluator.lookup(individual)
+        assert record.latency_fraction == pytest.approx(record.latency_ms / evaluator.suffix_latency_ms)
+        assert individual.fitness.values[1] == pytest.approx(record.latency_fraction)
+    # The report predicts each final model from the same table and compares with what it measured.
+    for row in result.table:
+        assert row["predicted_ms"] == pytest.approx(table.predict_ms(result.models[row["model"]]))
+    rho = result.table[0]["latency_rank_correlation"]
+    assert math.isnan(rho) or -1.0 <= rho <= 1.0
+    assert "latency objective: predicted" in out.getvalue()
