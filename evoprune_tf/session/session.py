@@ -157,17 +157,33 @@ class RunSession:
             cbs.append(ConfigArtifact(tracker, c.to_dict()))  # config.json: `evoprune explain` rebuilds the run from it
             if dataset is not None:
                 cbs.append(DatasetInput(tracker, **dataset))
-        if c.checkpoint.enabled and self.method.checkpoints:
-            self.checkpointer = CheckpointCallback(
-                checkpoint_target(self.checkpoint_path), directory=checkpoint_dir(c), resumed=self.resumed,
-                config_dict=c.to_dict(), evaluator=evaluator,
-                run_id=lambda: self.run_id, every=c.checkpoint.every, tracking_uri=self.tracking_uri,
-                on_save=tracker.checkpoint_saved if tracker else None,
-            )
+        if self.checkpoint_callback(evaluator) is not None:
             cbs.append(self.checkpointer)
         cbs.append(ProgressBar(stats=evaluator.stats, disable=not c.progress))
         cbs.extend(self.extra_callbacks)
         return cbs
+
+    def checkpoint_callback(self, evaluator: Any) -> CheckpointCallback | None:
+        """The run's `CheckpointCallback` (kept as ``checkpointer``); None when the run does not checkpoint.
+
+        Made after `open_tracker`: each write tags the MLflow run with the checkpoint's path,
+        step and digest. A method without an evolution loop (TASCNet) calls its ``save``.
+
+        Args:
+            evaluator: its ``cache`` and counters (``n_trained``, ``n_cache_hits``,
+                ``train_seconds``) are saved.
+        """
+        c = self.config
+        if not (c.checkpoint.enabled and self.method.checkpoints):
+            return None
+        tracker = self.tracker
+        self.checkpointer = CheckpointCallback(
+            checkpoint_target(self.checkpoint_path), directory=checkpoint_dir(c), resumed=self.resumed,
+            config_dict=c.to_dict(), evaluator=evaluator,
+            run_id=lambda: self.run_id, every=c.checkpoint.every, tracking_uri=self.tracking_uri,
+            on_save=tracker.checkpoint_saved if tracker else None,
+        )
+        return self.checkpointer
 
     def restore(self, evaluator: Any) -> EvolutionState | None:
         """The resumed loop state (None for a fresh run), with the evaluator's cache refilled.

@@ -23,7 +23,7 @@ class Tascnet(Method):
              "data.skip_bad_images", "data.name", "backbone", "report.export_model", "report.dir")
     fine_tunes_convolutions = True
     writes_report_files = True
-    checkpoints = False
+    checkpoints = True
     uses_feature_cache = False
 
     def validate(self, config: Any) -> list[str]:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evoprune_tf.methods.registry import get_method
+from evoprune_tf.methods.tascnet.checkpointing import ReplayingEvaluator, TascnetCheckpoints
 from evoprune_tf.backbones import backbone_info, canonical_name, preprocess
 from evoprune_tf.data.images import load_images
 from evoprune_tf.data.text import load_glove, load_text_corpus
@@ -87,12 +88,10 @@ def run_in_session(session: Any) -> dict[str, Any]:
     out_dir = session.inputs.get("out_dir")
     run = _Run(session, Path(out_dir) if out_dir is not None else None, say)
     try:
-        report = run.text() if config.tascnet.text_corpus else run.images()
-        report["wall_seconds"] = round(time.perf_counter() - started, 2)
-        run.finish(report)
-    except BaseException as error:
-        session.fail(error)
-        raise
+        with session.guard("TASCNet run"):  # KILLED / FAILED, and the resume hint
+            report = run.text() if config.tascnet.text_corpus else run.images()
+            report["wall_seconds"] = round(time.perf_counter() - started, 2)
+            run.finish(report)
     finally:
         run.close()
     return report
@@ -116,6 +115,8 @@ class _Run:
         self._location = contextlib.ExitStack()
         self.stage1_rows: list[dict[str, Any]] = []
         self.stage2_rows: list[dict[str, Any]] = []
+        self.checkpoints = TascnetCheckpoints(session)
+        self.replay: ReplayingEvaluator | None = None
 
     # -------------------------------------------------------------- tracking
 
@@ -127,6 +128,7 @@ class _Run:
             tags={"evoprune.dataset": dataset, "evoprune.backbone": backbone})
         if self.tracker is not None:
             self.tracker.on_start()
+        self.checkpoints.start()
         self.folder = self._location.enter_context(self.session.report_folder(self.out_dir))
 
     def close(self) -> None:
@@ -140,18 +142,23 @@ class _Run:
     def on_candidate(self, record: Any) -> None:
         row = record.row()
         self.stage1_rows.append(row)
+        if record.index < self.checkpoints.restored_candidates:
+            return  # replayed from the checkpoint: logged before the run stopped
         best = min(r["val_loss"] for r in self.stage1_rows)
         self.log({"stage1.val_loss": record.val_loss, "stage1.val_accuracy": record.val_accuracy,
                   "stage1.params": record.params, "stage1.best_val_loss": best, "stage1.seconds": record.seconds},
                  step=record.index)
         self.say(f"stage 1 candidate {record.index}: val loss {record.val_loss:.4f}, "
                  f"val acc {record.val_accuracy:.4f}, {record.configuration.describe()}")
+        # Logged first, then checkpointed (as the tracker callback runs before the checkpoint's).
+        self.checkpoints.add_candidate(record, self.replay.rng if self.replay is not None else (None, None))
 
-    def on_iteration(self, record: Any) -> None:
+    def on_iteration(self, record: Any, *, log: bool = True) -> None:
         row = {k: v for k, v in record.metrics().items() if not k.startswith("filters.")}
         row = {"iteration": record.iteration, **row, "filters": json.dumps(record.filters)}
         self.stage2_rows.append(row)
-        self.log({f"stage2.{k}": v for k, v in record.metrics().items()}, step=record.iteration)
+        if log:
+            self.log({f"stage2.{k}": v for k, v in record.metrics().items()}, step=record.iteration)
 
     def finish(self, report: dict[str, Any]) -> None:
         (self.folder / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
@@ -184,8 +191,12 @@ class _Run:
         return recipe, settings
 
     def prune_and_report(self, model: Any, data: dict[str, tuple[np.ndarray, np.ndarray]], settings: Any,
-                         export: Callable[[Any], Any]) -> dict[str, Any]:
-        """Stage 2 (or only the unpruned scores for stage 1) and the common report part."""
+                         export: Callable[[Any], Any], resume: Any = None) -> dict[str, Any]:
+        """Stage 2 (or only the unpruned scores for stage 1) and the common report part.
+
+        ``resume``: the checkpoint's stage-2 `LoopState` (then ``model`` is its untrained
+        input architecture, only used to build it).
+        """
         # Keras-heavy: imported when a run starts, so `experiments/*.py --help` stays quick.
         from evoprune_tf.methods.tascnet.stage2 import _record, plot_tradeoff, tascnet_prune
 
@@ -194,8 +205,13 @@ class _Run:
             result = None
             final_model = model
         else:
+            if resume is not None:
+                for record in resume.history:
+                    self.on_iteration(record, log=False)  # logged before the run stopped
+                self.session.restore_rng()  # as the checkpoint left them; each iteration is seeded too
             result = tascnet_prune(model, data["train"], data["val"], settings, on_iteration=self.on_iteration,
-                                   seed=self.config.seed, progress=self.say, test=data["test"])
+                                   seed=self.config.seed, progress=self.say, test=data["test"], resume=resume,
+                                   on_state=self.checkpoints.save_stage2)
             unpruned, final_model = result.unpruned, result.model
             plots = self.folder / "plots"
             plots.mkdir(exist_ok=True)
@@ -224,6 +240,15 @@ class _Run:
         if self.tracker is not None and self.config.report.export_model:
             self.tracker.log_keras_model(deployable, name="tascnet")
         return report
+
+    def resume_stage2(self, model: Any) -> Any:
+        """The checkpoint's stage-2 state rebuilt on ``model`` (skip its fine-tune), or None to start stage 2."""
+        if self.t.stage == 1:
+            return None
+        resume = self.checkpoints.restore_stage2(model)
+        if resume is not None:
+            self.session.say(f"tascnet: stage 2 resumed after iteration {resume.iteration} (from the checkpoint)")
+        return resume
 
     # -------------------------------------------------------------- images
 
@@ -264,8 +289,9 @@ class _Run:
                                   "stage": t.stage, "image_size": size, "levels": list(space.boundaries)}
         default = Configuration.from_dict(t.configuration) if t.configuration else Configuration(0, 1, (), ((256, 0.5),))
         if t.stage in (1, "both"):
+            self.replay = ReplayingEvaluator(evaluator, self.checkpoints.candidates)
             found = search_configuration(
-                space, evaluator, population=t.population, evaluations=t.evaluations, mutation=t.mutation,
+                space, self.replay, population=t.population, evaluations=t.evaluations, mutation=t.mutation,
                 seed=c.seed, on_candidate=self.on_candidate, initial=default,
             )
             chosen = found.best.configuration
@@ -278,12 +304,14 @@ class _Run:
         keras.utils.set_random_seed(c.seed)
         candidate = build_candidate(base, chosen, space, n_classes, seed=c.seed)
         feats = features.get(candidate)
-        fine_tune(candidate.model, (feats["train"], labels["train"]), None, epochs=t.final_epochs, recipe=recipe)
+        resume = self.resume_stage2(candidate.model)
+        if resume is None:
+            fine_tune(candidate.model, (feats["train"], labels["train"]), None, epochs=t.final_epochs, recipe=recipe)
         data = {split: (feats[split], labels[split]) for split in ("train", "val", "test")}
         module = backbone_info(name).preprocess_module
         report.update(self.prune_and_report(
             candidate.model, data, settings,
-            lambda model: export_model(candidate.prefix, model, preprocess_module=module),
+            lambda model: export_model(candidate.prefix, model, preprocess_module=module), resume=resume,
         ))
         return report
 
@@ -312,11 +340,13 @@ class _Run:
         model = build_text_cnn(matrix, splits.n_classes, max_len=splits.max_len, filters=t.text_filters)
         recipe, settings = self.settings()
         data = {s: xy for s, xy in splits.splits().items()}
-        fine_tune(model, data["train"], None, epochs=t.final_epochs, recipe=recipe)
+        resume = self.resume_stage2(model)
+        if resume is None:
+            fine_tune(model, data["train"], None, epochs=t.final_epochs, recipe=recipe)
         report: dict[str, Any] = {"method": "tascnet", "dataset": splits.name, "backbone": "text_cnn",
                                   "seed": c.seed, "stage": t.stage, "max_len": splits.max_len,
                                   "vocabulary": splits.vocab_size}
-        report.update(self.prune_and_report(model, data, settings, lambda m: m))
+        report.update(self.prune_and_report(model, data, settings, lambda m: m, resume=resume))
         return report
 
 

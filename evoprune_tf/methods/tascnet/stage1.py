@@ -249,74 +249,95 @@ def search_configuration(
     rng_state = random.getstate()
     random.seed(int(seed))
     try:
-        history: list[CandidateRecord] = []
-        cache: dict[Configuration, float] = {}
-
-        def fitness(genome: list[int]) -> tuple[float]:
-            configuration = space.decode(genome)
-            if configuration not in cache:
-                scores = evaluate(configuration)
-                record = CandidateRecord(
-                    index=len(history), genome=[int(g) for g in genome], configuration=configuration,
-                    val_loss=float(scores["val_loss"]), val_accuracy=float(scores.get("val_accuracy", math.nan)),
-                    params=int(scores.get("params", 0)), seconds=float(scores.get("seconds", 0.0)),
-                )
-                history.append(record)
-                cache[configuration] = record.val_loss
-                if on_candidate:
-                    on_candidate(record)
-            return (cache[configuration],)
-
-        toolbox = make_toolbox(space, fitness, mutation=mutation)
-
-        def new_configurations(individuals: list[Any]) -> int:
-            return len({space.decode(ind) for ind in individuals} - set(cache))
-
-        def evaluate_invalid(individuals: list[Any]) -> list[Any]:
-            # Only what the budget still allows is trained; the rest is dropped.
-            kept, fresh = [], set()
-            for ind in individuals:
-                configuration = space.decode(ind)
-                if configuration not in cache and configuration not in fresh:
-                    if len(history) + len(fresh) >= evaluations:
-                        continue
-                    fresh.add(configuration)
-                kept.append(ind)
-            invalid = [ind for ind in kept if not ind.fitness.valid]
-            for ind, fit in zip(invalid, toolbox.map(toolbox.evaluate, invalid)):
-                ind.fitness.values = fit
-            return kept
-
-        pop = toolbox.population(n=int(population))
-        if initial is not None:
-            pop[0] = creator.TascnetIndividual(_encode(space, initial))
-        pop = evaluate_invalid(pop)
-        stale = 0
-        while len(history) < evaluations and stale < 20:
-            offspring = []
-            for _ in range(int(population)):
-                if random.random() < cxpb and len(pop) > 1:
-                    a, b = (toolbox.clone(i) for i in toolbox.select(pop, 2))
-                    child = toolbox.mate(a, b)[0]
-                else:
-                    child = toolbox.clone(toolbox.select(pop, 1)[0])
-                if random.random() < mutpb:
-                    child = toolbox.mutate(child)[0]
-                del child.fitness.values
-                offspring.append(child)
-            before = len(history)
-            # Children that only repeat known configurations cost nothing: force novelty.
-            if new_configurations(offspring) == 0:
-                offspring = [toolbox.mutate(toolbox.clone(c))[0] for c in offspring]
-                for child in offspring:
-                    del child.fitness.values
-            offspring = evaluate_invalid(offspring)
-            stale = stale + 1 if len(history) == before else 0
-            pop = sorted(pop + offspring, key=lambda ind: ind.fitness.values[0])[: int(population)]
-        best = min(history, key=lambda r: r.val_loss)
-        return Stage1Result(best=best, history=history, population=pop)
+        search = _Search(space, evaluate, population=int(population), evaluations=int(evaluations), cxpb=cxpb,
+                         mutpb=mutpb, mutation=mutation, on_candidate=on_candidate)
+        return search.run(initial)
     finally:
         random.setstate(rng_state)
+
+
+class _Search:
+    """The state of one `search_configuration`: trained candidates, the fitness cache, the toolbox."""
+
+    def __init__(self, space: SearchSpace, evaluate: Callable[[Configuration], Mapping[str, float]], *,
+                 population: int, evaluations: int, cxpb: float, mutpb: float, mutation: str,
+                 on_candidate: Callable[[CandidateRecord], None] | None) -> None:
+        self.space, self.evaluate = space, evaluate
+        self.population, self.evaluations = population, evaluations
+        self.cxpb, self.mutpb = cxpb, mutpb
+        self.on_candidate = on_candidate
+        self.history: list[CandidateRecord] = []
+        self.cache: dict[Configuration, float] = {}
+        self.toolbox = make_toolbox(space, self.fitness, mutation=mutation)
+
+    def fitness(self, genome: list[int]) -> tuple[float]:
+        """The validation loss of the genome's configuration, trained once (the budget counts it)."""
+        configuration = self.space.decode(genome)
+        if configuration not in self.cache:
+            scores = self.evaluate(configuration)
+            record = CandidateRecord(
+                index=len(self.history), genome=[int(g) for g in genome], configuration=configuration,
+                val_loss=float(scores["val_loss"]), val_accuracy=float(scores.get("val_accuracy", math.nan)),
+                params=int(scores.get("params", 0)), seconds=float(scores.get("seconds", 0.0)),
+            )
+            self.history.append(record)
+            self.cache[configuration] = record.val_loss
+            if self.on_candidate:
+                self.on_candidate(record)
+        return (self.cache[configuration],)
+
+    def new_configurations(self, individuals: list[Any]) -> int:
+        return len({self.space.decode(ind) for ind in individuals} - set(self.cache))
+
+    def evaluate_invalid(self, individuals: list[Any]) -> list[Any]:
+        """Score the individuals; only what the budget still allows is trained, the rest is dropped."""
+        kept, fresh = [], set()
+        for ind in individuals:
+            configuration = self.space.decode(ind)
+            if configuration not in self.cache and configuration not in fresh:
+                if len(self.history) + len(fresh) >= self.evaluations:
+                    continue
+                fresh.add(configuration)
+            kept.append(ind)
+        invalid = [ind for ind in kept if not ind.fitness.valid]
+        for ind, fit in zip(invalid, self.toolbox.map(self.toolbox.evaluate, invalid)):
+            ind.fitness.values = fit
+        return kept
+
+    def offspring(self, pop: list[Any]) -> list[Any]:
+        """``population`` children by crossover and/or mutation of tournament winners (fitness invalid)."""
+        toolbox, children = self.toolbox, []
+        for _ in range(self.population):
+            if random.random() < self.cxpb and len(pop) > 1:
+                a, b = (toolbox.clone(i) for i in toolbox.select(pop, 2))
+                child = toolbox.mate(a, b)[0]
+            else:
+                child = toolbox.clone(toolbox.select(pop, 1)[0])
+            if random.random() < self.mutpb:
+                child = toolbox.mutate(child)[0]
+            del child.fitness.values
+            children.append(child)
+        # Children that only repeat known configurations cost nothing: force novelty.
+        if self.new_configurations(children) == 0:
+            children = [toolbox.mutate(toolbox.clone(c))[0] for c in children]
+            for child in children:
+                del child.fitness.values
+        return children
+
+    def run(self, initial: Configuration | None) -> Stage1Result:
+        """The (mu + lambda) loop until the budget is spent or 20 generations in a row train nothing new."""
+        pop = self.toolbox.population(n=self.population)
+        if initial is not None:
+            pop[0] = creator.TascnetIndividual(_encode(self.space, initial))
+        pop = self.evaluate_invalid(pop)
+        stale = 0
+        while len(self.history) < self.evaluations and stale < 20:
+            before = len(self.history)
+            offspring = self.evaluate_invalid(self.offspring(pop))
+            stale = stale + 1 if len(self.history) == before else 0
+            pop = sorted(pop + offspring, key=lambda ind: ind.fitness.values[0])[: self.population]
+        best = min(self.history, key=lambda r: r.val_loss)
+        return Stage1Result(best=best, history=self.history, population=pop)
 
 
 def _encode(space: SearchSpace, configuration: Configuration) -> list[int]:

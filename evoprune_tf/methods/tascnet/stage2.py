@@ -59,9 +59,11 @@ from evoprune_tf.methods.tascnet.trajectories import KernelTrajectoryRecorder, c
 
 __all__ = [
     "IterationRecord",
+    "LoopState",
     "PruneSettings",
     "Stage2Result",
     "conv_filter_counts",
+    "iteration_seed",
     "plot_tradeoff",
     "prunable_layers",
     "tascnet_prune",
@@ -240,6 +242,49 @@ def _recorder(model: keras.Model, settings: PruneSettings) -> KernelTrajectoryRe
     return KernelTrajectoryRecorder(layer_names=names) if names else None
 
 
+@dataclasses.dataclass
+class LoopState:
+    """Where the stage-2 loop stands after an iteration: what a checkpoint keeps to continue it exactly.
+
+    Attributes:
+        current: the model the next iteration prunes (trained in place by it first).
+        kept: the last accepted model (the result); may be ``current`` itself.
+        kept_weights: ``kept``'s weights as they were when it was scored.
+        recorder: holds the trajectories of ``current``'s last fine-tune (``trajectories()``);
+            None when no layer is left to prune.
+        history: every iteration's record, the rejected ones included.
+        accepted: the record of ``kept``.
+        best_accuracy: the best validation accuracy of an accepted iteration.
+        epoch: epochs trained so far (the learning-rate schedule follows it).
+        iteration: the last finished iteration (0: the fine-tuned unpruned model).
+        below: rejected iterations since the last accepted one.
+        stop_reason: why the loop ended (or will, at the iteration cap).
+        finished: the loop has stopped.
+        masks: the keep masks applied to the input model, in order, that give ``current``.
+        kept_masks: how many of ``masks`` give ``kept``.
+    """
+
+    current: keras.Model
+    kept: keras.Model
+    kept_weights: list
+    recorder: object
+    history: list[IterationRecord]
+    accepted: IterationRecord
+    best_accuracy: float
+    epoch: int
+    iteration: int = 0
+    below: list[int] = dataclasses.field(default_factory=list)
+    stop_reason: str = ""
+    finished: bool = False
+    masks: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+    kept_masks: int = 0
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """The seed of stage-2 iteration ``iteration`` >= 1 (each iteration is seeded, so a resume repeats it)."""
+    return (int(seed) + 1_000_003 * int(iteration)) % 2**32
+
+
 def tascnet_prune(
     model: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
@@ -250,6 +295,8 @@ def tascnet_prune(
     seed: int | None = None,
     progress: Callable[[str], None] | None = None,
     test: tuple[np.ndarray, np.ndarray] | None = None,
+    resume: LoopState | None = None,
+    on_state: Callable[[LoopState], None] | None = None,
 ) -> Stage2Result:
     """Run the stage-2 loop (see the module docstring).
 
@@ -259,82 +306,108 @@ def tascnet_prune(
         val: ``(x, y)`` validation data (the stopping rule reads its accuracy).
         settings: the `PruneSettings`.
         on_iteration: called with each `IterationRecord` (tracking).
-        seed: seeds Keras' RNGs first (None: leave them).
+        seed: seeds Keras' RNGs first, and each iteration with `iteration_seed` (None: leave them).
         progress: called with a one-line message per iteration (e.g. ``print``).
         test: ``(x, y)`` scored into each record's ``test_accuracy`` for the report only.
+        resume: continue from this state (a checkpoint's) instead of fine-tuning ``model``.
+        on_state: called with the `LoopState` after every iteration, 0 included (checkpoints).
 
     Returns:
         The `Stage2Result`.
     """
-    if seed is not None:
-        keras.utils.set_random_seed(int(seed))
     say = progress or (lambda message: None)
-    recipe = settings.recipe
+    if resume is None:
+        if seed is not None:
+            keras.utils.set_random_seed(int(seed))
+        state = _first_iteration(model, train, val, settings, test)
+        if on_iteration:
+            on_iteration(state.accepted)
+        say(f"stage 2 iteration 0: {state.accepted.params} params, {state.accepted.flops} FLOPs, "
+            f"val acc {state.accepted.val_accuracy:.4f}")
+        if on_state:
+            on_state(state)
+    else:
+        state = resume
+    while not state.finished:
+        if state.iteration >= settings.max_iterations:
+            state.finished = True
+            break
+        if seed is not None:
+            keras.utils.set_random_seed(iteration_seed(seed, state.iteration + 1))
+        _iterate(state, train, val, settings, test, on_iteration, say)
+        if on_state:
+            on_state(state)
+    if state.below:
+        state.stop_reason += (f"; iteration{'s' if len(state.below) > 1 else ''} {', '.join(map(str, state.below))} "
+                              f"rolled back to iteration {state.accepted.iteration}")
+        say(f"stage 2 {state.stop_reason}")
+    state.kept.set_weights(state.kept_weights)
+    return Stage2Result(model=state.kept, history=state.history, unpruned=state.history[0], final=state.accepted,
+                        stop_reason=state.stop_reason)
+
+
+def _first_iteration(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                     settings: PruneSettings, test: tuple[np.ndarray, np.ndarray] | None) -> LoopState:
+    """Iteration 0: fine-tune the unpruned model, recording the trajectories, and score it."""
     started = time.perf_counter()
-    epoch = 0
     recorder = _recorder(model, settings)
-    fine_tune(model, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=epoch,
+    fine_tune(model, train, None, epochs=settings.epochs, recipe=settings.recipe, epoch_offset=0,
               callbacks=[recorder] if recorder else [])
-    epoch += settings.epochs
     first = _record(model, 0, val, 0, True, started, test)
-    history = [first]
-    if on_iteration:
-        on_iteration(first)
-    say(f"stage 2 iteration 0: {first.params} params, {first.flops} FLOPs, val acc {first.val_accuracy:.4f}")
-    best_accuracy, accepted, kept, current = first.val_accuracy, first, model, model
     # The next iteration trains and edits `current` in place before it prunes a copy, so the
     # accepted model's weights are kept as they were when it was scored.
-    kept_weights = model.get_weights()
-    below: list[int] = []  # rejected iterations since the last accepted one
-    stop_reason = f"max_iterations={settings.max_iterations} reached"
-    for iteration in range(1, settings.max_iterations + 1):
-        started = time.perf_counter()
-        if recorder is None:
-            stop_reason = f"no conv layer with more than min_filters={settings.min_filters} filters left to prune"
-            break
-        pairs = select_pairs(recorder.trajectories(), settings.prune_percent, settings.order)
-        if settings.reg_weight > 0 and settings.reg_epochs > 0:
-            wrapped = PairSimilarityModel(current, pairs, weight=settings.reg_weight)
-            compile_sgd(wrapped, recipe)
-            fine_tune(wrapped, train, None, epochs=settings.reg_epochs, recipe=recipe, epoch_offset=epoch,
-                      compile_model=False)
-            epoch += settings.reg_epochs
-        plan = filters_to_remove(pairs, *conv_kernels(current, list(pairs)), mode=settings.mode)
-        assign_pruned_weights(current, plan)
-        # Each pruned layer is the sole producer of the group named after it.
-        current = prune_filters(current, plan.keep)
-        recorder = _recorder(current, settings)
-        fine_tune(current, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=epoch,
-                  callbacks=[recorder] if recorder else [])
-        epoch += settings.epochs
-        record = _record(current, iteration, val, plan.n_removed, True, started, test)
-        record.accepted = record.val_accuracy >= best_accuracy - settings.tolerance
-        history.append(record)
-        if on_iteration:
-            on_iteration(record)
-        if not record.accepted:
-            below.append(iteration)
-            say(f"stage 2 iteration {iteration}: -{record.removed} filters, val acc {record.val_accuracy:.4f} "
-                f"below best {best_accuracy:.4f} - tolerance {settings.tolerance} "
-                f"({len(below)} in a row, patience {settings.patience})")
-            if len(below) > settings.patience:
-                stop_reason = (
-                    f"iteration {iteration}: val accuracy {record.val_accuracy:.4f} below best "
-                    f"{best_accuracy:.4f} - tolerance {settings.tolerance}"
-                )
-                break
-            continue
-        below = []
+    return LoopState(current=model, kept=model, kept_weights=model.get_weights(), recorder=recorder, history=[first],
+                     accepted=first, best_accuracy=first.val_accuracy, epoch=settings.epochs,
+                     stop_reason=f"max_iterations={settings.max_iterations} reached")
+
+
+def _iterate(state: LoopState, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+             settings: PruneSettings, test: tuple[np.ndarray, np.ndarray] | None,
+             on_iteration: Callable[[IterationRecord], None] | None, say: Callable[[str], None]) -> None:
+    """One prune iteration: pair, regularise, remove, fine-tune, score; accept or count it below."""
+    started = time.perf_counter()
+    if state.recorder is None:
+        state.stop_reason = f"no conv layer with more than min_filters={settings.min_filters} filters left to prune"
+        state.finished = True
+        return
+    iteration, recipe = state.iteration + 1, settings.recipe
+    pairs = select_pairs(state.recorder.trajectories(), settings.prune_percent, settings.order)
+    if settings.reg_weight > 0 and settings.reg_epochs > 0:
+        wrapped = PairSimilarityModel(state.current, pairs, weight=settings.reg_weight)
+        compile_sgd(wrapped, recipe)
+        fine_tune(wrapped, train, None, epochs=settings.reg_epochs, recipe=recipe, epoch_offset=state.epoch,
+                  compile_model=False)
+        state.epoch += settings.reg_epochs
+    plan = filters_to_remove(pairs, *conv_kernels(state.current, list(pairs)), mode=settings.mode)
+    assign_pruned_weights(state.current, plan)
+    # Each pruned layer is the sole producer of the group named after it.
+    state.current = prune_filters(state.current, plan.keep)
+    state.masks.append({name: np.asarray(mask, dtype=bool) for name, mask in plan.keep.items()})
+    state.recorder = _recorder(state.current, settings)
+    fine_tune(state.current, train, None, epochs=settings.epochs, recipe=recipe, epoch_offset=state.epoch,
+              callbacks=[state.recorder] if state.recorder else [])
+    state.epoch += settings.epochs
+    record = _record(state.current, iteration, val, plan.n_removed, True, started, test)
+    record.accepted = record.val_accuracy >= state.best_accuracy - settings.tolerance
+    state.history.append(record)
+    state.iteration = iteration
+    if on_iteration:
+        on_iteration(record)
+    if record.accepted:
         say(f"stage 2 iteration {iteration}: -{record.removed} filters, {record.params} params, "
             f"{record.flops} FLOPs, val acc {record.val_accuracy:.4f}")
-        best_accuracy = max(best_accuracy, record.val_accuracy)
-        accepted, kept, kept_weights = record, current, current.get_weights()
-    if below:
-        stop_reason += f"; iteration{'s' if len(below) > 1 else ''} {', '.join(map(str, below))} rolled back " \
-                       f"to iteration {accepted.iteration}"
-        say(f"stage 2 {stop_reason}")
-    kept.set_weights(kept_weights)
-    return Stage2Result(model=kept, history=history, unpruned=first, final=accepted, stop_reason=stop_reason)
+        state.below, state.best_accuracy = [], max(state.best_accuracy, record.val_accuracy)
+        state.accepted, state.kept, state.kept_weights = record, state.current, state.current.get_weights()
+        state.kept_masks = len(state.masks)
+        return
+    state.below.append(iteration)
+    say(f"stage 2 iteration {iteration}: -{record.removed} filters, val acc {record.val_accuracy:.4f} "
+        f"below best {state.best_accuracy:.4f} - tolerance {settings.tolerance} "
+        f"({len(state.below)} in a row, patience {settings.patience})")
+    if len(state.below) > settings.patience:
+        state.stop_reason = (f"iteration {iteration}: val accuracy {record.val_accuracy:.4f} below best "
+                             f"{state.best_accuracy:.4f} - tolerance {settings.tolerance}")
+        state.finished = True
 
 
 def plot_tradeoff(history: Sequence[IterationRecord], path: str, *, title: str = "TASCNet stage 2") -> str:
