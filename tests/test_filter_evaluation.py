@@ -103,6 +103,25 @@ def test_fitness_is_a_pure_function_of_genome_and_seed(evaluator, splits):
     assert other.lookup(g).loss != loss_a  # another seed, another fine-tune
 
 
+def test_evaluations_leave_no_traced_graph_behind(evaluator):
+    """Each fine-tune traces its own train step; none may outlive its evaluation (flat RSS, issue 24)."""
+    import gc
+
+    from evoprune_tf.train.tf_registry import custom_gradient_count
+
+    def live_graphs():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "FuncGraph")
+
+    enc = evaluator.encoding
+    evaluator.evaluate(genome(enc, 0.55, 20))  # warm-up
+    graphs, registered = live_graphs(), custom_gradient_count()
+    for seed in (21, 22, 23):
+        evaluator.evaluate(genome(enc, 0.55, seed))
+    assert live_graphs() == graphs  # the old code kept 2 graphs (~10 MB) per evaluation
+    assert custom_gradient_count() == registered
+
+
 def test_fine_tune_trains_a_pruned_copy(evaluator):
     enc = evaluator.encoding
     keep = enc.decode(genome(enc, 0.6, 7))

@@ -48,6 +48,7 @@ from evoprune_tf.evaluation import CachedEvaluator
 from evoprune_tf.rng import isolated_global_rng
 from evoprune_tf.train.config import TrainConfig, derive_seed
 from evoprune_tf.train.keras_engine import make_optimizer
+from evoprune_tf.train.tf_registry import released_custom_gradients
 
 __all__ = [
     "FILTER_OBJECTIVES",
@@ -353,9 +354,11 @@ class FilterEvaluator(CachedEvaluator):
             x = np.concatenate([self.activations[s][0] for s in splits])
             y = np.concatenate([self.activations[s][1] for s in splits])
             optimizer = make_optimizer(self.train_config, global_clipnorm=self.clip_norm)
-            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                          jit_compile=False)
-            model.fit(x, y, batch_size=self.train_config.batch_size, epochs=int(epochs), shuffle=True, verbose=0)
+            with released_custom_gradients():  # else each traced step's graph stays in TF's registry
+                model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                              jit_compile=False)
+                model.fit(x, y, batch_size=self.train_config.batch_size, epochs=int(epochs), shuffle=True,
+                          verbose=0)
         return model
 
     def score(self, model: Any, split: str = "val") -> tuple[float, float]:
