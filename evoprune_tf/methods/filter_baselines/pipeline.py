@@ -124,23 +124,24 @@ def run_filter_baseline(session: Any, method: Any) -> FilterBaselineResult:
     """
     config, out = session.config, session.out
     network_target = session.inputs.get("flops_of_network")
-    planned: dict[str, Plan] = {}
+    early: dict[str, dict] = {}
 
     def check(model: Any, encoding: Any) -> None:  # before any image is read
+        # The head may still be a placeholder (its classes come with the images): the target's
+        # reachability is checked here, the plan is made on the final network below.
         groups = encoding.groups
-        if method.needs_data:  # the target's reachability does not depend on the scores
-            plan_for(method, config, model, encoding, {g.name: np.ones(g.size) for g in groups}, network_target)
-        else:
-            scores = method.scores(model, groups, config=config)
-            planned["plan"] = plan_for(method, config, model, encoding, scores, network_target)
+        scores = ({g.name: np.ones(g.size) for g in groups} if method.needs_data
+                  else method.scores(model, groups, config=config))
+        plan_for(method, config, model, encoding, scores, network_target)
+        if not method.needs_data:  # the head is no searched group: its scores hold for the final network
+            early["scores"] = scores
 
     model, module, images = _network_and_images(session, check=check)
     evaluator = _evaluator(session, model, module, images)
     encoding = evaluator.encoding
-    plan = planned.get("plan")
-    if plan is None:
-        scores = method.scores(evaluator.suffix, list(encoding.groups), config=config, evaluator=evaluator)
-        plan = plan_for(method, config, model, encoding, scores, network_target)
+    scores = early.get("scores") or method.scores(evaluator.suffix, list(encoding.groups), config=config,
+                                                  evaluator=evaluator)
+    plan = plan_for(method, config, model, encoding, scores, network_target)
     print(f"{method.name}: {plan.scope} ranking, searched FLOPs {plan.flops / 1e6:.3f} M for a target of "
           f"{plan.target / 1e6:.3f} M ({100 * plan.error:.2f}% off; unpruned {plan.full / 1e6:.3f} M)", file=out)
     _open_tracking(session, evaluator, images)
