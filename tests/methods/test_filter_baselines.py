@@ -304,3 +304,5 @@ def test_flops_of_reads_the_knee_of_another_runs_report(tmp_path):
     assert [knee_network_flops(ids[n], uri) for n in ("dpes", "baseline", "tascnet")] == [6.0, 5.0, 4.0]
     with pytest.raises(ValueError, match=r"names no pruned model's FLOPs"):
         knee_network_flops(ids["other"], uri)
+    with pytest.raises(ValueError, match=r"^algorithm.flops_of='0123abcd': no run id starts with '0123abcd'"):
+        knee_network_flops("0123abcd", uri)

@@ -125,11 +125,14 @@ def knee_network_flops(run_id: str, uri: str = "") -> float:
 
     from evoprune_tf.tracking.store import run_artifact
 
-    with run_artifact(run_id, "report.json", uri) as (run, path):
-        if path is None or not path.is_file():
-            raise ValueError(f"algorithm.flops_of={run_id!r}: run {run.info.run_id} has no report.json; expected a "
-                             "finished deep_pruning_es, filter-baseline or tascnet run")
-        report = json.loads(path.read_text())
+    try:
+        with run_artifact(run_id, "report.json", uri) as (run, path):
+            if path is None or not path.is_file():
+                raise ValueError(f"run {run.info.run_id} has no report.json; expected a finished deep_pruning_es, "
+                                 "filter-baseline or tascnet run")
+            report = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"algorithm.flops_of={run_id!r}: {error}") from None
     rows = [r for r in report.get("table", []) if isinstance(r, dict) and "flops_network" in r]
     chosen = next((r for r in rows if r.get("model") == "knee"), None) or \
         next((r for r in rows if r.get("model") != "unpruned"), None)
