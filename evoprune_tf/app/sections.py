@@ -71,6 +71,7 @@ class EncodingConfig:
     layers: list = dataclasses.field(default_factory=list)  # neuron pruning: [] = all hidden layers
     layer: int = 0  # connection pruning
     blocks: int | str = 2  # filters (deep_pruning_es): last K blocks with prunable filters, or "all"
+    round_to: int = 1  # filters: kept widths rounded up to a multiple of this (deep_pruning_es, filter baselines)
     active: int | float = 0  # fixed budget: exactly this many genes on (int) or this fraction (float in (0, 1]); 0 = off
 
 
@@ -92,6 +93,10 @@ class AlgorithmConfig:
     early_stop: int = 0  # generations without improvement; 0 = off
     density: float = 0.0  # baselines random_mask / magnitude / l1_selection: fraction of genes on
     density_of: str = ""  # ... or the density of this MLflow run's best genome (run id or prefix)
+    flops_reduction: float = 0.5  # filter baselines: fraction of the searched FLOPs removed, in (0, 1)
+    flops_of: str = ""  # ... or the network FLOPs of this MLflow run's knee (run id or prefix)
+    ranking: str = "auto"  # filter baselines: auto (the criterion's own) | global | layer
+    taylor_batches: int = 8  # taylor: training batches the importance is averaged over
 
 
 @dataclasses.dataclass

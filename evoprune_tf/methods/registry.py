@@ -28,6 +28,7 @@ _BUILTIN = (
     "evoprune_tf.methods.head.method",
     "evoprune_tf.methods.deep_pruning_es.method",
     "evoprune_tf.methods.tascnet.method",
+    "evoprune_tf.methods.filter_baselines",
 )
 _REGISTRY: dict[str, Method] = {}
 _loaded = False

@@ -6,7 +6,9 @@ every prunable group whose first producer lies in the last ``blocks`` blocks of 
 network (or in all of them). Decoding gives the keep masks that
 `evoprune_tf.nn.surgery.prune_filters` takes, ``{group name: bool mask}``; a group whose
 bits are all zero is repaired to keep its strongest filter (the reference does the same)
-and the repair is counted.
+and the repair is counted. With ``round_to = N`` every group's kept width is then rounded up
+to a multiple of N (or the whole group), adding back its dropped filters of largest L1
+norm (`evoprune_tf.nn.widths.round_masks`).
 
 It is not an `evoprune_tf.encodings.Encoding`: that ABC is tied to a dense `HeadSpec`.
 It offers what `evoprune_tf.search.toolbox.build_toolbox` and the evaluators need
@@ -26,6 +28,7 @@ from evoprune_tf.encodings import binary_genome
 from evoprune_tf.nn.coupling import FilterGroup, filter_groups, model_blocks, select_groups
 from evoprune_tf.nn.cut import cut_points
 from evoprune_tf.nn.surgery import repair_masks
+from evoprune_tf.nn.widths import check_round_to, group_l1_norms, round_masks
 
 __all__ = ["FILTER_ENCODING", "FilterPruning", "searchable_blocks"]
 
@@ -65,6 +68,7 @@ class FilterPruning:
         model: The whole network (flat functional backbone plus head), channels-last.
         blocks: How many trailing blocks are searched (see `searchable_blocks`), or
             ``"all"`` for every prunable group.
+        round_to: Decoded widths are rounded up to a multiple of this (1: as the genome says).
 
     Raises:
         ValueError: ``blocks`` is not a positive int or ``"all"``, or exceeds the
@@ -74,8 +78,10 @@ class FilterPruning:
 
     name = FILTER_ENCODING
 
-    def __init__(self, model: keras.Model, blocks: Blocks = 2) -> None:
+    def __init__(self, model: keras.Model, blocks: Blocks = 2, round_to: int = 1) -> None:
         self.model = model
+        self.round_to = check_round_to(round_to)
+        self._l1: dict[str, np.ndarray] | None = None
         if blocks != "all" and (isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1):
             raise ValueError(f"encoding.blocks={blocks!r}: expected a positive int or 'all'")
         all_groups = filter_groups(model)
@@ -157,9 +163,15 @@ class FilterPruning:
             genome: 0/1 genome.
 
         Returns:
-            ``(keep masks, number of groups repaired)``.
+            ``(keep masks, number of groups repaired)``; with ``round_to`` > 1 the widths are
+            rounded up (`round_masks`, the added filters those of largest L1 norm).
         """
-        return repair_masks(self.model, self.raw_masks(genome))
+        masks, repairs = repair_masks(self.model, self.raw_masks(genome))
+        if self.round_to > 1:
+            if self._l1 is None:
+                self._l1 = group_l1_norms(self.model, self.groups)
+            masks = round_masks(masks, self.round_to, self._l1)
+        return masks, repairs
 
     def decode(self, genome: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Repaired keep masks of a genome (see `decode_with_repairs`).
@@ -222,5 +234,5 @@ class FilterPruning:
         Returns:
             A JSON-able dict.
         """
-        return {"encoding": self.name, "blocks": self.blocks, "groups": list(self.group_names),
+        return {"encoding": self.name, "blocks": self.blocks, "round_to": self.round_to, "groups": list(self.group_names),
                 "genome_length": self.genome_length, "cut_layer": self.cut_layer}

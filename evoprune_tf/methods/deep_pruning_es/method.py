@@ -7,7 +7,7 @@ from typing import Any
 from evoprune_tf.methods.base import Method
 from evoprune_tf.methods.registry import register
 
-__all__ = ["DeepPruningES", "FILTER_DEFAULTS", "FILTER_ENCODING"]
+__all__ = ["DeepPruningES", "FILTER_DEFAULTS", "FILTER_ENCODING", "round_to_problems"]
 
 #: The config name of the filter encoding (`evoprune_tf.methods.deep_pruning_es.encoding.FILTER_ENCODING`).
 FILTER_ENCODING = "filters"
@@ -22,13 +22,22 @@ FILTER_DEFAULTS = {
 }
 
 
+def round_to_problems(config: Any) -> list[str]:
+    """``encoding.round_to`` below 1 (or not an integer), as one line."""
+    value = config.encoding.round_to
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return [f"encoding.round_to={value!r}; expected an integer of at least 1 (1: no rounding, 8: the usual "
+                "choice on hardware)"]
+    return []
+
+
 @register
 class DeepPruningES(Method):
     """Evolution-strategy filter pruning inside the backbone (Pareto front of error and FLOPs)."""
 
     name = "deep_pruning_es"
     summary = "DeepPruningES: ES filter pruning inside the backbone, heavy/knee/light models (budget: algorithm.generations)"
-    reads = ("data", "backbone", "encoding.name", "encoding.blocks", "train", "algorithm.population",
+    reads = ("data", "backbone", "encoding.name", "encoding.blocks", "encoding.round_to", "train", "algorithm.population",
              "algorithm.generations", "algorithm.early_stop", "operators", "objectives.names", "report.seeds",
              "report.epochs", "report.export_model", "report.litert", "report.dir", "cache_dir")
     defaults = FILTER_DEFAULTS
@@ -47,6 +56,7 @@ class DeepPruningES(Method):
         blocks = config.encoding.blocks
         if blocks != "all" and (not isinstance(blocks, int) or isinstance(blocks, bool) or blocks < 1):
             problems.append(f"encoding.blocks={blocks!r}; expected a positive integer or 'all'")
+        problems.extend(round_to_problems(config))
         try:
             validate_filter_objectives(config.objectives.names)
         except ValueError as error:

@@ -20,7 +20,7 @@ from evoprune_tf.report.text import mean_std, plural
 from evoprune_tf.train.config import derive_seed
 from operators.selection import heavy_knee_light
 
-__all__ = ["MODEL_NAMES", "final_report", "markdown_table", "trade_off_table"]
+__all__ = ["MODEL_NAMES", "final_report", "markdown_table", "retrain_and_report", "trade_off_table"]
 
 #: Names of the models of the final table, in order.
 MODEL_NAMES = ("unpruned", "heavy", "knee", "light")
@@ -136,15 +136,49 @@ def _plot(rows: list[dict], front: list[tuple[float, float]], path: Path, title:
 
 def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | None, folder: Path,
                   out: Any) -> tuple[dict[str, np.ndarray], list[dict], dict[str, Any], dict[str, Path]]:
+    """Heavy, knee and light of the archive and the unpruned network, through `retrain_and_report`."""
     archive = list(halloffame)
     error_col = list(evaluator.objectives).index("error")
     cpx_col = 1 if error_col == 0 else 0
     heavy, knee, light = heavy_knee_light(archive, 3, accuracy_index=error_col, complexity_index=cpx_col)
     genomes = {"unpruned": evaluator.encoding.unpruned(), "heavy": np.asarray(heavy), "knee": np.asarray(knee),
                "light": np.asarray(light)}
+    masks = {name: evaluator.encoding.decode_with_repairs(genome) for name, genome in genomes.items()}
+    front = []
+    for ind in archive:
+        e = evaluator.lookup(ind)
+        if e is not None:
+            front.append((e.error, e.network_flops))
+    rows, models, files = retrain_and_report(config, evaluator, masks, module, folder, out, front=front,
+                                             title=f"{config.name}: DeepPruningES (seed {config.seed})")
+    return genomes, rows, models, files
+
+
+def retrain_and_report(config: Any, evaluator: Any, masks: dict[str, tuple[dict, int]], module: str | None,
+                       folder: Path, out: Any, *, title: str,
+                       front: list[tuple[float, float]] = ()) -> tuple[list[dict], dict[str, Any], dict[str, Path]]:
+    """Retrain, score, count and time named pruned models: DeepPruningES' final models, or a baseline's.
+
+    Each model is fine-tuned from the (warmed-up) network for ``report.epochs`` on
+    ``report.seeds`` seeds, scored on test and validation; FLOPs and parameters are counted,
+    latency measured (`report_latency`), and the trade-off table (CSV + Markdown), the
+    latency table and the FLOPs-vs-accuracy plot are written to ``folder``.
+
+    Args:
+        config: The run's config (``report.*``, ``seed``).
+        evaluator: The `FilterEvaluator`.
+        masks: Model name -> ``(repaired keep masks, repairs)``; ``"unpruned"`` is the reference row.
+        module: The backbone's preprocessing module (None: a user's own model).
+        folder: Where the files go.
+        out: Stream for the human-readable lines.
+        title: The plot's title.
+        front: ``(validation error, network FLOPs)`` points drawn behind the models.
+
+    Returns:
+        ``(rows, compact deployable models, files)``.
+    """
     rows, models = [], {}
-    for name, genome in genomes.items():
-        keep, repairs = evaluator.encoding.decode_with_repairs(genome)
+    for name, (keep, repairs) in masks.items():
         accs, vals, model = [], [], None
         for r in range(config.report.seeds):
             trained = evaluator.fine_tune(keep, epochs=config.report.epochs, seed=derive_seed(config.seed, "final", r))
@@ -178,10 +212,5 @@ def final_report(config: Any, evaluator: Any, halloffame: Any, module: str | Non
         writer.writeheader()
         writer.writerows(rows)
     files["markdown"].write_text(markdown_table(rows, config.report.seeds))
-    front = []
-    for ind in archive:
-        e = evaluator.lookup(ind)
-        if e is not None:
-            front.append((e.error, e.network_flops))
-    _plot(rows, front, files["plot"], f"{config.name}: DeepPruningES (seed {config.seed})")
-    return genomes, rows, models, files
+    _plot(rows, list(front), files["plot"], title)
+    return rows, models, files

@@ -207,8 +207,12 @@ def run_filter_pruning(
                       head_epochs=head_epochs)
 
 
-def _network_and_images(session: Any) -> tuple[Any, str, Any]:
-    """The network to prune (checked by the coupling analysis before any image is read) and the images."""
+def _network_and_images(session: Any, check: Any = None) -> tuple[Any, str, Any]:
+    """The network to prune (checked by the coupling analysis before any image is read) and the images.
+
+    ``check(model, encoding)``, when given, runs after the encoding is built and before any
+    image is read (a filter baseline checks its FLOPs target there).
+    """
     import keras
 
     # Loads Keras (its coupling analysis works on Keras graphs): only when a filter run starts.
@@ -232,7 +236,9 @@ def _network_and_images(session: Any) -> tuple[Any, str, Any]:
     if module is None and side != (size, size):
         raise ValueError(f"model '{model.name}' takes {side[0]}x{side[1]} images; data.image_size={size}: "
                          f"expected data.image_size = {side[0]}")
-    FilterPruning(model, config.encoding.blocks)  # the one-line errors, before long work
+    encoding = FilterPruning(model, config.encoding.blocks, config.encoding.round_to)  # one-line errors first
+    if check is not None:
+        check(model, encoding)
     if images is None:
         images = load_run_images(config.data.source, config, name=config.data.name or None)
     if module is None and int(model.outputs[0].shape[-1]) != images.n_classes:
@@ -251,7 +257,7 @@ def _evaluator(session: Any, model: Any, module: str, images: Any) -> Any:
     from evoprune_tf.methods.deep_pruning_es.encoding import FilterPruning
 
     config, out = session.config, session.out
-    encoding = FilterPruning(model, config.encoding.blocks)
+    encoding = FilterPruning(model, config.encoding.blocks, config.encoding.round_to)
     print(images.summary(), file=out)
     print(encoding.describe() + f"; cut after '{encoding.cut_layer}'", file=out)
     own = session.inputs.get("network") is not None or is_model_file(config.backbone.name)
