@@ -22,7 +22,8 @@ The entry points a user needs are importable from here::
 Names resolve lazily, so ``import evoprune_tf`` stays cheap (no TensorFlow, no MLflow)
 until a name that needs them is used. The modules behind them are the implementation;
 their layout follows the data flow (``data`` -> ``features`` -> ``encodings`` -> ``train``
--> ``evaluation`` -> ``search`` -> ``tracking`` / ``report``; ``app`` builds and runs).
+-> ``evaluation`` -> ``search`` -> ``tracking`` / ``report``; ``methods`` in a ``session``;
+``experiment`` builds a config and runs it; ``studies`` over it; ``app`` is the command line).
 """
 
 from __future__ import annotations
