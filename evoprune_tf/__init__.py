@@ -22,7 +22,8 @@ The entry points a user needs are importable from here::
 Names resolve lazily, so ``import evoprune_tf`` stays cheap (no TensorFlow, no MLflow)
 until a name that needs them is used. The modules behind them are the implementation;
 their layout follows the data flow (``data`` -> ``features`` -> ``encodings`` -> ``train``
--> ``evaluation`` -> ``search`` -> ``tracking`` / ``report``; ``app`` builds and runs).
+-> ``evaluation`` -> ``search`` -> ``tracking`` / ``report``; ``methods`` in a ``session``;
+``experiment`` builds a config and runs it; ``studies`` over it; ``app`` is the command line).
 """
 
 from __future__ import annotations
@@ -40,24 +41,24 @@ _quiet_startup()
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    # application: configs and runs
-    "run": "evoprune_tf.app.run",
-    "resume": "evoprune_tf.app.run",
-    "RunResult": "evoprune_tf.app.run",
-    "load_config": "evoprune_tf.app.config",
-    "config_from_dict": "evoprune_tf.app.config",
-    "ConfigError": "evoprune_tf.app.config",
-    "ExperimentConfig": "evoprune_tf.app.config",
-    "DataConfig": "evoprune_tf.app.config",
-    "BackboneConfig": "evoprune_tf.app.config",
-    "HeadConfig": "evoprune_tf.app.config",
-    "EncodingConfig": "evoprune_tf.app.config",
-    "AlgorithmConfig": "evoprune_tf.app.config",
-    "OperatorsConfig": "evoprune_tf.app.config",
-    "ObjectivesConfig": "evoprune_tf.app.config",
-    "ReportConfig": "evoprune_tf.app.config",
-    "TrackingConfig": "evoprune_tf.app.config",
-    "CheckpointConfig": "evoprune_tf.app.config",
+    # one experiment: configs and runs
+    "run": "evoprune_tf.experiment.run",
+    "resume": "evoprune_tf.experiment.run",
+    "RunResult": "evoprune_tf.experiment.run",
+    "load_config": "evoprune_tf.experiment.config",
+    "config_from_dict": "evoprune_tf.experiment.config",
+    "ConfigError": "evoprune_tf.experiment.config",
+    "ExperimentConfig": "evoprune_tf.experiment.config",
+    "DataConfig": "evoprune_tf.experiment.config",
+    "BackboneConfig": "evoprune_tf.experiment.config",
+    "HeadConfig": "evoprune_tf.experiment.config",
+    "EncodingConfig": "evoprune_tf.experiment.config",
+    "AlgorithmConfig": "evoprune_tf.experiment.config",
+    "OperatorsConfig": "evoprune_tf.experiment.config",
+    "ObjectivesConfig": "evoprune_tf.experiment.config",
+    "ReportConfig": "evoprune_tf.experiment.config",
+    "TrackingConfig": "evoprune_tf.experiment.config",
+    "CheckpointConfig": "evoprune_tf.experiment.config",
     # data and features
     "load_images": "evoprune_tf.data",
     "ImageSplits": "evoprune_tf.data",

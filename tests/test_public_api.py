@@ -10,9 +10,22 @@ def test_every_exported_name_resolves_to_its_module_object():
     for name in evoprune_tf.__all__:
         value = getattr(evoprune_tf, name)
         assert value is not None, name
-    assert evoprune_tf.run.__module__ == "evoprune_tf.app.run"
+    assert evoprune_tf.run.__module__ == "evoprune_tf.experiment.run"
     assert evoprune_tf.PopulationEvaluator.__module__ == "evoprune_tf.evaluation"
     assert isinstance(evoprune_tf.__version__, str) and evoprune_tf.__version__.count(".") == 2
+
+
+def test_the_old_app_import_paths_are_the_experiment_modules():
+    import evoprune_tf.app.config as old_config
+    import evoprune_tf.app.run as old_run
+    import evoprune_tf.experiment.config as config
+    import evoprune_tf.experiment.run as run
+    from evoprune_tf.app.config import _SECTION_TYPES, ConfigError, load_config
+    from evoprune_tf.app.run import resume
+
+    assert old_config is config and old_run is run
+    assert (load_config, ConfigError, _SECTION_TYPES) == (config.load_config, config.ConfigError, config._SECTION_TYPES)
+    assert resume is run.resume is evoprune_tf.resume
 
 
 def test_an_unknown_name_is_an_attribute_error():

@@ -1,1 +1,1 @@
-"""The application layer: the only code that reads `ExperimentConfig`; builds the parts and runs them."""
+"""The shell: the ``evoprune`` command line, its run options, the tracking server, explain, the demo and the experiment scripts."""

@@ -23,229 +23,26 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from evoprune_tf.app.trust import add_trust_arguments
+from evoprune_tf.app.run_options import (  # noqa: F401 - importable from here as before
+    EPILOG,
+    add_run_options,
+    load_run_config,
+    overrides_from_args,
+    parse_operator,
+)
+from evoprune_tf.experiment.trust import add_trust_arguments
 from evoprune_tf.quiet import quiet_startup, quiet_tensorflow  # noqa: F401 - importable from here as before
 from evoprune_tf.session.signals import Terminated, _raise_terminated
 from evoprune_tf.studies.compare import add_compare_arguments, run_compare
 from evoprune_tf.tracking.redact import redact_text, redact_uri
 
 if TYPE_CHECKING:
-    from evoprune_tf.app.backend import BackendChoice
+    from evoprune_tf.experiment.backend import BackendChoice
 
 __all__ = ["main", "build_parser", "parse_operator", "overrides_from_args", "load_run_config", "grid_backend",
            "Terminated"]
-
-EPILOG = """\
-operator syntax: NAME or NAME:key=value,key=value (e.g. --mate uniform:indpb=0.3,
---mutate flip_bit:indpb=1/L, --select tournament:tournsize=3). DEAP's own tools
-functions work by name too (--mate cxTwoPoint); your own function by import path,
-module:function, with options after a second colon (--mate my_ops:block_swap:width=8).
-An operator on the command line replaces the config's, options included (NAME: alone
-means no options). Operators registered with @operators.register in your module are
-named once the module is loaded: --plugin my_ops (or plugins = ["my_ops"] in the
-config, or an "evoprune.operators" entry point). `evoprune operators` lists the names.
-
-environment: EVOPRUNE_ASSETS (the shared real assets; experiment scripts default to
-it), MLFLOW_TRACKING_URI (default sqlite:///mlruns/mlflow.db), EVOPRUNE_CACHE_DIR
-(feature cache, default ~/.cache/evoprune_tf/features), KERAS_BACKEND (wins over
---backend / train.backend).
-
-Keras backend (--backend, train.backend): auto (default) runs every method on
-TensorFlow when it is installed (on CPU heads train as fast there as on JAX or faster,
-and features and convolutions much faster) and on JAX where only JAX is (a GPU
-machine); or name tensorflow or jax (on JAX, features are extracted on TensorFlow in a
-child process). The run prints which backend it uses and why.
-"""
-
-
-def _is_registered(name: str) -> bool:
-    import operators
-
-    return any(name in names for names in operators.available().values())
-
-
-def parse_operator(text: str) -> Any:
-    """An operator given on the command line -> a spec for the config.
-
-    ``"uniform"`` -> ``"uniform"``; ``"uniform:indpb=0.5"`` -> ``{"name": "uniform",
-    "indpb": 0.5}``; ``"uniform:"`` -> ``{"name": "uniform"}`` (no options: replaces the
-    config's); ``"my_ops:block_swap"`` -> that import path; ``"my_ops:block_swap:width=8"``
-    -> the import path with options. Options come after the *last* colon, and only when
-    that part holds ``key=value`` items (or nothing).
-
-    Args:
-        text: the command-line value.
-
-    Returns:
-        A name or import path (str), or a dict with ``name`` and the options.
-
-    Raises:
-        ValueError: an option that is not ``key=value``.
-    """
-    if ":" not in text:
-        return text
-    name, _, options = text.rpartition(":")
-    if options and "=" not in options:
-        if _is_registered(name):  # "uniform:indpb": options were meant, not an import path
-            raise ValueError(f"operator option {options!r} in {text!r}; expected key=value")
-        return text  # "package.module:function"
-    spec: dict[str, Any] = {"name": name}
-    for item in filter(None, options.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"operator option {item!r} in {text!r}; expected key=value")
-        spec[key.strip()] = _number(value.strip())
-    return spec
-
-
-def _number(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(value.lower(), value)
-
-
-def _budget(text: str) -> int | float:
-    """``--active``: an integer count (``5``) or a fraction (``0.05``); the config checks the range."""
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``evoprune run`` that override config values (shared with the experiment scripts).
-
-    Args:
-        p: the parser to extend; `overrides_from_args` reads what it parses.
-    """
-    g = p.add_argument_group("overrides (each replaces the config's value)")
-    g.add_argument("--seed", type=int, help="run seed (drives Python, NumPy, Keras, weights, batches)")
-    g.add_argument("--data", help="dataset: class folder, .npz, tfds:NAME, download:NAME or builtin:synthetic")
-    g.add_argument("--image-size", type=int, help="image side in pixels (0 = backbone default)")
-    g.add_argument("--max-per-class", type=int, help="at most this many images per class and split")
-    g.add_argument("--skip-bad-images", action="store_true", default=None, help="skip unreadable images (counted)")
-    g.add_argument("--backbone", help="keras.applications backbone, e.g. mobilenet_v2, resnet50")
-    g.add_argument("--weights", help="'imagenet', a local weights file, or 'none'")
-    g.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], help="hidden widths, e.g. 512,512")
-    g.add_argument("--encoding", help="feature_selection | neuron_pruning | connection_pruning | filters")
-    g.add_argument("--algorithm", help="steady_state | ea_simple | mu_plus_lambda | nsga2 | nsga3 | random_search | "
-                   "deep_pruning_es | tascnet; baselines: unpruned | random_mask | magnitude | l1_selection")
-    g.add_argument("--blocks", type=lambda s: s if s == "all" else int(s),
-                   help="filters encoding: prune the last K blocks of the backbone, or 'all'")
-    g.add_argument("--objectives", type=lambda s: s.split(","),
-                   help="comma list of accuracy, loss, active_fraction, robustness")
-    g.add_argument("--ood", help="OOD images for the robustness objective (folder, .npz, tfds:NAME)")
-    g.add_argument("--evaluations", type=int, help="evaluation budget (steady_state, nsga2, nsga3)")
-    g.add_argument("--generations", type=int, help="generations (ea_simple, mu_plus_lambda)")
-    g.add_argument("--population", type=int, help="population size")
-    g.add_argument("--density", type=float, help="baselines random_mask / magnitude / l1_selection: fraction of genes on")
-    g.add_argument("--active", type=_budget, metavar="K",
-                   help="fixed budget: exactly K genes on (an integer) or this fraction of them (e.g. 0.05)")
-    g.add_argument("--epochs", type=int, help="head training epochs per evaluation")
-    g.add_argument("--backend", help="Keras backend: auto | tensorflow | jax (train.backend; KERAS_BACKEND wins)")
-    for alias in ("init", "select", "mate", "mutate", "survive"):
-        g.add_argument(f"--{alias}", type=parse_operator, help=f"{alias} operator (see below)")
-    g.add_argument("--seeds", type=int, help="retrains per head in the final report")
-    g.add_argument("--experiment", help="MLflow experiment name")
-    g.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--runner", help="where evaluations run: auto | serial | processes | ray")
-    g.add_argument("--workers", type=int, help="worker processes or Ray actors (0: every core / cluster CPU)")
-    g.add_argument("--ray-address", help="Ray: auto, host:port or ray://host:port (default: a local cluster)")
-    g.add_argument("--num-gpus", type=float, help="Ray: GPUs per worker actor (fractional allowed)")
-    g.add_argument("--plugin", action="append", metavar="MODULE",
-                   help="import MODULE first (its @operators.register operators can then be named); repeatable")
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The nested config overrides given on the command line."""
-    table = {
-        "seed": ("seed",), "data": ("data", "source"), "image_size": ("data", "image_size"),
-        "max_per_class": ("data", "max_per_class"), "skip_bad_images": ("data", "skip_bad_images"),
-        "backbone": ("backbone", "name"), "weights": ("backbone", "weights"), "hidden": ("head", "hidden"),
-        "encoding": ("encoding", "name"), "algorithm": ("algorithm", "name"), "blocks": ("encoding", "blocks"),
-        "objectives": ("objectives", "names"), "ood": ("objectives", "ood"),
-        "evaluations": ("algorithm", "evaluations"), "generations": ("algorithm", "generations"),
-        "population": ("algorithm", "population"), "density": ("algorithm", "density"),
-        "active": ("encoding", "active"), "epochs": ("train", "epochs"),
-        "backend": ("train", "backend"),
-        "init": ("operators", "init"), "select": ("operators", "select"), "mate": ("operators", "mate"),
-        "mutate": ("operators", "mutate"), "survive": ("operators", "survive"), "seeds": ("report", "seeds"),
-        "experiment": ("tracking", "experiment"),
-        "runner": ("runner",), "workers": ("workers",), "ray_address": ("ray_address",), "num_gpus": ("num_gpus",),
-    }
-    out: dict = {}
-    for attr, path in table.items():
-        value = getattr(args, attr, None)
-        if value is None:
-            continue
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    if getattr(args, "no_tracking", False):
-        out.setdefault("tracking", {})["enabled"] = False
-    if getattr(args, "no_progress", False):
-        out["progress"] = False
-    if getattr(args, "plugin", None):
-        out["plugins"] = list(args.plugin)
-    return out
-
-
-def load_run_config(path: str | None, overrides: dict, *, base: dict | None = None):
-    """The config of ``evoprune run``: the TOML file (or defaults) with the command-line overrides.
-
-    Like `evoprune_tf.app.config.load_config`, except that an operator given on the
-    command line *replaces* the config's spec, options included, as ``--help`` says
-    (a nested merge would keep the file's options next to the new name). Plugins given
-    with ``--plugin`` are added to the config's. The Keras backend is chosen from the
-    merged values before they are validated (`evoprune_tf.app.config.use_backend_for_dict`):
-    validating a non-default optimizer or loss imports Keras, which fixes the backend.
-
-    Args:
-        path: a TOML file, or None for the defaults.
-        overrides: `overrides_from_args`' nested dict.
-        base: defaults under the file (an experiment script's dataset settings); the
-            file's values win over them, the command line over both.
-
-    Returns:
-        The validated `ExperimentConfig`.
-
-    Raises:
-        ConfigError: as `load_config`.
-    """
-    import tomllib
-
-    from evoprune_tf.app.config import check_shadowed_values, config_from_dict, load_config, merge, \
-        use_backend_for_dict
-
-    overrides = dict(overrides)
-    operator_overrides = overrides.pop("operators", {})
-    plugins = overrides.pop("plugins", [])
-    raw: dict = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            return load_config(path, overrides)  # its one-line message for a missing or broken file
-        check_shadowed_values(raw, overrides, str(path))  # a bad file value the command line replaces still fails
-    merged = merge(merge(base or {}, raw), overrides)
-    given = merge(raw, overrides)  # what the user set: keys the method does not read are refused
-    if operator_overrides:
-        for target in (merged, given):
-            section = target.get("operators", {})
-            if isinstance(section, dict):
-                target["operators"] = {**section, **operator_overrides}
-    if plugins:
-        known = merged.get("plugins", [])
-        merged["plugins"] = [*known, *(p for p in plugins if p not in known)] if isinstance(known, list) else plugins
-    use_backend_for_dict(merged)
-    return config_from_dict(merged, str(path) if path is not None else "config", given=given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +129,7 @@ def _print_methods(plugins: list[str]) -> None:
     """``evoprune methods``: each method's name, summary, own section and the keys it reads."""
     import operators
 
-    from evoprune_tf.app.config import section_types
+    from evoprune_tf.experiment.config import section_types
     from evoprune_tf.methods import available_methods
 
     operators.registry.load_plugins(plugins)  # a plugin module may register methods as well as operators
@@ -352,7 +149,7 @@ def _print_methods(plugins: list[str]) -> None:
 def grid_backend(path: str) -> BackendChoice:
     """Choose the Keras backend of ``evoprune grid``: one for every cell, since the cells share a process.
 
-    The cells' own choices (`evoprune_tf.app.backend.choose_backend`) when they agree;
+    The cells' own choices (`evoprune_tf.experiment.backend.choose_backend`) when they agree;
     TensorFlow when they differ (it runs every method; each cell then prints what it
     would have picked). Ray workers get it through the forwarded ``KERAS_BACKEND``.
 
@@ -360,13 +157,13 @@ def grid_backend(path: str) -> BackendChoice:
         path: the grid TOML.
 
     Returns:
-        The applied `evoprune_tf.app.backend.BackendChoice` (print its ``line``).
+        The applied `evoprune_tf.experiment.backend.BackendChoice` (print its ``line``).
 
     Raises:
         ValueError: a bad grid (as ``evoprune grid``), or a cell asking for a backend that is not installed.
     """
-    from evoprune_tf.app.backend import BackendChoice, apply_backend, choose_backend
-    from evoprune_tf.app.config import config_from_dict
+    from evoprune_tf.experiment.backend import BackendChoice, apply_backend, choose_backend
+    from evoprune_tf.experiment.config import config_from_dict
     from evoprune_tf.features.child import backend_installed
     from evoprune_tf.studies.grid import load_grid
 
@@ -380,82 +177,100 @@ def grid_backend(path: str) -> BackendChoice:
                                                f"process, so one backend: {common} runs every method", common))
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "grid":
-        from evoprune_tf.studies.grid import run_grid_command
+def _grid(args: argparse.Namespace) -> int:
+    from evoprune_tf.studies.grid import run_grid_command
 
-        if not args.dry_run:
-            print(grid_backend(args.grid).line, flush=True)
-        return run_grid_command(args)
-    if args.command == "server":
-        from evoprune_tf.app.server import serve as serve_tracking_server
+    if not args.dry_run:
+        print(grid_backend(args.grid).line, flush=True)
+    return run_grid_command(args)
 
-        return serve_tracking_server(args)
-    if args.command == "compare":
-        run_compare(args)
-        return 0
-    if args.command == "methods":
-        _print_methods(args.plugin or [])
-        return 0
-    if args.command == "operators":
-        import operators
 
-        for kind, names in operators.available().items():
-            print(f"{kind}: {', '.join(names)}")
-        return 0
-    if args.command == "ui":
-        from evoprune_tf.app.server import MLflowServer, serve_in_foreground
-        from evoprune_tf.tracking.experiments import ui_link
-        from evoprune_tf.tracking.store import resolve_tracking_uri
+def _server(args: argparse.Namespace) -> int:
+    from evoprune_tf.app.server import serve as serve_tracking_server
 
-        uri = resolve_tracking_uri(args.uri)
-        server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1,
-                              log_file=args.log_file)
-        # The link opens MLflow 3.17's "Model training" view (runs first), not its GenAI overview.
-        banner = f"MLflow UI for {redact_uri(uri)} at " + ui_link("{url}") + " (Ctrl-C to stop)"
-        code, stopped = serve_in_foreground(server, banner)
-        if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
-            return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
-        return code
-    if args.command == "bench":
-        import runpy
+    return serve_tracking_server(args)
 
-        script = Path(__file__).resolve().parents[2] / "benchmarks" / "fitness.py"
-        if not script.is_file():
-            raise FileNotFoundError(f"benchmark script {script} not found; run it from a source checkout")
-        sys.argv = [str(script), *args.bench_args]
-        runpy.run_path(str(script), run_name="__main__")
-        return 0
-    if args.command == "explain":
-        from evoprune_tf.app.explain import explain_run
 
-        for path in explain_run(args.run_id, per_class=args.per_class, model=args.model, plugins=args.plugin,
-                                trust_plugins=args.trust_plugins):
-            print(path)
-        return 0
-    from evoprune_tf.app.config import merge
-    from evoprune_tf.app.run import resume, run
+def _compare(args: argparse.Namespace) -> int:
+    run_compare(args)
+    return 0
 
-    if args.command == "resume":
-        from evoprune_tf.app.config import config_from_dict, use_backend_for_dict
-        from evoprune_tf.app.trust import check_stored_modules
-        from evoprune_tf.search.checkpoint import load_checkpoint
-        from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
 
-        path = find_checkpoint(args.checkpoint)
-        checkpoint = load_checkpoint(path, allow_pickle=args.allow_pickle)
-        budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
-        extra: dict = {"algorithm": budget} if budget else {}
-        if args.no_progress:
-            extra["progress"] = False
-        extra.update(recorded_store(checkpoint))  # no store named now: the one the run lives in
-        # The checkpoint's config is stored data: the modules it names are imported only when allowed.
-        check_stored_modules(merge(checkpoint.config, extra), f"config of checkpoint {path}",
-                             allowed=args.plugin, trust=args.trust_plugins)
-        use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
-        config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
-        resume(path, config=config, allow_pickle=args.allow_pickle)
-        return 0
+def _methods(args: argparse.Namespace) -> int:
+    _print_methods(args.plugin or [])
+    return 0
+
+
+def _operators(args: argparse.Namespace) -> int:
+    import operators
+
+    for kind, names in operators.available().items():
+        print(f"{kind}: {', '.join(names)}")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from evoprune_tf.app.server import MLflowServer, serve_in_foreground
+    from evoprune_tf.tracking.experiments import ui_link
+    from evoprune_tf.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.uri)
+    server = MLflowServer(host="127.0.0.1", port=args.port, backend_store_uri=uri, workers=1,
+                          log_file=args.log_file)
+    # The link opens MLflow 3.17's "Model training" view (runs first), not its GenAI overview.
+    banner = f"MLflow UI for {redact_uri(uri)} at " + ui_link("{url}") + " (Ctrl-C to stop)"
+    code, stopped = serve_in_foreground(server, banner)
+    if stopped is not None:  # as a run: 130 for Ctrl-C, 143 for SIGTERM
+        return 128 + (signal.SIGTERM if stopped == signal.SIGHUP else stopped)
+    return code
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fitness.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"benchmark script {script} not found; run it from a source checkout")
+    sys.argv = [str(script), *args.bench_args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from evoprune_tf.app.explain import explain_run
+
+    for path in explain_run(args.run_id, per_class=args.per_class, model=args.model, plugins=args.plugin,
+                            trust_plugins=args.trust_plugins):
+        print(path)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from evoprune_tf.experiment.config import config_from_dict, merge, use_backend_for_dict
+    from evoprune_tf.experiment.run import resume
+    from evoprune_tf.experiment.trust import check_stored_modules
+    from evoprune_tf.search.checkpoint import load_checkpoint
+    from evoprune_tf.tracking.checkpoints import find_checkpoint, recorded_store
+
+    path = find_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(path, allow_pickle=args.allow_pickle)
+    budget = {k: v for k, v in (("evaluations", args.evaluations), ("generations", args.generations)) if v}
+    extra: dict = {"algorithm": budget} if budget else {}
+    if args.no_progress:
+        extra["progress"] = False
+    extra.update(recorded_store(checkpoint))  # no store named now: the one the run lives in
+    # The checkpoint's config is stored data: the modules it names are imported only when allowed.
+    check_stored_modules(merge(checkpoint.config, extra), f"config of checkpoint {path}",
+                         allowed=args.plugin, trust=args.trust_plugins)
+    use_backend_for_dict(merge(checkpoint.config, extra))  # before validation may import Keras
+    config = config_from_dict(merge(checkpoint.config, extra), source=f"config of {path}")
+    resume(path, config=config, allow_pickle=args.allow_pickle)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from evoprune_tf.experiment.run import run
+
     config = load_run_config(args.config, overrides_from_args(args))
     if getattr(args, "dry_run", False):
         import json
@@ -464,6 +279,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     run(config)
     return 0
+
+
+#: ``evoprune COMMAND`` -> its handler (each returns the exit status).
+_COMMANDS = {
+    "run": _run, "resume": _resume, "grid": _grid, "compare": _compare, "explain": _explain,
+    "methods": _methods, "operators": _operators, "ui": _ui, "server": _server, "bench": _bench,
+}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    return _COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-from evoprune_tf.app.cli import quiet_startup
-from evoprune_tf.app.config import ExperimentConfig, load_config
 from evoprune_tf.backbones import build_backbone, imagenet_weights_filename
 from evoprune_tf.data.download import (
     DownloadError,
@@ -35,6 +33,8 @@ from evoprune_tf.data.download import (
     downloads_folder,
 )
 from evoprune_tf.errors import one_line
+from evoprune_tf.experiment.config import ExperimentConfig, load_config
+from evoprune_tf.quiet import quiet_startup
 
 #: Active features of the demo's fixed budget: 2% of MobileNetV2's 1,280 features, where a
 #: random choice loses 20+ test points and the GA's best still climbs (density sweep).
@@ -173,7 +173,7 @@ def _probe_weights() -> None:
 def main() -> int:
     """Run the demo and say where its results are."""
     quiet_startup()
-    from evoprune_tf.app.run import run  # after quiet_startup: the run's first Keras import is filtered
+    from evoprune_tf.experiment.run import run  # after quiet_startup: the run's first Keras import is filtered
 
 
     config, source = demo_config()

@@ -28,8 +28,8 @@ from mlflow import MlflowClient
 
 from evoprune_tf.methods.head.build import backbone_spec, encoding_for, prepare_features
 from evoprune_tf.session import seed_everything
-from evoprune_tf.app.config import ExperimentConfig, config_from_dict, report_files
-from evoprune_tf.app.trust import check_stored_modules
+from evoprune_tf.experiment.config import ExperimentConfig, config_from_dict, report_files
+from evoprune_tf.experiment.trust import check_stored_modules
 from evoprune_tf.encodings import pack_genome
 from evoprune_tf.records import write_csv
 from evoprune_tf.report.influence import feature_influence
@@ -79,7 +79,7 @@ def run_config(run_id: str, uri: str = "", *, plugins: Iterable[str] = (), trust
     """The `ExperimentConfig` of a logged run (``config.json``, else its params).
 
     The config comes from the store, so the modules it names (plugins, operator and head
-    import paths) are imported only when allowed (`evoprune_tf.app.trust.check_stored_modules`).
+    import paths) are imported only when allowed (`evoprune_tf.experiment.trust.check_stored_modules`).
 
     Args:
         run_id: the run's id or a unique prefix of it.

@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from evoprune_tf.app.cli import EPILOG, add_run_options, load_run_config, overrides_from_args, quiet_startup
-from evoprune_tf.app.config import ConfigError, merge
-from evoprune_tf.app.run import run
+from evoprune_tf.app.run_options import EPILOG, add_run_options, load_run_config, overrides_from_args
 from evoprune_tf.data.images import is_named_source
+from evoprune_tf.experiment.config import ConfigError, merge
+from evoprune_tf.experiment.run import run
+from evoprune_tf.quiet import quiet_startup
 
 __all__ = ["Dataset", "experiment_main", "assets_path", "REFERENCE_SETUP", "TascnetImageSet",
            "TASCNET_IMAGE_RECIPE", "TASCNET_WEIGHTS_HELP", "tascnet_main"]
@@ -88,7 +89,7 @@ def _check_source(dataset: Dataset, source: str) -> None:
 def experiment_main(dataset: Dataset, argv: Sequence[str] | None = None) -> int:
     """Parse the command line of an experiment script and run it.
 
-    The config is built like ``evoprune run``'s (`evoprune_tf.app.cli.load_run_config`):
+    The config is built like ``evoprune run``'s (`evoprune_tf.app.run_options.load_run_config`):
     the script's defaults, under ``--config``'s file, under the command line, and an
     operator given on the command line (``--mate NAME:opts``) replaces the file's spec.
 

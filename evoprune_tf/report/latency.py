@@ -25,7 +25,6 @@ columns out.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from evoprune_tf.records import write_csv
 
 __all__ = [
     "LITERT_INSTALL",
@@ -339,10 +340,7 @@ def write_latency_table(rows: list[dict], folder: str | Path, stem: str = "laten
     folder.mkdir(parents=True, exist_ok=True)
     files = {"csv": folder / f"{stem}.csv", "markdown": folder / f"{stem}.md"}
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(files["csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(files["csv"], fields, [[r.get(k) for k in fields] for r in rows])
     files["markdown"].write_text(latency_markdown(rows))
     return files
 

@@ -77,6 +77,19 @@ def _report(state: EvolutionState, callbacks: Callback, record: RecordFn, nevals
     callbacks.on_generation(state)
 
 
+def _next_generation(state: EvolutionState, toolbox: base.Toolbox, new: list, survivors: Callable[[], list],
+                     callbacks: Callback, record: RecordFn) -> None:
+    """End a generation: evaluate ``new``, count it, replace the population with ``survivors()``, report.
+
+    ``survivors`` is called after ``new`` is evaluated, so it may select on fitness.
+    """
+    nevals = _evaluate(toolbox, new)
+    state.evaluations += len(new)
+    state.population[:] = survivors()
+    state.generation += 1
+    _report(state, callbacks, record, nevals)
+
+
 def _run(loop, state: EvolutionState, callbacks: Callback) -> tuple[list, tools.Logbook]:
     """Runs ``loop(state)`` between on_start and on_end, reporting errors to callbacks."""
     try:
@@ -199,11 +212,7 @@ def _generational(population, toolbox, ngen, make_offspring, survivors, halloffa
     def loop(state: EvolutionState) -> None:
         while state.generation < ngen and not state.stop:
             offspring = make_offspring(state.population)
-            nevals = _evaluate(toolbox, offspring)
-            state.evaluations += len(offspring)
-            state.population[:] = survivors(state.population, offspring)
-            state.generation += 1
-            _report(state, cbs, record, nevals)
+            _next_generation(state, toolbox, offspring, lambda: survivors(state.population, offspring), cbs, record)
 
     state = _start(population, toolbox, halloffame, ngen, "generations", cbs, record, state)
     return _run(loop, state, cbs)
@@ -332,11 +341,7 @@ def random_search(
     def loop(state: EvolutionState) -> None:
         while state.evaluations < evaluations and not state.stop:
             fresh = toolbox.population(n=min(batch, evaluations - state.evaluations))
-            nevals = _evaluate(toolbox, fresh)
-            state.evaluations += len(fresh)
-            state.population[:] = fresh
-            state.generation += 1
-            _report(state, cbs, record, nevals)
+            _next_generation(state, toolbox, fresh, lambda: fresh, cbs, record)
 
     state = _start(population[:evaluations] if population else population, toolbox, halloffame, evaluations,
                    "evaluations", cbs, record, state)
@@ -424,11 +429,7 @@ def deep_pruning_es(
                 toolbox.mutate(child)
                 del child.fitness.values
                 children.append(child)
-            nevals = _evaluate(toolbox, children)
-            state.evaluations += len(children)
-            state.population[:] = parents + children
-            state.generation += 1
-            _report(state, cbs, record, nevals)
+            _next_generation(state, toolbox, children, lambda: parents + children, cbs, record)
 
     if halloffame is None:
         halloffame = new_halloffame(True)

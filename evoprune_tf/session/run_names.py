@@ -17,6 +17,7 @@ import json
 import re
 from typing import Any, Mapping
 
+from evoprune_tf.records import flat_record
 
 __all__ = ["MAX_RUN_NAME", "run_name", "dataset_label"]
 
@@ -40,17 +41,6 @@ def _value(value: Any) -> str:
     return text[:24]
 
 
-def _flat(axes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Axis values with tables spread into dotted keys (``algorithm = {name, generations}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in axes.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _short(key: str) -> str:
     """An axis by its last key part; ``operators.mate.name`` by ``mate``."""
     parts = key.split(".")
@@ -71,7 +61,7 @@ def run_name(config: Any, axes: Mapping[str, Any] | None = None, *, dataset: str
     parts = [config.algorithm.name, f"s{config.seed}", (dataset or dataset_label(config))[:24]]
     if config.encoding.name not in _USUAL_ENCODINGS and config.algorithm.name != "tascnet":
         parts.append(config.encoding.name.replace("_pruning", ""))
-    for key, value in _flat(axes or {}).items():
+    for key, value in flat_record(axes or {}).items():  # a table axis spread into dotted keys
         if key not in _SHOWN_AXES:
             parts.append(f"{_short(key)}={_value(value)}")
     return "-".join(parts)[:MAX_RUN_NAME]

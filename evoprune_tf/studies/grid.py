@@ -49,9 +49,9 @@ import sys
 import time
 from typing import Any, Callable, Mapping, TextIO
 
-from evoprune_tf.app.config import config_from_dict
-from evoprune_tf.app.run import run
 from evoprune_tf.errors import one_line
+from evoprune_tf.experiment.config import config_from_dict
+from evoprune_tf.experiment.run import run
 from evoprune_tf.runners.ray_runner import check_cluster_resources, connect_ray, forwarded_env, import_ray
 from evoprune_tf.studies import grid_spec
 from evoprune_tf.studies.grid_spec import (  # noqa: F401 - all re-exported (grid_spec.__all__)

@@ -15,11 +15,11 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from evoprune_tf.app import config as app_config
-from evoprune_tf.app.config import ExperimentConfig, config_from_dict, load_config, merge
-from evoprune_tf.session.run_names import run_name
 from evoprune_tf.errors import one_line
+from evoprune_tf.experiment import config as experiment_config
+from evoprune_tf.experiment.config import ExperimentConfig, config_from_dict, load_config, merge
 from evoprune_tf.runners.ray_runner import check_ray_address, import_ray
+from evoprune_tf.session.run_names import run_name
 from evoprune_tf.tracking.store import absolute_tracking_uri
 
 __all__ = [
@@ -304,7 +304,7 @@ def _type_text(expected: Any) -> str:
 
 
 def _checkpoint_dir(config: Any) -> Path:
-    helper = getattr(app_config, "checkpoint_dir", None)
+    helper = getattr(experiment_config, "checkpoint_dir", None)
     if helper is not None:
         return Path(helper(config)).absolute()
     return Path(config.checkpoint.dir or "mlruns/checkpoints").expanduser().absolute()

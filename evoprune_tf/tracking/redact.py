@@ -6,7 +6,7 @@ parameters (``?password=...``, ``?token=...``) with ``***``. `redact_text` appli
 to every URI inside a message. `is_secret_name` says which environment variables hold
 secrets (``*PASSWORD*``, ``*PASSWD*``, ``*TOKEN*``, ``*SECRET*``, ``*KEY*``,
 ``*CREDENTIAL*``): a config value expanded from one of them is logged as its
-``${NAME}`` template, never as its value (`evoprune_tf.app.config.ExperimentConfig.to_dict`).
+``${NAME}`` template, never as its value (`evoprune_tf.experiment.config.ExperimentConfig.to_dict`).
 
 A redacted URI cannot be used to connect; `usable_uri` turns one back into a usable
 URI from the environment (``MLFLOW_TRACKING_URI``, or ``MLFLOW_TRACKING_USERNAME`` and

@@ -25,7 +25,7 @@ Engine = Literal["keras", "numpy", "jax"]
 #: Accepted ``engine`` values; ``"jax"`` is a deprecated alias of ``"keras"``.
 ENGINES = ("keras", "numpy", "jax")
 #: Accepted ``backend`` values: the Keras backend a run asks for (``"auto"``: the fastest
-#: installed one for its method, chosen by `evoprune_tf.app.backend.choose_backend`).
+#: installed one for its method, chosen by `evoprune_tf.experiment.backend.choose_backend`).
 BACKENDS = ("auto", "tensorflow", "jax")
 
 

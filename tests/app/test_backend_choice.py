@@ -19,8 +19,8 @@ import textwrap
 import pytest
 
 from evoprune_tf.methods.head.build import run_tags
-from evoprune_tf.app.backend import choose_backend
-from evoprune_tf.app.config import ConfigError, load_config
+from evoprune_tf.experiment.backend import choose_backend
+from evoprune_tf.experiment.config import ConfigError, load_config
 from evoprune_tf.train import TrainConfig
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
@@ -117,10 +117,10 @@ RUN_SCRIPT = textwrap.dedent(
     spec.loader.exec_module(conftest)
     os.environ.pop("KERAS_BACKEND", None)  # conftest sets it for the test session; this process chooses
 
-    import evoprune_tf.app.run as app_run
+    import evoprune_tf.experiment.run as app_run
     from evoprune_tf.methods.deep_pruning_es.method import DeepPruningES
     from evoprune_tf.methods.head.build import run_tags
-    from evoprune_tf.app.config import load_config
+    from evoprune_tf.experiment.config import load_config
 
     out = {"keras_before": "keras" in sys.modules}
     common = {"seed": 1, "progress": False, "tracking": {"enabled": False}, "checkpoint": {"enabled": False}}

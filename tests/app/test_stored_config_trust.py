@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-import evoprune_tf.app.run as run_module
+import evoprune_tf.experiment.run as run_module
 import evoprune_tf.search.checkpoint as checkpoint_module
 from conftest import new_mlflow_store
 from evoprune_tf.app.cli import main as cli_main
-from evoprune_tf.app.config import load_config
-from evoprune_tf.app.trust import check_stored_modules, stored_config_modules
+from evoprune_tf.experiment.config import load_config
+from evoprune_tf.experiment.trust import check_stored_modules, stored_config_modules
 
 
 @pytest.fixture

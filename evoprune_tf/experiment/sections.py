@@ -1,6 +1,6 @@
 """The config's shape: one dataclass per TOML table, `ExperimentConfig` holding them, `ConfigError`.
 
-`evoprune_tf.app.config` builds and validates these from TOML and command-line overrides;
+`evoprune_tf.experiment.config` builds and validates these from TOML and command-line overrides;
 the sections a method owns come from the method registry (`method_sections`).
 """
 

@@ -39,7 +39,7 @@ def stored_config_modules(raw: Mapping[str, Any]) -> dict[str, str]:
         ``module -> the key naming it`` (``plugins``, ``operators.mate``, ``train.head``),
         in the order found.
     """
-    from evoprune_tf.app.config import _expand  # the config module is heavy; the command line imports this one early
+    from evoprune_tf.experiment.config import _expand  # the config module is heavy; the command line imports this one early
 
     raw = _expand(dict(raw))
     found: dict[str, str] = {}

@@ -1,6 +1,6 @@
 """Range, name and method checks of a built `ExperimentConfig` (each problem one line).
 
-`evoprune_tf.app.config.config_from_dict` builds the sections, then calls `check_config`,
+`evoprune_tf.experiment.config.config_from_dict` builds the sections, then calls `check_config`,
 which checks the shared sections and asks the chosen method for its own checks
 (`Method.validate`); everything is collected, so one error names every problem.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import operators
-from evoprune_tf.app.backend import choose_backend
+from evoprune_tf.experiment.backend import choose_backend
 from evoprune_tf.backbones import canonical_name
 from evoprune_tf.encodings import ENCODINGS
 from evoprune_tf.methods import get_method
@@ -21,7 +21,7 @@ from evoprune_tf.model_files import is_model_file
 from evoprune_tf.search.toolbox import check_cardinality, with_genome_length
 
 if TYPE_CHECKING:  # pragma: no cover
-    from evoprune_tf.app.sections import ExperimentConfig
+    from evoprune_tf.experiment.sections import ExperimentConfig
 
 __all__ = ["check_config"]
 
