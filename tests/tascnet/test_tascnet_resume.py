@@ -52,7 +52,7 @@ def _config(tmp_path: Path, store: str) -> Path:
         f'[data]\nsource = "{tmp_path / "tiny.npz"}"\nimage_size = 32\nval_fraction = 0.25\n'
         f'[backbone]\nname = "MobileNetV2"\nweights = "none"\n'
         f'[tracking]\nuri = "sqlite:///{tmp_path / store}/mlflow.db"\nexperiment = "tascnet-resume"\n'
-        f'[report]\nexport_model = false\n'
+        f'[report]\nexport_model = false\nlitert = false\n'
         f'[tascnet]\nstage = "both"\nevaluations = 3\npopulation = 2\nsearch_epochs = 1\nfinal_epochs = 1\n'
         f'epochs = 1\nmax_iterations = 2\nlevels = 2\ntolerance = 1.0\nlr = 0.01\n'
         f'configuration = {{replace = 0, unfreeze = 1, dense = [[64, 0.3]]}}\n'
@@ -87,6 +87,8 @@ def _results(folder: Path) -> dict:
     report = json.loads((folder / "report.json").read_text())
     for key in ("wall_seconds", "model_path", "mlflow_run_id"):
         report.pop(key, None)
+    # Timings differ from run to run; what was measured must not.
+    report["latency"] = {name: (row["flops"], row["params"]) for name, row in report["latency"].items()}
     model = keras.models.load_model(folder / "models" / "tascnet.keras", compile=False)
     return {"stage1": _rows(folder / "stage1_candidates.csv"), "stage2": _rows(folder / "stage2_history.csv"),
             "report": report, "weights": model.get_weights()}
@@ -192,3 +194,9 @@ def test_stage2_continues_from_a_stored_state_exactly() -> None:
     assert plain(again.history) == plain(whole.history) and again.stop_reason == whole.stop_reason
     expected, got = whole.model.get_weights(), again.model.get_weights()
     assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    # The unpruned reference (of the latency table) is the model iteration 0 scored, also when resumed.
+    from evoprune_tf.methods.tascnet.models import evaluate_model
+
+    for result in (whole, again):
+        assert result.unpruned_model.count_params() == whole.unpruned.params
+        assert evaluate_model(result.unpruned_model, (x[:32], y[:32]))[1] == whole.unpruned.val_accuracy

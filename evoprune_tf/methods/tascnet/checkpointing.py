@@ -13,7 +13,8 @@ far, ``evaluations``: trained candidates) and keeps TASCNet's progress in
   each stored candidate returns its stored scores (no training) and puts the RNGs where
   the uninterrupted run had them, so the search draws the same next genomes.
 - ``stage2``: the `LoopState` after the last iteration: the keep masks that turn the
-  stage-2 input model into the current and the accepted model, their weights (and the
+  stage-2 input model into the current and the accepted model, their weights and the
+  unpruned model's (and the
   current model's seed-generator states), the recorded trajectories, the records, the
   best accuracy, the patience count, the epoch count and the stop reason. A resumed run
   rebuilds the input model's architecture, applies the masks, loads the weights and goes
@@ -100,6 +101,7 @@ class TascnetCheckpoints:
             "current_weights": [np.asarray(w) for w in state.current.get_weights()],
             "current_seeds": seed_states(state.current),
             "kept_weights": [np.asarray(w) for w in state.kept_weights],
+            "unpruned_weights": [np.asarray(w) for w in state.unpruned_weights],
             "trajectories": trajectories,
         }
         self._save(force=state.finished)
@@ -129,6 +131,7 @@ class TascnetCheckpoints:
             epoch=int(saved["epoch"]), iteration=int(saved["iteration"]), below=[int(i) for i in saved["below"]],
             stop_reason=str(saved["stop_reason"]), finished=bool(saved["finished"]),
             masks=[dict(m) for m in saved["masks"]], kept_masks=int(saved["kept_masks"]),
+            unpruned_weights=list(saved["unpruned_weights"]),
         )
 
 

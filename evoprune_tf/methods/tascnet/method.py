@@ -20,7 +20,7 @@ class Tascnet(Method):
     section = "tascnet"
     section_type = TascnetConfig
     reads = ("data.source", "data.image_size", "data.val_fraction", "data.test_fraction", "data.max_per_class",
-             "data.skip_bad_images", "data.name", "backbone", "report.export_model", "report.dir")
+             "data.skip_bad_images", "data.name", "backbone", "report.export_model", "report.litert", "report.dir")
     fine_tunes_convolutions = True
     writes_report_files = True
     checkpoints = True

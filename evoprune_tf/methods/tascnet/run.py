@@ -12,8 +12,12 @@ One MLflow run per call (``[tracking]``): the config as params; tags
 ``stage1.*`` with ``step`` = candidate index; stage-2 metrics ``stage2.*`` (params,
 FLOPs, validation accuracy, ``filters.<layer>``) with ``step`` = iteration; artifacts
 ``stage1_candidates.csv``, ``stage2_history.csv``, ``plots/stage2_tradeoff.png``,
-``models/tascnet.keras`` (the compact model, preprocessing and frozen prefix included)
-and ``report.json``; with ``report.export_model`` also the MLflow Keras model. The local
+``models/tascnet.keras`` (the compact model, preprocessing and frozen prefix included),
+the latency table of the unpruned and the pruned model (``latency/``: CSV, Markdown and,
+with LiteRT, the ``.tflite`` files) and ``report.json``; with ``report.export_model`` also
+the MLflow Keras model. A checkpoint is written after every stage-1 candidate and every
+stage-2 iteration (`evoprune_tf.methods.tascnet.checkpointing`); ``evoprune resume``
+continues the run exactly. The local
 copies go to `evoprune_tf.session.report_folder` (``report.dir``, else
 ``<store folder>/reports/<run id>``; a temporary folder, removed once logged, with a
 tracking server) unless ``out_dir`` names a folder.
@@ -117,6 +121,7 @@ class _Run:
         self.stage2_rows: list[dict[str, Any]] = []
         self.checkpoints = TascnetCheckpoints(session)
         self.replay: ReplayingEvaluator | None = None
+        self.prefix_flops = 0  # FLOPs of the frozen prefix the deployable models add (images)
 
     # -------------------------------------------------------------- tracking
 
@@ -169,7 +174,8 @@ class _Run:
             return
         artifacts = [(self.folder / name, None) for name in ("stage1_candidates.csv", "stage2_history.csv")
                      if (self.folder / name).exists()]
-        artifacts += [(self.folder / sub, sub) for sub in ("plots", "models") if (self.folder / sub).exists()]
+        artifacts += [(self.folder / sub, sub) for sub in ("plots", "models", "latency")
+                      if (self.folder / sub).exists()]
         final = {f"final.{k}": v for k, v in _numeric(report).items()}
         self.session.finish(report, metrics=final, step=0, artifacts=artifacts)
         report["mlflow_run_id"] = self.tracker.run_id
@@ -239,7 +245,30 @@ class _Run:
         report["model_path"] = str(path)
         if self.tracker is not None and self.config.report.export_model:
             self.tracker.log_keras_model(deployable, name="tascnet")
+        if result is not None:
+            report["latency"] = self.latency(export, result)
         return report
+
+    def latency(self, export: Callable[[Any], Any], result: Any) -> dict[str, dict[str, Any]]:
+        """The latency table of the unpruned and the pruned deployable model, as DeepPruningES's final models.
+
+        One helper for every method (`evoprune_tf.report.latency.report_latency`): LiteRT at
+        batch 1 on 1 and 2 threads when ``report.litert`` allows it, Keras at batch 32, and
+        each reduction in %; ``latency.csv``, ``latency.md`` and ``litert/<model>.tflite`` go
+        to ``<report folder>/latency`` (logged as the ``latency`` artifacts). The FLOPs
+        column counts the whole deployable network (frozen prefix + searched layers).
+
+        Returns:
+            ``{"unpruned": row, "pruned": row}`` without the file paths.
+        """
+        from evoprune_tf.report.latency import latency_markdown, report_latency
+
+        models = {"unpruned": export(result.unpruned_model), "pruned": export(result.model)}
+        flops = {"unpruned": self.prefix_flops + result.unpruned.flops, "pruned": self.prefix_flops + result.final.flops}
+        rows, _ = report_latency(models, setting=self.config.report.litert, folder=self.folder / "latency", flops=flops,
+                                 seed=self.config.seed, out=self.session.out)
+        self.session.say(latency_markdown(rows))
+        return {row["model"]: {k: v for k, v in row.items() if k not in ("model", "tflite")} for row in rows}
 
     def resume_stage2(self, model: Any) -> Any:
         """The checkpoint's stage-2 state rebuilt on ``model`` (skip its fine-tune), or None to start stage 2."""
@@ -309,6 +338,9 @@ class _Run:
             fine_tune(candidate.model, (feats["train"], labels["train"]), None, epochs=t.final_epochs, recipe=recipe)
         data = {split: (feats[split], labels[split]) for split in ("train", "val", "test")}
         module = backbone_info(name).preprocess_module
+        from evoprune_tf.nn.flops import count_flops
+
+        self.prefix_flops = int(count_flops(candidate.prefix).flops)
         report.update(self.prune_and_report(
             candidate.model, data, settings,
             lambda model: export_model(candidate.prefix, model, preprocess_module=module), resume=resume,

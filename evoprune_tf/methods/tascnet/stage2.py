@@ -175,6 +175,8 @@ class Stage2Result:
         unpruned: iteration 0's record (the fine-tuned unpruned model).
         final: the record of ``model``.
         stop_reason: why the loop ended.
+        unpruned_model: a copy of the input model with the weights it was scored with at
+            iteration 0 (the unpruned reference of the latency table).
     """
 
     model: keras.Model
@@ -182,6 +184,7 @@ class Stage2Result:
     unpruned: IterationRecord
     final: IterationRecord
     stop_reason: str
+    unpruned_model: keras.Model | None = None
 
 
 def conv_filter_counts(model: keras.Model) -> dict[str, int]:
@@ -262,6 +265,7 @@ class LoopState:
         finished: the loop has stopped.
         masks: the keep masks applied to the input model, in order, that give ``current``.
         kept_masks: how many of ``masks`` give ``kept``.
+        unpruned_weights: the input model's weights after iteration 0 (the unpruned reference).
     """
 
     current: keras.Model
@@ -278,6 +282,7 @@ class LoopState:
     finished: bool = False
     masks: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
     kept_masks: int = 0
+    unpruned_weights: list = dataclasses.field(default_factory=list)
 
 
 def iteration_seed(seed: int, iteration: int) -> int:
@@ -342,8 +347,10 @@ def tascnet_prune(
                               f"rolled back to iteration {state.accepted.iteration}")
         say(f"stage 2 {state.stop_reason}")
     state.kept.set_weights(state.kept_weights)
+    unpruned = keras.models.clone_model(model)  # `model` itself was trained on by iteration 1
+    unpruned.set_weights(state.unpruned_weights)
     return Stage2Result(model=state.kept, history=state.history, unpruned=state.history[0], final=state.accepted,
-                        stop_reason=state.stop_reason)
+                        stop_reason=state.stop_reason, unpruned_model=unpruned)
 
 
 def _first_iteration(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -356,9 +363,10 @@ def _first_iteration(model: keras.Model, train: tuple[np.ndarray, np.ndarray], v
     first = _record(model, 0, val, 0, True, started, test)
     # The next iteration trains and edits `current` in place before it prunes a copy, so the
     # accepted model's weights are kept as they were when it was scored.
-    return LoopState(current=model, kept=model, kept_weights=model.get_weights(), recorder=recorder, history=[first],
+    weights = model.get_weights()
+    return LoopState(current=model, kept=model, kept_weights=weights, recorder=recorder, history=[first],
                      accepted=first, best_accuracy=first.val_accuracy, epoch=settings.epochs,
-                     stop_reason=f"max_iterations={settings.max_iterations} reached")
+                     stop_reason=f"max_iterations={settings.max_iterations} reached", unpruned_weights=weights)
 
 
 def _iterate(state: LoopState, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
