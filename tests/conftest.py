@@ -26,19 +26,29 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 
 
-#: Measured seconds per test file (2 busy cores, PR 14), the files that cost more than ~25 s.
-#: ``make test`` runs ``-n 2 --dist loadfile``: whole files go to the two workers in
-#: collection order, so the longest go out first and the short ones fill the gaps (longest
-#: processing time first); a long file handed out last keeps one worker busy while the
-#: other idles. Files not listed count as short; update a number when a file's cost moves.
+#: Seconds per test file, the files over ~25 s: the durations of a CI run of ``make test``
+#: (2 busy cores, before PR 14's cuts, which are subtracted). ``make test`` runs ``-n 2
+#: --dist loadfile``: whole files go to the two workers in collection order, so the longest
+#: go out first and the short ones fill the gaps (longest processing time first); a long
+#: file handed out last keeps one worker busy while the other idles. Files not listed count
+#: as short; update a number when a file's cost moves by much.
 FILE_SECONDS = {
-    "tests/test_filters_run.py": 200,
-    "tests/test_filters_resume.py": 200,
-    "tests/app/test_run.py": 150,
-    "tests/runners/test_ray_runner.py": 90,
-    "tests/test_mo_rps.py": 80,
-    "tests/test_benchmark.py": 60,
-    "tests/nn/test_families.py": 60,
+    "tests/test_filters_run.py": 250,
+    "tests/app/test_run.py": 175,
+    "tests/runners/test_ray_runner.py": 115,
+    "tests/runners/test_parallel.py": 95,
+    "tests/nn/test_families.py": 80,
+    "tests/test_mo_rps.py": 65,
+    "tests/test_benchmark.py": 65,
+    "tests/test_reproducibility.py": 50,
+    "tests/features/test_extract_subprocess.py": 50,
+    "tests/studies/test_grid.py": 40,
+    "tests/test_reliability_resume.py": 40,
+    "tests/tascnet/test_stage1.py": 35,
+    "tests/train/test_keras_memory.py": 30,
+    "tests/report/test_mo_report.py": 25,
+    "tests/test_backbones.py": 25,
+    "tests/app/test_tascnet_cli.py": 25,
 }
 
 

@@ -133,6 +133,13 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
 
 
 
+#: The cut runs of the resume tests: the tracked run's search, without the LiteRT export.
+#: The resumes compare the search and the retrained accuracies with the tracked run; the
+#: LiteRT files and timings (most of a report's time: 4 conversions) are the end-to-end
+#: test's, and the report's LiteRT setting acts after the search and the retraining.
+CUT = {"algorithm": {"population": 3}, "report": {"litert": False}}
+
+
 @pytest.mark.slow
 def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(tracked_run, tmp_path):
     """`evoprune resume` for a filter run: Ctrl-C after generation 1, resume, same archive and report as one go.
@@ -144,7 +151,7 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     from evoprune_tf.app.run import resume, run
 
     whole = tracked_run[0]
-    config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
+    config = tiny_config(tmp_path / "cut", **CUT)
     with pytest.raises(KeyboardInterrupt):
         run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
     checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
@@ -188,7 +195,7 @@ def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_c
     from evoprune_tf.app.run import resume
 
     whole = tracked_run[0]
-    config = tiny_config(tmp_path / "cut", algorithm={"population": 3})
+    config = tiny_config(tmp_path / "cut", **CUT)
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     (tmp_path / "killed.py").write_text(KILLED)
     env = {**os.environ, "PYTHONPATH": str(Path(filters_run.__file__).parents[3])}
