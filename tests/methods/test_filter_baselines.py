@@ -182,6 +182,13 @@ def test_random_criteria_are_seeded_and_uniform_width_keeps_the_same_fraction():
     first = methods["random_filters"].scores(model, groups, config=config)
     again = methods["random_filters"].scores(model, groups, config=config)
     assert all(np.array_equal(first[k], again[k]) for k in first)
+    # a group's pruned fraction is proportional to its random weight: never more than the threshold allows
+    weight = {k: 0.5 / (np.min(v) * v.size) for k, v in first.items()}  # the lowest score is 0.5 / size / w
+    ranking = Ranking(first, "global")
+    widths = ranking.widths(ranking.max_level // 2)
+    ratios = {k: 1 - widths[k] / first[k].size for k in first}
+    assert sorted(ratios, key=ratios.get) == sorted(weight, key=weight.get)
+    assert all(0 < widths[k] for k in widths)
     uniform = methods["uniform_width"].scores(model, groups, config=config_for("uniform_width"))
     ranking = Ranking(uniform, "layer")
     widths = ranking.widths(ranking.max_level * 3 // 4)
