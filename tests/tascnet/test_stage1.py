@@ -160,7 +160,7 @@ def test_run_tascnet_images_end_to_end(tmp_path) -> None:
         "data": {"source": str(tmp_path / "tiny.npz"), "image_size": 32, "val_fraction": 0.25},
         "backbone": {"name": "MobileNetV2", "weights": "none"},
         "tracking": {"uri": uri, "experiment": "tascnet-test"},
-        "report": {"export_model": False},
+        "report": {"export_model": False, "litert": False},  # LiteRT: tests/tascnet/test_tascnet_latency.py
         "tascnet": {"stage": "both", "evaluations": 3, "population": 2, "search_epochs": 1, "final_epochs": 1,
                     "epochs": 1, "max_iterations": 2, "levels": 2, "tolerance": 1.0, "lr": 0.01,
                     "configuration": {"replace": 0, "unfreeze": 1, "dense": [[64, 0.0]]}},
