@@ -112,11 +112,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], help="hidden widths, e.g. 512,512")
     g.add_argument("--encoding", help="feature_selection | neuron_pruning | connection_pruning | filters")
     g.add_argument("--algorithm", help="steady_state | ea_simple | mu_plus_lambda | nsga2 | nsga3 | random_search | "
-                   "deep_pruning_es | tascnet; baselines: unpruned | random_mask | magnitude | l1_selection")
+                   "deep_pruning_es | tascnet; head baselines: unpruned | random_mask | magnitude | l1_selection; "
+                   "filter baselines: random_filters | uniform_width | l1_filters | bn_scale | fpgm | taylor "
+                   "(`evoprune methods` lists every registered one)")
     g.add_argument("--blocks", type=lambda s: s if s == "all" else int(s),
                    help="filters encoding: prune the last K blocks of the backbone, or 'all'")
     g.add_argument("--objectives", type=lambda s: s.split(","),
-                   help="comma list of accuracy, loss, active_fraction, robustness")
+                   help="comma list of accuracy, loss, active_fraction, robustness (filters: error, flops, params, "
+                        "latency)")
     g.add_argument("--ood", help="OOD images for the robustness objective (folder, .npz, tfds:NAME)")
     g.add_argument("--evaluations", type=int, help="evaluation budget (steady_state, nsga2, nsga3)")
     g.add_argument("--generations", type=int, help="generations (ea_simple, mu_plus_lambda)")
@@ -124,6 +127,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--density", type=float, help="baselines random_mask / magnitude / l1_selection: fraction of genes on")
     g.add_argument("--active", type=_budget, metavar="K",
                    help="fixed budget: exactly K genes on (an integer) or this fraction of them (e.g. 0.05)")
+    g.add_argument("--flops-reduction", type=float, metavar="F",
+                   help="filter baselines: remove this fraction of the searched FLOPs (0 < F < 1)")
+    g.add_argument("--round-to", type=int, metavar="N",
+                   help="filters encoding: every kept group's width a multiple of N (8 is usual on hardware)")
     g.add_argument("--epochs", type=int, help="head training epochs per evaluation")
     g.add_argument("--backend", help="Keras backend: auto | tensorflow | jax (train.backend; KERAS_BACKEND wins)")
     for alias in ("init", "select", "mate", "mutate", "survive"):
@@ -151,6 +158,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         "evaluations": ("algorithm", "evaluations"), "generations": ("algorithm", "generations"),
         "population": ("algorithm", "population"), "density": ("algorithm", "density"),
         "active": ("encoding", "active"), "epochs": ("train", "epochs"),
+        "flops_reduction": ("algorithm", "flops_reduction"), "round_to": ("encoding", "round_to"),
         "backend": ("train", "backend"),
         "init": ("operators", "init"), "select": ("operators", "select"), "mate": ("operators", "mate"),
         "mutate": ("operators", "mutate"), "survive": ("operators", "survive"), "seeds": ("report", "seeds"),

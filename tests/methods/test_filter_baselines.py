@@ -313,3 +313,20 @@ def test_flops_of_reads_the_knee_of_another_runs_report(tmp_path):
         knee_network_flops(ids["other"], uri)
     with pytest.raises(ValueError, match=r"^algorithm.flops_of='0123abcd': no run id starts with '0123abcd'"):
         knee_network_flops("0123abcd", uri)
+
+
+def test_the_command_line_sets_the_flops_target_and_round_to():
+    from evoprune_tf.app.cli import build_parser, overrides_from_args
+    from evoprune_tf.app.config import ConfigError, load_config
+
+    args = build_parser().parse_args(["run", "--algorithm", "l1_filters", "--encoding", "filters",
+                                      "--flops-reduction", "0.3", "--round-to", "8"])
+    overrides = overrides_from_args(args)
+    assert overrides["algorithm"] == {"name": "l1_filters", "flops_reduction": 0.3}
+    assert overrides["encoding"] == {"name": "filters", "round_to": 8}
+    config = load_config(overrides=overrides)
+    assert config.algorithm.flops_reduction == 0.3 and config.encoding.round_to == 8
+    bad = overrides_from_args(build_parser().parse_args(["run", "--algorithm", "l1_filters", "--encoding", "filters",
+                                                         "--flops-reduction", "1.5"]))
+    with pytest.raises(ConfigError, match="flops_reduction=1.5"):
+        load_config(overrides=bad)
