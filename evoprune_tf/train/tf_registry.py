@@ -62,5 +62,6 @@ def released_custom_gradients() -> Iterator[None]:
     finally:
         registry = _registry()  # TensorFlow may have been imported inside the block
         if registry is not None:
-            for name in [n for n in list(registry) if str(n).startswith(_PREFIX) and (before is None or n not in before)]:
+            added = [n for n in list(registry) if str(n).startswith(_PREFIX) and (before is None or n not in before)]
+            for name in added:
                 registry.pop(name, None)
