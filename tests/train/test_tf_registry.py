@@ -62,3 +62,20 @@ def test_registrations_made_before_the_block_stay():
     with released_custom_gradients():
         fit_fresh_model()
     assert custom_gradient_count() == count
+
+
+def test_tascnet_fine_tunes_of_fresh_models_leave_no_registration_behind():
+    from evoprune_tf.methods.tascnet.recipe import TrainRecipe, fine_tune
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    y = np.arange(16) % 3
+
+    def tune_fresh_model() -> None:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        fine_tune(model, (x, y), None, epochs=1, recipe=TrainRecipe(batch_size=8))
+
+    tune_fresh_model()
+    count, graphs = custom_gradient_count(), live_func_graphs()
+    for _ in range(3):
+        tune_fresh_model()
+    assert custom_gradient_count() == count and live_func_graphs() <= graphs

@@ -9,6 +9,8 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from evoprune_tf.train.tf_registry import released_custom_gradients
+
 __all__ = ["TrainRecipe", "compile_sgd", "fine_tune", "evaluate_model"]
 
 
@@ -80,11 +82,12 @@ def fine_tune(
     if compile_model:
         compile_sgd(model, recipe)
     schedule = keras.callbacks.LearningRateScheduler(recipe.learning_rate)
-    return model.fit(
-        train[0], train[1], validation_data=val if val is not None and len(val[1]) else None,
-        epochs=int(epoch_offset) + int(epochs), initial_epoch=int(epoch_offset),
-        batch_size=recipe.batch_size, shuffle=True, verbose=0, callbacks=[schedule, *callbacks],
-    )
+    with released_custom_gradients():  # else each traced step's graph stays in TensorFlow's registry
+        return model.fit(
+            train[0], train[1], validation_data=val if val is not None and len(val[1]) else None,
+            epochs=int(epoch_offset) + int(epochs), initial_epoch=int(epoch_offset),
+            batch_size=recipe.batch_size, shuffle=True, verbose=0, callbacks=[schedule, *callbacks],
+        )
 
 
 def evaluate_model(model: keras.Model, data: tuple[np.ndarray, np.ndarray], *, batch_size: int = 256) -> tuple[float, float]:
