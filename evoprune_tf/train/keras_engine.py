@@ -27,7 +27,8 @@ Two routes, the one that measured fastest on each backend (``benchmarks/fitness.
   out)``, the sum of the heads' losses, one XLA-compiled ``tf.function`` over every
   mini-batch); otherwise, and for heads the stacked route cannot express, one compiled
   model per compact shape is reused through assignment (weights, masks and optimizer
-  variables reset per head: a fresh model per genome leaks ~15 MB on TensorFlow), trained
+  variables reset per head: a fresh model's traced step stays in TensorFlow's gradient
+  registry, ~15 MB each, unless `evoprune_tf.train.tf_registry` releases it), trained
   by one ``tf.function`` whose ``tf.range`` loop runs every mini-batch of every epoch
   with ``optimizer.apply``.
 
