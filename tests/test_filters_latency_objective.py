@@ -10,17 +10,27 @@ import pytest
 from test_filters_run import tiny_config
 
 from evoprune_tf.methods.deep_pruning_es import run as filters_run
+from evoprune_tf.report import latency_lut
+from evoprune_tf.report.latency_lut import LatencyTable
+
+
+class KerasTable(LatencyTable):
+    """The run's table, timed by Keras with few runs (LiteRT conversions per key would dominate the test)."""
+
+    def __init__(self, folder=None, **kwargs):
+        super().__init__(folder, backend="keras", runs=3)
 
 
 @pytest.mark.slow
-def test_a_run_with_the_latency_objective_reports_predicted_latency_and_its_rank_correlation(tmp_path):
+def test_a_run_with_the_latency_objective_reports_predicted_latency_and_its_rank_correlation(tmp_path, monkeypatch):
+    monkeypatch.setattr(latency_lut, "LatencyTable", KerasTable)
     config = tiny_config(tmp_path, objectives={"names": ["error", "latency"]}, encoding={"blocks": 1},
-                         algorithm={"population": 3, "generations": 1})
+                         algorithm={"population": 3, "generations": 1}, report={"litert": False})
     out = io.StringIO()
     result = filters_run.run_filter_pruning(config, out=out)
     evaluator = result.evaluator
     table = evaluator.latency_table
-    assert table is not None and table.path.parent == tmp_path / "cache" / "latency" and table.path.is_file()
+    assert isinstance(table, KerasTable) and table.path.parent == tmp_path / "cache" / "latency" and table.path.is_file()
     # Every evaluated genome's objective is its predicted suffix latency over the unpruned suffix's.
     for individual in result.population:
         record = evaluator.lookup(individual)

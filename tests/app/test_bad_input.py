@@ -89,7 +89,7 @@ def test_every_problem_of_a_config_is_listed_at_once_on_one_line(tmp_path, capsy
     (["--epochs", "0"], ["train.epochs=0; expected a positive integer"]),
     (["--seeds", "0"], ["report.seeds=0; expected a positive integer"]),
     (["--encoding", "pixels"], ["unknown encoding 'pixels'; expected one of ['connection_pruning'"]),
-    (["--algorithm", "hill_climb"], ["unknown algorithm 'hill_climb'; expected one of ['deep_pruning_es', 'ea_simple'"]),
+    (["--algorithm", "hill_climb"], ["unknown algorithm 'hill_climb'; expected one of ['bn_scale', 'deep_pruning_es', 'ea_simple'"]),
     (["--mate", "zipper"], ["unknown crossover operator 'zipper'; expected one of"]),
     (["--select", "tournament:tournsize=0"], ["tournsize=0 is not a count; expected an integer >= 1"]),
     (["--backbone", "alexnet"], ["unknown backbone 'alexnet'; expected one of", "MobileNetV2"]),
