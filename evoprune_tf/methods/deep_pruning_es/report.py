@@ -66,6 +66,29 @@ _COLUMNS = ("model", "test_accuracy", "test_accuracy_std", "val_accuracy", "flop
             "latency_rank_correlation")
 
 
+#: Per-model columns of the trade-off table logged as ``<model>_<column>`` metrics.
+_SUMMARY = ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
+            "params_network_reduction_pct", "keras_ms_b32", "litert_ms_b1_t1", "litert_ms_b1_t2",
+            "litert_ms_b1_t1_reduction_pct", "predicted_ms")
+
+
+def summary_metrics(table: list[dict]) -> dict[str, float]:
+    """The trade-off table's metrics for MLflow: ``<model>_<column>`` for the columns a row has.
+
+    With the ``latency`` objective, ``latency_rank_correlation`` (one value per run) too.
+    """
+    metrics = {f"{r['model']}_{k}": r[k] for r in table for k in _SUMMARY if k in r}
+    if table and "latency_rank_correlation" in table[0]:
+        metrics["latency_rank_correlation"] = table[0]["latency_rank_correlation"]
+    return metrics
+
+
+def report_artifacts(files: dict[str, Path]) -> list[tuple[Path, str]]:
+    """``(file, artifact folder)`` pairs of a final report: its tables and plot, and the ``.tflite`` files."""
+    return ([(files[key], "report") for key in ("csv", "markdown", "plot", "latency_csv", "latency_markdown")
+             if key in files] + [(files[key], "litert") for key in files if key.endswith(".tflite")])
+
+
 def _predicted_latency(evaluator: Any, rows: list[dict], models: dict[str, Any], out: Any) -> None:
     """With the ``latency`` objective: each model's predicted latency and its rank correlation with the measured one.
 

@@ -36,7 +36,8 @@ from evoprune_tf.backbones import backbone_info, build_backbone
 from evoprune_tf.features.extract import default_cache_dir, feature_cache_key
 from evoprune_tf.methods.deep_pruning_es.evaluation import FilterEvaluator
 from evoprune_tf.model_files import is_model_file, load_model_file
-from evoprune_tf.methods.deep_pruning_es.report import final_report, markdown_table
+from evoprune_tf.methods.deep_pruning_es.report import (final_report, markdown_table, report_artifacts,
+                                                      summary_metrics)
 from evoprune_tf.methods.inputs import head_title, image_size, load_run_images, operator_specs, weights_arg
 from evoprune_tf.search import algorithms
 from evoprune_tf.search.callbacks import Callback
@@ -312,19 +313,11 @@ def run_deep_pruning_es(session: Any) -> FilterRunResult:
             report = _report(config, evaluator, logbook, table, search_seconds, session.elapsed)
             (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
             print(markdown_table(table, config.report.seeds), file=out)
-            summary = {f"{r['model']}_{k}": r[k] for r in table for k in
-                       ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
-                        "params_network_reduction_pct", "keras_ms_b32", "litert_ms_b1_t1", "litert_ms_b1_t2",
-                        "litert_ms_b1_t1_reduction_pct", "predicted_ms") if k in r}
-            if "latency_rank_correlation" in table[0]:
-                summary["latency_rank_correlation"] = table[0]["latency_rank_correlation"]
+            summary = summary_metrics(table)
             exported = {f"{n}_model": models[n] for n in ("heavy", "knee", "light")} if config.report.export_model else {}
             session.finish(report, metrics={**summary, "test_accuracy_mean": report["test_accuracy_mean"]},
                            step=int(logbook[-1]["gen"]),
-                           artifacts=[(files[key], "report") for key in ("csv", "markdown", "plot", "latency_csv",
-                                                                          "latency_markdown") if key in files]
-                           + [(files[key], "litert") for key in files if key.endswith(".tflite")],
-                           models=exported)
+                           artifacts=report_artifacts(files), models=exported)
         except BaseException as error:
             session.fail(error)
             raise

@@ -22,17 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from evoprune_tf.methods.deep_pruning_es.report import markdown_table, retrain_and_report
+from evoprune_tf.methods.deep_pruning_es.report import (markdown_table, report_artifacts, retrain_and_report,
+                                                      summary_metrics)
 from evoprune_tf.methods.deep_pruning_es.run import _evaluator, _network_and_images
 from evoprune_tf.methods.filter_baselines.target import Plan, Ranking, plan_masks, target_flops
 
 __all__ = ["FilterBaselineResult", "plan_for", "prefix_flops", "run_filter_baseline"]
-
-#: The metrics of each table row logged to MLflow.
-_METRICS = ("test_accuracy", "flops_searched_reduction_pct", "flops_network_reduction_pct",
-            "params_network_reduction_pct", "keras_ms_b32", "litert_ms_b1_t1", "litert_ms_b1_t2",
-            "litert_ms_b1_t1_reduction_pct")
-
 
 @dataclasses.dataclass
 class FilterBaselineResult:
@@ -156,14 +151,11 @@ def run_filter_baseline(session: Any, method: Any) -> FilterBaselineResult:
                       "test_accuracy_mean": row["test_accuracy"], "wall_seconds": round(session.elapsed, 2)}
             (folder / "report.json").write_text(json.dumps(report, indent=2, default=float))
             print(markdown_table(table, config.report.seeds), file=out)
-            metrics = {f"{r['model']}_{k}": r[k] for r in table for k in _METRICS if k in r}
+            metrics = summary_metrics(table)
             exported = {f"{method.name}_model": models[method.name]} if config.report.export_model else {}
             session.finish(report, metrics={**metrics, "test_accuracy_mean": row["test_accuracy"],
                                             "target_error_pct": 100 * plan.error},
-                           artifacts=[(files[k], "report") for k in ("csv", "markdown", "plot", "latency_csv",
-                                                                      "latency_markdown") if k in files]
-                           + [(files[k], "litert") for k in files if k.endswith(".tflite")],
-                           models=exported)
+                           artifacts=report_artifacts(files), models=exported)
         except BaseException as error:
             session.fail(error)
             raise
