@@ -1,4 +1,4 @@
-"""The density sweep of docs/results/density-sweep.md is a valid grid at equal k per cell."""
+"""The study files of docs/results/density-sweep.md are valid grids at equal k per cell, paired over seeds."""
 
 import pathlib
 
@@ -13,7 +13,7 @@ def test_the_density_sweep_crosses_every_budget_with_every_method_over_paired_se
     keys = {(c.config["encoding"]["active"], c.config["algorithm"]["name"], c.config["seed"]) for c in cells}
     budgets = {k for k, _, _ in keys}
     methods = {m for _, m, _ in keys}
-    assert budgets == {0.01, 0.02, 0.05}  # at most 5% active: where selection should matter
+    assert budgets == {0.01, 0.02, 0.05, 0.10, 0.25}
     assert {"steady_state", "random_mask", "l1_selection"} <= methods
     assert len(keys) == len(cells) == len(budgets) * len(methods) * 5  # every (k, method) on seeds 0-4
     assert {s for _, _, s in keys} == {0, 1, 2, 3, 4}
@@ -27,3 +27,42 @@ def test_the_ants_vs_bees_sweep_crosses_every_budget_of_the_issue_with_the_ga_an
     assert {m for _, m, _ in keys} == {"steady_state", "random_mask", "l1_selection", "magnitude", "random_search"}
     assert len(keys) == len(cells) == 5 * 5 * 5
     assert all(c.config["data"]["source"].endswith("datasets/hymenoptera") for c in cells)
+
+
+def _cells(assets, monkeypatch, name: str) -> list:
+    monkeypatch.setenv("EVOPRUNE_ASSETS", str(assets))
+    return list(load_grid(SWEEP.with_name(name)).cells)
+
+
+def test_the_cross_validated_sweep_is_the_ants_vs_bees_sweep_with_a_5_fold_fitness(assets, monkeypatch):
+    holdout = _cells(assets, monkeypatch, "hymenoptera_density.toml")
+    cv = _cells(assets, monkeypatch, "hymenoptera_density_cv.toml")
+    assert len(cv) == len(holdout) == 125
+    assert {(c.config["objectives"]["resampling"], c.config["objectives"]["folds"]) for c in cv} == {("cv", 5)}
+    assert {c.config["tracking"]["experiment"] for c in cv} == {"hymenoptera-density-cv"}
+    same = [{k: v for k, v in c.config.items() if k not in ("objectives", "tracking", "grid")} for c in cv]
+    assert same == [{k: v for k, v in c.config.items() if k not in ("objectives", "tracking", "grid")}
+                    for c in holdout]
+
+
+def test_the_fronts_and_seeded_studies_join_the_ants_vs_bees_sweeps_experiment(assets, monkeypatch):
+    fronts = _cells(assets, monkeypatch, "hymenoptera_fronts.toml")
+    assert [(c.config["algorithm"]["name"], c.config["seed"]) for c in fronts] == [("nsga2", s) for s in range(5)]
+    assert {tuple(c.config["objectives"]["names"]) for c in fronts} == {("accuracy", "active_fraction")}
+    assert {c.config["algorithm"]["evaluations"] for c in fronts} == {5 * 100}  # the GA's total over 5 budgets
+    seeded = _cells(assets, monkeypatch, "hymenoptera_seeded.toml")
+    assert {(c.config["encoding"]["active"], c.config["seed"]) for c in seeded} == {
+        (k, s) for k in (0.01, 0.02, 0.05, 0.10, 0.25) for s in range(5)}
+    assert {tuple(c.config["operators"]["seed_baselines"]) for c in seeded} == {("l1_selection",)}
+    sweep = _cells(assets, monkeypatch, "hymenoptera_density.toml")
+    assert {c.config["tracking"]["experiment"] for c in fronts + seeded + sweep} == {"hymenoptera-density"}
+    assert {c.config["report"]["seeds"] for c in fronts + seeded + sweep} == {3}  # the same retrains on test
+
+
+def test_the_neuron_sweep_prunes_the_hidden_units_at_every_budget_with_the_neuron_baselines(assets, monkeypatch):
+    cells = _cells(assets, monkeypatch, "rps_neurons.toml")
+    keys = {(c.config["encoding"]["active"], c.config["algorithm"]["name"], c.config["seed"]) for c in cells}
+    assert len(keys) == len(cells) == 5 * 4 * 5
+    assert {m for _, m, _ in keys} == {"steady_state", "random_mask", "magnitude", "random_search"}
+    assert {(c.config["encoding"]["name"], tuple(c.config["head"]["hidden"])) for c in cells} == {
+        ("neuron_pruning", (512,))}

@@ -149,6 +149,34 @@ def _check_runner(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append(str(error))
 
 
+#: The head searches with a generation 0 that ``operators.seed_baselines`` can join.
+SEARCHES = ("steady_state", "ea_simple", "mu_plus_lambda", "nsga2", "nsga3")
+
+
+def _check_seed_baselines(config: ExperimentConfig, problems: list[str], budget: bool) -> None:
+    """Checks of ``operators.seed_baselines``: known baselines with a size, in a search that has a population."""
+    seeds, a = config.operators.seed_baselines, config.algorithm
+    if not seeds:
+        return
+    known = [name for name in BASELINES if name != "unpruned"]
+    if not isinstance(seeds, list) or any(name not in known for name in seeds):
+        problems.append(f"operators.seed_baselines={seeds!r}; expected a list of head baselines from {known} "
+                        "(the unpruned genome: operators.seed_unpruned)")
+        return
+    if a.name not in SEARCHES:
+        problems.append(f"operators.seed_baselines with algorithm {a.name!r}; expected an evolutionary head "
+                        f"search ({', '.join(SEARCHES)}), whose generation 0 the genomes join")
+    elif not budget and not (a.density or a.density_of):
+        problems.append(f"operators.seed_baselines={seeds!r} without a size; expected encoding.active (a fixed "
+                        "budget) or algorithm.density / density_of for the baselines' genomes")
+    elif len(seeds) + bool(config.operators.seed_unpruned) > a.population:
+        problems.append(f"operators.seed_baselines={seeds!r} holds more genomes than algorithm.population="
+                        f"{a.population}; expected at most that many")
+    if "l1_selection" in seeds and config.encoding.name != "feature_selection":
+        problems.append(f"operators.seed_baselines with 'l1_selection' and encoding {config.encoding.name!r}; "
+                        "l1_selection selects features (encoding.name = \"feature_selection\")")
+
+
 def _check_budget(config: ExperimentConfig, problems: list[str]) -> None:
     """Checks of ``encoding.active`` (fixed-budget search) and the operators that go with it."""
     active, a = config.encoding.active, config.algorithm
@@ -166,6 +194,7 @@ def _check_budget(config: ExperimentConfig, problems: list[str]) -> None:
     if budget and config.operators.seed_unpruned:
         problems.append(f"operators.seed_unpruned with encoding.active={active!r}; the unpruned genome does not "
                         "have the budget's count of active genes")
+    _check_seed_baselines(config, problems, budget)
     e = config.encoding
     if budget and isinstance(active, int) and e.name == "neuron_pruning":
         hidden = config.head.hidden

@@ -109,6 +109,7 @@ class OperatorsConfig:
     mutate: Any = dataclasses.field(default_factory=lambda: {"name": "flip_one", "indpb": 0.07})
     survive: Any = "nsga2"
     seed_unpruned: bool = False  # put the all-ones genome in the initial population
+    seed_baselines: list = dataclasses.field(default_factory=list)  # baselines whose genome starts in generation 0
 
 
 @dataclasses.dataclass

@@ -180,21 +180,30 @@ def baseline_density(config: Any) -> float:
 def initial_population(config: Any, toolbox: Any, evaluator: PopulationEvaluator) -> list:
     """Generation 0: the baseline's one genome, or ``algorithm.population`` genomes from the initialiser.
 
-    With ``operators.seed_unpruned`` the first genome is the unpruned one. With a fixed
-    budget (``encoding.active``) a baseline keeps exactly that many genes.
+    With ``operators.seed_unpruned`` the first genome is the unpruned one, and with
+    ``operators.seed_baselines`` the first genomes are those baselines' (a seeded search).
+    With a fixed budget (``encoding.active``) a baseline keeps exactly that many genes.
     """
     name = config.algorithm.name
     if name in BASELINES:
         individual = toolbox.individual()
-        active, length = config.encoding.active, evaluator.encoding.genome_length
-        count = count_of(active, length, "encoding.active") if active else None
-        individual[:] = baseline_genome(name, evaluator.encoding, density=baseline_density(config) or 1.0,
-                                        seed=config.seed, evaluator=evaluator, count=count)
+        individual[:] = _baseline_genome(config, name, evaluator)
         return [individual]
     population = toolbox.population(n=config.algorithm.population)
     if config.operators.seed_unpruned:
         population[0][:] = 1
+    seeded = population[1:] if config.operators.seed_unpruned else population
+    for individual, baseline in zip(seeded, config.operators.seed_baselines):
+        individual[:] = _baseline_genome(config, baseline, evaluator)
     return population
+
+
+def _baseline_genome(config: Any, name: str, evaluator: PopulationEvaluator) -> np.ndarray:
+    """Baseline ``name``'s genome at the run's budget: ``encoding.active`` genes, else its density."""
+    active, length = config.encoding.active, evaluator.encoding.genome_length
+    count = count_of(active, length, "encoding.active") if active else None
+    return baseline_genome(name, evaluator.encoding, density=baseline_density(config) or 1.0,
+                           seed=config.seed, evaluator=evaluator, count=count)
 
 
 def backbone_spec(config: Any) -> BackboneSpec:
