@@ -66,3 +66,19 @@ def test_the_neuron_sweep_prunes_the_hidden_units_at_every_budget_with_the_neuro
     assert {m for _, m, _ in keys} == {"steady_state", "random_mask", "magnitude", "random_search"}
     assert {(c.config["encoding"]["name"], tuple(c.config["head"]["hidden"])) for c in cells} == {
         ("neuron_pruning", (512,))}
+
+
+def test_the_whole_network_filter_study_pairs_each_baseline_with_the_knee_of_its_seed(assets, monkeypatch):
+    monkeypatch.setenv("EVOPRUNE_ASSETS", str(assets))
+    studies = SWEEP.parents[1] / "studies"
+    dpes = list(load_grid(studies / "filters_hymenoptera_dpes.toml").cells)
+    baselines = list(load_grid(studies / "filters_hymenoptera_baselines.toml").cells)
+    assert [(c.config["algorithm"]["name"], c.config["seed"]) for c in dpes] == [("deep_pruning_es", s) for s in range(5)]
+    assert {(c.config["algorithm"]["name"], c.config["seed"]) for c in baselines} == {
+        (m, s) for m in ("random_filters", "uniform_width", "l1_filters") for s in range(5)}
+    assert {c.config["algorithm"]["flops_of"] for c in baselines} == {"seed:deep_pruning_es"}
+    for cell in dpes + baselines:  # one network, one experiment, the same final-model budget
+        assert cell.config["encoding"] == {**cell.config["encoding"], "name": "filters", "blocks": "all"}
+        assert (cell.config["backbone"]["name"], cell.config["backbone"]["options"]) == ("mobilenet", {"alpha": 0.25})
+        assert cell.config["tracking"]["experiment"] == "hymenoptera-filters"
+        assert (cell.config["report"]["epochs"], cell.config["report"]["seeds"]) == (5, 1)

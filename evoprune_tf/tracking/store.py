@@ -390,6 +390,33 @@ def find_run(run_id_or_prefix: str, uri: str = "") -> Run:
     return reap_if_dead(client, matches[0])
 
 
+def same_seed_run(method: str, seed: int, experiment: str, uri: str = "") -> str:
+    """The id of the one FINISHED run of ``method`` with this seed in ``experiment``.
+
+    What pairs a run with another method's run of its seed in a study (``algorithm.flops_of
+    = "seed:deep_pruning_es"``): the tags ``evoprune.algorithm`` and ``evoprune.seed``.
+
+    Raises:
+        ValueError: no such experiment, or not exactly one such run (one line).
+    """
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ValueError(f"no experiment {experiment!r} in {uri}; expected the experiment that holds the "
+                         f"{method} runs (tracking.experiment)")
+    query = (f"tags.`evoprune.algorithm` = '{method}' and tags.`evoprune.seed` = '{seed}' "
+             "and attributes.status = 'FINISHED'")
+    runs = list(all_pages(client.search_runs, experiment_ids=[found.experiment_id], filter_string=query))
+    if len(runs) != 1:
+        ids = ", ".join(sorted(r.info.run_id for r in runs)[:5])
+        raise ValueError(f"{len(runs)} finished {method} runs with seed {seed} in experiment {experiment!r}"
+                         f"{' (' + ids + ')' if ids else ''}; expected exactly one")
+    return runs[0].info.run_id
+
+
 def all_pages(search: Callable, **kwargs) -> Iterator:
     token = None
     while True:

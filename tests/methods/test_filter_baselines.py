@@ -13,7 +13,7 @@ from evoprune_tf.methods import available_methods
 from evoprune_tf.methods.filter_baselines import FILTER_BASELINES
 from evoprune_tf.methods.filter_baselines.bn_scale import bn_gammas
 from evoprune_tf.methods.filter_baselines.fpgm import distance_sums, group_filters
-from evoprune_tf.methods.filter_baselines.method import knee_network_flops
+from evoprune_tf.methods.filter_baselines.method import flops_of_run, knee_network_flops
 from evoprune_tf.methods.filter_baselines.pipeline import plan_for, prefix_flops
 from evoprune_tf.methods.filter_baselines.target import Ranking, plan_masks
 from evoprune_tf.methods.filter_baselines.taylor import taylor_scores
@@ -313,6 +313,45 @@ def test_flops_of_reads_the_knee_of_another_runs_report(tmp_path):
         knee_network_flops(ids["other"], uri)
     with pytest.raises(ValueError, match=r"^algorithm.flops_of='0123abcd': no run id starts with '0123abcd'"):
         knee_network_flops("0123abcd", uri)
+
+
+def test_flops_of_seed_method_pairs_each_baseline_with_the_run_of_its_own_seed(tmp_path):
+    import mlflow
+    from conftest import new_mlflow_store
+
+    uri = new_mlflow_store(tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    study = client.create_experiment("study", artifact_location=(tmp_path / "artifacts").as_uri())
+    other = client.create_experiment("other", artifact_location=(tmp_path / "other").as_uri())
+    ids = {}
+    for experiment, method, seed, status in [(study, "deep_pruning_es", 0, "FINISHED"),
+                                             (study, "deep_pruning_es", 1, "FINISHED"),
+                                             (study, "deep_pruning_es", 2, "FAILED"),
+                                             (study, "l1_filters", 1, "FINISHED"),
+                                             (other, "deep_pruning_es", 3, "FINISHED")]:
+        run = client.create_run(experiment, tags={"evoprune.algorithm": method, "evoprune.seed": str(seed)})
+        client.set_terminated(run.info.run_id, status)
+        ids[experiment, method, seed] = run.info.run_id
+
+    def resolve(flops_of: str, seed: int, experiment: str = "study") -> str:
+        config = load_config(overrides={"seed": seed, "algorithm": {"name": "l1_filters", "flops_of": flops_of},
+                                        "encoding": {"name": "filters"},
+                                        "tracking": {"uri": uri, "experiment": experiment}})
+        return flops_of_run(config)
+
+    assert resolve("seed:deep_pruning_es", 1) == ids[study, "deep_pruning_es", 1]
+    assert resolve("seed:deep_pruning_es", 0) == ids[study, "deep_pruning_es", 0]
+    assert resolve("abc123", 0) == "abc123"  # a run id (or prefix) is passed on as it is
+    with pytest.raises(ValueError, match=r"^algorithm.flops_of='seed:deep_pruning_es': 0 finished deep_pruning_es "
+                                         r"runs with seed 2 in experiment 'study'; expected exactly one$"):
+        resolve("seed:deep_pruning_es", 2)  # its only run FAILED
+    with pytest.raises(ValueError, match=r"0 finished deep_pruning_es runs with seed 3 in experiment 'study'"):
+        resolve("seed:deep_pruning_es", 3)  # that run is in another experiment
+    with pytest.raises(ValueError, match=r"no experiment 'nope' in .*; expected the experiment that holds"):
+        resolve("seed:deep_pruning_es", 0, experiment="nope")
+    with pytest.raises(ValueError, match=r"^algorithm.flops_of='seed:steady_state'; expected seed:<method> with a "
+                                         r"method from deep_pruning_es, tascnet, random_filters"):
+        resolve("seed:steady_state", 0)
 
 
 def test_the_command_line_sets_the_flops_target_and_round_to():

@@ -104,13 +104,42 @@ class FilterBaseline(Method):
 
             check_imagenet_weights(config.backbone.name, image_size=image_size(config), options=config.backbone.options)
         if config.algorithm.flops_of:
-            session.inputs["flops_of_network"] = knee_network_flops(config.algorithm.flops_of, config.tracking.uri)
+            session.inputs["flops_of_network"] = knee_network_flops(flops_of_run(config), config.tracking.uri)
 
     def run(self, session: Any) -> Any:
         """`evoprune_tf.methods.filter_baselines.pipeline.run_filter_baseline`."""
         from evoprune_tf.methods.filter_baselines.pipeline import run_filter_baseline
 
         return run_filter_baseline(session, self)
+
+
+#: ``algorithm.flops_of = "seed:<method>"``: that method's run of the same seed, in the same experiment.
+SAME_SEED = "seed:"
+
+
+def flops_of_run(config: Any) -> str:
+    """The run id ``algorithm.flops_of`` names: the id (or prefix) itself, or ``seed:<method>`` resolved.
+
+    ``seed:deep_pruning_es`` is the one finished DeepPruningES run whose seed is this run's
+    seed in this run's experiment (`evoprune_tf.tracking.store.same_seed_run`), so that
+    one grid over seeds pairs every baseline with the knee of its own seed.
+
+    Raises:
+        ValueError: the method is unknown, or not exactly one such run (one line).
+    """
+    value = config.algorithm.flops_of
+    if not value.startswith(SAME_SEED):
+        return value
+    from evoprune_tf.methods.filter_baselines import FILTER_BASELINES
+    from evoprune_tf.tracking.store import same_seed_run
+
+    method, known = value[len(SAME_SEED):], ("deep_pruning_es", "tascnet", *FILTER_BASELINES)
+    if method not in known:
+        raise ValueError(f"algorithm.flops_of={value!r}; expected seed:<method> with a method from {', '.join(known)}")
+    try:
+        return same_seed_run(method, config.seed, config.tracking.experiment, config.tracking.uri)
+    except ValueError as error:
+        raise ValueError(f"algorithm.flops_of={value!r}: {error}") from None
 
 
 def knee_network_flops(run_id: str, uri: str = "") -> float:
