@@ -369,3 +369,17 @@ def test_the_command_line_sets_the_flops_target_and_round_to():
                                                          "--flops-reduction", "1.5"]))
     with pytest.raises(ConfigError, match="flops_reduction=1.5"):
         load_config(overrides=bad)
+
+
+def test_the_recommended_model_is_logged_as_pruned_so_compare_pairs_the_methods():
+    from evoprune_tf.methods.deep_pruning_es.report import summary_metrics
+
+    dpes = [{"model": "unpruned", "test_accuracy": 0.9}, {"model": "heavy", "test_accuracy": 0.8},
+            {"model": "knee", "test_accuracy": 0.7, "flops_network_reduction_pct": 40.0},
+            {"model": "light", "test_accuracy": 0.6}]
+    baseline = [{"model": "unpruned", "test_accuracy": 0.9}, {"model": "l1_filters", "test_accuracy": 0.75}]
+    assert summary_metrics(dpes)["pruned_test_accuracy"] == 0.7
+    assert summary_metrics(dpes)["pruned_flops_network_reduction_pct"] == 40.0
+    assert summary_metrics(dpes)["knee_test_accuracy"] == 0.7 and summary_metrics(dpes)["heavy_test_accuracy"] == 0.8
+    assert summary_metrics(baseline)["pruned_test_accuracy"] == 0.75
+    assert "pruned_test_accuracy" not in summary_metrics([{"model": "unpruned", "test_accuracy": 0.9}])

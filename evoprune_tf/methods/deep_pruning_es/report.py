@@ -75,9 +75,16 @@ _SUMMARY = ("test_accuracy", "flops_searched_reduction_pct", "flops_network_redu
 def summary_metrics(table: list[dict]) -> dict[str, float]:
     """The trade-off table's metrics for MLflow: ``<model>_<column>`` for the columns a row has.
 
-    With the ``latency`` objective, ``latency_rank_correlation`` (one value per run) too.
+    The recommended model's columns once more as ``pruned_<column>``: DeepPruningES' knee,
+    a filter baseline's pruned model (the model ``algorithm.flops_of`` matches), so that
+    ``evoprune compare --metric pruned_test_accuracy`` pairs the methods of a study. With
+    the ``latency`` objective, ``latency_rank_correlation`` (one value per run) too.
     """
     metrics = {f"{r['model']}_{k}": r[k] for r in table for k in _SUMMARY if k in r}
+    chosen = next((r for r in table if r["model"] == "knee"), None) or \
+        next((r for r in table if r["model"] != "unpruned"), None)
+    if chosen is not None:
+        metrics.update({f"pruned_{k}": chosen[k] for k in _SUMMARY if k in chosen})
     if table and "latency_rank_correlation" in table[0]:
         metrics["latency_rank_correlation"] = table[0]["latency_rank_correlation"]
     return metrics
