@@ -82,3 +82,14 @@ def test_the_whole_network_filter_study_pairs_each_baseline_with_the_knee_of_its
         assert (cell.config["backbone"]["name"], cell.config["backbone"]["options"]) == ("mobilenet", {"alpha": 0.25})
         assert cell.config["tracking"]["experiment"] == "hymenoptera-filters"
         assert (cell.config["report"]["epochs"], cell.config["report"]["seeds"]) == (5, 1)
+
+
+def test_the_seeded_cv_study_joins_the_cv_sweeps_experiment_with_the_same_budgets(assets, monkeypatch):
+    seeded = _cells(assets, monkeypatch, "hymenoptera_seeded_cv.toml")
+    cv = _cells(assets, monkeypatch, "hymenoptera_density_cv.toml")
+    assert {(c.config["encoding"]["active"], c.config["seed"]) for c in seeded} == {
+        (c.config["encoding"]["active"], c.config["seed"]) for c in cv}
+    for cell in seeded:
+        assert cell.config["operators"]["seed_baselines"] == ["l1_selection"]
+        assert (cell.config["objectives"]["resampling"], cell.config["objectives"]["folds"]) == ("cv", 5)
+        assert cell.config["tracking"]["experiment"] == "hymenoptera-density-cv"
