@@ -5,7 +5,7 @@ from __future__ import annotations
 from evoprune_tf.report.text import plural
 from evoprune_tf.studies.axis import AxisComparison, AxisPoint
 from evoprune_tf.studies.fronts import FrontComparison
-from evoprune_tf.studies.markdown import _format_number, _format_p, _markdown_table
+from evoprune_tf.studies.markdown import format_number, format_p, markdown_table
 from evoprune_tf.studies.runs import missing
 from evoprune_tf.studies.stats import FriedmanResult, WilcoxonResult
 
@@ -16,8 +16,8 @@ def _cell(mean: float, std: float, n: int) -> str:
     if n == 0:
         return ""
     if missing(std):
-        return f"{_format_number(mean)} (n={n})"
-    return f"{_format_number(mean)} ± {_format_number(std)} (n={n})"
+        return f"{format_number(mean)} (n={n})"
+    return f"{format_number(mean)} ± {format_number(std)} (n={n})"
 
 
 def _test_cells(point: AxisPoint, alpha: float) -> list[str]:
@@ -25,7 +25,7 @@ def _test_cells(point: AxisPoint, alpha: float) -> list[str]:
     if test is None:
         return ["", ""]
     name = "Wilcoxon" if isinstance(test, WilcoxonResult) else "Friedman"
-    return [f"{name} ({plural(test.n, 'seed')})", _format_p(test.p_value) + (" *" if test.p_value < alpha else "")]
+    return [f"{name} ({plural(test.n, 'seed')})", format_p(test.p_value) + (" *" if test.p_value < alpha else "")]
 
 
 def _curve_table(result: AxisComparison) -> str:
@@ -38,7 +38,7 @@ def _curve_table(result: AxisComparison) -> str:
             key = (point.value, name)
             cells.append(_cell(*(table.loc[key, f"{m}_{s}"] for s in ("mean", "std", "n"))) if key in table.index else "")
         rows.append(cells + _test_cells(point, result.alpha))
-    return _markdown_table([result.axis, *result.groups, "test", "p"], rows)
+    return markdown_table([result.axis, *result.groups, "test", "p"], rows)
 
 
 def _point_section(point: AxisPoint, axis: str, alpha: float) -> list[str]:
@@ -46,16 +46,16 @@ def _point_section(point: AxisPoint, axis: str, alpha: float) -> list[str]:
     if isinstance(test, WilcoxonResult):
         a, b = point.pair
         return [f"### {axis} = {point.value:g}: Wilcoxon, {plural(test.n, 'paired seed')}", "",
-                f"- `{a}` vs `{b}`: p = {_format_p(test.p_value)}, median difference "
-                f"{_format_number(test.median_difference)}, A({a} better) = {test.a12:.3f} ({test.magnitude})", ""]
+                f"- `{a}` vs `{b}`: p = {format_p(test.p_value)}, median difference "
+                f"{format_number(test.median_difference)}, A({a} better) = {test.a12:.3f} ({test.magnitude})", ""]
     if not isinstance(test, FriedmanResult):
         return []
-    rows = [[p.a, p.b, _format_p(p.wilcoxon_p), _format_p(p.holm_p), f"{p.a12:.3f}", p.magnitude,
+    rows = [[p.a, p.b, format_p(p.wilcoxon_p), format_p(p.holm_p), f"{p.a12:.3f}", p.magnitude,
              "yes" if p.significant else "no"] for p in test.pairwise]
     ranks = ", ".join(f"{n} {r:.2f}" for n, r in test.average_ranks.items())
-    return [f"### {axis} = {point.value:g}: Friedman chi² = {test.statistic:.4g}, p = {_format_p(test.p_value)}, "
+    return [f"### {axis} = {point.value:g}: Friedman chi² = {test.statistic:.4g}, p = {format_p(test.p_value)}, "
             f"{plural(test.n, 'paired seed')}", "", f"Average ranks (1 = best): {ranks}.", "",
-            _markdown_table(["a", "b", "Wilcoxon p", "Holm p", "A(a better)", "effect", "significant"], rows), ""]
+            markdown_table(["a", "b", "Wilcoxon p", "Holm p", "A(a better)", "effect", "significant"], rows), ""]
 
 
 def _fronts_section(fronts: FrontComparison) -> list[str]:
@@ -66,8 +66,8 @@ def _fronts_section(fronts: FrontComparison) -> list[str]:
         cell = _cell(sum(hv) / len(hv), _std(hv), len(hv)) if hv else ""
         kind = "front" if name in fronts.front_groups else "sweep"
         rows.append([name, kind, cell])
-    pairs = [[p.front, p.sweep, plural(p.test.n, "seed"), _format_number(p.test.median_difference),
-              _format_p(p.test.p_value), _format_p(p.holm_p), f"{p.test.a12:.3f}", p.test.magnitude,
+    pairs = [[p.front, p.sweep, plural(p.test.n, "seed"), format_number(p.test.median_difference),
+              format_p(p.test.p_value), format_p(p.holm_p), f"{p.test.a12:.3f}", p.test.magnitude,
               "yes" if p.holm_p < fronts.alpha else "no"] for p in fronts.pairs]
     return [
         "## Fronts against sweeps: test hypervolume",
@@ -75,9 +75,9 @@ def _fronts_section(fronts: FrontComparison) -> list[str]:
         "Hypervolume of (test accuracy, active fraction), reference point test accuracy -0.1, "
         "active fraction 1.1 (`evoprune_tf.search.pareto.hypervolume`, bounds [0, 1]; at most 1.21).",
         "",
-        _markdown_table(["group", "kind", "hypervolume (mean ± std, n)"], rows),
+        markdown_table(["group", "kind", "hypervolume (mean ± std, n)"], rows),
         "",
-        _markdown_table(["front", "sweep", "paired", "median difference", "Wilcoxon p", "Holm p",
+        markdown_table(["front", "sweep", "paired", "median difference", "Wilcoxon p", "Holm p",
                          "A(front better)", "effect", "significant"], pairs),
     ]
 

@@ -9,10 +9,10 @@ from evoprune_tf.studies.comparison import ComparisonResult
 from evoprune_tf.studies.runs import missing
 from evoprune_tf.studies.stats import WilcoxonResult
 
-__all__ = ["format_markdown"]
+__all__ = ["format_markdown", "format_number", "format_p", "markdown_table"]
 
 
-def _format_number(value: float) -> str:
+def format_number(value: float) -> str:
     if missing(value):
         return ""
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
@@ -20,17 +20,17 @@ def _format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _format_p(p: float) -> str:
+def format_p(p: float) -> str:
     return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
 
 
 def _p_verdict(p: float, alpha: float) -> str:
     """``p = 0.0312 (significant at alpha = 0.05)``: a test's p-value and what it means at ``alpha``."""
     verdict = "significant" if p < alpha else "not significant"
-    return f"p = {_format_p(p)} ({verdict} at alpha = {alpha})"
+    return f"p = {format_p(p)} ({verdict} at alpha = {alpha})"
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -64,11 +64,11 @@ def format_markdown(result: ComparisonResult) -> str:
             if n == 0:
                 cells.append("")
             elif missing(std):
-                cells.append(f"{_format_number(mean)} (n={n})")
+                cells.append(f"{format_number(mean)} (n={n})")
             else:
-                cells.append(f"{_format_number(mean)} ± {_format_number(std)} (n={n})")
+                cells.append(f"{format_number(mean)} ± {format_number(std)} (n={n})")
         rows.append(cells)
-    parts += [_markdown_table(header, rows), ""]
+    parts += [markdown_table(header, rows), ""]
 
     test = result.test
     if test is None:
@@ -80,7 +80,7 @@ def format_markdown(result: ComparisonResult) -> str:
             f"({plural(test.n_nonzero, 'nonzero difference')})",
             "",
             f"- `{a}` vs `{b}`: W = {test.statistic:.4g}, {_p_verdict(test.p_value, result.alpha)}",
-            f"- median difference ({a} − {b}): {_format_number(test.median_difference)}",
+            f"- median difference ({a} − {b}): {format_number(test.median_difference)}",
             f"- {a} better on {test.win_fraction:.0%} of the paired seeds (ties count half)",
             f"- Vargha-Delaney A (P[{a} better than {b}]): {test.a12:.3f} ({test.magnitude})",
         ]
@@ -91,19 +91,19 @@ def format_markdown(result: ComparisonResult) -> str:
             f"chi² = {test.statistic:.4g}, {_p_verdict(test.p_value, test.alpha)}; "
             f"Nemenyi critical difference = {test.critical_difference:.3f}",
             "",
-            _markdown_table(
+            markdown_table(
                 ["rank", "group", "average rank"],
                 [[str(i + 1), name, f"{r:.3f}"] for i, (name, r) in enumerate(test.average_ranks.items())],
             ),
             "",
             "### Post-hoc pairs (Wilcoxon with Holm correction; Nemenyi on ranks)",
             "",
-            _markdown_table(
+            markdown_table(
                 ["a", "b", "rank diff", "Wilcoxon p", "Holm p", "Nemenyi p", "A(a better)", "effect", "significant"],
                 [
                     [
-                        p.a, p.b, f"{p.rank_difference:.3f}", _format_p(p.wilcoxon_p), _format_p(p.holm_p),
-                        _format_p(p.nemenyi_p), f"{p.a12:.3f}", p.magnitude, "yes" if p.significant else "no",
+                        p.a, p.b, f"{p.rank_difference:.3f}", format_p(p.wilcoxon_p), format_p(p.holm_p),
+                        format_p(p.nemenyi_p), f"{p.a12:.3f}", p.magnitude, "yes" if p.significant else "no",
                     ]
                     for p in test.pairwise
                 ],
