@@ -62,8 +62,8 @@ def test_the_fronts_and_seeded_studies_join_the_ants_vs_bees_sweeps_experiment(a
 def test_the_neuron_sweep_prunes_the_hidden_units_at_every_budget_with_the_neuron_baselines(assets, monkeypatch):
     cells = _cells(assets, monkeypatch, "rps_neurons.toml")
     keys = {(c.config["encoding"]["active"], c.config["algorithm"]["name"], c.config["seed"]) for c in cells}
-    assert len(keys) == len(cells) == 3 * 4 * 5
-    assert {k for k, _, _ in keys} == {0.01, 0.02, 0.05}
+    assert len(keys) == len(cells) == 5 * 4 * 5
+    assert {k for k, _, _ in keys} == {0.01, 0.02, 0.05, 0.10, 0.25}
     assert {m for _, m, _ in keys} == {"steady_state", "random_mask", "magnitude", "random_search"}
     assert {(c.config["encoding"]["name"], tuple(c.config["head"]["hidden"])) for c in cells} == {
         ("neuron_pruning", (512,))}
