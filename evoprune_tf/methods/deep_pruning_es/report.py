@@ -77,7 +77,7 @@ def summary_metrics(table: list[dict]) -> dict[str, float]:
 
     The recommended model's columns once more as ``pruned_<column>``: DeepPruningES' knee,
     a filter baseline's pruned model (the model ``algorithm.flops_of`` matches), so that
-    ``evoprune compare --metric pruned_test_accuracy`` pairs the methods of a study. With
+    ``evoprune compare``'s ``--metric pruned_test_accuracy`` pairs the methods of a study. With
     the ``latency`` objective, ``latency_rank_correlation`` (one value per run) too.
     """
     metrics = {f"{r['model']}_{k}": r[k] for r in table for k in _SUMMARY if k in r}
