@@ -72,6 +72,12 @@ _SUMMARY = ("test_accuracy", "flops_searched_reduction_pct", "flops_network_redu
             "litert_ms_b1_t1_reduction_pct", "predicted_ms")
 
 
+def recommended_row(table: list[dict]) -> dict | None:
+    """The row of the model a run recommends: the knee, else the first pruned model (a filter baseline's)."""
+    return next((r for r in table if r.get("model") == "knee"), None) or \
+        next((r for r in table if r.get("model") != "unpruned"), None)
+
+
 def summary_metrics(table: list[dict]) -> dict[str, float]:
     """The trade-off table's metrics for MLflow: ``<model>_<column>`` for the columns a row has.
 
@@ -81,8 +87,7 @@ def summary_metrics(table: list[dict]) -> dict[str, float]:
     the ``latency`` objective, ``latency_rank_correlation`` (one value per run) too.
     """
     metrics = {f"{r['model']}_{k}": r[k] for r in table for k in _SUMMARY if k in r}
-    chosen = next((r for r in table if r["model"] == "knee"), None) or \
-        next((r for r in table if r["model"] != "unpruned"), None)
+    chosen = recommended_row(table)
     if chosen is not None:
         metrics.update({f"pruned_{k}": chosen[k] for k in _SUMMARY if k in chosen})
     if table and "latency_rank_correlation" in table[0]:

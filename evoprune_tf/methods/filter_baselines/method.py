@@ -162,9 +162,9 @@ def knee_network_flops(run_id: str, uri: str = "") -> float:
             report = json.loads(path.read_text())
     except ValueError as error:
         raise ValueError(f"algorithm.flops_of={run_id!r}: {error}") from None
-    rows = [r for r in report.get("table", []) if isinstance(r, dict) and "flops_network" in r]
-    chosen = next((r for r in rows if r.get("model") == "knee"), None) or \
-        next((r for r in rows if r.get("model") != "unpruned"), None)
+    from evoprune_tf.methods.deep_pruning_es.report import recommended_row
+
+    chosen = recommended_row([r for r in report.get("table", []) if isinstance(r, dict) and "flops_network" in r])
     if chosen is not None:
         return float(chosen["flops_network"])
     pruned = report.get("pruned")
