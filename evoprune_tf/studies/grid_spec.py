@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from evoprune_tf.errors import one_line
 from evoprune_tf.experiment import config as experiment_config
 from evoprune_tf.experiment.config import ExperimentConfig, config_from_dict, load_config, merge
+from evoprune_tf.methods import get_method
 from evoprune_tf.runners.ray_runner import check_ray_address, import_ray
 from evoprune_tf.session.run_names import run_name
 from evoprune_tf.tracking.store import absolute_tracking_uri
@@ -287,7 +288,8 @@ def _cells(spec: Mapping[str, Any], axes: dict, base: dict, runner: str, source:
         # Absolute locations: Ray workers (and later resumes) may run in another folder.
         config_dict["tracking"]["uri"] = absolute_tracking_uri(config.tracking.uri)
         config_dict["tracking"]["run_name"] = run_name(config, values)
-        config_dict["checkpoint"]["dir"] = str(_checkpoint_dir(config))
+        if get_method(config.algorithm.name).checkpoints:  # the others refuse a [checkpoint] they do not read
+            config_dict["checkpoint"]["dir"] = str(_checkpoint_dir(config))
         if runner == "ray":
             config_dict["progress"] = False  # bars of concurrent runs would interleave
         cells.append(GridCell(index, key, label, values, config_dict))

@@ -46,6 +46,18 @@ def test_cells_are_the_cross_product_with_tags_per_axis(tmp_path) -> None:
     assert cell.config["tracking"]["run_name"] == "steady_state-s0-synthetic-mate=uniform-indpb=0.3"
 
 
+def test_cells_of_a_method_without_checkpoints_get_no_checkpoint_dir_and_load_as_their_run_does() -> None:
+    from evoprune_tf.app.config import config_from_dict
+
+    ga = grid_from_dict(_grid({"seed": [0]})).cells[0]
+    assert ga.config["checkpoint"]["dir"].startswith("/")  # absolute: Ray workers run elsewhere
+    filters = grid_from_dict(_grid({"seed": [0, 1], "algorithm.name": ["l1_filters", "random_filters"]},
+                                   encoding={"name": "filters"})).cells
+    assert {c.config["checkpoint"]["dir"] for c in filters} == {""}
+    for cell in filters:  # a filter baseline refuses a [checkpoint] key it does not read
+        assert config_from_dict(cell.config).algorithm.name in ("l1_filters", "random_filters")
+
+
 def test_a_section_axis_merges_tables_and_the_key_ignores_display_and_tracking() -> None:
     grid = grid_from_dict(_grid({"algorithm": [{"name": "ea_simple", "generations": 2}, {"name": "steady_state"}]}))
     assert grid.cells[0].config["algorithm"]["generations"] == 2
