@@ -16,6 +16,7 @@ import tomllib
 from functools import partial
 
 import pytest
+from conftest import new_mlflow_store
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -74,7 +75,7 @@ def test_python_examples_run(path, tmp_path, monkeypatch):
     import operators.registry as registry
 
     monkeypatch.chdir(tmp_path)  # whatever an example writes stays in a temporary folder
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path))
     saved = {kind: dict(entries) for kind, entries in registry._REGISTRY.items()}
     try:
         check_md_file(fpath=path, memory=True)

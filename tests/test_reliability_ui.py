@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import new_mlflow_store
 from helpers_runs import group_alive
 
 from evoprune_tf.app.server import free_port
@@ -22,7 +23,7 @@ def _serving(port: int) -> bool:
 @pytest.mark.slow
 def test_sigterm_to_evoprune_ui_stops_the_server_and_its_workers(tmp_path):
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": new_mlflow_store(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
     ui = subprocess.Popen([sys.executable, "-m", "evoprune_tf.app.cli", "ui", "--port", str(port)], cwd=tmp_path,
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

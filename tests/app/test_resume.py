@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_planted_features
+from conftest import make_planted_features, new_mlflow_store
 from helpers_runs import Interrupt
 
 import evoprune_tf.app.run as run_module
@@ -195,7 +195,7 @@ def test_a_run_that_stopped_early_and_died_in_its_report_resumes_to_the_same_sto
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite store for the module (creating one takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    return new_mlflow_store(tmp_path_factory.mktemp('mlflow'))
 
 
 def _tracked(tmp_path: Path, store: str, experiment: str) -> dict:

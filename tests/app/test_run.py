@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import new_mlflow_store
 
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import load_config
@@ -18,7 +19,7 @@ def _config(tmp_path, **overrides):
         "train": {"epochs": 15},
         "algorithm": {"population": 10, "evaluations": 40},
         "report": {"seeds": 2},
-        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "test-run"},
+        "tracking": {"uri": new_mlflow_store(tmp_path), "experiment": "test-run"},
         "checkpoint": {"dir": str(tmp_path / "ckpt")},
     }
     for key, value in overrides.items():
@@ -129,9 +130,11 @@ def test_commands_reject_bad_input_in_one_line_naming_it(argv, bad, capsys, tmp_
 def test_evoprunedeeptl_on_real_rps_prunes_without_losing_test_accuracy(assets, tmp_path):
     """Issue evidence: under 60% active features, test accuracy within 2 points of (or above) unpruned.
 
-    Seed 1 ends at 48% active, test 0.870 vs 0.820 unpruned. The retrain noise on this
-    shifted test split is 4-6 points, and other seeds measured -2.0 to -3.2 points at
-    36-44% active (README, "Fitness"): the assertion pins one deterministic run.
+    With a 128-unit hidden layer, seed 1 ends at 58% active, test 0.775 vs 0.768 unpruned
+    (54 s; the 512-unit head of docs/results.md ends at 48%, 0.870 vs 0.820, in twice the
+    time). The retrain noise on this shifted test split is 4-6 points, and other seeds
+    measured -2.0 to -3.2 points at 36-44% active (docs/results.md, "EvoPruneDeepTL: which
+    fitness order"): the assertion pins one deterministic run.
     """
     config = load_config(overrides={
         "seed": 1,
@@ -139,7 +142,7 @@ def test_evoprunedeeptl_on_real_rps_prunes_without_losing_test_accuracy(assets, 
         "data": {"source": str(assets / "datasets" / "rps_28px"), "image_size": 96, "name": "rps"},
         "backbone": {"name": "mobilenet_v2",
                      "weights": str(assets / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")},
-        "head": {"hidden": [512]},
+        "head": {"hidden": [128]},
         # The NumPy engine gives the Keras engine's results to the digit (tests/test_keras_engine.py)
         # and is about twice as fast on TensorFlow: this is the suite's longest test.
         "train": {"epochs": 10, "engine": "numpy"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_planted_features
+from conftest import make_planted_features, new_mlflow_store
 
 import evoprune_tf.app.run as run_module
 import evoprune_tf.methods.head.run as head_run
@@ -70,7 +70,7 @@ def test_every_train_option_reaches_the_report_on_the_keras_engine(option, plant
 def test_adam_nsga2_run_reaches_the_pareto_report_with_tracking(planted_cli, tmp_path, capsys):
     """The multi-objective report (members, ensembles, trade-off exports) retrains with the run's engine too."""
     code = cli_main(["run", _toml(tmp_path, 'optimizer = "adam"\ndropout = 0.1', algorithm="nsga2",
-                                  tracking=f'uri = "sqlite:///{tmp_path}/mlflow.db"')])
+                                  tracking=f'uri = "{new_mlflow_store(tmp_path)}"')])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "Final report" in out.out and "MLflow run" in out.out

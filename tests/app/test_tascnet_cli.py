@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import new_mlflow_store
 
 from evoprune_tf.app.cli import main as cli_main
 
@@ -19,7 +20,7 @@ def test_tascnet_run_prints_its_report_and_run_id_without_progress(tmp_path, cap
         f'seed = 1\n[algorithm]\nname = "tascnet"\n'
         f'[data]\nsource = "{tmp_path / "tiny.npz"}"\nimage_size = 32\nval_fraction = 0.25\n'
         f'[backbone]\nname = "MobileNetV2"\nweights = "none"\n'
-        f'[tracking]\nuri = "sqlite:///{tmp_path}/mlflow.db"\nexperiment = "tascnet-cli"\n'
+        f'[tracking]\nuri = "{new_mlflow_store(tmp_path)}"\nexperiment = "tascnet-cli"\n'
         f'[report]\nexport_model = false\nlitert = false\n'  # LiteRT: tests/tascnet/test_tascnet_latency.py
         f'[tascnet]\nstage = "both"\nevaluations = 3\npopulation = 2\nsearch_epochs = 1\nfinal_epochs = 1\n'
         f'epochs = 1\nmax_iterations = 2\nlevels = 2\ntolerance = 1.0\nlr = 0.01\n'

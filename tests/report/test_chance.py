@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from conftest import make_planted_features
+from conftest import make_planted_features, new_mlflow_store
 
 from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.app.run import run, summary_metrics
@@ -79,7 +79,7 @@ def test_a_run_reports_chance_by_default_logs_it_and_report_chance_false_turns_i
     data, _ = make_planted_features(n_features=32, seed=5)
     raw = {"seed": 4, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3},
            "algorithm": {"population": 6, "evaluations": 12}, "report": {"seeds": 2, "export_model": False},
-           "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "chance"},
+           "tracking": {"uri": new_mlflow_store(tmp_path), "experiment": "chance"},
            "checkpoint": {"dir": str(tmp_path / "ckpt")}}
     out = io.StringIO()
     result = run(config_from_dict(raw), features=data, out=out)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_planted_features
+from conftest import make_planted_features, new_mlflow_store
 from evoprune_tf.app.config import ConfigError, load_config
 from evoprune_tf.app.run import run
 from evoprune_tf.encodings import ConnectionPruning, FeatureSelection, HeadSpec, NeuronPruning
@@ -18,7 +18,7 @@ def _config(tmp_path, name, **algorithm):
         "seed": 3, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 10},
         "algorithm": {"name": name, "population": 8, "evaluations": 20, **algorithm},
         "report": {"seeds": 1, "export_model": False},
-        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "baselines"},
+        "tracking": {"uri": new_mlflow_store(tmp_path), "experiment": "baselines"},
         "checkpoint": {"dir": str(tmp_path / "ckpt")},
     })
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_planted_features
+from conftest import make_planted_features, new_mlflow_store
 
 from evoprune_tf.app.cli import build_parser, overrides_from_args
 from evoprune_tf.app.cli import main as cli_main
@@ -164,7 +164,7 @@ def test_evoprune_run_with_a_budget_evaluates_only_genomes_of_k_genes(tmp_path, 
         'seed = 2\nprogress = false\n[data]\nsource = "builtin:synthetic"\nimage_size = 32\n'
         '[backbone]\nname = "mobilenet_v2"\nweights = "none"\n[head]\nhidden = [8]\n[encoding]\nactive = 13\n'
         '[train]\nepochs = 2\n[algorithm]\npopulation = 6\nevaluations = 18\n[report]\nseeds = 1\n'
-        f'export_model = false\n[tracking]\nuri = "sqlite:///{tmp_path}/mlflow.db"\nexperiment = "budget"\n'
+        f'export_model = false\n[tracking]\nuri = "{new_mlflow_store(tmp_path)}"\nexperiment = "budget"\n'
         f'[checkpoint]\ndir = "{tmp_path / "ckpt"}"\n')
     assert cli_main(["run", str(config)]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out

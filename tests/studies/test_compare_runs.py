@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from conftest import make_planted_features
+from conftest import make_planted_features, new_mlflow_store
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.app.config import load_config
 from evoprune_tf.app.run import run
@@ -13,7 +13,7 @@ from evoprune_tf.app.run import run
 @pytest.mark.slow
 def test_compare_reads_what_runs_log_and_tests_the_pair(tmp_path, capsys):
     data, _ = make_planted_features(n_features=32, seed=5)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     for seed in range(3):
         for name, algorithm in (("random_search", {}), ("random_mask", {"density": 0.2})):
             config = load_config(overrides={

@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import new_mlflow_store
 
 from evoprune_tf.methods.tascnet.models import (
     Configuration,
@@ -154,7 +155,7 @@ def test_run_tascnet_images_end_to_end(tmp_path) -> None:
     y = np.arange(48) % 2
     x[y == 1, :, :, 0] = 255  # a learnable signal
     np.savez(tmp_path / "tiny.npz", x_train=x[:36], y_train=y[:36], x_test=x[36:], y_test=y[36:])
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     config = config_from_dict({
         "seed": 1, "progress": False, "algorithm": {"name": "tascnet"},
         "data": {"source": str(tmp_path / "tiny.npz"), "image_size": 32, "val_fraction": 0.25},

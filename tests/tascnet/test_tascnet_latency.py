@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import new_mlflow_store
 
 
 @pytest.mark.slow
@@ -21,7 +22,7 @@ def test_tascnet_reports_the_latency_of_its_unpruned_and_pruned_models(tmp_path)
     y = np.arange(48) % 2
     x[y == 1, :, :, 0] = 255
     np.savez(tmp_path / "tiny.npz", x_train=x[:36], y_train=y[:36], x_test=x[36:], y_test=y[36:])
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     config = config_from_dict({
         "seed": 2, "progress": False, "algorithm": {"name": "tascnet"},
         "data": {"source": str(tmp_path / "tiny.npz"), "image_size": 32, "val_fraction": 0.25},

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import new_mlflow_store
 
 from evoprune_tf.methods.tascnet.checkpointing import TascnetCheckpoints
 from evoprune_tf.search import checkpoint_format as fmt
@@ -51,13 +52,12 @@ def _config(tmp_path: Path, store: str) -> Path:
         f'seed = 1\nprogress = false\n[algorithm]\nname = "tascnet"\n'
         f'[data]\nsource = "{tmp_path / "tiny.npz"}"\nimage_size = 32\nval_fraction = 0.25\n'
         f'[backbone]\nname = "MobileNetV2"\nweights = "none"\n'
-        f'[tracking]\nuri = "sqlite:///{tmp_path / store}/mlflow.db"\nexperiment = "tascnet-resume"\n'
+        f'[tracking]\nuri = "{new_mlflow_store(tmp_path / store)}"\nexperiment = "tascnet-resume"\n'
         f'[report]\nexport_model = false\nlitert = false\n'
         f'[tascnet]\nstage = "both"\nevaluations = 3\npopulation = 2\nsearch_epochs = 1\nfinal_epochs = 1\n'
         f'epochs = 1\nmax_iterations = 2\nlevels = 2\ntolerance = 1.0\nlr = 0.01\n'
         f'configuration = {{replace = 0, unfreeze = 1, dense = [[64, 0.3]]}}\n'
     )
-    (tmp_path / store).mkdir()
     return path
 
 
