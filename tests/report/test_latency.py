@@ -42,6 +42,25 @@ def test_the_tflite_file_computes_what_the_keras_model_computes(tmp_path):
     assert np.abs(litert_predict(other, x) - reference).max() > 1e-3
 
 
+def test_the_export_keeps_a_free_batch_and_every_input(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    model = keras.Model([a, b], L.Dense(2)(L.Concatenate()([a, b])))
+    interpreter = Interpreter(model_path=str(export_litert(model, tmp_path / "two.tflite")))
+    inputs = sorted(d["shape_signature"].tolist() for d in interpreter.get_input_details())
+    assert inputs == [[-1, 3], [-1, 4]]
+    interpreter.resize_tensor_input(0, [5, *interpreter.get_input_details()[0]["shape"][1:]])
+    interpreter.resize_tensor_input(1, [5, *interpreter.get_input_details()[1]["shape"][1:]])
+    interpreter.allocate_tensors()
+    x = {"a": np.ones((5, 4), np.float32), "b": np.full((5, 3), 2.0, np.float32)}
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], x["a"] if detail["shape"][1] == 4 else x["b"])
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, keras_model_outputs(model, [x["a"], x["b"]]), atol=1e-5)
+
+
 def test_a_network_with_far_more_work_is_clearly_slower(tmp_path):
     small = export_litert(conv_net(4, size=64), tmp_path / "small.tflite")
     big = export_litert(conv_net(96, size=64), tmp_path / "big.tflite")  # ~500x the MACs of the second conv
@@ -203,3 +222,21 @@ def test_a_token_id_model_is_exported_and_timed_on_valid_ids(tmp_path):
     assert rows[0]["flops"] == 1000 and rows[0]["litert_ms_b1_t1"] > 0 and rows[0]["keras_ms_b32"] > 0
     ids = np.random.default_rng(0).integers(0, 50, size=(3, 20)).astype(np.int32)
     np.testing.assert_allclose(litert_predict(rows[0]["tflite"], ids), keras_model_outputs(model, ids), atol=1e-4)
+
+
+def test_the_export_benchmark_prints_both_converters_with_the_same_outputs(capsys):
+    import importlib.util
+    import pathlib
+    import re
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "litert_export.py"
+    spec = importlib.util.spec_from_file_location("litert_export_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--family", "MobileNet", "--alpha", "0.25", "--size", "32", "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| export_litert")
+            or line.startswith("| TFLiteConverter")]
+    assert len(rows) == 2
+    for row in rows:
+        seconds, size, diff = re.match(r"\| .+? \| ([\d.]+) .*\| ([\d,]+) \| ([\d.e+-]+) \|$", row).groups()
+        assert float(seconds) > 0 and int(size.replace(",", "")) > 100_000 and float(diff) < 1e-4, row
