@@ -76,7 +76,8 @@ def test_the_whole_network_filter_study_pairs_each_baseline_with_the_knee_of_its
     baselines = list(load_grid(studies / "filters_hymenoptera_baselines.toml").cells)
     assert [(c.config["algorithm"]["name"], c.config["seed"]) for c in dpes] == [("deep_pruning_es", s) for s in range(5)]
     assert {(c.config["algorithm"]["name"], c.config["seed"]) for c in baselines} == {
-        (m, s) for m in ("random_filters", "l1_filters") for s in range(5)}
+        (m, s) for m in ("random_filters", "l1_filters", "uniform_width", "bn_scale", "fpgm", "taylor")
+        for s in range(5)}
     assert {c.config["algorithm"]["flops_of"] for c in baselines} == {"seed:deep_pruning_es"}
     for cell in dpes + baselines:  # one network, one experiment, the same final-model budget
         assert cell.config["encoding"] == {**cell.config["encoding"], "name": "filters", "blocks": "all"}
@@ -94,3 +95,14 @@ def test_the_seeded_cv_study_joins_the_cv_sweeps_experiment_with_the_same_budget
         assert cell.config["operators"]["seed_baselines"] == ["l1_selection"]
         assert (cell.config["objectives"]["resampling"], cell.config["objectives"]["folds"]) == ("cv", 5)
         assert cell.config["tracking"]["experiment"] == "hymenoptera-density-cv"
+
+
+def test_the_paper_budget_run_searches_the_whole_network_of_the_filter_study_for_330_evaluations(assets, monkeypatch):
+    from evoprune_tf.app.config import load_config
+
+    monkeypatch.setenv("EVOPRUNE_ASSETS", str(assets))
+    config = load_config(SWEEP.parents[1] / "runs" / "filters_hymenoptera_paper_budget.toml")
+    assert (config.algorithm.name, config.algorithm.population, config.algorithm.generations) == ("deep_pruning_es", 30, 11)
+    assert (config.encoding.name, config.encoding.blocks, config.backbone.name) == ("filters", "all", "mobilenet")
+    assert config.data.source == str(assets / "datasets" / "hymenoptera") and config.backbone.options == {"alpha": 0.25}
+    assert (config.report.epochs, config.train.epochs) == (5, 1)  # the 5-seed study's fine-tune budget
