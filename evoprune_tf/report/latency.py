@@ -170,9 +170,11 @@ def export_litert(model: Any, path: str | Path) -> Path:
 def _litert_converter(model: Any, tf: Any) -> Any:
     """A converter of the model's frozen inference function (batch left free).
 
-    ``from_keras_model`` writes a whole SavedModel first (most of its 10-20 s on a small
-    MobileNet); freezing the traced call gives the same ``.tflite`` in a few seconds.
-    Where TensorFlow's freezing helper is missing, ``from_keras_model`` it is.
+    ``from_keras_model`` writes a whole SavedModel first (most of its 6-11 s on a small
+    MobileNet); freezing the traced call gives the same ``.tflite`` 4-5 times faster.
+    TensorFlow calls a converter without a ``trackable_obj`` its deprecated path and warns
+    on every call (passing the model brings the slow path back): that one warning is
+    dropped. Where TensorFlow's freezing helper is missing, ``from_keras_model`` it is.
     """
     try:
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -185,7 +187,24 @@ def _litert_converter(model: Any, tf: Any) -> Any:
         return model(inputs[0] if single else list(inputs), training=False)
 
     frozen = convert_variables_to_constants_v2(tf.function(infer).get_concrete_function(*specs))
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    with _without_trackable_obj_warning():
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+
+
+@contextlib.contextmanager
+def _without_trackable_obj_warning() -> Any:
+    """Drop absl's "Please consider providing the trackable_obj argument" warning, and nothing else."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "trackable_obj" not in record.getMessage()
+
+    logger = logging.getLogger("absl")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _interpreter(path: str | Path, threads: int) -> Any:
