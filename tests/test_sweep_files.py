@@ -106,3 +106,16 @@ def test_the_paper_budget_run_searches_the_whole_network_of_the_filter_study_for
     assert (config.encoding.name, config.encoding.blocks, config.backbone.name) == ("filters", "all", "mobilenet")
     assert config.data.source == str(assets / "datasets" / "hymenoptera") and config.backbone.options == {"alpha": 0.25}
     assert (config.report.epochs, config.train.epochs) == (5, 1)  # the 5-seed study's fine-tune budget
+
+
+def test_l1_filters_at_tascnet_flops_prunes_the_network_of_the_tascnet_run(assets, monkeypatch):
+    from evoprune_tf.app.config import load_config
+
+    monkeypatch.setenv("EVOPRUNE_ASSETS", str(assets))
+    runs = SWEEP.parents[1] / "runs"
+    tascnet = load_config(runs / "tascnet_hymenoptera.toml")
+    l1 = load_config(runs / "l1_filters_at_tascnet_hymenoptera.toml")
+    assert (tascnet.algorithm.name, l1.algorithm.name, l1.algorithm.flops_of) == ("tascnet", "l1_filters", "seed:tascnet")
+    for part in ("data", "backbone", "tracking"):  # one network, one dataset, one experiment
+        assert getattr(tascnet, part) == getattr(l1, part), part
+    assert l1.report.epochs == tascnet.tascnet.final_epochs == 10
