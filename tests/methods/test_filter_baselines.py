@@ -301,14 +301,17 @@ def test_flops_of_reads_the_knee_of_another_runs_report(tmp_path):
                                   {"model": "knee", "flops_network": 6.0}]},
                "baseline": {"table": [{"model": "unpruned", "flops_network": 10.0},
                                       {"model": "l1_filters", "flops_network": 5.0}]},
-               "tascnet": {"unpruned": {"flops": 10}, "pruned": {"flops": 4}}, "other": {"best": 1}}
+               # TASCNet's pruned.flops counts its searched layers; its latency table the whole network
+               "tascnet": {"unpruned": {"flops": 10}, "pruned": {"flops": 4},
+                           "latency": {"unpruned": {"flops": 100}, "pruned": {"flops": 94}}},
+               "other": {"best": 1, "pruned": {"flops": 4}}}
     ids = {}
     for name, report in reports.items():
         run = client.create_run(experiment)
         (tmp_path / "report.json").write_text(json.dumps(report))
         client.log_artifact(run.info.run_id, str(tmp_path / "report.json"))
         ids[name] = run.info.run_id
-    assert [knee_network_flops(ids[n], uri) for n in ("dpes", "baseline", "tascnet")] == [6.0, 5.0, 4.0]
+    assert [knee_network_flops(ids[n], uri) for n in ("dpes", "baseline", "tascnet")] == [6.0, 5.0, 94.0]
     with pytest.raises(ValueError, match=r"names no pruned model's FLOPs"):
         knee_network_flops(ids["other"], uri)
     with pytest.raises(ValueError, match=r"^algorithm.flops_of='0123abcd': no run id starts with '0123abcd'"):

@@ -145,7 +145,9 @@ def flops_of_run(config: Any) -> str:
 def knee_network_flops(run_id: str, uri: str = "") -> float:
     """The network FLOPs of a run's recommended model, from its ``report.json``.
 
-    DeepPruningES: the knee; a filter baseline: its pruned model; TASCNet: its pruned model.
+    DeepPruningES: the knee; a filter baseline: its pruned model; TASCNet: its pruned model
+    as its latency table counts it (the whole deployable network: frozen prefix, searched
+    layers and head), not ``pruned.flops``, which counts the searched layers only.
 
     Raises:
         ValueError: The run is unknown or its report has no such model (one line).
@@ -167,7 +169,7 @@ def knee_network_flops(run_id: str, uri: str = "") -> float:
     chosen = recommended_row([r for r in report.get("table", []) if isinstance(r, dict) and "flops_network" in r])
     if chosen is not None:
         return float(chosen["flops_network"])
-    pruned = report.get("pruned")
+    pruned = (report.get("latency") or {}).get("pruned")
     if isinstance(pruned, dict) and "flops" in pruned:
         return float(pruned["flops"])
     raise ValueError(f"algorithm.flops_of={run_id!r}: its report.json names no pruned model's FLOPs; expected a "
