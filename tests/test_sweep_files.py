@@ -2,6 +2,8 @@
 
 import pathlib
 
+import pytest
+
 from evoprune_tf.studies.grid import load_grid
 
 SWEEP = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sweeps" / "rps_density.toml"
@@ -69,11 +71,12 @@ def test_the_neuron_sweep_prunes_the_hidden_units_at_every_budget_with_the_neuro
         ("neuron_pruning", (512,))}
 
 
-def test_the_whole_network_filter_study_pairs_each_baseline_with_the_knee_of_its_seed(assets, monkeypatch):
+@pytest.mark.parametrize("dataset", ["hymenoptera", "rps"])
+def test_the_whole_network_filter_study_pairs_each_baseline_with_the_knee_of_its_seed(dataset, assets, monkeypatch):
     monkeypatch.setenv("EVOPRUNE_ASSETS", str(assets))
     studies = SWEEP.parents[1] / "studies"
-    dpes = list(load_grid(studies / "filters_hymenoptera_dpes.toml").cells)
-    baselines = list(load_grid(studies / "filters_hymenoptera_baselines.toml").cells)
+    dpes = list(load_grid(studies / f"filters_{dataset}_dpes.toml").cells)
+    baselines = list(load_grid(studies / f"filters_{dataset}_baselines.toml").cells)
     assert [(c.config["algorithm"]["name"], c.config["seed"]) for c in dpes] == [("deep_pruning_es", s) for s in range(5)]
     assert {(c.config["algorithm"]["name"], c.config["seed"]) for c in baselines} == {
         (m, s) for m in ("random_filters", "l1_filters", "uniform_width", "bn_scale", "fpgm", "taylor")
@@ -82,7 +85,7 @@ def test_the_whole_network_filter_study_pairs_each_baseline_with_the_knee_of_its
     for cell in dpes + baselines:  # one network, one experiment, the same final-model budget
         assert cell.config["encoding"] == {**cell.config["encoding"], "name": "filters", "blocks": "all"}
         assert (cell.config["backbone"]["name"], cell.config["backbone"]["options"]) == ("mobilenet", {"alpha": 0.25})
-        assert cell.config["tracking"]["experiment"] == "hymenoptera-filters"
+        assert cell.config["tracking"]["experiment"] == f"{dataset}-filters"
         assert (cell.config["report"]["epochs"], cell.config["report"]["seeds"]) == (5, 1)
 
 
