@@ -12,7 +12,8 @@ What is measured, and how (the same for every method's report):
   its variables are frozen into constants, and
   ``tf.lite.TFLiteConverter.from_concrete_functions`` converts that (TensorFlow backend)
   into a ``.tflite`` file. This is the same network as ``from_keras_model`` gives,
-  without the SavedModel that path writes first: 3-4 times faster; ``ai_edge_litert.interpreter.Interpreter(model_path=...,
+  without the SavedModel that path writes first: 4-5 times faster
+  (``benchmarks/litert_export.py``). ``ai_edge_litert.interpreter.Interpreter(model_path=...,
   num_threads=t)`` (XNNPACK delegate) then runs it at batch 1: ``warmup`` untimed
   ``invoke()`` calls, then the median of ``runs`` (at least 50) timed ones.
 * **The table** (`latency_table`): per named model its FLOPs (``2 x MACs``,
