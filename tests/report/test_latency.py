@@ -50,15 +50,15 @@ def test_the_export_keeps_a_free_batch_and_every_input(tmp_path):
     interpreter = Interpreter(model_path=str(export_litert(model, tmp_path / "two.tflite")))
     inputs = sorted(d["shape_signature"].tolist() for d in interpreter.get_input_details())
     assert inputs == [[-1, 3], [-1, 4]]
-    interpreter.resize_tensor_input(0, [5, *interpreter.get_input_details()[0]["shape"][1:]])
-    interpreter.resize_tensor_input(1, [5, *interpreter.get_input_details()[1]["shape"][1:]])
-    interpreter.allocate_tensors()
-    x = {"a": np.ones((5, 4), np.float32), "b": np.full((5, 3), 2.0, np.float32)}
+    x = {4: np.ones((5, 4), np.float32), 3: np.full((5, 3), 2.0, np.float32)}  # by input width
     for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], x["a"] if detail["shape"][1] == 4 else x["b"])
+        interpreter.resize_tensor_input(detail["index"], [5, detail["shape"][1]])
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], x[int(detail["shape"][1])])
     interpreter.invoke()
     out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(out, keras_model_outputs(model, [x["a"], x["b"]]), atol=1e-5)
+    np.testing.assert_allclose(out, keras_model_outputs(model, [x[4], x[3]]), atol=1e-5)
 
 
 def test_a_network_with_far_more_work_is_clearly_slower(tmp_path):
