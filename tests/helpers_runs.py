@@ -58,6 +58,6 @@ def grid_toml(name: str, *, generations: int, experiment: str, grid: str = "", t
         The TOML text.
     """
     return (f'name = "tiny"\nprogress = false\n[grid]\nname = "{name}"\n{grid}\n[grid.axes]\nseed = [0, 1]\n'
-            f'"encoding.name" = ["feature_selection", "neuron_pruning"]\n[head]\nhidden = [8]\n[train]\nepochs = 2\n'
+            f'"encoding.name" = ["feature_selection", "neuron_pruning"]\n[head]\nhidden = [8]\n[train]\nepochs = 2\nengine = "numpy"\n'
             f'[algorithm]\nname = "ea_simple"\npopulation = 6\ngenerations = {generations}\n'
             f'[report]\nseeds = 1\nexport_model = false\n[tracking]\nexperiment = "{experiment}"\n{tracking}\n')

@@ -13,7 +13,7 @@ from evoprune_tf.train.numpy_engine import TrainConfig
 
 def _evaluator(data, **kwargs):
     spec = HeadSpec(data.n_features, data.n_classes, (32,))
-    return PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=30), seed=0, **kwargs)
+    return PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=30, engine="numpy"), seed=0, **kwargs)
 
 
 def test_planted_signal_restricted_head_beats_all_ones(planted):

@@ -55,7 +55,7 @@ def test_the_resampled_fitness_is_the_mean_over_partition_evaluators_and_test_is
 def test_a_run_with_cv_fitness_and_hall_of_fame_rescoring(tmp_path, planted):
     data, _ = planted
     config = load_config(overrides={
-        "seed": 2, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 4},
+        "seed": 2, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 4, "engine": "numpy"},
         "algorithm": {"population": 6, "evaluations": 12, "hall_of_fame": 3},
         "objectives": {"resampling": "cv", "folds": 3}, "report": {"seeds": 1, "export_model": False,
                                                                    "rescore_folds": 3},

@@ -34,7 +34,7 @@ def _write_config(tmp_path, folder: str = "ckpt") -> str:
 
 
 def _reference(tmp_path, data, evaluations: int = 48):
-    raw = {"seed": 6, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 3},
+    raw = {"seed": 6, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 3, "engine": "numpy"},
            "algorithm": {"population": 8, "evaluations": evaluations}, "tracking": {"enabled": False},
            "checkpoint": {"dir": str(tmp_path / "reference")}, "report": {"seeds": 1, "export_model": False}}
     return run_module.run(config_from_dict(raw), features=data, out=io.StringIO())

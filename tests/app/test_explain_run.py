@@ -28,7 +28,7 @@ def _config(uri: str, **algorithm):
         "name": "explain-test", "seed": 0, "progress": False,
         "data": {"source": "builtin:synthetic", "image_size": 64},
         "backbone": {"name": "mobilenet", "weights": "none", "options": {"alpha": 0.25}},
-        "head": {"hidden": [16]}, "train": {"epochs": 5, "learning_rate": 0.01},
+        "head": {"hidden": [16]}, "train": {"epochs": 5, "engine": "numpy", "learning_rate": 0.01},
         "algorithm": {"name": "steady_state", "population": 6, "evaluations": 12, **algorithm},
         "objectives": {"names": ["accuracy", "active_fraction"]} if algorithm.get("name") == "nsga2" else {},
         "report": {"seeds": 1, "explain": False},

@@ -19,7 +19,7 @@ def _mo_config(uri: str = "", **sections):
         "name": "outputs-test", "seed": 2, "progress": False,
         "algorithm": {"name": "nsga2", "population": 6, "evaluations": 18},
         "objectives": {"names": ["accuracy", "active_fraction"]},
-        "head": {"hidden": [8]}, "train": {"epochs": 8, "learning_rate": 0.02},
+        "head": {"hidden": [8]}, "train": {"epochs": 8, "engine": "numpy", "learning_rate": 0.02},
         "report": {"seeds": 1, "explain": False},
         "tracking": {"enabled": bool(uri), "uri": uri, "experiment": "outputs-tests"},
     }

@@ -22,7 +22,7 @@ def planted_report():
     encoding = FeatureSelection(HeadSpec(48, data.n_classes, (8,)))
     genome = informative.astype(np.int8)
     genome[np.flatnonzero(~informative)[:3]] = 1  # 9 genes: the 6 planted ones and 3 noise
-    recipe = TrainConfig(epochs=15)
+    recipe = TrainConfig(epochs=15, engine="numpy")
     report, _ = final_report(encoding, data, genome, recipe, seed=11, seeds=2, export=False)
     return data, encoding, genome, recipe, report
 
@@ -77,7 +77,7 @@ def test_a_run_reports_chance_by_default_logs_it_and_report_chance_false_turns_i
     from mlflow.tracking import MlflowClient
 
     data, _ = make_planted_features(n_features=32, seed=5)
-    raw = {"seed": 4, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3},
+    raw = {"seed": 4, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3, "engine": "numpy"},
            "algorithm": {"population": 6, "evaluations": 12}, "report": {"seeds": 2, "export_model": False},
            "tracking": {"uri": new_mlflow_store(tmp_path), "experiment": "chance"},
            "checkpoint": {"dir": str(tmp_path / "ckpt")}}

@@ -10,7 +10,7 @@ from evoprune_tf.report.ensembles import evaluate_ensembles, soft_vote
 from evoprune_tf.metrics import accuracy_and_loss
 from evoprune_tf.train.numpy_engine import HeadTrainer, TrainConfig
 
-CONFIG = TrainConfig(epochs=15, learning_rate=0.01)
+CONFIG = TrainConfig(epochs=15, learning_rate=0.01, engine="numpy")
 
 
 def _heads(data, masks, seeds):

@@ -41,7 +41,7 @@ def mo_config(uri: str | None = None, **overrides):
         "name": "mo-report-test", "seed": 1, "progress": False,
         "algorithm": {"name": "nsga2", "population": 12, "evaluations": 96},
         "objectives": {"names": OBJECTIVES, "ood": "planted-ood"},
-        "head": {"hidden": [16]}, "train": {"epochs": 30, "learning_rate": 0.02},
+        "head": {"hidden": [16]}, "train": {"epochs": 30, "engine": "numpy", "learning_rate": 0.02},
         "report": {"seeds": 2},
         "tracking": {"enabled": uri is not None, "uri": uri or "", "experiment": "mo-report-tests"},
         "checkpoint": {"enabled": False},

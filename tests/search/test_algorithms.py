@@ -17,7 +17,7 @@ from evoprune_tf.train.numpy_engine import TrainConfig
 
 def _setup(data, objectives=("accuracy", "loss", "active_fraction"), ops=None, **kw):
     spec = HeadSpec(data.n_features, data.n_classes, (32,))
-    evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=20), seed=0,
+    evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=20, engine="numpy"), seed=0,
                                     objectives=objectives, **kw)
     return evaluator, build_toolbox(evaluator, operator_specs(ops or OperatorsConfig()))
 

@@ -15,7 +15,7 @@ from evoprune_tf.train import TrainConfig
 
 def _config(tmp_path, name, **algorithm):
     return load_config(overrides={
-        "seed": 3, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 10},
+        "seed": 3, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 10, "engine": "numpy"},
         "algorithm": {"name": name, "population": 8, "evaluations": 20, **algorithm},
         "report": {"seeds": 1, "export_model": False},
         "tracking": {"uri": new_mlflow_store(tmp_path), "experiment": "baselines"},
@@ -49,7 +49,7 @@ def test_magnitude_scores_follow_each_encoding():
 def test_l1_and_magnitude_find_the_planted_features():
     data, informative = make_planted_features(n_features=40, n_informative=5, noise=3.0, seed=2)
     spec = HeadSpec(data.n_features, data.n_classes, (16,))
-    evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=20), seed=0)
+    evaluator = PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=20, engine="numpy"), seed=0)
     density = 5 / 40
     l1 = baseline_genome("l1_selection", evaluator.encoding, density=density, seed=0, evaluator=evaluator)
     assert l1.sum() == 5 and (l1.astype(bool) & informative).sum() >= 4

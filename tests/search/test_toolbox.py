@@ -23,7 +23,7 @@ from evoprune_tf.train.numpy_engine import TrainConfig
 def evaluator(planted):
     data, _ = planted
     spec = HeadSpec(data.n_features, data.n_classes, (16,))
-    return PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=5), seed=0)
+    return PopulationEvaluator(FeatureSelection(spec), data, TrainConfig(epochs=5, engine="numpy"), seed=0)
 
 
 def test_toolbox_has_every_deap_alias(evaluator):

@@ -15,7 +15,7 @@ def test_a_density_sweep_and_nsga2_fronts_compare(tmp_path):
 
     data, _ = make_planted_features(n_features=32, seed=5)
     uri = new_mlflow_store(tmp_path)
-    common = {"progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3},
+    common = {"progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3, "engine": "numpy"},
               "report": {"seeds": 1, "export_model": False},
               "tracking": {"uri": uri, "experiment": "density"}, "checkpoint": {"enabled": False}}
     sweep = {"grid": {"name": "sweep", "axes": {"seed": [0, 1, 2], "algorithm.name": ["random_mask", "magnitude"],

@@ -17,7 +17,7 @@ def test_compare_reads_what_runs_log_and_tests_the_pair(tmp_path, capsys):
     for seed in range(3):
         for name, algorithm in (("random_search", {}), ("random_mask", {"density": 0.2})):
             config = load_config(overrides={
-                "seed": seed, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3},
+                "seed": seed, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 3, "engine": "numpy"},
                 "algorithm": {"name": name, "population": 4, "evaluations": 8, **algorithm},
                 "report": {"seeds": 1, "export_model": False},
                 "tracking": {"uri": uri, "experiment": "study"}, "checkpoint": {"enabled": False},
