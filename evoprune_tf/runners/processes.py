@@ -12,8 +12,11 @@ hold them and its counters move), and the result order is the input order.
 
 A genome's fitness is a pure function of (genome, seed, config) and does not depend on
 the batch it is trained in (see `evoprune_tf.train.numpy_engine`), so a run with ``workers=2``
-ends exactly like the serial run. Workers import NumPy, SciPy and the numpy trainer
-only: never TensorFlow or Keras (`worker_reports` says what each one loaded).
+ends exactly like the serial run. With the default Keras engine every worker imports
+Keras and its backend when it first trains (TensorFlow: about 8 CPU-seconds per worker,
+at every pool start-up); with ``TrainConfig(engine="numpy")`` workers import NumPy, SciPy
+and the NumPy trainer only, never TensorFlow or Keras (`worker_reports` says what each
+one loaded).
 
 Typical use (`evoprune_tf.methods.head.run.run_head` does this when ``config.workers > 1``)::
 
