@@ -25,9 +25,10 @@ from evoprune_tf.search.toolbox import build_toolbox
 from evoprune_tf.train.numpy_engine import TrainConfig
 
 
-def _evaluator(data, **kwargs) -> PopulationEvaluator:
+def _evaluator(data, engine: str | None = None, **kwargs) -> PopulationEvaluator:
     encoding = make_encoding("feature_selection", HeadSpec(data.n_features, data.n_classes, (16,)))
-    return PopulationEvaluator(encoding, data, TrainConfig(epochs=3), seed=5, **kwargs)
+    config = TrainConfig(epochs=3) if engine is None else TrainConfig(epochs=3, engine=engine)
+    return PopulationEvaluator(encoding, data, config, seed=5, **kwargs)
 
 
 def _genomes(n: int, length: int = 64, seed: int = 0) -> list[np.ndarray]:
@@ -81,12 +82,16 @@ def test_pool_map_equals_serial_evaluation_and_fills_the_parents_cache() -> None
 def test_ood_objective_and_its_features_reach_the_workers() -> None:
     data, _ = make_planted_features()
     ood = np.random.default_rng(1).normal(0, 3, (40, data.n_features)).astype(np.float32)
-    options = dict(objectives=("accuracy", "robustness", "active_fraction"), ood_features=ood, temperature=10.0)
+    # The NumPy engine keeps the workers free of TensorFlow: what is tested is the recipe
+    # (the Keras engine's workers are the test above's).
+    options = dict(objectives=("accuracy", "robustness", "active_fraction"), ood_features=ood, temperature=10.0,
+                   engine="numpy")
     genomes = _genomes(4, seed=3)
     serial = _evaluator(data, **options).evaluate_population(genomes)
     evaluator = _evaluator(data, **options)
     with ProcessPoolMap(evaluator, workers=2) as pool:
         assert pool.map(evaluator.evaluate, genomes) == serial
+        assert all(not r["keras"] for r in pool.worker_reports.values())
     assert all(len(values) == 3 and 0.0 <= values[1] <= 1.0 for values in serial)
     rebuilt = EvaluatorRecipe.from_evaluator(evaluator).build()
     assert rebuilt.objectives == evaluator.objectives and rebuilt.temperature == 10.0
@@ -152,9 +157,10 @@ def test_deap_individuals_pickle_into_a_fresh_process() -> None:
         pickle.dumps(ProcessPoolMap.__new__(ProcessPoolMap))
 
 
-def _config(workers: int, tmp_path) -> object:
+def _config(workers: int, tmp_path, engine: str | None = None) -> object:
+    train = {"epochs": 3} if engine is None else {"epochs": 3, "engine": engine}
     return config_from_dict({
-        "seed": 11, "progress": False, "workers": workers, "head": {"hidden": [16]}, "train": {"epochs": 3},
+        "seed": 11, "progress": False, "workers": workers, "head": {"hidden": [16]}, "train": train,
         "algorithm": {"name": "steady_state", "population": 8, "evaluations": 48},
         "tracking": {"enabled": False}, "checkpoint": {"dir": str(tmp_path / f"ckpt-{workers}")},
         "report": {"seeds": 1, "export_model": False},
@@ -191,12 +197,15 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes_exactly(tmp_p
 
     data, _ = make_planted_features()
     before = set(multiprocessing.active_children())
+    # The NumPy engine: two pools start here, and what is tested is the interrupt and the
+    # resume; that the Keras engine's workers match the serial run is the test above's.
     with pytest.raises(KeyboardInterrupt):
-        run(_config(2, tmp_path), features=data, out=io.StringIO(), callbacks=[CtrlC()])
+        run(_config(2, tmp_path, engine="numpy"), features=data, out=io.StringIO(), callbacks=[CtrlC()])
     assert set(multiprocessing.active_children()) <= before  # the pool was shut down
     path = next((tmp_path / "ckpt-2").glob("*/checkpoint.npz"))
     resumed = resume(path, features=data, out=io.StringIO())  # with 2 workers again, from the checkpoint's config
-    serial = run(_config(0, tmp_path), features=data, out=io.StringIO())
+    serial = run(_config(0, tmp_path, engine="numpy"), features=data, out=io.StringIO())
+    assert len(resumed.logbook) > 3  # generations after the resume point (2) were run by the resumed pool
     assert [dict(r) for r in resumed.logbook] == [dict(r) for r in serial.logbook]
     assert [p.tolist() for p in resumed.population] == [p.tolist() for p in serial.population]
 
@@ -214,8 +223,9 @@ if __name__ == "__main__":
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(20, 8)).astype(np.float32), np.arange(20) % 2
     data = FeatureSplits(x, y, x, y, x, y, class_names=("a", "b"))
+    # The NumPy engine: the workers start without TensorFlow; what is tested is their exit.
     evaluator = PopulationEvaluator(make_encoding("feature_selection", HeadSpec(8, 2, (4,))), data,
-                                    TrainConfig(epochs=1), seed=0)
+                                    TrainConfig(epochs=1, engine="numpy"), seed=0)
     pool = ProcessPoolMap(evaluator, workers=2)
     pool.map(evaluator.evaluate, [rng.integers(0, 2, 8) for _ in range(4)])
     print(" ".join(str(p.pid) for p in pool._executor._processes.values()), flush=True)
