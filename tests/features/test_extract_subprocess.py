@@ -81,15 +81,12 @@ def test_tensorflow_child_writes_the_in_process_cache_entry(tmp_path, weights_fi
     np.testing.assert_array_equal(again.x_test, there.x_test)
 
 
-def test_child_input_errors_are_raised_with_their_own_one_line_message(tmp_path):
-    import keras
-
-    other = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3),
-                                           pooling="avg", alpha=0.5)  # another width: does not fit alpha 0.35
-    path = tmp_path / "alpha_0.5.weights.h5"
-    other.save_weights(path)
-    with pytest.raises(ValueError, match=r"does not fit backbone MobileNetV2\(alpha=0.35\)") as caught:
-        _extract(_images(), path, tmp_path / "cache", child=True)
+def test_child_input_errors_are_raised_with_their_own_one_line_message(tmp_path, weights_file):
+    # The alpha-0.35 weights asked for as another width: they do not fit alpha 0.5.
+    with pytest.raises(ValueError, match=r"does not fit backbone MobileNetV2\(alpha=0.5\)") as caught:
+        extract_features_with_info(_images(), backbone="mobilenet_v2", weights=str(weights_file), image_size=SIZE,
+                                   cache_dir=tmp_path / "cache", batch_size=4, backbone_kwargs={"alpha": 0.5},
+                                   progress=False, tensorflow_child=True)
     assert "\n" not in str(caught.value)
     assert not list((tmp_path / "cache").glob("*.npz"))  # nothing half-written is left to trust
 
