@@ -1,7 +1,10 @@
 """The Ray runner and grids on Ray, on one local Ray cluster (num_cpus=2) shared by the module.
 
-Ray's start-up costs ~10-15 s on 2 cores and every actor imports TensorFlow, so the
-cluster is module-scoped and the whole module is marked slow.
+Ray's start-up costs ~10-15 s on 2 cores, so the cluster is module-scoped and the whole
+module is marked slow. An actor on the Keras engine imports TensorFlow (~8 CPU-s): the
+run with ``runner = "ray"`` keeps the default Keras engine in its actors, the tests of
+the runner's own bookkeeping (cache, killed actors, resampling, grids) train with the
+NumPy engine.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ def ray_cluster(tmp_path_factory):
 
 
 def _evaluator() -> PopulationEvaluator:
+    """A NumPy-engine evaluator: its actors start without TensorFlow."""
     features, _ = make_planted_features()
     encoding = FeatureSelection(HeadSpec(features.n_features, features.n_classes, (8,)))
-    return PopulationEvaluator(encoding, features, TrainConfig(epochs=2), seed=0)
+    return PopulationEvaluator(encoding, features, TrainConfig(epochs=2, engine="numpy"), seed=0)
 
 
 def _genomes(seed: int, n: int) -> list[np.ndarray]:
@@ -129,13 +133,17 @@ def test_a_run_with_runner_ray_ends_exactly_like_the_serial_run(ray_cluster) -> 
             "checkpoint": {"enabled": False}, "report": {"seeds": 1, "export_model": False},
             "algorithm": {"name": "ea_simple", "population": 6, "generations": 2}}
     serial = run(config_from_dict(base), features=features)
+    # The default Keras engine, in both Ray actors (each imports TensorFlow).
     on_ray = run(config_from_dict({**base, "runner": "ray", "workers": 2}), features=features)
     assert [list(map(int, g)) for g in on_ray.population] == [list(map(int, g)) for g in serial.population]
     assert [r["best"] for r in on_ray.logbook] == [r["best"] for r in serial.logbook]
     assert on_ray.evaluator.n_trained == serial.evaluator.n_trained
 
 
-GRID = grid_toml("ray-grid", generations=3, experiment="ray-grid", grid='runner = "ray"\nworkers = 2')
+# The NumPy engine: the cells' Ray workers start without TensorFlow (what is tested is the logging).
+GRID = grid_toml("ray-grid", generations=3, experiment="ray-grid", grid='runner = "ray"\nworkers = 2').replace(
+    "[train]\nepochs = 2\n", '[train]\nepochs = 2\nengine = "numpy"\n')
+assert 'engine = "numpy"' in GRID
 
 
 def test_a_2x2_grid_on_ray_logs_four_complete_runs_to_one_server(ray_cluster, tmp_path) -> None:
