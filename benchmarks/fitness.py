@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-only", action="store_true",
                    help="run only the memory test (f): no timing tables, no GEMM rates")
     p.add_argument("--quick", action="store_true",
-                   help="a small smoke run (400/100 samples, 1 epoch, 4 genomes, 40 memory evaluations, short GEMM timing on 1024^3)")
+                   help="a small smoke run (400/100 samples, 1 epoch, 4 genomes, 40 memory evaluations, "
+                   "short GEMM timing on 1024^3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
     p.add_argument("--_worker", nargs=2, metavar=("KIND", "ARGS_JSON"), help=argparse.SUPPRESS)
