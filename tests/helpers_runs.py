@@ -45,7 +45,7 @@ def run_toml(*, checkpoint_dir: object, evaluations: int, tracking: str = "enabl
 
 
 def grid_toml(name: str, *, generations: int, experiment: str, grid: str = "", tracking: str = "") -> str:
-    """A 2 x 2 grid (seeds 0, 1 x feature selection, neuron pruning) of tiny ``ea_simple`` runs.
+    """A 2 x 2 grid (seeds 0, 1 x feature selection, neuron pruning) of tiny ``ea_simple`` runs on the NumPy engine.
 
     Args:
         name: the grid's name.
