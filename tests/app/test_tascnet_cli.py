@@ -1,4 +1,9 @@
-"""Issue 25 item 5: `evoprune run` of TASCNet prints its report and run id with --no-progress."""
+"""Issue 25 item 5: `evoprune run` of TASCNet prints its report and run id with --no-progress.
+
+The run is the smallest the CLI takes: stage 1 alone with one candidate (the report table
+and the run id are printed the same for every stage; stages 1 + 2 end to end:
+tests/tascnet/test_stage1.py).
+"""
 
 from __future__ import annotations
 
@@ -22,8 +27,8 @@ def test_tascnet_run_prints_its_report_and_run_id_without_progress(tmp_path, cap
         f'[backbone]\nname = "MobileNetV2"\nweights = "none"\n'
         f'[tracking]\nuri = "{new_mlflow_store(tmp_path)}"\nexperiment = "tascnet-cli"\n'
         f'[report]\nexport_model = false\nlitert = false\n'  # LiteRT: tests/tascnet/test_tascnet_latency.py
-        f'[tascnet]\nstage = "both"\nevaluations = 3\npopulation = 2\nsearch_epochs = 1\nfinal_epochs = 1\n'
-        f'epochs = 1\nmax_iterations = 2\nlevels = 2\ntolerance = 1.0\nlr = 0.01\n'
+        f'[tascnet]\nstage = 1\nevaluations = 1\npopulation = 1\nsearch_epochs = 1\nfinal_epochs = 1\n'
+        f'levels = 2\nlr = 0.01\n'
         f'configuration = {{replace = 0, unfreeze = 1, dense = [[64, 0.0]]}}\n'
     )
     monkeypatch.chdir(tmp_path)
