@@ -2,9 +2,12 @@
 
 A tiny image run (MobileNetV2, ``weights=None``, 32 px, 3 candidates, 2 prune iterations)
 is run once without interruption and once SIGKILLed twice: after stage-1 candidate 2,
-then (resumed with ``evoprune resume RUN_ID``) after stage-2 iteration 1, then resumed to
-the end. Both must give the same candidates, iterations, report and final weights, and the
-MLflow run must hold each step once.
+then (resumed with ``evoprune resume FOLDER`` in a second process) after stage-2
+iteration 1, then resumed to the end with ``evoprune resume RUN_ID``. Both must give the
+same candidates, iterations, report and final weights, and the MLflow run must hold each
+step once. The two killed runs are real processes that really get SIGKILL; the last
+resume and the uninterrupted reference run in the test's process (`main` of the CLI,
+on the CPU as the killed processes), which saves two interpreter starts.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import pytest
 from conftest import new_mlflow_store
 
+from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.methods.tascnet.checkpointing import TascnetCheckpoints
 from evoprune_tf.search import checkpoint_format as fmt
 
@@ -61,12 +65,18 @@ def _config(tmp_path: Path, store: str) -> Path:
     return path
 
 
-def _cli(tmp_path: Path, *args: str, kill_after: int = 0, store: str = "") -> subprocess.Popen:
-    env = {**os.environ, "KILL_AFTER_SAVES": str(kill_after),
-           **({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / store}/mlflow.db"} if store else {}), "PYTHONPATH": str(Path(__file__).parents[2]),
+def _cli(tmp_path: Path, *args: str, kill_after: int = 0) -> subprocess.Popen:
+    env = {**os.environ, "KILL_AFTER_SAVES": str(kill_after), "PYTHONPATH": str(Path(__file__).parents[2]),
            "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.Popen([sys.executable, "-c", _KILLER, *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _on_the_cpu():
+    """TensorFlow's ops on the CPU, as in the killed processes (a no-op without a GPU)."""
+    import tensorflow as tf
+
+    return tf.device("/CPU:0")
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -95,7 +105,7 @@ def _results(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path) -> None:
+def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys) -> None:
     import mlflow
 
     rng = np.random.default_rng(0)
@@ -105,17 +115,24 @@ def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path) -> 
     np.savez(tmp_path / "tiny.npz", x_train=x[:36], y_train=y[:36], x_test=x[36:], y_test=y[36:])
     whole, killed = _config(tmp_path, "whole"), _config(tmp_path, "killed")
 
-    reference = _cli(tmp_path, "run", str(whole))  # alongside the killed run: 2 cores
     code, out = _finish(_cli(tmp_path, "run", str(killed), kill_after=2))  # after stage-1 candidate 2
     assert code == -signal.SIGKILL, out
     (run_id,) = [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()]
     # Resumed from its folder: candidate 3 (save 1), stage-2 iteration 0 (save 2), iteration 1 (save 3): killed.
     code, out = _finish(_cli(tmp_path, "resume", str(tmp_path / "killed" / "checkpoints" / run_id), kill_after=3))
     assert code == -signal.SIGKILL, out
-    code, out = _finish(_cli(tmp_path, "resume", run_id, store="killed"))  # by run id, in the run's store
-    assert code == 0 and "stage 2 resumed after iteration 1" in out, out
-    code, reference_out = _finish(reference)
-    assert code == 0, reference_out
+    # The rest in this process: by run id, in the run's store; then the uninterrupted reference.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'killed'}/mlflow.db")
+    capsys.readouterr()
+    with _on_the_cpu():  # as the killed processes (CUDA_VISIBLE_DEVICES="")
+        code = cli_main(["resume", run_id])
+        out = capsys.readouterr().out
+        assert code == 0 and "stage 2 resumed after iteration 1" in out, out
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
+        code = cli_main(["run", str(whole)])
+        reference_out = capsys.readouterr().out
+        assert code == 0, reference_out
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'killed'}/mlflow.db")
     run = client.get_run(run_id)
