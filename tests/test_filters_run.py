@@ -74,9 +74,14 @@ def test_config_wiring_for_the_method():
     assert overrides_from_args(args)["encoding"] == {"name": "filters", "blocks": "all"}
 
 
+#: Epochs of the head warm-up in the runs of this file (30 by default, `HEAD_WARMUP_EPOCHS`):
+#: the same seeded fit, shorter; every run and resume that is compared passes the same number.
+HEAD_EPOCHS = 2
+
+
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):
-    """One tiny tracked DeepPruningES run: the end-to-end test reads it, the resume test compares with it."""
+    """One tiny tracked DeepPruningES run: the end-to-end test reads it, the resume tests compare with it."""
     from conftest import new_mlflow_store
     from evoprune_tf.app.run import run
 
@@ -84,7 +89,7 @@ def tracked_run(tmp_path_factory):
     uri = new_mlflow_store(tmp_path)
     config = tiny_config(tmp_path, tracking={"enabled": True, "uri": uri, "experiment": "dpes-test"},
                          algorithm={"population": 3})
-    return run(config), uri, tmp_path  # dispatched to run_filter_pruning
+    return run(config, head_epochs=HEAD_EPOCHS), uri, tmp_path  # dispatched to run_filter_pruning
 
 
 @pytest.mark.slow
@@ -140,8 +145,33 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
 CUT = {"algorithm": {"population": 3}, "report": {"litert": False}}
 
 
+@pytest.fixture
+def untimed_keras(monkeypatch):
+    """The resumed runs' reports skip the Keras timings (the end-to-end test's, like LiteRT's).
+
+    Timing traces each deployable model (~7 s of CPU a report); it acts after the retraining
+    the resumes compare, and the tracked run's table shows it measured.
+    """
+    from evoprune_tf.report import latency
+
+    monkeypatch.setattr(latency, "keras_latency_ms", lambda model, *args, **kwargs: 1.0)
+
+
+def cut_config(tracked_run, folder):
+    """The cut run's config in ``folder``, its cache seeded with the tracked run's prefix activations.
+
+    Same network, images and cut as the tracked run: the cut run reads the activations the
+    tracked run computed instead of running the prefix again (the warm resume of the SIGKILL
+    test shows that read activations give the same run).
+    """
+    import shutil
+
+    shutil.copytree(tracked_run[2] / "cache", folder / "cache")
+    return tiny_config(folder, **CUT)
+
+
 @pytest.mark.slow
-def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(tracked_run, tmp_path):
+def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(tracked_run, tmp_path, untimed_keras):
     """`evoprune resume` for a filter run: Ctrl-C after generation 1, resume, same archive and report as one go.
 
     The uninterrupted run is the tracked one (tracking does not change a run's results).
@@ -151,12 +181,12 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
     from evoprune_tf.app.run import resume, run
 
     whole = tracked_run[0]
-    config = tiny_config(tmp_path / "cut", **CUT)
+    config = cut_config(tracked_run, tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
-        run(config, callbacks=[Interrupt(1, KeyboardInterrupt())])
+        run(config, callbacks=[Interrupt(1, KeyboardInterrupt())], head_epochs=HEAD_EPOCHS)
     checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
     assert len(checkpoints) == 1
-    resumed = resume(checkpoints[0])
+    resumed = resume(checkpoints[0], head_epochs=HEAD_EPOCHS)
     assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
     key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
     assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
@@ -174,12 +204,13 @@ class Die(Callback):
         if state.generation == 1:  # after the checkpoint of generation 1
             os.kill(os.getpid(), signal.SIGKILL)
 
-run(config_from_dict(json.load(open(sys.argv[1]))), callbacks=[Die()])
+run(config_from_dict(json.load(open(sys.argv[1]))), callbacks=[Die()], head_epochs=int(sys.argv[2]))
 """
 
 
 @pytest.mark.slow
-def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_cache(tracked_run, tmp_path):
+def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_cache(tracked_run, tmp_path,
+                                                                                   untimed_keras):
     """SIGKILL after generation 1; the data-only checkpoint resumes to the uninterrupted result.
 
     Cold: the prefix-activation cache is deleted before the resume; warm: the resume finds it.
@@ -195,12 +226,12 @@ def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_c
     from evoprune_tf.app.run import resume
 
     whole = tracked_run[0]
-    config = tiny_config(tmp_path / "cut", **CUT)
+    config = cut_config(tracked_run, tmp_path / "cut")
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     (tmp_path / "killed.py").write_text(KILLED)
     env = {**os.environ, "PYTHONPATH": str(Path(filters_run.__file__).parents[3])}
-    job = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "config.json")], cwd=tmp_path,
-                         capture_output=True, timeout=600, env=env)
+    job = subprocess.run([sys.executable, str(tmp_path / "killed.py"), str(tmp_path / "config.json"),
+                          str(HEAD_EPOCHS)], cwd=tmp_path, capture_output=True, timeout=600, env=env)
     assert job.returncode == -signal.SIGKILL, job.stderr.decode()[-2000:]
     [path] = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
     copies = {}
@@ -211,7 +242,7 @@ def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_c
     shutil.rmtree(tmp_path / "cut" / "cache")
     key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
     for cache in ("cold", "warm"):  # the cold resume computes the activations again, the warm one reads them
-        resumed = resume(copies[cache])
+        resumed = resume(copies[cache], head_epochs=HEAD_EPOCHS)
         assert resumed.evaluator.activations_from_disk == (cache == "warm")
         assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
         assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
