@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from test_filters_run import tiny_config
+from test_filters_run import HEAD_EPOCHS, tiny_config
 
 from evoprune_tf.methods.deep_pruning_es import run as filters_run
 from evoprune_tf.report import latency_lut
@@ -27,7 +27,7 @@ def test_a_run_with_the_latency_objective_reports_predicted_latency_and_its_rank
     config = tiny_config(tmp_path, objectives={"names": ["error", "latency"]}, encoding={"blocks": 1},
                          algorithm={"population": 3, "generations": 1}, report={"litert": False})
     out = io.StringIO()
-    result = filters_run.run_filter_pruning(config, out=out)
+    result = filters_run.run_filter_pruning(config, out=out, head_epochs=HEAD_EPOCHS)
     evaluator = result.evaluator
     table = evaluator.latency_table
     assert isinstance(table, KerasTable) and table.path.parent == tmp_path / "cache" / "latency" and table.path.is_file()
