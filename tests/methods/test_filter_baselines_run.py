@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ flops_reduction = 0.4
 [report]
 epochs = 1
 seeds = 1
+litert = false
 
 [tracking]
 uri = "{uri}"
@@ -116,7 +118,10 @@ def test_taylor_at_the_flops_of_another_run(cli_run, tmp_path):
     config = tiny_config(tmp_path, algorithm={"name": "taylor", "flops_of": other.info.run_id[:8], "taylor_batches": 2},
                          tracking={"enabled": True, "uri": uri, "experiment": "filter-baselines"},
                          report={"dir": str(tmp_path / "report")})
-    result = run(config)
+    # Same network and images as the other run: its prefix activations are read, not computed again.
+    shutil.copytree(first / "cache", tmp_path / "cache")
+    result = run(config, head_epochs=2)  # a shorter head warm-up (30 epochs by default)
+    assert result.evaluator.activations_from_disk
     knee = report["table"][1]
     assert result.plan.scope == "global" and result.plan.error < 0.01
     assert result.plan.target == pytest.approx(knee["flops_searched"])  # same network: same prefix
