@@ -37,38 +37,37 @@ from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 
 
 #: Seconds per test file, the files over ~25 s: the durations of a ``make test`` run
-#: (2 busy cores, 2026-12-06, less the LiteRT export's measured speed-up). ``make test`` runs ``-n 2
+#: (2 busy cores, 2026-12-06, estimated after the cuts of that evening; update from a full run). ``make test`` runs ``-n 2
 #: --dist loadfile``: whole files go to the two workers in collection order, so the longest
 #: go out first and the short ones fill the gaps (longest processing time first); a long
 #: file handed out last keeps one worker busy while the other idles. Files not listed count
 #: as short; update a number when a file's cost moves by much.
 FILE_SECONDS = {
-    "tests/runners/test_ray_runner.py": 170,
-    "tests/test_filters_run.py": 160,
-    "tests/nn/test_families.py": 120,
-    "tests/tascnet/test_tascnet_resume.py": 120,
-    "tests/runners/test_parallel.py": 110,
-    "tests/app/test_run.py": 105,
-    "tests/features/test_extract_subprocess.py": 85,
-    "tests/test_benchmark.py": 80,
-    "tests/methods/test_filter_baselines_run.py": 65,
-    "tests/test_filter_evaluation.py": 55,
-    "tests/tascnet/test_stage1.py": 55,
-    "tests/test_keras_engine.py": 50,
-    "tests/tascnet/test_stage2.py": 45,
-    "tests/app/test_resume.py": 45,
-    "tests/test_reproducibility.py": 40,
-    "tests/test_reliability_resume.py": 40,
-    "tests/test_mo_rps.py": 40,
-    "tests/train/test_tf_stacked.py": 35,
-    "tests/app/test_demo.py": 35,
-    "tests/app/test_backend_choice.py": 30,
-    "tests/studies/test_grid.py": 30,
-    "tests/tascnet/test_tascnet_latency.py": 25,
-    "tests/nn/test_surgery.py": 25,
-    "tests/test_resampling_batched.py": 25,
-    "tests/studies/test_compare_axis_runs.py": 25,
-    "tests/train/test_keras_memory.py": 25,
+    "tests/nn/test_families.py": 130,
+    "tests/test_filters_run.py": 125,
+    "tests/tascnet/test_tascnet_resume.py": 95,
+    "tests/app/test_run.py": 90,
+    "tests/runners/test_ray_runner.py": 80,
+    "tests/features/test_extract_subprocess.py": 68,
+    "tests/runners/test_parallel.py": 60,
+    "tests/app/test_resume.py": 50,
+    "tests/tascnet/test_stage2.py": 50,
+    "tests/test_benchmark.py": 50,
+    "tests/tascnet/test_stage1.py": 48,
+    "tests/train/test_tf_stacked.py": 47,
+    "tests/test_keras_engine.py": 46,
+    "tests/methods/test_filter_baselines_run.py": 42,
+    "tests/test_reliability_resume.py": 38,
+    "tests/test_reproducibility.py": 37,
+    "tests/app/test_backend_choice.py": 34,
+    "tests/app/test_demo.py": 34,
+    "tests/test_mo_rps.py": 30,
+    "tests/test_resampling_batched.py": 30,
+    "tests/test_filter_evaluation.py": 30,
+    "tests/train/test_keras_memory.py": 30,
+    "tests/nn/test_surgery.py": 27,
+    "tests/studies/test_grid.py": 26,
+    "tests/test_filters_latency_objective.py": 25,
 }
 
 
