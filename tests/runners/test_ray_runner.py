@@ -27,16 +27,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A local 2-CPU Ray cluster whose session files stay in a temporary folder."""
+def ray_cluster():
+    """A local 2-CPU Ray cluster whose session files stay in a temporary folder.
+
+    A short folder of its own, not under ``tmp_path``: Ray's sockets live in it, and an
+    AF_UNIX path holds at most 107 bytes (``<folder>/session_<date>_<pid>/sockets/plasma_store``).
+    """
+    import shutil
+    import tempfile
+
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # else Ray writes a token into ~/.ray
     if ray.is_initialized():  # pragma: no cover - another module left one running
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    folder = tempfile.mkdtemp(prefix="evoray-")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning", _temp_dir=folder)
     yield ray
     ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
     if saved is None:
         os.environ.pop("RAY_AUTH_MODE", None)
     else:  # pragma: no cover
