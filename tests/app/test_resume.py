@@ -51,8 +51,10 @@ MO = {"names": ["accuracy", "active_fraction"]}
 
 
 def _config_dict(tmp_path: Path, name: str, folder: str, **extra) -> dict:
+    """A short run on the NumPy engine (the same maths; resume does not depend on the engine,
+    and the killed job then never imports TensorFlow). One interrupted run checks the Keras engine."""
     config = {
-        "seed": 5, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 3},
+        "seed": 5, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 3, "engine": "numpy"},
         "algorithm": {"name": name, "population": 8, "evaluations": 80, "generations": 6},
         "tracking": {"enabled": False}, "checkpoint": {"dir": str(tmp_path / folder)},
         "report": {"seeds": 1, "export_model": False},
@@ -136,19 +138,21 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path,
     assert final.state.evaluations == 80 and [dict(r) for r in final.state.logbook] == _summary(reference)["logbook"]
 
 
-@pytest.mark.parametrize("algorithm", ["steady_state", "nsga2", "ea_simple", "mu_plus_lambda"])
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, algorithm, no_report) -> None:
+@pytest.mark.parametrize("algorithm, engine", [("steady_state", "keras"), ("nsga2", "numpy"),
+                                               ("ea_simple", "numpy"), ("mu_plus_lambda", "numpy")])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, algorithm, engine, no_report) -> None:
     data, _ = make_planted_features(seed=1)
     out = io.StringIO()
+    train = {"engine": engine}
     with pytest.raises(KeyboardInterrupt):
-        run_module.run(config_from_dict(_config_dict(tmp_path, algorithm, "stopped")), features=data, out=out,
-                       callbacks=[Interrupt(3, KeyboardInterrupt())])
+        run_module.run(config_from_dict(_config_dict(tmp_path, algorithm, "stopped", train=train)), features=data,
+                       out=out, callbacks=[Interrupt(3, KeyboardInterrupt())])
     path = _only_checkpoint(tmp_path / "stopped")
     assert f"Resume with: evoprune resume {path}" in out.getvalue()
     assert load_checkpoint(path).state.generation == 3
     resumed = run_module.resume(path, features=data, out=io.StringIO())
-    reference = run_module.run(config_from_dict(_config_dict(tmp_path, algorithm, "reference")), features=data,
-                               out=io.StringIO())
+    reference = run_module.run(config_from_dict(_config_dict(tmp_path, algorithm, "reference", train=train)),
+                               features=data, out=io.StringIO())
     assert _summary(resumed) == _summary(reference)
     assert len(resumed.logbook) > 4
 
