@@ -27,14 +27,15 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def run_toml(*, checkpoint_dir: object, evaluations: int, tracking: str = "enabled = false", train: str = "") -> str:
+def run_toml(*, checkpoint_dir: object, evaluations: int, tracking: str = "enabled = false",
+             train: str = 'engine = "numpy"') -> str:
     """A tiny steady-state run on planted features (seed 6, 16 hidden units, 3 epochs, one report seed).
 
     Args:
         checkpoint_dir: the ``[checkpoint] dir``.
         evaluations: the budget.
         tracking: the body of the ``[tracking]`` table.
-        train: more ``[train]`` lines (e.g. ``engine = "numpy"``).
+        train: more ``[train]`` lines; the NumPy engine unless told otherwise (``""``: the Keras engine).
 
     Returns:
         The TOML text.

@@ -54,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def _toml(tmp_path: Path, store: str, experiment: str, ckpt: Path | str) -> Path:
     path = tmp_path / "run.toml"
-    path.write_text(run_toml(checkpoint_dir=ckpt, evaluations=400, train='engine = "numpy"',
+    path.write_text(run_toml(checkpoint_dir=ckpt, evaluations=400,
                              tracking=f'uri = "{store}"\nexperiment = "{experiment}"'))
     return path
 

@@ -16,7 +16,7 @@ def _config(tmp_path, **overrides):
         "seed": 1,
         "progress": False,
         "head": {"hidden": [16]},
-        "train": {"epochs": 15},
+        "train": {"epochs": 15, "engine": "numpy"},
         "algorithm": {"population": 10, "evaluations": 40},
         "report": {"seeds": 2},
         "tracking": {"uri": new_mlflow_store(tmp_path), "experiment": "test-run"},
