@@ -261,7 +261,7 @@ def checkpoint_path(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("checkpoint")
     data, _ = make_planted_features()
     config = config_from_dict({
-        "seed": 4, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 1},
+        "seed": 4, "progress": False, "head": {"hidden": [8]}, "train": {"epochs": 1, "engine": "numpy"},
         "algorithm": {"population": 4, "evaluations": 8}, "tracking": {"enabled": False},
         "checkpoint": {"dir": str(tmp_path)}, "report": {"seeds": 1, "export_model": False},
     })

@@ -31,7 +31,7 @@ from evoprune_tf.app.run import run
 
 def _config(tmp_path, **algorithm) -> dict:
     return {
-        "seed": 2, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 2},
+        "seed": 2, "progress": False, "head": {"hidden": [16]}, "train": {"epochs": 2, "engine": "numpy"},
         "algorithm": {"name": "steady_state", "population": 6, "evaluations": 24, **algorithm},
         "tracking": {"enabled": False}, "checkpoint": {"dir": str(tmp_path / "ckpt")},
         "report": {"seeds": 1, "export_model": False},

@@ -163,7 +163,7 @@ def test_evoprune_run_with_a_budget_evaluates_only_genomes_of_k_genes(tmp_path, 
     config.write_text(
         'seed = 2\nprogress = false\n[data]\nsource = "builtin:synthetic"\nimage_size = 32\n'
         '[backbone]\nname = "mobilenet_v2"\nweights = "none"\n[head]\nhidden = [8]\n[encoding]\nactive = 13\n'
-        '[train]\nepochs = 2\n[algorithm]\npopulation = 6\nevaluations = 18\n[report]\nseeds = 1\n'
+        '[train]\nepochs = 2\nengine = "numpy"\n[algorithm]\npopulation = 6\nevaluations = 18\n[report]\nseeds = 1\n'
         f'export_model = false\n[tracking]\nuri = "{new_mlflow_store(tmp_path)}"\nexperiment = "budget"\n'
         f'[checkpoint]\ndir = "{tmp_path / "ckpt"}"\n')
     assert cli_main(["run", str(config)]) == 0, capsys.readouterr().out
