@@ -10,6 +10,7 @@ to a file, so that every process and backend loads the very same weights.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -63,22 +64,65 @@ def _extract(images: ImageSplits, weights: pathlib.Path, cache: pathlib.Path, ch
                                       tensorflow_child=child)
 
 
-def test_tensorflow_child_writes_the_in_process_cache_entry(tmp_path, weights_file):
+JAX_TEST = "test_jax_process_extracts_on_a_tensorflow_child_and_in_process_without_tensorflow"
+
+
+@pytest.fixture(scope="module")
+def child_extraction(request, tmp_path_factory, weights_file):
+    """One TensorFlow child's extraction of `_images()` (the weights file) into ``FOLDER/child``.
+
+    Each child imports TensorFlow (~10 CPU-s), so one child serves two tests: where the
+    JAX test runs, its JAX process starts the child (the automatic choice) and the
+    features the child path returned are saved in ``FOLDER/child_features.npz``; else this
+    process starts it (``tensorflow_child=True``).
+
+    Returns:
+        (FOLDER, the child extraction's info as a dict, the JAX process's results or None).
+    """
+    folder = tmp_path_factory.mktemp("child_extraction")
+    if JAX_TEST in {item.name for item in request.session.items} and importlib.util.find_spec("jax"):
+        # XLA's LLVM back end unoptimised: compiling the MobileNetV2 takes ~8 CPU-s instead of
+        # ~19; the features are the same to float32 rounding (what is checked).
+        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore",
+               "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
+        proc = subprocess.run(
+            [sys.executable, "-c", JAX_SCRIPT, str(pathlib.Path(__file__).parent), str(weights_file), str(folder)],
+            capture_output=True, text=True, env=env, cwd=folder, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
+        return folder, out["auto"], out
+    there, info = _extract(_images(), weights_file, folder / "child", child=True)
+    _save_splits(there, folder / "child_features.npz")
+    return folder, _info_record(info), None
+
+
+def _save_splits(features, path) -> None:
+    np.savez(path, x_train=features.x_train, x_val=features.x_val, x_test=features.x_test, y_val=features.y_val)
+
+
+def _info_record(info) -> dict:
+    return {"child": info.child, "backend": info.backend, "hit": info.hit, "file": info.path.name}
+
+
+def test_tensorflow_child_writes_the_in_process_cache_entry(tmp_path, weights_file, child_extraction):
+    folder, there_info, _ = child_extraction
     images = _images()
     here, here_info = _extract(images, weights_file, tmp_path / "in_process", child=False)
-    there, there_info = _extract(images, weights_file, tmp_path / "child", child=True)
     assert (here_info.child, here_info.backend) == (False, "tensorflow")
-    assert (there_info.child, there_info.backend, there_info.hit) == (True, "tensorflow", False)
-    assert there_info.path.name == here_info.path.name  # same key, same file name
+    assert (there_info["child"], there_info["backend"], there_info["hit"]) == (True, "tensorflow", False)
+    assert there_info["file"] == here_info.path.name  # same key, same file name
+    with np.load(folder / "child_features.npz") as saved:
+        there = {name: saved[name] for name in saved.files}  # what the child path returned
     assert float(np.std(here.x_train)) > 1e-3  # the check below compares real numbers
     for split in ("x_train", "x_val", "x_test"):
-        np.testing.assert_allclose(getattr(there, split), getattr(here, split), rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(there.y_val, images.val_labels)
-    np.testing.assert_array_equal(there.x_val[2], there.x_train[0])  # the duplicate got its row
+        np.testing.assert_allclose(there[split], getattr(here, split), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(there["y_val"], images.val_labels)
+    np.testing.assert_array_equal(there["x_val"][2], there["x_train"][0])  # the duplicate got its row
     # The child's file is a valid cache entry: read as a hit, without extracting again.
-    again, again_info = _extract(images, weights_file, tmp_path / "child", child=False)
+    again, again_info = _extract(images, weights_file, folder / "child", child=False)
     assert again_info.hit and again_info.backend == ""
-    np.testing.assert_array_equal(again.x_test, there.x_test)
+    np.testing.assert_array_equal(again.x_test, there["x_test"])
 
 
 def test_child_input_errors_are_raised_with_their_own_one_line_message(tmp_path, weights_file):
@@ -135,14 +179,15 @@ JAX_SCRIPT = textwrap.dedent(
     import importlib.abc, json, os, sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    from test_extract_subprocess import _extract, _images
+    from test_extract_subprocess import _extract, _images, _info_record, _save_splits
     from evoprune_tf.features.child import process_backend
 
     weights, tmp = sys.argv[2], sys.argv[3]
     images = _images()
     out = {"process_backend": process_backend()}
     child, info = _extract(images, weights, os.path.join(tmp, "child"), child=None)  # the default: auto
-    out["auto"] = {"child": info.child, "backend": info.backend}
+    out["auto"] = _info_record(info)
+    _save_splits(child, os.path.join(tmp, "child_features.npz"))  # test_tensorflow_child_writes_...'s
 
     class NoTensorFlow(importlib.abc.MetaPathFinder):  # TensorFlow uninstalled, from here on
         def find_spec(self, name, path=None, target=None):
@@ -166,17 +211,11 @@ JAX_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # a JAX process, a TensorFlow child and a JAX extraction: about 30 s on 2 busy cores
-def test_jax_process_extracts_on_a_tensorflow_child_and_in_process_without_tensorflow(tmp_path, weights_file):
+def test_jax_process_extracts_on_a_tensorflow_child_and_in_process_without_tensorflow(child_extraction):
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT, str(pathlib.Path(__file__).parent), str(weights_file), str(tmp_path)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
+    out = child_extraction[2]  # the JAX process (JAX_SCRIPT) the fixture ran
     assert out["process_backend"] == "jax"
-    assert out["auto"] == {"child": True, "backend": "tensorflow"}
+    assert (out["auto"]["child"], out["auto"]["backend"]) == (True, "tensorflow")
     assert out["without_tf"] == {"child": False, "backend": "jax"}
     assert out["keras_backend"] == "jax" and not out["tensorflow_loaded"]
     assert out["scale"] > 1e-3
