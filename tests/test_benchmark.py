@@ -1,9 +1,7 @@
-"""`benchmarks/fitness.py --quick` runs end to end and writes the documented JSON."""
+"""`benchmarks/fitness.py --quick` runs end to end and writes the documented JSON (in this process: see `_script`)."""
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -28,27 +26,39 @@ def _assert_consistent(e: dict, evaluations: int, gflop: float, naive_spe: float
         assert e["speedup_vs_naive"] == pytest.approx(naive_spe / e["seconds_per_eval"], rel=rel, abs=0.01), e
 
 
+def _script(monkeypatch, path: pathlib.Path):
+    """A benchmark script imported as a module, to run its ``main`` in this process.
+
+    A child would import TensorFlow again (~10 CPU-s); the Keras engine runs in this
+    process as in the script's. The script's own subprocesses (the Keras-on-JAX and memory
+    workers) still start. ``sys.path`` and the ``sys.modules`` entry are restored after
+    the test (``engine_ab.py`` puts ``benchmarks/`` first on the path and imports ``fitness``).
+    """
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
-def test_quick_benchmark_writes_a_complete_json(tmp_path):
+def test_quick_benchmark_writes_a_complete_json(tmp_path, monkeypatch, capsys):
     out = tmp_path / "x.json"
-    env = {
-        **os.environ,
-        "KERAS_HOME": str(tmp_path / "keras"),
-        "JAX_PLATFORMS": "cpu",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "PYTHONWARNINGS": "ignore",
-    }
-    proc = subprocess.run(
-        # One encoding keeps it short; the other runs through the same code (`--encodings`).
-        # `--rss-backends` with no backend: the memory test on the NumPy engine only (the one
-        # checked below); the Keras engine's is the same worker with another TrainConfig, and
-        # its subprocess (a TensorFlow start-up and 21 warm-up compilations) is not worth its time here.
-        [sys.executable, str(SCRIPT), "--quick", "--encodings", "feature_selection", "--rss-backends",
-         "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| encoding | evaluator |" in proc.stdout and "Command: `python benchmarks/fitness.py --quick" in proc.stdout
+    for name, value in {"KERAS_HOME": str(tmp_path / "keras"), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+                        "PYTHONWARNINGS": "ignore"}.items():
+        monkeypatch.setenv(name, value)  # as the script's own environment (its workers inherit it)
+    # One encoding keeps it short; the other runs through the same code (`--encodings`).
+    # `--rss-backends` with no backend: the memory test on the NumPy engine only (the one
+    # checked below); the Keras engine's is the same worker with another TrainConfig, and
+    # its subprocess (a TensorFlow start-up and 21 warm-up compilations) is not worth its time here.
+    code = _script(monkeypatch, SCRIPT).main(["--quick", "--encodings", "feature_selection", "--rss-backends",
+                                              "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "| encoding | evaluator |" in stdout and "Command: `python benchmarks/fitness.py --quick" in stdout
     check_quick_result(json.loads(out.read_text()))
 
 
@@ -106,18 +116,17 @@ def check_quick_result(result: dict) -> None:
 AB_SCRIPT = SCRIPT.parent / "engine_ab.py"
 
 
-def test_engine_ab_measures_both_encodings_and_rejects_a_bad_count(tmp_path):
-    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, str(AB_SCRIPT), "--genomes", "2", "--repeats", "1", "--epochs", "1",
-                           "--group-size", "2"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+def test_engine_ab_measures_both_encodings_and_rejects_a_bad_count(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setitem(sys.modules, "fitness", _script(monkeypatch, SCRIPT))  # what its `from fitness import` gets
+    engine_ab = _script(monkeypatch, AB_SCRIPT)
+    capsys.readouterr()
+    assert engine_ab.main(["--genomes", "2", "--repeats", "1", "--epochs", "1", "--group-size", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["encoding"] for r in rows] == ["feature_selection", "neuron_pruning"]
     assert all(r["engine"] == "keras engine on tensorflow" and _positive(r["warm_s_per_eval"])
                and r["cold_s_per_eval"] >= r["warm_s_per_eval"] > 0 and r["first_loss"] > 0
                and _positive(r["warm_evals_per_s"]) for r in rows)
-    bad = subprocess.run([sys.executable, str(AB_SCRIPT), "--genomes", "0"], capture_output=True, text=True,
-                         env=env, timeout=120)
-    assert bad.returncode == 2 and "--genomes=0; expected a positive integer" in bad.stderr
+    with pytest.raises(SystemExit) as bad:  # argparse's exit: status 2 and the message on stderr
+        engine_ab.main(["--genomes", "0"])
+    assert bad.value.code == 2 and "--genomes=0; expected a positive integer" in capsys.readouterr().err
