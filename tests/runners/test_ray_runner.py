@@ -141,8 +141,9 @@ def test_a_run_with_runner_ray_ends_exactly_like_the_serial_run(ray_cluster) -> 
             "checkpoint": {"enabled": False}, "report": {"seeds": 1, "export_model": False},
             "algorithm": {"name": "ea_simple", "population": 6, "generations": 2}}
     serial = run(config_from_dict(base), features=features)
-    # The default Keras engine, in both Ray actors (each imports TensorFlow).
-    on_ray = run(config_from_dict({**base, "runner": "ray", "workers": 2}), features=features)
+    # The default Keras engine in a Ray actor (it imports TensorFlow): one actor, since how
+    # batches are cut over several actors is the NumPy-engine tests' above.
+    on_ray = run(config_from_dict({**base, "runner": "ray", "workers": 1}), features=features)
     assert [list(map(int, g)) for g in on_ray.population] == [list(map(int, g)) for g in serial.population]
     assert [r["best"] for r in on_ray.logbook] == [r["best"] for r in serial.logbook]
     assert on_ray.evaluator.n_trained == serial.evaluator.n_trained
@@ -150,7 +151,7 @@ def test_a_run_with_runner_ray_ends_exactly_like_the_serial_run(ray_cluster) -> 
 
 # grid_toml's cells train on the NumPy engine: their Ray workers start without TensorFlow
 # (what is tested is the logging).
-GRID = grid_toml("ray-grid", generations=3, experiment="ray-grid", grid='runner = "ray"\nworkers = 2')
+GRID = grid_toml("ray-grid", generations=2, experiment="ray-grid", grid='runner = "ray"\nworkers = 2')
 
 
 def test_a_2x2_grid_on_ray_logs_four_complete_runs_to_one_server(ray_cluster, tmp_path) -> None:
@@ -171,14 +172,14 @@ def test_a_2x2_grid_on_ray_logs_four_complete_runs_to_one_server(ray_cluster, tm
         runs = client.search_runs([experiment.experiment_id])
         assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
         assert len({r.data.tags[CELL_TAG] for r in runs}) == 4
-        # Every metric step of every run is there: generations 0..3, once each.
+        # Every metric step of every run is there: generations 0..2, once each.
         per_generation = 0
         for run in runs:
             for key in run.data.metrics:
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
                 assert len(steps) == len(set(steps)), (key, steps)
                 if max(steps) > 0:
-                    assert sorted(steps) == [0, 1, 2, 3], (run.info.run_id, key, steps)
+                    assert sorted(steps) == [0, 1, 2], (run.info.run_id, key, steps)
                     per_generation += 1
         assert per_generation >= 4 * 5  # at least best/mean/evaluations/... per run
         assert load_grid(tmp_path / "grid.toml", overrides={"tracking": {"uri": server.url}}).cells
