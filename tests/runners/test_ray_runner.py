@@ -1,10 +1,10 @@
 """The Ray runner and grids on Ray, on one local Ray cluster (num_cpus=2) shared by the module.
 
 Ray's start-up costs ~10-15 s on 2 cores, so the cluster is module-scoped and the whole
-module is marked slow. An actor on the Keras engine imports TensorFlow (~8 CPU-s): the
-run with ``runner = "ray"`` keeps the default Keras engine in its actors, the tests of
-the runner's own bookkeeping (cache, killed actors, resampling, grids) train with the
-NumPy engine.
+module is marked slow. An actor on the Keras engine imports TensorFlow (~8 CPU-s): every
+test here trains with the NumPy engine (the runner's bookkeeping, killed actors,
+resampling, a run with ``runner = "ray"``, grids); Keras-engine workers are tested with
+process pools (tests/runners/test_parallel.py, tests/test_reproducibility.py).
 """
 
 from __future__ import annotations
@@ -137,13 +137,15 @@ def test_a_run_with_runner_ray_ends_exactly_like_the_serial_run(ray_cluster) -> 
     from evoprune_tf.app.run import run
 
     features, _ = make_planted_features()
-    base = {"progress": False, "head": {"hidden": [8]}, "train": {"epochs": 2}, "tracking": {"enabled": False},
+    base = {"progress": False, "head": {"hidden": [8]}, "train": {"epochs": 2, "engine": "numpy"},
+            "tracking": {"enabled": False},
             "checkpoint": {"enabled": False}, "report": {"seeds": 1, "export_model": False},
             "algorithm": {"name": "ea_simple", "population": 6, "generations": 2}}
     serial = run(config_from_dict(base), features=features)
-    # The default Keras engine in a Ray actor (it imports TensorFlow): one actor, since how
-    # batches are cut over several actors is the NumPy-engine tests' above.
-    on_ray = run(config_from_dict({**base, "runner": "ray", "workers": 1}), features=features)
+    # The NumPy engine: its actors start without TensorFlow (~10 CPU-s each); what is tested is
+    # run()'s plumbing of the Ray runner. That Keras-engine workers give the serial fitness
+    # is tests/runners/test_parallel.py's (a process pool) and tests/test_reproducibility.py's.
+    on_ray = run(config_from_dict({**base, "runner": "ray", "workers": 2}), features=features)
     assert [list(map(int, g)) for g in on_ray.population] == [list(map(int, g)) for g in serial.population]
     assert [r["best"] for r in on_ray.logbook] == [r["best"] for r in serial.logbook]
     assert on_ray.evaluator.n_trained == serial.evaluator.n_trained
