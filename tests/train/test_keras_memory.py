@@ -84,7 +84,7 @@ ON_JAX = textwrap.dedent(
     first = None
     counts = []
     ev = PopulationEvaluator(enc, data, TrainConfig(epochs=1, bucket=8, group_size=4), seed=1)
-    for step, n_on in enumerate(range(4, 52, 8)):  # 6 padded widths, alternately groups of 1 and 2
+    for step, n_on in enumerate(range(4, 36, 8)):  # 4 padded widths, alternately groups of 1 and 2
         ev.evaluate_population(same_width(1 + step % 2, n_on, 10 + step))
         if first is None:
             entry = next(iter(keras_engine._SHARED.values()))
@@ -145,7 +145,7 @@ def test_a_new_group_size_compiles_only_its_training_program(on_jax):
 def test_live_programs_stay_bounded_and_evicted_entries_are_collected(on_jax):
     _, out = on_jax
     assert max(out["counts"]) <= 3 and out["counts"][-1] >= 1, out["counts"]
-    assert out["shapes_left"] < 6
+    assert out["shapes_left"] < 4  # of the 4 shapes trained, some were evicted
     assert not out["first_entry_alive"] and not out["first_model_alive"]
     assert out["first_functions_alive"] == 0
 
