@@ -69,18 +69,38 @@ def test_an_unreachable_target_fails_before_any_image_is_read(tmp_path, monkeypa
             run(config)
 
 
+def untimed(model, *args, **kwargs):
+    """Stands in for `keras_latency_ms` in these runs' reports.
+
+    Timing traces each whole deployable network (a few s of CPU a model); no test here
+    reads the timings (the shared latency helper's table is `tests/test_filters_run.py`'s
+    end-to-end test's), and the latency table files are still written.
+    """
+    return 1.0
+
+
+@pytest.fixture
+def untimed_keras(monkeypatch):
+    from evoprune_tf.report import latency
+
+    monkeypatch.setattr(latency, "keras_latency_ms", untimed)
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """`evoprune run cfg.toml --algorithm l1_filters`, tracked in a fresh store."""
     from conftest import new_mlflow_store
 
     from evoprune_tf.app.cli import main as cli_main
+    from evoprune_tf.report import latency
 
     tmp_path = tmp_path_factory.mktemp("l1run")
     uri = new_mlflow_store(tmp_path)
     path = tmp_path / "run.toml"
     path.write_text(TOML.format(cache=tmp_path / "cache", uri=uri))
-    assert cli_main(["run", str(path), "--algorithm", "l1_filters"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(latency, "keras_latency_ms", untimed)
+        assert cli_main(["run", str(path), "--algorithm", "l1_filters"]) == 0
     return uri, tmp_path
 
 
@@ -106,7 +126,7 @@ def test_evoprune_run_l1_filters_is_tracked_with_the_report_table(cli_run):
 
 
 @pytest.mark.slow
-def test_taylor_at_the_flops_of_another_run(cli_run, tmp_path):
+def test_taylor_at_the_flops_of_another_run(cli_run, tmp_path, untimed_keras):
     from mlflow import MlflowClient
 
     from evoprune_tf.app.run import run
@@ -131,7 +151,7 @@ def test_taylor_at_the_flops_of_another_run(cli_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_l1_filters_on_the_shared_rps_assets(tmp_path):
+def test_l1_filters_on_the_shared_rps_assets(tmp_path, untimed_keras):
     """The real shared RPS images and ImageNet MobileNetV2 weights, last block, 1 retrain epoch."""
     assets = os.environ.get("EVOPRUNE_ASSETS")
     if not assets:
