@@ -124,16 +124,15 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
     from evoprune_tf.report.latency import litert_predict
 
     knee_file = client.download_artifacts(result.run_id, "litert/knee.tflite", str(tmp_path))
-    images = np.random.default_rng(1).uniform(0, 255, size=(3, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(litert_predict(knee_file, images), result.models["knee"].predict(images, verbose=0),
-                               atol=1e-4)
-    # The exported model is the compact network: images in, same outputs after a .keras round trip.
     model = result.models["knee"]
+    images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype(np.float32)
+    expected = model.predict(images, verbose=0)  # one traced predict serves both comparisons
+    np.testing.assert_allclose(litert_predict(knee_file, images), expected, atol=1e-4)
+    # The exported model is the compact network: images in, same outputs after a .keras round trip.
     path = tmp_path / "knee.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-5)
     assert loaded.count_params() == result.table[2]["params_network"]
 
 
@@ -306,14 +305,16 @@ def test_own_model_file_loads_as_saved_and_bad_files_fail_in_one_line(tmp_path, 
 
 
 @pytest.mark.slow
-def test_own_model_file_is_pruned_whole_with_its_head(tmp_path):
+def test_own_model_file_is_pruned_whole_with_its_head(tmp_path, untimed_keras):
+    """A user's ``.keras`` file pruned whole; no LiteRT files or Keras timings (the end-to-end test's)."""
     from evoprune_tf.data.synthetic import CLASSES
 
     model = own_model(n_classes=len(CLASSES))
     path = tmp_path / "own.keras"
     model.save(path)
     config = tiny_config(tmp_path, backbone={"name": str(path), "weights": "none", "options": {}},
-                         encoding={"blocks": "all"}, algorithm={"population": 3, "generations": 1})
+                         encoding={"blocks": "all"}, algorithm={"population": 3, "generations": 1},
+                         report={"litert": False})
     result = filters_run.run_filter_pruning(config, out=open(tmp_path / "log.txt", "w"))
     rows = {r["model"]: r for r in result.table}
     assert rows["unpruned"]["params_network"] == model.count_params()
