@@ -8,10 +8,19 @@ same candidates, iterations, report and final weights, and the MLflow run must h
 step once. The two killed runs are real processes that really get SIGKILL; the last
 resume and the uninterrupted reference run in the test's process (`main` of the CLI,
 on the CPU as the killed processes), which saves two interpreter starts.
+
+All four runs execute Keras' train and predict functions eagerly
+(``tf.config.run_functions_eagerly``): the same steps and maths without tracing a graph
+per model (a run: ~35 -> ~12 CPU-s); what is checked here is the checkpoint and resume
+logic, which does not depend on it (graph-mode exactness of stage 2:
+`test_stage2_continues_from_a_stored_state_exactly` below). The Keras latency timings,
+which the comparison leaves out, are stubbed in the test's process (the killed ones stop
+before the table; the timing itself: tests/tascnet/test_tascnet_latency.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -45,6 +54,8 @@ def save(self, state):
         os.kill(os.getpid(), signal.SIGKILL)
     return path
 checkpoint.CheckpointCallback.save = save
+import tensorflow as tf
+tf.config.run_functions_eagerly(True)  # as the test's process (_in_process)
 from evoprune_tf.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -72,11 +83,22 @@ def _cli(tmp_path: Path, *args: str, kill_after: int = 0) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _on_the_cpu():
-    """TensorFlow's ops on the CPU, as in the killed processes (a no-op without a GPU)."""
+@contextlib.contextmanager
+def _in_process(monkeypatch):
+    """As in the killed processes: TensorFlow's ops on the CPU (a no-op without a GPU), functions
+    run eagerly; and the Keras latency timing, which `_results` leaves out, stubbed."""
     import tensorflow as tf
 
-    return tf.device("/CPU:0")
+    from evoprune_tf.report import latency
+
+    monkeypatch.setattr(latency, "keras_latency_ms", lambda *args, **kwargs: 1.0)
+    eagerly = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        with tf.device("/CPU:0"):
+            yield
+    finally:
+        tf.config.run_functions_eagerly(eagerly)
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -105,6 +127,7 @@ def _results(folder: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Even though the .tf.config.experimental_run_functions_eagerly.:UserWarning")
 def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys) -> None:
     import mlflow
 
@@ -125,7 +148,7 @@ def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'killed'}/mlflow.db")
     capsys.readouterr()
-    with _on_the_cpu():  # as the killed processes (CUDA_VISIBLE_DEVICES="")
+    with _in_process(monkeypatch):  # as the killed processes (CUDA_VISIBLE_DEVICES="", eager functions)
         code = cli_main(["resume", run_id])
         out = capsys.readouterr().out
         assert code == 0 and "stage 2 resumed after iteration 1" in out, out
