@@ -2,7 +2,8 @@
 
 The run is the smallest the CLI takes: stage 1 alone with one candidate (the report table
 and the run id are printed the same for every stage; stages 1 + 2 end to end:
-tests/tascnet/test_stage1.py).
+tests/tascnet/test_stage1.py), with Keras' functions run eagerly (tests/helpers_eager.py):
+what is printed is the point, not the traced graph.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import new_mlflow_store
+from helpers_eager import EAGER_DATA_WARNING, eager_functions
 
 from evoprune_tf.app.cli import main as cli_main
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(EAGER_DATA_WARNING)
 def test_tascnet_run_prints_its_report_and_run_id_without_progress(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(48, 32, 32, 3), dtype=np.uint8)
@@ -32,7 +35,8 @@ def test_tascnet_run_prints_its_report_and_run_id_without_progress(tmp_path, cap
         f'configuration = {{replace = 0, unfreeze = 1, dense = [[64, 0.0]]}}\n'
     )
     monkeypatch.chdir(tmp_path)
-    assert cli_main(["run", str(tmp_path / "tascnet.toml"), "--no-progress"]) == 0
+    with eager_functions():
+        assert cli_main(["run", str(tmp_path / "tascnet.toml"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| seed | params unpruned -> pruned" in out and "| 1 |" in out, out
     assert "MLflow run " in out and f"sqlite:///{tmp_path}/mlflow.db" in out, out

@@ -1,4 +1,10 @@
-"""TASCNet stage 2: layer eligibility, the prune loop, rollback, settings and config errors."""
+"""TASCNet stage 2: layer eligibility, the prune loop, rollback, settings and config errors.
+
+Keras' functions run eagerly in this module (tests/helpers_eager.py): each prune iteration
+builds a new model, and tracing its train and predict functions was most of the CPU; the
+loop's logic is the point here (graph mode: `test_stage2_continues_from_a_stored_state_exactly`
+in test_tascnet_resume.py, tests/tascnet/test_tascnet_latency.py).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,20 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers_eager import EAGER_DATA_WARNING, eager_functions
 
 from evoprune_tf.nn.text_cnn import build_text_cnn
 from evoprune_tf.methods.tascnet import stage2
 from evoprune_tf.methods.tascnet.models import TrainRecipe
 from evoprune_tf.methods.tascnet.stage2 import PruneSettings, plot_tradeoff, prunable_layers, tascnet_prune
+
+pytestmark = pytest.mark.filterwarnings(EAGER_DATA_WARNING)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _eager():
+    with eager_functions():
+        yield
 
 
 def _conv_net(width: int = 16) -> keras.Model:

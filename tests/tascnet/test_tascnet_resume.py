@@ -10,8 +10,8 @@ resume and the uninterrupted reference run in the test's process (`main` of the 
 on the CPU as the killed processes), which saves two interpreter starts.
 
 All four runs execute Keras' train and predict functions eagerly
-(``tf.config.run_functions_eagerly``): the same steps and maths without tracing a graph
-per model (a run: ~35 -> ~12 CPU-s); what is checked here is the checkpoint and resume
+(``tf.config.run_functions_eagerly``, tests/helpers_eager.py): the same steps and maths
+without tracing a graph per model (a run: ~35 -> ~12 CPU-s); what is checked here is the checkpoint and resume
 logic, which does not depend on it (graph-mode exactness of stage 2:
 `test_stage2_continues_from_a_stored_state_exactly` below). The Keras latency timings,
 which the comparison leaves out, are stubbed in the test's process (the killed ones stop
@@ -36,6 +36,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import new_mlflow_store
+from helpers_eager import EAGER_DATA_WARNING, eager_functions
 
 from evoprune_tf.app.cli import main as cli_main
 from evoprune_tf.methods.tascnet.checkpointing import TascnetCheckpoints
@@ -92,13 +93,8 @@ def _in_process(monkeypatch):
     from evoprune_tf.report import latency
 
     monkeypatch.setattr(latency, "keras_latency_ms", lambda *args, **kwargs: 1.0)
-    eagerly = tf.config.functions_run_eagerly()
-    tf.config.run_functions_eagerly(True)
-    try:
-        with tf.device("/CPU:0"):
-            yield
-    finally:
-        tf.config.run_functions_eagerly(eagerly)
+    with eager_functions(), tf.device("/CPU:0"):
+        yield
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -127,7 +123,7 @@ def _results(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Even though the .tf.config.experimental_run_functions_eagerly.:UserWarning")
+@pytest.mark.filterwarnings(EAGER_DATA_WARNING)
 def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys) -> None:
     import mlflow
 
