@@ -32,6 +32,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # do not oversubscribe the cores (-7% CPU and wall on the longest files, measured).
 for _threads in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_threads, "1")
+# XLA's LLVM back end unoptimised, in every process of the suite: the tests' XLA programs
+# (JAX processes, TensorFlow's jit-compiled loops) are tiny and compiled once, so compiling
+# is most of their cost and optimising the machine code does not pay back (JAX tests
+# 89 -> 72 CPU-s, tf_stacked + TASCNet latency 89 -> 77). Results agree to float32 rounding.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 

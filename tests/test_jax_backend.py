@@ -82,9 +82,6 @@ def test_evolution_runs_on_keras_jax_without_tensorflow(tmp_path):
         "EVOPRUNE_CACHE_DIR": str(tmp_path / "cache"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PYTHONWARNINGS": "ignore",
-        # XLA's LLVM back end unoptimised: the JAX engine's compilations cost ~3 CPU-s less;
-        # the numbers are the same to float32 rounding (the tolerances below).
-        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip(),
     }
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(TESTS)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300

@@ -121,8 +121,6 @@ def test_same_fitness_in_another_process_and_on_either_backend(planted, backend,
     here = PopulationEvaluator(enc, data, TrainConfig(epochs=3, bucket=8), seed=2).evaluate_population(genomes)
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore",
            "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_HOME": str(tmp_path / "keras")}
-    if backend == "jax":  # XLA's LLVM back end unoptimised: cheaper compilations, the same numbers to rounding
-        env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
     args = [json.dumps([g.tolist() for g in genomes]), "4", "none"]
     proc = subprocess.run([sys.executable, "-c", OTHER_PROCESS, str(TESTS), *args], capture_output=True, text=True,
                           env=env, timeout=240)

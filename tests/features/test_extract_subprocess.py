@@ -81,10 +81,9 @@ def child_extraction(request, tmp_path_factory, weights_file):
     """
     folder = tmp_path_factory.mktemp("child_extraction")
     if JAX_TEST in {item.name for item in request.session.items} and importlib.util.find_spec("jax"):
-        # XLA's LLVM back end unoptimised: compiling the MobileNetV2 takes ~8 CPU-s instead of
-        # ~19; the features are the same to float32 rounding (what is checked).
-        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore",
-               "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()}
+        # (conftest's XLA_FLAGS: compiling the MobileNetV2 takes ~8 CPU-s instead of ~19; the
+        # features are the same to float32 rounding, what is checked)
+        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
         proc = subprocess.run(
             [sys.executable, "-c", JAX_SCRIPT, str(pathlib.Path(__file__).parent), str(weights_file), str(folder)],
             capture_output=True, text=True, env=env, cwd=folder, timeout=300,
