@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers_eager import EAGER_DATA_WARNING, eager_functions
 
 from evoprune_tf.methods.deep_pruning_es import report as filters_report
 from evoprune_tf.methods.deep_pruning_es import run as filters_run
@@ -79,13 +78,6 @@ def test_config_wiring_for_the_method():
 #: the same seeded fit, shorter; every run and resume that is compared passes the same number.
 HEAD_EPOCHS = 2
 
-#: The tracked run and the runs and resumes compared with it run Keras' functions eagerly
-#: (tests/helpers_eager.py): every genome's fine-tune traced its train step (~1.5 CPU-s an
-#: evaluation), and what this file checks is the run, its report and its resume; the traced
-#: evaluation: tests/test_filter_evaluation.py, the traced runs: the baselines' and the
-#: latency-objective tests. tf.data's functions stay traced and say so (EAGER_DATA_WARNING).
-pytestmark = pytest.mark.filterwarnings(EAGER_DATA_WARNING)
-
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):
@@ -97,8 +89,7 @@ def tracked_run(tmp_path_factory):
     uri = new_mlflow_store(tmp_path)
     config = tiny_config(tmp_path, tracking={"enabled": True, "uri": uri, "experiment": "dpes-test"},
                          algorithm={"population": 3})
-    with eager_functions():  # as every run this file compares with it
-        return run(config, head_epochs=HEAD_EPOCHS), uri, tmp_path  # dispatched to run_filter_pruning
+    return run(config, head_epochs=HEAD_EPOCHS), uri, tmp_path  # dispatched to run_filter_pruning
 
 
 @pytest.mark.slow
@@ -190,12 +181,11 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
 
     whole = tracked_run[0]
     config = cut_config(tracked_run, tmp_path / "cut")
-    with pytest.raises(KeyboardInterrupt), eager_functions():
+    with pytest.raises(KeyboardInterrupt):
         run(config, callbacks=[Interrupt(1, KeyboardInterrupt())], head_epochs=HEAD_EPOCHS)
     checkpoints = list((tmp_path / "cut" / "checkpoints").rglob("checkpoint.npz"))
     assert len(checkpoints) == 1
-    with eager_functions():
-        resumed = resume(checkpoints[0], head_epochs=HEAD_EPOCHS)
+    resumed = resume(checkpoints[0], head_epochs=HEAD_EPOCHS)
     assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
     key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
     assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
@@ -204,8 +194,6 @@ def test_an_interrupted_deep_pruning_es_run_resumes_to_the_uninterrupted_result(
 
 KILLED = """
 import json, os, signal, sys
-import tensorflow as tf
-tf.config.run_functions_eagerly(True)  # as every run of this file
 from evoprune_tf.app.config import config_from_dict
 from evoprune_tf.app.run import run
 from evoprune_tf.search.callbacks import Callback
@@ -253,8 +241,7 @@ def test_a_sigkilled_deep_pruning_es_run_resumes_exactly_with_a_cold_or_a_warm_c
     shutil.rmtree(tmp_path / "cut" / "cache")
     key = lambda ind: (tuple(ind.fitness.values), bytes(np.asarray(ind, dtype=np.int8)))  # noqa: E731
     for cache in ("cold", "warm"):  # the cold resume computes the activations again, the warm one reads them
-        with eager_functions():
-            resumed = resume(copies[cache], head_epochs=HEAD_EPOCHS)
+        resumed = resume(copies[cache], head_epochs=HEAD_EPOCHS)
         assert resumed.evaluator.activations_from_disk == (cache == "warm")
         assert [g["nevals"] for g in resumed.logbook] == [g["nevals"] for g in whole.logbook]
         assert sorted(map(key, resumed.halloffame)) == sorted(map(key, whole.halloffame))
