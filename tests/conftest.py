@@ -42,41 +42,43 @@ from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 
 
 #: Seconds per test file, the files over ~20 s: the durations of a clean clone's ``make test``
-#: (2 busy cores, 2026-12-06, 690ef75). ``make test`` runs ``-n 2
+#: (2 busy cores, 2026-12-06, 5f12d22). ``make test`` runs ``-n 2
 #: --dist loadfile``: whole files go to the two workers in collection order, so the longest
 #: go out first and the short ones fill the gaps (longest processing time first); a long
 #: file handed out last keeps one worker busy while the other idles. Files not listed count
-#: as short; update a number when a file's cost moves by much.
+#: as short; update a number when a file's cost moves by much. `tests/app/test_run.py` goes
+#: first: its real-RPS test extracts the RPS features (~23 s) that the demo test then reads
+#: from the shared cache; started at the same time, both extracted them.
 FILE_SECONDS = {
-    "tests/test_filters_run.py": 115,
-    "tests/nn/test_families.py": 100,
-    "tests/tascnet/test_tascnet_resume.py": 95,
-    "tests/runners/test_ray_runner.py": 80,
-    "tests/features/test_extract_subprocess.py": 70,
-    "tests/app/test_run.py": 55,
-    "tests/tascnet/test_stage2.py": 50,
-    "tests/test_benchmark.py": 50,
-    "tests/methods/test_filter_baselines_run.py": 47,
-    "tests/train/test_tf_stacked.py": 47,
-    "tests/test_keras_engine.py": 46,
-    "tests/test_filter_evaluation.py": 45,
-    "tests/test_reproducibility.py": 40,
-    "tests/runners/test_parallel.py": 40,
-    "tests/app/test_resume.py": 40,
-    "tests/test_reliability_resume.py": 38,
-    "tests/app/test_backend_choice.py": 34,
-    "tests/test_mo_rps.py": 32,
-    "tests/tascnet/test_stage1.py": 30,
-    "tests/test_resampling_batched.py": 30,
-    "tests/train/test_keras_memory.py": 30,
-    "tests/train/test_tf_registry.py": 28,
-    "tests/tascnet/test_tascnet_latency.py": 27,
-    "tests/nn/test_surgery.py": 27,
-    "tests/app/test_demo.py": 25,
-    "tests/runners/test_mlflow_server.py": 21,
-    "tests/test_filters_latency_objective.py": 20,
-    "tests/studies/test_compare_axis_runs.py": 20,
-    "tests/studies/test_grid.py": 20,
+    "tests/app/test_run.py": 140,
+    "tests/test_filters_run.py": 125,
+    "tests/tascnet/test_tascnet_resume.py": 75,
+    "tests/nn/test_families.py": 70,
+    "tests/features/test_extract_subprocess.py": 55,
+    "tests/runners/test_ray_runner.py": 50,
+    "tests/methods/test_filter_baselines_run.py": 35,
+    "tests/test_reproducibility.py": 30,
+    "tests/test_benchmark.py": 30,
+    "tests/train/test_tf_stacked.py": 30,
+    "tests/tascnet/test_stage2.py": 30,
+    "tests/test_reliability_resume.py": 28,
+    "tests/app/test_resume.py": 25,
+    "tests/test_mo_rps.py": 25,
+    "tests/app/test_demo.py": 24,
+    "tests/tascnet/test_tascnet_latency.py": 22,
+    "tests/app/test_backend_choice.py": 22,
+    "tests/test_keras_engine.py": 22,
+    "tests/nn/test_surgery.py": 20,
+    "tests/test_filter_evaluation.py": 20,
+    "tests/runners/test_mlflow_server.py": 20,
+    "tests/tascnet/test_stage1.py": 20,
+    "tests/runners/test_parallel.py": 18,
+    "tests/train/test_tf_registry.py": 18,
+    "tests/train/test_keras_memory.py": 16,
+    "tests/studies/test_compare_axis_runs.py": 15,
+    "tests/test_resampling_batched.py": 15,
+    "tests/test_filters_latency_objective.py": 14,
+    "tests/studies/test_grid.py": 14,
 }
 
 
