@@ -27,7 +27,9 @@ def _item(name: str, slow: bool = False) -> SimpleNamespace:
                            name=name)
 
 
-def test_files_go_out_longest_first_and_keep_their_tests_together():
+def test_files_go_out_longest_first_and_keep_their_tests_together(monkeypatch):
+    monkeypatch.setattr(conftest, "FILE_SECONDS", {"tests/test_filters_run.py": 115, "tests/app/test_run.py": 55,
+                                                   "tests/test_mo_rps.py": 32})
     items = [_item("tests/test_config.py"), _item("tests/test_mo_rps.py", slow=True),
              _item("tests/nn/test_layers.py"), _item("tests/app/test_run.py"),
              _item("tests/app/test_run.py", slow=True), _item("tests/test_filters_run.py"),
