@@ -47,8 +47,9 @@ from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 #: go out first and the short ones fill the gaps (longest processing time first); a long
 #: file handed out last keeps one worker busy while the other idles. Files not listed count
 #: as short; update a number when a file's cost moves by much. `tests/app/test_run.py` goes
-#: first: its real-RPS test extracts the RPS features (~23 s) that the demo test then reads
-#: from the shared cache; started at the same time, both extracted them.
+#: first, so that its real-RPS test may extract the RPS features (~23 s) before the demo test
+#: reads them from the shared cache; run at the same time, both extract them, and this order
+#: alone did not prevent it in one of two clean clones (docs/results.md#the-test-suite).
 FILE_SECONDS = {
     "tests/app/test_run.py": 140,
     "tests/test_filters_run.py": 125,
