@@ -46,10 +46,7 @@ from evoprune_tf.features.splits import FeatureSplits  # noqa: E402
 #: --dist loadfile``: whole files go to the two workers in collection order, so the longest
 #: go out first and the short ones fill the gaps (longest processing time first); a long
 #: file handed out last keeps one worker busy while the other idles. Files not listed count
-#: as short; update a number when a file's cost moves by much. `tests/app/test_run.py` goes
-#: first, so that its real-RPS test may extract the RPS features (~23 s) before the demo test
-#: reads them from the shared cache; run at the same time, both extract them, and this order
-#: alone did not prevent it in one of two clean clones (docs/results.md#the-test-suite).
+#: as short; update a number when a file's cost moves by much.
 FILE_SECONDS = {
     "tests/app/test_run.py": 140,
     "tests/test_filters_run.py": 125,
