@@ -161,6 +161,24 @@ def new_mlflow_store(folder: pathlib.Path) -> str:
     return f"sqlite:///{folder}/mlflow.db"
 
 
+def untimed_keras_latency(model, *args, **kwargs) -> float:
+    """Stands in for `evoprune_tf.report.latency.keras_latency_ms` in runs whose tests do not read it.
+
+    Timing traces each whole deployable network (a few CPU-s a model, most of a run when
+    Keras' functions run eagerly); the timing itself is the latency tests' and the
+    end-to-end DeepPruningES test's.
+    """
+    return 1.0
+
+
+@pytest.fixture
+def untimed_keras(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports of this test's runs skip the Keras timings (`untimed_keras_latency`)."""
+    from evoprune_tf.report import latency
+
+    monkeypatch.setattr(latency, "keras_latency_ms", untimed_keras_latency)
+
+
 @pytest.fixture(scope="session")
 def assets() -> pathlib.Path:
     """The shared real assets (ImageNet weights, RPS, ants-vs-bees); skips when absent."""

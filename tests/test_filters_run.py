@@ -144,18 +144,6 @@ def test_tiny_run_end_to_end_is_tracked_and_exports_compact_models(tracked_run):
 CUT = {"algorithm": {"population": 3}, "report": {"litert": False}}
 
 
-@pytest.fixture
-def untimed_keras(monkeypatch):
-    """The resumed runs' reports skip the Keras timings (the end-to-end test's, like LiteRT's).
-
-    Timing traces each deployable model (~7 s of CPU a report); it acts after the retraining
-    the resumes compare, and the tracked run's table shows it measured.
-    """
-    from evoprune_tf.report import latency
-
-    monkeypatch.setattr(latency, "keras_latency_ms", lambda model, *args, **kwargs: 1.0)
-
-
 def cut_config(tracked_run, folder):
     """The cut run's config in ``folder``, its cache seeded with the tracked run's prefix activations.
 

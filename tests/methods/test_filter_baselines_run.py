@@ -69,27 +69,10 @@ def test_an_unreachable_target_fails_before_any_image_is_read(tmp_path, monkeypa
             run(config)
 
 
-def untimed(model, *args, **kwargs):
-    """Stands in for `keras_latency_ms` in these runs' reports.
-
-    Timing traces each whole deployable network (a few s of CPU a model); no test here
-    reads the timings (the shared latency helper's table is `tests/test_filters_run.py`'s
-    end-to-end test's), and the latency table files are still written.
-    """
-    return 1.0
-
-
-@pytest.fixture
-def untimed_keras(monkeypatch):
-    from evoprune_tf.report import latency
-
-    monkeypatch.setattr(latency, "keras_latency_ms", untimed)
-
-
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """`evoprune run cfg.toml --algorithm l1_filters`, tracked in a fresh store."""
-    from conftest import new_mlflow_store
+    from conftest import new_mlflow_store, untimed_keras_latency
 
     from evoprune_tf.app.cli import main as cli_main
     from evoprune_tf.report import latency
@@ -99,7 +82,7 @@ def cli_run(tmp_path_factory):
     path = tmp_path / "run.toml"
     path.write_text(TOML.format(cache=tmp_path / "cache", uri=uri))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(latency, "keras_latency_ms", untimed)
+        patch.setattr(latency, "keras_latency_ms", untimed_keras_latency)  # no test here reads them
         assert cli_main(["run", str(path), "--algorithm", "l1_filters"]) == 0
     return uri, tmp_path
 

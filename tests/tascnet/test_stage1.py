@@ -149,7 +149,7 @@ def test_candidate_evaluator_caches_prefix_features(mobilenet) -> None:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings(EAGER_DATA_WARNING)
-def test_run_tascnet_images_end_to_end(tmp_path, monkeypatch) -> None:
+def test_run_tascnet_images_end_to_end(tmp_path, untimed_keras) -> None:
     """Stage 1 + 2 through the app on a tiny .npz dataset, tracked in a temporary MLflow store.
 
     Keras' functions run eagerly (tests/helpers_eager.py): the plumbing is the point here;
@@ -157,10 +157,6 @@ def test_run_tascnet_images_end_to_end(tmp_path, monkeypatch) -> None:
     timing is stubbed, eagerly it is most of the run): tests/tascnet/test_tascnet_latency.py.
     """
     import mlflow
-
-    from evoprune_tf.report import latency
-
-    monkeypatch.setattr(latency, "keras_latency_ms", lambda *args, **kwargs: 1.0)
 
     from evoprune_tf.app.config import config_from_dict
     from evoprune_tf.methods.tascnet.run import run_tascnet

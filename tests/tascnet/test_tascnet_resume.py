@@ -85,14 +85,11 @@ def _cli(tmp_path: Path, *args: str, kill_after: int = 0) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def _in_process(monkeypatch):
+def _in_process():
     """As in the killed processes: TensorFlow's ops on the CPU (a no-op without a GPU), functions
-    run eagerly; and the Keras latency timing, which `_results` leaves out, stubbed."""
+    run eagerly (the test's `untimed_keras` stubs the Keras latency timing `_results` leaves out)."""
     import tensorflow as tf
 
-    from evoprune_tf.report import latency
-
-    monkeypatch.setattr(latency, "keras_latency_ms", lambda *args, **kwargs: 1.0)
     with eager_functions(), tf.device("/CPU:0"):
         yield
 
@@ -124,7 +121,8 @@ def _results(folder: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings(EAGER_DATA_WARNING)
-def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys) -> None:
+def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys,
+                                                                    untimed_keras) -> None:
     import mlflow
 
     rng = np.random.default_rng(0)
@@ -144,7 +142,7 @@ def test_sigkilled_tascnet_run_resumes_to_the_uninterrupted_result(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'killed'}/mlflow.db")
     capsys.readouterr()
-    with _in_process(monkeypatch):  # as the killed processes (CUDA_VISIBLE_DEVICES="", eager functions)
+    with _in_process():  # as the killed processes (CUDA_VISIBLE_DEVICES="", eager functions)
         code = cli_main(["resume", run_id])
         out = capsys.readouterr().out
         assert code == 0 and "stage 2 resumed after iteration 1" in out, out
