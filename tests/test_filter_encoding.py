@@ -114,3 +114,14 @@ def test_resnet50_last_block_and_toolbox():
     assert len(ind) == enc.genome_length == 1024 and ind.all()
     toolbox.mutate(ind)
     assert 0.7 < ind.mean() < 0.9
+
+
+def test_mobilenet_v1_last_blocks_are_its_units():
+    """MobileNet (v1): "the last 2 blocks" are units 12 and 13, not one block of every conv_dw/conv_pw layer."""
+    base = keras.applications.MobileNet(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.25,
+                                        pooling="avg")
+    model = keras.Model(base.input, L.Dense(2, activation="softmax", name="predictions")(base.output))
+    enc = FilterPruning(model, 2)
+    assert enc.searched_blocks == ("conv_12", "conv_13")
+    assert enc.group_names == ("conv_pw_12", "conv_pw_13")
+    assert enc.cut_layer == "conv_pw_11_relu"

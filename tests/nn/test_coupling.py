@@ -229,6 +229,18 @@ def test_block_keys_and_blocks(mobilenet, resnet, densenet):
     assert all(a.stop == b.start for a, b in zip(dblocks, dblocks[1:]))
 
 
+def test_mobilenet_v1_units_are_blocks():
+    """MobileNet (v1) names its units ``conv_dw_<N>``/``conv_pw_<N>``: one block per unit."""
+    assert [block_key(n) for n in ("conv_dw_3", "conv_pw_3_bn", "conv_pad_4", "conv_pw_13_relu")] == [
+        "conv_3", "conv_3", "conv_4", "conv_13"]
+    v1 = APPS.MobileNet(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.25, pooling="avg")
+    assert [b.name for b in model_blocks(v1)] == ["conv1"] + [f"conv_{i}" for i in range(1, 14)]
+    groups = filter_groups(v1)
+    # conv_pw_13 feeds the model's output, so the last two blocks hold one prunable group.
+    assert [g.name for g in select_groups(groups, v1, 2)] == ["conv_pw_12"]
+    assert [g.name for g in select_groups(groups, v1, 3)] == ["conv_pw_11", "conv_pw_12"]
+
+
 def test_select_groups_last_blocks(resnet, mobilenet):
     groups = filter_groups(resnet)
     assert [g.name for g in select_groups(groups, resnet, 1)] == ["conv5_block3_1_conv", "conv5_block3_2_conv"]
