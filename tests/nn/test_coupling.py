@@ -241,6 +241,17 @@ def test_mobilenet_v1_units_are_blocks():
     assert [g.name for g in select_groups(groups, v1, 3)] == ["conv_pw_11", "conv_pw_12"]
 
 
+def test_efficientnet_and_mobilenet_v3_units_are_blocks():
+    """A unit's squeeze-excite and depthwise layers belong to the unit, not to blocks of their own."""
+    names = ("block1a_dwconv", "block2b_se_reduce", "block4a_dwconv2", "block6h_project_conv", "top_conv")
+    assert [block_key(n) for n in names] == ["block1a", "block2b", "block4a", "block6h", None]
+    assert block_key("expanded_conv_3_squeeze_excite_conv_1") == "expanded_conv_3"
+    v3 = APPS.MobileNetV3Small(weights=None, include_top=False, input_shape=(32, 32, 3), pooling="avg",
+                               include_preprocessing=False)
+    assert [b.name for b in model_blocks(v3)] == (
+        ["conv", "expanded_conv"] + [f"expanded_conv_{i}" for i in range(1, 11)] + ["conv_1"])
+
+
 def test_select_groups_last_blocks(resnet, mobilenet):
     groups = filter_groups(resnet)
     assert [g.name for g in select_groups(groups, resnet, 1)] == ["conv5_block3_1_conv", "conv5_block3_2_conv"]

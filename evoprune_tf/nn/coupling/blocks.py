@@ -39,23 +39,24 @@ class Block:
 
 
 
-_BLOCK_TOKEN = re.compile(r"^(.*?block_?\d+)(?:_|$)")
+_BLOCK_TOKEN = re.compile(r"^(.*?block_?\d+[a-z]?)(?:_|$)")
 _STAGE_TOKEN = re.compile(r"^((?:conv|pool)\d+)(?:_|$)")
 _NUMBERED_UNIT = re.compile(r"^(.*?)_(?:dw|pw|pad)_(\d+)(?:_|$)")
-_MOBILENET_UNIT = re.compile(r"^(.*?)_(?:expand|depthwise|project|dw|pw)(?:_|$)")
+_MOBILENET_UNIT = re.compile(r"^(.*?)_(?:expand|depthwise|squeeze_excite|project|dw|pw)(?:_|$)")
 
 
 def block_key(name: str) -> str | None:
     """The default block key of a layer name (Keras Applications' naming conventions).
 
-    Rules, first match wins: the leading part through a ``block<N>``/``block_<N>`` token
-    (``block_3_expand`` -> ``block_3``, ``conv4_block2_1_conv`` -> ``conv4_block2``,
-    ``block3_conv1`` -> ``block3``); a leading ``conv<N>``/``pool<N>`` token (``conv1_conv``
-    -> ``conv1``, ``pool2_conv`` -> ``pool2``); a numbered ``_dw_<N>``/``_pw_<N>``/``_pad_<N>``
+    Rules, first match wins: the leading part through a ``block<N>``/``block_<N>`` token,
+    with an optional letter (``block_3_expand`` -> ``block_3``, ``conv4_block2_1_conv`` ->
+    ``conv4_block2``, ``block3_conv1`` -> ``block3``, ``block2b_se_reduce`` -> ``block2b``);
+    a leading ``conv<N>``/``pool<N>`` token (``conv1_conv`` -> ``conv1``, ``pool2_conv`` ->
+    ``pool2``); a numbered ``_dw_<N>``/``_pw_<N>``/``_pad_<N>``
     unit, keyed by its number (MobileNet's ``conv_dw_3``, ``conv_pw_3_bn`` and ``conv_pad_4``
     -> ``conv_3``, ``conv_3``, ``conv_4``); the part before ``_expand``/``_depthwise``/
-    ``_project``/``_dw``/``_pw`` (``expanded_conv_project`` -> ``expanded_conv``). Other
-    names have no key.
+    ``_squeeze_excite``/``_project``/``_dw``/``_pw`` (``expanded_conv_project`` ->
+    ``expanded_conv``). Other names have no key.
 
     Args:
         name: A layer name.
@@ -78,7 +79,9 @@ def model_blocks(model: keras.Model, *, key: Callable[[str], str | None] = block
     conv-like layer whose name has no key starts a block of its own (named after it); every
     other layer joins the current block. With Keras Applications names this yields
     MobileNetV2's ``Conv1``, ``expanded_conv``, ``block_1`` ... ``block_16``, ``Conv_1``;
-    MobileNet's ``conv1``, ``conv_1`` ... ``conv_13``;
+    MobileNet's ``conv1``, ``conv_1`` ... ``conv_13``; MobileNetV3Small's ``conv``,
+    ``expanded_conv``, ``expanded_conv_1`` ... ``expanded_conv_10``, ``conv_1``;
+    EfficientNetB0's ``stem_conv``, ``block1a`` ... ``block7a``, ``top_conv``;
     ResNet50's ``conv1``, ``conv2_block1`` ... ``conv5_block3``; VGG16's ``block1`` ...
     ``block5``; DenseNet121's ``conv1``, ``conv2_block1`` ... ``pool2`` ... ``conv5_block16``;
     a head's Dense layers are one block each. Layers before the first conv-like layer (the
