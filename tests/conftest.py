@@ -19,7 +19,8 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One feature cache for the whole run: xdist's workers share their controller's folder (a
 # worker's parent is the controller), so real-image features extracted by one worker (RPS
-# at 96 px: ~20 s) are read by the other. Entries are written atomically (features/cache.py).
+# at 96 px: ~20 s) are read by the other. Entries are written atomically (features/cache.py);
+# a worker that misses an entry the other is extracting waits for it (features/extract.py).
 _SHARED_CACHE = pathlib.Path(tempfile.gettempdir()) / (
     f"evoprune-tests-cache-{os.getppid() if os.environ.get('PYTEST_XDIST_WORKER') else os.getpid()}")
 os.environ.setdefault("EVOPRUNE_CACHE_DIR", str(_SHARED_CACHE))

@@ -15,11 +15,14 @@ The backbone is built only on a cache miss, so a hit costs neither TensorFlow gr
 building nor weights loading. A process whose Keras runs on another backend than
 TensorFlow (JAX, for faster head training) extracts a miss in a child process on
 TensorFlow when it is installed (`evoprune_tf.features.child`): it writes the same cache
-entry, and the features equal in-process ones to float32 rounding.
+entry, and the features equal in-process ones to float32 rounding. Processes that miss
+the same entry at once extract it once: the others wait on its lock and read the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import pathlib
 import tempfile
@@ -51,6 +54,7 @@ from evoprune_tf.features.cache import (
 from evoprune_tf.features.child import ChildExtractionError, backend_installed, extract_in_child, process_backend
 from evoprune_tf.features.forward import run_backbone
 from evoprune_tf.features.splits import FeatureSplits
+from evoprune_tf.file_lock import exclusive_lock
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -172,27 +176,74 @@ def extract_features_with_info(
     features = _cached(path, key, images, digests)
     if features is not None:
         return features, FeatureCacheInfo(path, key, True, time.perf_counter() - started)
+    seen = _stamp(path)
+    with _entry_lock(path):
+        if _stamp(path) != seen:  # another process wrote the entry while this one waited
+            features = _cached(path, key, images, digests)
+            if features is not None:
+                return features, FeatureCacheInfo(path, key, True, time.perf_counter() - started)
+        miss = _Miss(images, digests, fields, key, weights, batch_size, path, progress)
+        features, backend, child = _extract_miss(miss, size, tensorflow_child)
+    return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started, backend=backend, child=child)
 
-    order, unique = _distinct_images(images, digests, size)
-    batch = max(1, min(batch_size, len(unique)))
+
+def _entry_lock(path: pathlib.Path | None) -> contextlib.AbstractContextManager[None]:
+    """One extraction per cache entry at a time: ``<entry>.lock`` beside it (nothing without caching).
+
+    Processes that miss the same entry together (a grid's workers, parallel runs on one
+    dataset) wait for the first one's file instead of each running the backbone.
+    """
+    if path is None:
+        return contextlib.nullcontext()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return exclusive_lock(path.with_name(path.name + ".lock"))
+
+
+def _stamp(path: pathlib.Path | None) -> int | None:
+    """The entry file's modification time (ns), or None when there is none: tells whether it was rewritten."""
+    try:
+        return path.stat().st_mtime_ns if path is not None else None
+    except FileNotFoundError:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Miss:
+    """One cache entry to extract: the images, the entry's key and file, how to run the backbone."""
+
+    images: ImageSplits
+    digests: Mapping[str, list[str]]
+    fields: Mapping[str, Any]
+    key: str
+    weights: str | os.PathLike[str] | None
+    batch_size: int
+    path: pathlib.Path | None
+    progress: bool
+
+
+def _extract_miss(miss: _Miss, size: int, tensorflow_child: bool | None) -> tuple[FeatureSplits, str, bool]:
+    """Run the backbone over every distinct image (here, or in a TensorFlow child) and write the entry.
+
+    Returns:
+        ``(features, the backend that extracted them, whether a child did)``.
+    """
+    order, unique = _distinct_images(miss.images, miss.digests, size)
+    miss = dataclasses.replace(miss, batch_size=max(1, min(miss.batch_size, len(unique))))
     if len(unique) and _use_child(tensorflow_child):
-        extracted_features = _extract_in_child(
-            images, digests, unique, order, fields=fields, key=key, weights=weights, batch_size=batch, path=path,
-            progress=progress, required=tensorflow_child is True,
-        )
+        extracted_features = _extract_in_child(miss, unique, order, required=tensorflow_child is True)
         if extracted_features is not None:
-            return extracted_features, FeatureCacheInfo(path, key, False, time.perf_counter() - started,
-                                                        backend="tensorflow", child=True)
+            return extracted_features, "tensorflow", True
 
     from evoprune_tf.progress import stage_progress  # a bar on a terminal, one line per stage in a log
 
-    model = backbones.build_backbone(fields["backbone"], weights=weights, image_size=size, **fields["options"])
-    with stage_progress(len(unique), f"{fields['backbone']} features", enabled=progress, leave=True) as bar:
-        table = run_backbone(model, unique, batch, bar)
-    features = lay_out(table, order, images, digests)
-    if path is not None:
-        write_cache(path, np.asarray(order, dtype="<U64"), table, fields, key)
-    return features, FeatureCacheInfo(path, key, False, time.perf_counter() - started, backend=process_backend())
+    fields = miss.fields
+    model = backbones.build_backbone(fields["backbone"], weights=miss.weights, image_size=size, **fields["options"])
+    with stage_progress(len(unique), f"{fields['backbone']} features", enabled=miss.progress, leave=True) as bar:
+        table = run_backbone(model, unique, miss.batch_size, bar)
+    features = lay_out(table, order, miss.images, miss.digests)
+    if miss.path is not None:
+        write_cache(miss.path, np.asarray(order, dtype="<U64"), table, fields, miss.key)
+    return features, process_backend(), False
 
 
 def _check_request(images: ImageSplits, backbone: str, image_size: int | None, batch_size: Any) -> int:
@@ -245,23 +296,10 @@ def _use_child(tensorflow_child: bool | None) -> bool:
     return process_backend() != "tensorflow" and backend_installed("tensorflow")
 
 
-def _extract_in_child(
-    images: ImageSplits,
-    digests: Mapping[str, list[str]],
-    unique: np.ndarray,
-    order: list[str],
-    *,
-    fields: Mapping[str, Any],
-    key: str,
-    weights: str | os.PathLike[str] | None,
-    batch_size: int,
-    path: pathlib.Path | None,
-    progress: bool,
-    required: bool,
-) -> FeatureSplits | None:
+def _extract_in_child(miss: _Miss, unique: np.ndarray, order: list[str], *, required: bool) -> FeatureSplits | None:
     """Features from a TensorFlow child process, read back from the cache entry it wrote.
 
-    Without caching (``path`` None) the child writes into a temporary folder, deleted
+    Without caching (``miss.path`` None) the child writes into a temporary folder, deleted
     after reading. Returns None, after a `RuntimeWarning`, when the child failed for a
     reason other than bad input and ``required`` is False: the caller extracts in this
     process.
@@ -270,16 +308,16 @@ def _extract_in_child(
         raise ValueError("tensorflow_child=True but TensorFlow is not installed; expected it installed "
                          "(pip install tensorflow) or tensorflow_child=None/False")
     with tempfile.TemporaryDirectory(prefix="evoprune-features-") as scratch:
-        target = path if path is not None else pathlib.Path(scratch) / "features.npz"
+        target = miss.path if miss.path is not None else pathlib.Path(scratch) / "features.npz"
         try:
-            extract_in_child(unique, order, fields=fields, key=key, weights=weights, batch_size=batch_size,
-                             path=target, progress=progress)
-            return read_cache(target, key, images, digests)
+            extract_in_child(unique, order, fields=miss.fields, key=miss.key, weights=miss.weights,
+                             batch_size=miss.batch_size, path=target, progress=miss.progress)
+            return read_cache(target, miss.key, miss.images, miss.digests)
         except ChildExtractionError as error:
             if required:
                 raise
             warnings.warn(f"{error}; extracting the features in this process on {process_backend()} instead",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)  # the caller of extract_features_with_info
             return None
 
 

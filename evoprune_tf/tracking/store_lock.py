@@ -13,6 +13,8 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
+from evoprune_tf.file_lock import exclusive_lock
+
 __all__ = ["sqlite_path", "store_lock", "open_sqlite_store"]
 
 _SQLITE_PREFIX = "sqlite:///"
@@ -42,14 +44,8 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None or not db.parent.is_dir():
         yield
         return
-    import fcntl
-
-    with open(f"{db}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(f"{db}.lock"):
+        yield
 
 
 def open_sqlite_store(uri: str) -> None:

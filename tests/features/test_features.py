@@ -70,7 +70,8 @@ def test_features_are_float32_with_the_images_labels_and_match_the_model(tmp_pat
     direct = np.asarray(model.predict(images.test_images.astype(np.float32), verbose=0))
     np.testing.assert_allclose(feats.x_test, direct, rtol=1e-4, atol=1e-5)
     assert info.path is not None and info.path.parent == tmp_path and info.path.suffix == ".npz"
-    assert [p.name for p in tmp_path.iterdir()] == [info.path.name]  # no temporary files left
+    # no temporary files left; the entry's lock file stays (see the concurrent-miss test)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [info.path.name, info.path.name + ".lock"]
 
 
 def test_second_call_hits_the_cache_without_building(tmp_path: pathlib.Path, weights_file: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +89,46 @@ def test_second_call_hits_the_cache_without_building(tmp_path: pathlib.Path, wei
         images, backbone="MOBILENET", weights=weights_file, cache_dir=tmp_path, backbone_kwargs={"alpha": 0.250}, progress=False
     )
     assert np.array_equal(again.x_val, first.x_val)
+
+
+def test_two_callers_missing_one_entry_together_extract_it_once(
+    tmp_path: pathlib.Path, weights_file: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid's workers that start on the same data: the first extracts, the others wait and read its file.
+
+    Two threads stand in for two processes: an flock taken through two separate opens
+    excludes the other open, within one process too. The slowed backbone pass keeps the
+    first caller inside the extraction while the second one looks up the cache.
+    """
+    import threading
+    import time
+
+    passes = []
+    real_pass = features.run_backbone
+
+    def slow_pass(*args, **kwargs):
+        passes.append(threading.current_thread().name)
+        time.sleep(1.0)
+        return real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(features, "run_backbone", slow_pass)
+    images = make_images()
+    start = threading.Barrier(2)
+    results = {}
+
+    def call(name: str) -> None:
+        start.wait()
+        results[name] = _extract(images, tmp_path, weights_file, tensorflow_child=False)
+
+    threads = [threading.Thread(target=call, args=(name,), name=name) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(passes) == 1
+    (first, first_info), (second, second_info) = results["a"], results["b"]
+    assert sorted([first_info.hit, second_info.hit]) == [False, True]
+    assert np.array_equal(first.x_test, second.x_test) and first_info.path == second_info.path
 
 
 def test_a_changed_image_misses(tmp_path: pathlib.Path, weights_file: pathlib.Path) -> None:
