@@ -52,9 +52,9 @@ def block_key(name: str) -> str | None:
     with an optional letter (``block_3_expand`` -> ``block_3``, ``conv4_block2_1_conv`` ->
     ``conv4_block2``, ``block3_conv1`` -> ``block3``, ``block2b_se_reduce`` -> ``block2b``);
     a leading ``conv<N>``/``pool<N>`` token (``conv1_conv`` -> ``conv1``, ``pool2_conv`` ->
-    ``pool2``); a numbered ``_dw_<N>``/``_pw_<N>``/``_pad_<N>``
-    unit, keyed by its number (MobileNet's ``conv_dw_3``, ``conv_pw_3_bn`` and ``conv_pad_4``
-    -> ``conv_3``, ``conv_3``, ``conv_4``); the part before ``_expand``/``_depthwise``/
+    ``pool2``); a numbered ``_dw_<N>``/``_pw_<N>``/``_pad_<N>`` unit, keyed by its number
+    (MobileNet's ``conv_dw_3``, ``conv_pw_3_bn`` and ``conv_pad_4`` -> ``conv_3``,
+    ``conv_3``, ``conv_4``); the part before ``_expand``/``_depthwise``/
     ``_squeeze_excite``/``_project``/``_dw``/``_pw`` (``expanded_conv_project`` ->
     ``expanded_conv``). Other names have no key.
 
